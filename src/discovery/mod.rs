@@ -1,0 +1,238 @@
+//! Discovery and rendezvous: how devices see each other's adverts, read a
+//! card and exchange an invitation for a reply, behind one small trait.
+//!
+//! [`Discovery`] is all a backend implements. It carries bytes, never
+//! decides: the session core (`session`) decides what to read, whom to invite
+//! and what to answer. Every method but [`Discovery::transport`] and
+//! [`Discovery::take_events`] has a default that does nothing, so a backend
+//! that only browses, or only advertises, is short.
+//!
+//! Ids are backend-neutral ([`DeviceId`]): no BLE address, socket address or
+//! D-Bus path appears in this trait, so any backend can be faked.
+//!
+//! Backends:
+//! - [`memory`]: one in-process "air" that stations join; for tests and for
+//!   apps that embed airhop and want two nodes in one process.
+//!
+//! The helpers [`read_card`] and [`invite`] put the deadlines and size caps
+//! around a backend's calls, so that a backend that hangs or lies costs a
+//! clear error, never a stuck task or an unbounded buffer.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use crate::session::DeviceId;
+use crate::wire::card::MAX_CARD_LEN;
+use crate::wire::invite::{MAX_INVITATION_LEN, MAX_REPLY_LEN};
+use crate::wire::{AdvertPayload, Reason};
+
+/// A boxed future, for a trait that can be used as `dyn Discovery`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which kind of backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Bluetooth LE: advert + GATT.
+    Ble,
+    /// UDP multicast presence + unicast rendezvous on the LAN.
+    Lan,
+    /// In-process.
+    Memory,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Ble => "BLE",
+            Transport::Lan => "LAN",
+            Transport::Memory => "memory",
+        })
+    }
+}
+
+/// What a device publishes: the advert, the card served on request, and a
+/// name for backends that have room for one (the BLE scan response).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The advert payload.
+    pub advert: AdvertPayload,
+    /// The encoded signed card.
+    pub card: Vec<u8>,
+    /// The display name, for a scan response; may be cut.
+    pub name: String,
+}
+
+/// What a backend reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DiscoveryEvent {
+    /// An advert from `device`: the raw payload bytes (untrusted).
+    Seen {
+        /// Where.
+        device: DeviceId,
+        /// The advert payload as received.
+        advert: Vec<u8>,
+        /// Signal strength, where the backend has it.
+        rssi: Option<i16>,
+    },
+    /// `device` left (an explicit leave, a disconnect).
+    Lost {
+        /// Where.
+        device: DeviceId,
+    },
+    /// Someone wrote an invitation to us; answer through `responder`.
+    Invitation {
+        /// The invitation bytes as received (untrusted).
+        invitation: Vec<u8>,
+        /// Where the reply goes.
+        responder: Responder,
+    },
+}
+
+/// The way back to whoever wrote an invitation.
+#[derive(Debug)]
+pub struct Responder(oneshot::Sender<Vec<u8>>);
+
+impl Responder {
+    /// A responder and the receiving end of its reply, for backends.
+    pub fn channel() -> (Responder, oneshot::Receiver<Vec<u8>>) {
+        let (tx, rx) = oneshot::channel();
+        (Responder(tx), rx)
+    }
+
+    /// Sends the reply; `false` if the inviter is gone.
+    pub fn respond(self, reply: Vec<u8>) -> bool {
+        self.0.send(reply).is_ok()
+    }
+}
+
+/// Why a discovery operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// No radio, no BlueZ, no D-Bus, no network interface: nothing to use.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Advertising could not start.
+    #[error("advertising failed: {0}")]
+    Advertise(String),
+    /// Browsing could not start.
+    #[error("browsing failed: {0}")]
+    Browse(String),
+    /// UDP multicast could not be set up.
+    #[error("multicast unavailable: {0}")]
+    Multicast(String),
+    /// The device is not there (any more).
+    #[error("the device is gone")]
+    Gone,
+    /// No answer in time.
+    #[error("timed out")]
+    TimedOut,
+    /// The device sent more than the format allows.
+    #[error("the device sent {got} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// The cap.
+        max: usize,
+        /// What came.
+        got: usize,
+    },
+    /// Anything else the backend met.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DiscoveryError {
+    /// The reason to report.
+    pub fn reason(&self) -> Reason {
+        match self {
+            DiscoveryError::Unavailable(_) => Reason::WirelessInterfaceNotAvailable,
+            DiscoveryError::Advertise(_) => Reason::AdvertisementFailure,
+            DiscoveryError::Browse(_) => Reason::DiscoveryFailure,
+            DiscoveryError::Multicast(_) => Reason::UnableToSetUpMulticast,
+            DiscoveryError::Gone => Reason::PeerLost,
+            DiscoveryError::TimedOut => Reason::TimedOut,
+            DiscoveryError::TooLarge { .. } => Reason::ProtocolViolation,
+            DiscoveryError::Other(_) => Reason::DiscoveryFailure,
+        }
+    }
+}
+
+/// A discovery and rendezvous backend.
+pub trait Discovery: Send + Sync + 'static {
+    /// Which kind of backend this is.
+    fn transport(&self) -> Transport;
+
+    /// Publishes (or with `None` withdraws) our advert and card. Called again
+    /// whenever either changes.
+    fn publish(&self, published: Option<Published>) -> BoxFuture<'_, Result<(), DiscoveryError>> {
+        let _ = published;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Starts or stops reporting [`DiscoveryEvent::Seen`].
+    fn browse(&self, on: bool) -> BoxFuture<'_, Result<(), DiscoveryError>> {
+        let _ = on;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Reads a device's card. Use [`read_card`], which adds the deadline and cap.
+    fn read_card(&self, device: DeviceId) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        let _ = device;
+        Box::pin(async { Err(DiscoveryError::Gone) })
+    }
+
+    /// Writes an invitation and waits for the reply. Use [`invite`].
+    fn invite(
+        &self,
+        device: DeviceId,
+        invitation: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        let _ = (device, invitation);
+        Box::pin(async { Err(DiscoveryError::Gone) })
+    }
+
+    /// The event stream; `Some` once, then `None`.
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<DiscoveryEvent>>;
+}
+
+/// Reads a card with a deadline and the 512-byte cap.
+pub async fn read_card(
+    backend: &dyn Discovery,
+    device: DeviceId,
+    deadline: Duration,
+) -> Result<Vec<u8>, DiscoveryError> {
+    let card = tokio::time::timeout(deadline, backend.read_card(device))
+        .await
+        .map_err(|_| DiscoveryError::TimedOut)??;
+    capped(card, MAX_CARD_LEN)
+}
+
+/// Writes an invitation and waits for the reply, with a deadline and caps.
+pub async fn invite(
+    backend: &dyn Discovery,
+    device: DeviceId,
+    invitation: Vec<u8>,
+    deadline: Duration,
+) -> Result<Vec<u8>, DiscoveryError> {
+    capped(&invitation[..], MAX_INVITATION_LEN)?;
+    let reply = tokio::time::timeout(deadline, backend.invite(device, invitation))
+        .await
+        .map_err(|_| DiscoveryError::TimedOut)??;
+    capped(reply, MAX_REPLY_LEN)
+}
+
+fn capped<T: AsRef<[u8]>>(bytes: T, max: usize) -> Result<T, DiscoveryError> {
+    let got = bytes.as_ref().len();
+    if got > max {
+        return Err(DiscoveryError::TooLarge { max, got });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1086 @@
+//! [`Endpoint`]: the state machine itself. The contract is in the module doc
+//! of `session`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ring::rand::SecureRandom;
+
+use super::{
+    AnswerError, Config, DeviceId, Event, InviteError, InviteId, LinkOffer, PeerInfo, PeerState,
+    Recipients, SendError, SessionInfo, Transmit,
+};
+use crate::crypto::{
+    build_invitation, verify_card, HandshakeError, Identity, LocalCard, SessionKeys, VerifiedCard,
+};
+use crate::wire::frame::MAX_MESSAGE_LEN;
+use crate::wire::invite::MAX_CONTEXT_LEN;
+use crate::wire::{
+    Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, PeerId, Reason, Reply,
+    ReplyBody, ResolvingKey,
+};
+
+/// One device's advertise / browse / invite / session state. See the module doc.
+pub struct Endpoint {
+    config: Config,
+    identity: Arc<Identity>,
+    rng: Box<dyn SecureRandom + Send + Sync>,
+    card: LocalCard,
+    serial: u32,
+    prand: [u8; 3],
+    rotate_at: Option<Instant>,
+    advertising: bool,
+    browsing: bool,
+    link: Option<LinkOffer>,
+    nearby: HashMap<DeviceId, Nearby>,
+    cards: HashMap<PeerId, VerifiedCard>,
+    resolving: HashMap<PeerId, ResolvingKey>,
+    outgoing: HashMap<PeerId, Outgoing>,
+    incoming: HashMap<InviteId, Incoming>,
+    peers: HashMap<PeerId, SessionPeer>,
+    kicked: HashMap<PeerId, Instant>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+struct Nearby {
+    advert: AdvertPayload,
+    peer: Option<PeerId>,
+    last_seen: Instant,
+    /// A card read in flight, and its deadline.
+    reading: Option<Instant>,
+    /// After a bad card, do not read this device again before this.
+    quiet_until: Option<Instant>,
+}
+
+struct Outgoing {
+    device: DeviceId,
+    context: Vec<u8>,
+    state: OutState,
+    deadline: Instant,
+    retried: bool,
+}
+
+enum OutState {
+    /// Waiting for a fresh card (after a stale-card answer).
+    ReadingCard,
+    /// The invitation is out.
+    AwaitingReply(SessionKeys),
+    /// The peer's crossing invitation goes on instead of ours.
+    Superseded,
+}
+
+struct Incoming {
+    from: VerifiedCard,
+    keys: SessionKeys,
+    payload: InvitePayload,
+    deadline: Instant,
+}
+
+struct SessionPeer {
+    name: crate::wire::DisplayName,
+    state: PeerState,
+    /// The token a listener expects; `None` on the dialing side.
+    token: Option<[u8; 16]>,
+    connect_deadline: Option<Instant>,
+    since: Instant,
+    last_activity: Instant,
+}
+
+impl Endpoint {
+    /// A new endpoint: not advertising, not browsing, no session.
+    pub fn new(
+        config: Config,
+        identity: Arc<Identity>,
+        rng: Box<dyn SecureRandom + Send + Sync>,
+    ) -> Result<Self, HandshakeError> {
+        let card = LocalCard::new(&identity, &config.card, 1, rng.as_ref())?;
+        let mut prand = [0u8; 3];
+        rng.fill(&mut prand).map_err(|_| HandshakeError::Random)?;
+        Ok(Endpoint {
+            config,
+            identity,
+            rng,
+            card,
+            serial: 1,
+            prand,
+            rotate_at: None,
+            advertising: false,
+            browsing: false,
+            link: None,
+            nearby: HashMap::new(),
+            cards: HashMap::new(),
+            resolving: HashMap::new(),
+            outgoing: HashMap::new(),
+            incoming: HashMap::new(),
+            peers: HashMap::new(),
+            kicked: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Sets how peers reach us (QUIC addresses, certificate, hotspot).
+    pub fn set_link(&mut self, link: LinkOffer) {
+        self.link = Some(link);
+    }
+
+    // ---- advertising and browsing ------------------------------------------
+
+    /// Starts advertising: invitations are accepted from now on.
+    pub fn advertise(&mut self, now: Instant) {
+        if !self.advertising {
+            self.advertising = true;
+            self.rotate_at = Some(now + self.config.rotation_interval);
+            self.refresh_card();
+        }
+    }
+
+    /// Stops advertising (the Multipeer `stop_looking_for_peers`): new
+    /// invitations are refused with [`Reason::Busy`]; the session goes on.
+    pub fn stop_advertising(&mut self) {
+        if self.advertising {
+            self.advertising = false;
+            self.rotate_at = None;
+            self.events.push_back(Event::AdvertChanged);
+        }
+    }
+
+    /// Whether we advertise.
+    pub fn is_advertising(&self) -> bool {
+        self.advertising
+    }
+
+    /// Starts browsing: adverts fed to [`Endpoint::handle_advert`] are acted on.
+    pub fn browse(&mut self) {
+        self.browsing = true;
+    }
+
+    /// Stops browsing and forgets nearby devices (no `PeerLost` events).
+    pub fn stop_browsing(&mut self) {
+        self.browsing = false;
+        self.nearby.clear();
+    }
+
+    /// The advert payload to publish, while advertising.
+    pub fn advert(&self) -> Option<AdvertPayload> {
+        self.advertising.then(|| {
+            AdvertPayload::new(
+                self.caps(),
+                &self.identity.resolving_key(),
+                self.prand,
+                &self.config.card.service,
+                &self.card.card().bytes,
+            )
+        })
+    }
+
+    /// The encoded signed card to serve.
+    pub fn card_bytes(&self) -> &[u8] {
+        &self.card.card().bytes
+    }
+
+    fn caps(&self) -> Capabilities {
+        let mut caps = self.config.card.caps;
+        if self.advertising {
+            caps = caps | Capabilities::ACCEPTING;
+        }
+        caps
+    }
+
+    /// A new card (new single-use ephemeral key), and a new rotating id.
+    fn refresh_card(&mut self) {
+        self.serial = self.serial.wrapping_add(1);
+        let mut fields = self.config.card.clone();
+        fields.caps = self.caps();
+        // The system RNG failing is not survivable anyway; keep the old card
+        // (its key is used up, so invitations get StaleCard) rather than panic.
+        if let Ok(card) = LocalCard::new(&self.identity, &fields, self.serial, self.rng.as_ref()) {
+            self.card = card;
+        }
+        let _ = self.rng.fill(&mut self.prand);
+        self.events.push_back(Event::AdvertChanged);
+    }
+
+    // ---- browsing inputs ---------------------------------------------------
+
+    /// An advert payload (the 10 service-data bytes) seen from `device`.
+    ///
+    /// Hostile input: garbage is refused with an error and changes nothing.
+    pub fn handle_advert(
+        &mut self,
+        now: Instant,
+        device: DeviceId,
+        payload: &[u8],
+    ) -> Result<(), crate::wire::WireError> {
+        let advert = AdvertPayload::decode(payload)?;
+        if !self.browsing || !advert.matches_service(&self.config.card.service) {
+            return Ok(());
+        }
+        let entry = self.nearby.entry(device).or_insert(Nearby {
+            advert,
+            peer: None,
+            last_seen: now,
+            reading: None,
+            quiet_until: None,
+        });
+        entry.advert = advert;
+        entry.last_seen = now;
+        // Is this a card we already hold? This device's last card, or the card
+        // of a peer whose resolving key resolves the rotating identifier.
+        let known = entry
+            .peer
+            .into_iter()
+            .chain(
+                self.resolving
+                    .iter()
+                    .filter(|(_, k)| advert.rid.resolves(k))
+                    .map(|(p, _)| *p),
+            )
+            .find(|p| {
+                self.cards
+                    .get(p)
+                    .is_some_and(|c| advert.matches_card(&c.bytes))
+            });
+        if let Some(peer) = known {
+            let newly_here = entry.peer != Some(peer);
+            entry.peer = Some(peer);
+            if newly_here {
+                self.found(peer, device);
+            }
+            return Ok(());
+        }
+        let quiet = entry.quiet_until.is_some_and(|t| now < t);
+        if entry.reading.is_none() && !quiet {
+            entry.reading = Some(now + self.config.card_read_timeout);
+            self.transmits.push_back(Transmit::ReadCard { device });
+        }
+        Ok(())
+    }
+
+    /// A device is gone (the backend knows: a LAN leave, a BLE disconnect).
+    pub fn handle_device_lost(&mut self, _now: Instant, device: DeviceId) {
+        if let Some(n) = self.nearby.remove(&device) {
+            if let Some(peer) = n.peer {
+                self.maybe_lost(peer);
+            }
+        }
+    }
+
+    fn maybe_lost(&mut self, peer: PeerId) {
+        if !self.nearby.values().any(|n| n.peer == Some(peer)) {
+            self.events.push_back(Event::PeerLost(peer));
+        }
+    }
+
+    /// The card read from `device`. Hostile input: a bad card is dropped
+    /// and the device is left alone for a while.
+    pub fn handle_card(
+        &mut self,
+        now: Instant,
+        device: DeviceId,
+        bytes: &[u8],
+    ) -> Result<PeerId, HandshakeError> {
+        let result = verify_card(bytes);
+        let me = self.peer_id();
+        let Some(entry) = self.nearby.get_mut(&device) else {
+            // Not browsing any more, or lost meanwhile.
+            return result.map(|c| c.card.identity.peer_id());
+        };
+        entry.reading = None;
+        let card = match result {
+            Ok(c) if c.card.service == self.config.card.service => c,
+            Ok(_) => {
+                entry.quiet_until = Some(now + self.config.lost_after);
+                return Err(HandshakeError::Wire(crate::wire::WireError::Malformed(
+                    "service type differs",
+                )));
+            }
+            Err(e) => {
+                entry.quiet_until = Some(now + self.config.lost_after);
+                self.fail_outgoing_on(device, Reason::AuthenticationFailed);
+                return Err(e);
+            }
+        };
+        let peer = card.card.identity.peer_id();
+        if peer == me {
+            // Our own advert, heard back (LAN loopback).
+            entry.quiet_until = Some(now + self.config.rotation_interval);
+            return Ok(peer);
+        }
+        let newly_here = entry.peer != Some(peer);
+        entry.peer = Some(peer);
+        self.cards.insert(peer, card);
+        if newly_here {
+            self.found(peer, device);
+        }
+        // An invitation waiting for a fresh card goes out now.
+        if let Some(out) = self.outgoing.get(&peer) {
+            if matches!(out.state, OutState::ReadingCard) {
+                let context = out.context.clone();
+                let deadline = out.deadline;
+                let retried = out.retried;
+                self.outgoing.remove(&peer);
+                self.send_invitation(now, peer, device, context, deadline, retried)
+                    .map_err(|e| match e {
+                        InviteError::Handshake(h) => h,
+                        _ => HandshakeError::Random,
+                    })?;
+            }
+        }
+        Ok(peer)
+    }
+
+    /// Reading `device`'s card failed.
+    pub fn handle_card_failed(&mut self, now: Instant, device: DeviceId, reason: Reason) {
+        if let Some(entry) = self.nearby.get_mut(&device) {
+            entry.reading = None;
+            entry.quiet_until = Some(now + self.config.card_read_timeout);
+        }
+        self.fail_outgoing_on(device, reason);
+    }
+
+    fn fail_outgoing_on(&mut self, device: DeviceId, reason: Reason) {
+        let waiting: Vec<PeerId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.device == device && matches!(o.state, OutState::ReadingCard))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in waiting {
+            self.outgoing.remove(&peer);
+            self.events.push_back(Event::InviteFailed { peer, reason });
+        }
+    }
+
+    fn found(&mut self, peer: PeerId, device: DeviceId) {
+        // Seen before on another device (a rotated address): not news.
+        if self
+            .nearby
+            .iter()
+            .any(|(d, n)| *d != device && n.peer == Some(peer))
+        {
+            return;
+        }
+        if let Some(info) = self.peer_info(peer, Some(device)) {
+            self.events.push_back(Event::PeerFound(info));
+        }
+    }
+
+    fn peer_info(&self, peer: PeerId, device: Option<DeviceId>) -> Option<PeerInfo> {
+        let c = &self.cards.get(&peer)?.card;
+        Some(info_of(c, device))
+    }
+
+    /// Peers found nearby (their cards were read), with the device each was seen on.
+    pub fn nearby_peers(&self) -> Vec<PeerInfo> {
+        let mut v: Vec<PeerInfo> = self
+            .nearby
+            .iter()
+            .filter_map(|(d, n)| self.peer_info(n.peer?, Some(*d)))
+            .collect();
+        v.sort_by_key(|p| p.id);
+        v.dedup_by_key(|p| p.id);
+        v
+    }
+
+    // ---- inviting ----------------------------------------------------------
+
+    /// Invites a nearby peer into our session, with a context for its prompt.
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        context: Vec<u8>,
+    ) -> Result<(), InviteError> {
+        if context.len() > MAX_CONTEXT_LEN {
+            return Err(InviteError::ContextTooLong);
+        }
+        if self.peers.contains_key(&peer) {
+            return Err(InviteError::AlreadyConnected(peer));
+        }
+        if self.outgoing.contains_key(&peer) {
+            return Err(InviteError::AlreadyInviting(peer));
+        }
+        if self.link.is_none() {
+            return Err(InviteError::NoLink);
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err(InviteError::SessionFull(self.config.max_peers));
+        }
+        let device = self
+            .nearby
+            .iter()
+            .filter(|(_, n)| n.peer == Some(peer))
+            .max_by_key(|(_, n)| n.last_seen)
+            .map(|(d, _)| *d)
+            .ok_or(InviteError::UnknownPeer(peer))?;
+        // The peer already invited us: a crossing. Resolve it here as the
+        // rendezvous would if both invitations were in flight.
+        if let Some((&invite, _)) = self
+            .incoming
+            .iter()
+            .find(|(_, i)| i.from.card.identity.peer_id() == peer)
+        {
+            if peer < self.peer_id() {
+                return self
+                    .accept(now, invite)
+                    .map_err(|_| InviteError::SessionFull(self.config.max_peers));
+            }
+            self.answer(invite, ReplyBody::Decline(Reason::CrossedInvitation));
+        }
+        let deadline = now + self.config.invite_timeout;
+        self.send_invitation(now, peer, device, context, deadline, false)
+    }
+
+    fn send_invitation(
+        &mut self,
+        _now: Instant,
+        peer: PeerId,
+        device: DeviceId,
+        context: Vec<u8>,
+        deadline: Instant,
+        retried: bool,
+    ) -> Result<(), InviteError> {
+        let card = self
+            .cards
+            .get(&peer)
+            .ok_or(InviteError::UnknownPeer(peer))?;
+        let link = self.link.as_ref().ok_or(InviteError::NoLink)?;
+        let payload = InvitePayload {
+            context: context.clone(),
+            cert_fingerprint: link.cert_fingerprint,
+            resolving_key: self.identity.resolving_key(),
+        };
+        let mut fields = self.config.card.clone();
+        fields.caps = self.caps();
+        let (invitation, keys) =
+            build_invitation(&self.identity, &fields, card, &payload, self.rng.as_ref())?;
+        self.events.push_back(Event::InviteSent {
+            peer,
+            pairing_code: keys.pairing_code,
+        });
+        self.transmits.push_back(Transmit::Invite {
+            device,
+            peer,
+            invitation,
+        });
+        self.outgoing.insert(
+            peer,
+            Outgoing {
+                device,
+                context,
+                state: OutState::AwaitingReply(keys),
+                deadline,
+                retried,
+            },
+        );
+        Ok(())
+    }
+
+    /// Withdraws a pending invitation (no event; the peer's prompt times out).
+    pub fn cancel_invite(&mut self, peer: PeerId) -> bool {
+        self.outgoing.remove(&peer).is_some()
+    }
+
+    /// The reply to our invitation to `peer`. Hostile input.
+    pub fn handle_reply(&mut self, now: Instant, peer: PeerId, bytes: &[u8]) {
+        let Some(out) = self.outgoing.get_mut(&peer) else {
+            return; // withdrawn or timed out: late replies are dropped
+        };
+        let body = match &out.state {
+            OutState::AwaitingReply(keys) => keys.open_reply(bytes),
+            // A superseded invitation's reply is the peer's crossing decline,
+            // or stale: nothing to do, the peer's invitation goes on.
+            OutState::Superseded | OutState::ReadingCard => return,
+        };
+        match body {
+            Err(e) => {
+                self.outgoing.remove(&peer);
+                self.events.push_back(Event::InviteFailed {
+                    peer,
+                    reason: e.reason(),
+                });
+            }
+            Ok(ReplyBody::Decline(Reason::StaleCard)) if !out.retried => {
+                // The card was used by someone else's invitation: read it again, once.
+                out.retried = true;
+                out.state = OutState::ReadingCard;
+                let device = out.device;
+                if let Some(n) = self.nearby.get_mut(&device) {
+                    n.reading = Some(now + self.config.card_read_timeout);
+                }
+                self.cards.remove(&peer);
+                self.transmits.push_back(Transmit::ReadCard { device });
+            }
+            Ok(ReplyBody::Decline(Reason::CrossedInvitation)) => {
+                // Its invitation to us goes on; wait for it until our deadline.
+                out.state = OutState::Superseded;
+            }
+            Ok(ReplyBody::Decline(reason)) => {
+                self.outgoing.remove(&peer);
+                self.events.push_back(Event::InviteFailed { peer, reason });
+            }
+            Ok(ReplyBody::Accept(accept)) => {
+                self.outgoing.remove(&peer);
+                if self.peers.len() >= self.config.max_peers {
+                    self.events.push_back(Event::InviteFailed {
+                        peer,
+                        reason: Reason::SessionFull,
+                    });
+                    return;
+                }
+                let Some(card) = self.cards.get(&peer) else {
+                    return;
+                };
+                let identity = card.card.identity;
+                let name = card.card.name.clone();
+                self.resolving.insert(peer, accept.resolving_key);
+                self.peers.insert(
+                    peer,
+                    SessionPeer {
+                        name,
+                        state: PeerState::Connecting,
+                        token: None,
+                        connect_deadline: Some(now + self.config.connect_timeout),
+                        since: now,
+                        last_activity: now,
+                    },
+                );
+                self.transmits.push_back(Transmit::Dial {
+                    peer,
+                    identity,
+                    accept,
+                });
+                self.state(peer, PeerState::Connecting);
+            }
+        }
+    }
+
+    /// Writing our invitation to `peer` failed (the backend said why).
+    pub fn handle_invite_failed(&mut self, _now: Instant, peer: PeerId, reason: Reason) {
+        if let Some(out) = self.outgoing.remove(&peer) {
+            if matches!(out.state, OutState::Superseded) {
+                self.outgoing.insert(peer, out);
+                return;
+            }
+            self.events.push_back(Event::InviteFailed { peer, reason });
+        }
+    }
+
+    // ---- being invited -----------------------------------------------------
+
+    /// An invitation written to us. Hostile input: anything that does not
+    /// verify is answered with a clear-text rejection.
+    pub fn handle_invitation(&mut self, now: Instant, invite: InviteId, bytes: &[u8]) {
+        if !self.advertising {
+            self.reject(invite, Reason::Busy);
+            return;
+        }
+        let opened = self.card.open_invitation(bytes);
+        if self.card.is_used() {
+            self.refresh_card();
+        }
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                self.reject(invite, e.reason());
+                return;
+            }
+        };
+        let from = opened.inviter.card.identity.peer_id();
+        let incoming = Incoming {
+            from: opened.inviter,
+            keys: opened.keys,
+            payload: opened.payload,
+            deadline: now + self.config.invite_timeout,
+        };
+        let refuse = if incoming.from.card.service != self.config.card.service {
+            Some(Reason::ServiceTypeMismatch)
+        } else if from == self.peer_id() {
+            Some(Reason::ProtocolViolation)
+        } else if self.kicked.get(&from).is_some_and(|t| now < *t) {
+            Some(Reason::Kicked)
+        } else if self.peers.contains_key(&from)
+            || self
+                .incoming
+                .values()
+                .any(|i| i.from.card.identity.peer_id() == from)
+        {
+            Some(Reason::Busy)
+        } else if self.peers.len() >= self.config.max_peers {
+            Some(Reason::SessionFull)
+        } else {
+            None
+        };
+        self.incoming.insert(invite, incoming);
+        if let Some(reason) = refuse {
+            self.answer(invite, ReplyBody::Decline(reason));
+            return;
+        }
+        if self.outgoing.contains_key(&from) {
+            // A crossing: the smaller peer id's invitation goes on.
+            if from < self.peer_id() {
+                if let Some(out) = self.outgoing.get_mut(&from) {
+                    out.state = OutState::Superseded;
+                }
+                if self.accept(now, invite).is_err() {
+                    self.answer(invite, ReplyBody::Decline(Reason::SessionFull));
+                }
+            } else {
+                self.answer(invite, ReplyBody::Decline(Reason::CrossedInvitation));
+            }
+            return;
+        }
+        let i = &self.incoming[&invite];
+        let device = self
+            .nearby
+            .iter()
+            .find(|(_, n)| n.peer == Some(from))
+            .map(|(d, _)| *d);
+        self.events.push_back(Event::Invited {
+            invite,
+            from: info_of(&i.from.card, device),
+            context: i.payload.context.clone(),
+            pairing_code: i.keys.pairing_code,
+        });
+    }
+
+    /// Accepts an invitation: the peer joins the session once its link is up.
+    pub fn accept(&mut self, now: Instant, invite: InviteId) -> Result<(), AnswerError> {
+        let link = self.link.clone().ok_or(AnswerError::NoLink)?;
+        if !self.incoming.contains_key(&invite) {
+            return Err(AnswerError::UnknownInvite(invite));
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err(AnswerError::SessionFull(self.config.max_peers));
+        }
+        let mut token = [0u8; 16];
+        let _ = self.rng.fill(&mut token);
+        let inc = &self.incoming[&invite];
+        let peer = inc.from.card.identity.peer_id();
+        let identity = inc.from.card.identity;
+        let cert_fingerprint = inc.payload.cert_fingerprint;
+        let name = inc.from.card.name.clone();
+        self.resolving.insert(peer, inc.payload.resolving_key);
+        self.cards.insert(peer, inc.from.clone());
+        let accept = Accept {
+            addrs: link.addrs,
+            cert_fingerprint: link.cert_fingerprint,
+            token,
+            hotspot: link.hotspot,
+            resolving_key: self.identity.resolving_key(),
+        };
+        self.answer(invite, ReplyBody::Accept(accept));
+        self.outgoing.remove(&peer);
+        self.peers.insert(
+            peer,
+            SessionPeer {
+                name,
+                state: PeerState::Connecting,
+                token: Some(token),
+                connect_deadline: Some(now + self.config.connect_timeout),
+                since: now,
+                last_activity: now,
+            },
+        );
+        self.transmits.push_back(Transmit::Expect {
+            peer,
+            identity,
+            cert_fingerprint,
+            token,
+        });
+        self.state(peer, PeerState::Connecting);
+        Ok(())
+    }
+
+    /// Declines an invitation; the inviter sees `reason`.
+    pub fn decline(&mut self, invite: InviteId, reason: Reason) -> Result<(), AnswerError> {
+        if !self.incoming.contains_key(&invite) {
+            return Err(AnswerError::UnknownInvite(invite));
+        }
+        self.answer(invite, ReplyBody::Decline(reason));
+        Ok(())
+    }
+
+    fn answer(&mut self, invite: InviteId, body: ReplyBody) {
+        if let Some(inc) = self.incoming.remove(&invite) {
+            let reply = inc.keys.seal_reply(&body);
+            self.transmits.push_back(Transmit::Reply { invite, reply });
+        }
+    }
+
+    fn reject(&mut self, invite: InviteId, reason: Reason) {
+        self.transmits.push_back(Transmit::Reply {
+            invite,
+            reply: Reply::Rejected(reason).encode(),
+        });
+    }
+
+    // ---- links and frames --------------------------------------------------
+
+    /// Our dial to `peer` (after its acceptance) succeeded, pinned.
+    pub fn handle_dialed(&mut self, now: Instant, peer: PeerId) -> Result<(), Reason> {
+        match self.peers.get_mut(&peer) {
+            Some(p) if p.state == PeerState::Connecting && p.token.is_none() => {
+                p.state = PeerState::Connected;
+                p.connect_deadline = None;
+                p.last_activity = now;
+                self.state(peer, PeerState::Connected);
+                Ok(())
+            }
+            _ => Err(Reason::ProtocolViolation),
+        }
+    }
+
+    /// A link came in from `identity` (its certificate checked by the driver)
+    /// presenting `token`. Only a peer we accepted, with its token, gets in.
+    pub fn handle_incoming(
+        &mut self,
+        now: Instant,
+        identity: IdentityKey,
+        token: [u8; 16],
+    ) -> Result<PeerId, Reason> {
+        let peer = identity.peer_id();
+        match self.peers.get_mut(&peer) {
+            Some(p) if p.state == PeerState::Connecting && p.token == Some(token) => {
+                p.state = PeerState::Connected;
+                p.connect_deadline = None;
+                p.token = None;
+                p.last_activity = now;
+                self.state(peer, PeerState::Connected);
+                Ok(peer)
+            }
+            _ => Err(Reason::AuthenticationFailed),
+        }
+    }
+
+    /// A peer's link went down (or a dial failed).
+    pub fn handle_link_down(&mut self, _now: Instant, peer: PeerId, reason: Reason) {
+        if self.peers.remove(&peer).is_some() {
+            self.state(peer, PeerState::NotConnected(reason));
+        }
+    }
+
+    /// A frame from `peer`'s link. Frames this layer does not own (offers,
+    /// transfer control) are handed back for the transfer layer.
+    pub fn handle_frame(&mut self, now: Instant, peer: PeerId, frame: Frame) -> Option<Frame> {
+        let connected = self
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.state == PeerState::Connected);
+        if !connected {
+            // Nothing but the rendezvous before acceptance.
+            self.transmits.push_back(Transmit::Close {
+                peer,
+                reason: Reason::ProtocolViolation,
+            });
+            self.handle_link_down(now, peer, Reason::ProtocolViolation);
+            return None;
+        }
+        match frame {
+            Frame::Message(data) => {
+                self.touch(now, peer);
+                self.events.push_back(Event::Message { from: peer, data });
+                None
+            }
+            Frame::Kick(_) => {
+                self.peers.remove(&peer);
+                self.state(peer, PeerState::NotConnected(Reason::Kicked));
+                None
+            }
+            Frame::Bye(reason) => {
+                self.peers.remove(&peer);
+                self.state(peer, PeerState::NotConnected(reason));
+                None
+            }
+            Frame::Ping | Frame::Unknown(_) => None,
+            Frame::Hello { .. } => {
+                self.close(peer, Reason::ProtocolViolation);
+                None
+            }
+            other => {
+                self.touch(now, peer);
+                Some(other)
+            }
+        }
+    }
+
+    /// Transfer activity on `peer`'s link (keeps the idle timeout away).
+    pub fn touch(&mut self, now: Instant, peer: PeerId) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_activity = now;
+        }
+    }
+
+    /// Sends a message (reliable, in order per peer) to some or all peers.
+    /// Either every recipient gets it queued or none does.
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        to: &Recipients,
+        data: &[u8],
+    ) -> Result<usize, SendError> {
+        if data.len() > MAX_MESSAGE_LEN {
+            return Err(SendError::TooLong);
+        }
+        let targets: Vec<PeerId> = match to {
+            Recipients::All => {
+                let mut v: Vec<PeerId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.state == PeerState::Connected)
+                    .map(|(id, _)| *id)
+                    .collect();
+                v.sort();
+                v
+            }
+            Recipients::Some(list) => {
+                for p in list {
+                    if !self
+                        .peers
+                        .get(p)
+                        .is_some_and(|s| s.state == PeerState::Connected)
+                    {
+                        return Err(SendError::NotConnected(*p));
+                    }
+                }
+                list.clone()
+            }
+        };
+        if targets.is_empty() {
+            return Err(SendError::NoPeers);
+        }
+        for peer in &targets {
+            self.touch(now, *peer);
+            self.transmits.push_back(Transmit::Frame {
+                peer: *peer,
+                frame: Frame::Message(data.to_vec()),
+            });
+        }
+        Ok(targets.len())
+    }
+
+    /// Removes a peer from the session; it cannot invite us again for
+    /// [`Config::kick_cooldown`].
+    pub fn kick(&mut self, now: Instant, peer: PeerId) -> bool {
+        if !self.peers.contains_key(&peer) {
+            return false;
+        }
+        self.transmits.push_back(Transmit::Frame {
+            peer,
+            frame: Frame::Kick(Reason::Kicked),
+        });
+        self.kicked.insert(peer, now + self.config.kick_cooldown);
+        self.close(peer, Reason::Kicked);
+        true
+    }
+
+    /// Leaves `peer` with an orderly goodbye.
+    pub fn disconnect(&mut self, peer: PeerId) -> bool {
+        if !self.peers.contains_key(&peer) {
+            return false;
+        }
+        self.transmits.push_back(Transmit::Frame {
+            peer,
+            frame: Frame::Bye(Reason::Disconnected),
+        });
+        self.close(peer, Reason::Disconnected);
+        true
+    }
+
+    /// Ends everything (the Multipeer `end_all`): says goodbye to every peer,
+    /// declines pending invitations, stops advertising and browsing.
+    pub fn shutdown(&mut self) {
+        let mut peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        peers.sort();
+        for p in peers {
+            self.disconnect(p);
+        }
+        let invites: Vec<InviteId> = self.incoming.keys().copied().collect();
+        for i in invites {
+            self.answer(i, ReplyBody::Decline(Reason::Disconnected));
+        }
+        self.outgoing.clear();
+        self.stop_advertising();
+        self.stop_browsing();
+    }
+
+    fn close(&mut self, peer: PeerId, reason: Reason) {
+        self.transmits.push_back(Transmit::Close { peer, reason });
+        if self.peers.remove(&peer).is_some() {
+            self.state(peer, PeerState::NotConnected(reason));
+        }
+    }
+
+    fn state(&mut self, peer: PeerId, state: PeerState) {
+        self.events.push_back(Event::PeerState { peer, state });
+    }
+
+    /// The session's peers: connecting and connected.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<SessionInfo> = self
+            .peers
+            .iter()
+            .map(|(id, p)| SessionInfo {
+                peer: *id,
+                name: p.name.clone(),
+                state: p.state,
+                since: p.since,
+                last_activity: p.last_activity,
+            })
+            .collect();
+        v.sort_by_key(|s| s.peer);
+        v
+    }
+
+    /// The connected peers (the Multipeer `get_peers`).
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        let mut v: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state == PeerState::Connected)
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    // ---- time --------------------------------------------------------------
+
+    /// When [`Endpoint::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.config.idle_timeout;
+        let outgoing = self.outgoing.values().map(|o| o.deadline);
+        let incoming = self.incoming.values().map(|i| i.deadline);
+        let nearby = self.nearby.values().flat_map(|n| {
+            [Some(n.last_seen + self.config.lost_after), n.reading]
+                .into_iter()
+                .flatten()
+        });
+        let peers = self.peers.values().filter_map(|p| {
+            p.connect_deadline
+                .or_else(|| idle.map(|d| p.last_activity + d))
+        });
+        outgoing
+            .chain(incoming)
+            .chain(nearby)
+            .chain(peers)
+            .chain(self.rotate_at)
+            .chain(self.kicked.values().copied())
+            .min()
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.outgoing.remove(&peer);
+            if !self.peers.contains_key(&peer) {
+                self.events.push_back(Event::InviteFailed {
+                    peer,
+                    reason: Reason::TimedOut,
+                });
+            }
+        }
+        let due: Vec<InviteId> = self
+            .incoming
+            .iter()
+            .filter(|(_, i)| i.deadline <= now)
+            .map(|(i, _)| *i)
+            .collect();
+        for invite in due {
+            self.answer(invite, ReplyBody::Decline(Reason::TimedOut));
+            self.events.push_back(Event::InviteExpired { invite });
+        }
+        let mut lost = Vec::new();
+        let mut read_timeouts = Vec::new();
+        for (d, n) in &mut self.nearby {
+            if n.reading.is_some_and(|t| t <= now) {
+                n.reading = None;
+                n.quiet_until = Some(now + self.config.card_read_timeout);
+                read_timeouts.push(*d);
+            }
+            if n.last_seen + self.config.lost_after <= now {
+                lost.push(*d);
+            }
+        }
+        for d in read_timeouts {
+            self.fail_outgoing_on(d, Reason::TimedOut);
+        }
+        for d in lost {
+            self.handle_device_lost(now, d);
+        }
+        let idle = self.config.idle_timeout;
+        let mut expired: Vec<(PeerId, Reason)> = self
+            .peers
+            .iter()
+            .filter_map(|(id, p)| {
+                if p.connect_deadline.is_some_and(|t| t <= now) {
+                    Some((*id, Reason::TimedOut))
+                } else if p.connect_deadline.is_none()
+                    && idle.is_some_and(|d| p.last_activity + d <= now)
+                {
+                    Some((*id, Reason::TimedOut))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        expired.sort_by_key(|(p, _)| *p);
+        for (peer, reason) in expired {
+            if self.peers[&peer].state == PeerState::Connected {
+                self.transmits.push_back(Transmit::Frame {
+                    peer,
+                    frame: Frame::Bye(reason),
+                });
+            }
+            self.close(peer, reason);
+        }
+        if self.rotate_at.is_some_and(|t| t <= now) {
+            self.rotate_at = Some(now + self.config.rotation_interval);
+            self.refresh_card();
+        }
+        self.kicked.retain(|_, t| *t > now);
+    }
+
+    // ---- outputs -----------------------------------------------------------
+
+    /// The next thing the driver must do.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the app should hear.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+fn info_of(c: &crate::wire::Card, device: Option<DeviceId>) -> PeerInfo {
+    PeerInfo {
+        id: c.identity.peer_id(),
+        identity: c.identity,
+        name: c.name.clone(),
+        service: c.service.clone(),
+        info: c.info.clone(),
+        caps: c.caps,
+        device,
+    }
+}

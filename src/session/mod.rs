@@ -1,0 +1,359 @@
+//! The invite/session state machine, sans-IO, in the manner of `quinn-proto`.
+//!
+//! [`Endpoint`] is one device's whole Multipeer-style state: advertising,
+//! browsing, the peers found, invitations in both directions, and the session
+//! of connected peers. It does no I/O and reads no clock:
+//!
+//! - time comes in as `now` on every call;
+//! - inputs are `handle_*` (an advert seen, a card read, an invitation
+//!   written to us, a reply, a link up or down, a frame, a timeout);
+//! - app commands are plain methods ([`Endpoint::invite`], [`Endpoint::accept`],
+//!   [`Endpoint::send_message`], [`Endpoint::kick`], ...);
+//! - outputs are drained: [`Endpoint::poll_transmit`] for what the driver must
+//!   do on the air or on a link, [`Endpoint::poll_event`] for what the app
+//!   should hear, and [`Endpoint::poll_timeout`] for when to call
+//!   [`Endpoint::handle_timeout`] next.
+//!
+//! A driver (the `node` module, or a test harness) owns the radio, sockets
+//! and clock, feeds inputs in and carries outputs out. Two or more endpoints
+//! wired together in memory with a simulated clock are the test bench.
+//!
+//! # Rules it enforces
+//!
+//! - A peer is heard only through the rendezvous until its invitation is
+//!   accepted and its link presents the accepted token: any frame from a peer
+//!   that is not connected closes its link with [`Reason::ProtocolViolation`].
+//! - Invitations time out ([`Config::invite_timeout`], 30 s by default) on
+//!   both sides; connecting times out; an idle session times out.
+//! - Two peers that invite each other at once end up with exactly one
+//!   session: the invitation of the peer with the smaller [`PeerId`] goes on
+//!   and is accepted automatically by the other (which had asked for the same
+//!   thing); the other invitation is declined with
+//!   [`Reason::CrossedInvitation`], which its sender does not report as a failure.
+//! - A session holds up to [`Config::max_peers`] peers; a kicked peer cannot
+//!   come back for [`Config::kick_cooldown`].
+//!
+//! A session is the set of peers this endpoint has a link with, Multipeer
+//! style: messages go to one, several or all of them. Who invites whom shapes
+//! it: one host inviting everyone gives a star; everyone inviting everyone
+//! gives a mesh (and the tie-break keeps it to one link a pair).
+
+mod endpoint;
+
+#[cfg(test)]
+mod tests;
+
+pub use endpoint::Endpoint;
+
+use std::time::{Duration, Instant};
+
+use crate::crypto::{CardFields, PairingCode};
+use crate::wire::{
+    Accept, Capabilities, DiscoveryInfo, DisplayName, Frame, HotspotCredentials, IdentityKey,
+    PeerId, Reason, ServiceType,
+};
+
+/// A backend-neutral handle for a nearby device, assigned by the discovery
+/// backend (a BLE address, a LAN socket address, an in-memory station...).
+/// It names where to read a card and write an invitation, nothing more: a
+/// device is only trusted as a [`PeerId`] once its signed card is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub u64);
+
+/// A handle for one incoming invitation, chosen by the driver (unique while
+/// the invitation is pending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InviteId(pub u64);
+
+/// Tunables. Plain data; [`Config::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// What goes on our card.
+    pub card: CardFields,
+    /// How long an invitation waits for an answer (both sides). Default 30 s.
+    pub invite_timeout: Duration,
+    /// How long a card read may take. Default 10 s.
+    pub card_read_timeout: Duration,
+    /// How long after acceptance the link must be up. Default 15 s.
+    pub connect_timeout: Duration,
+    /// A connected peer with no message or transfer for this long is
+    /// disconnected. Default 10 minutes; `None` never.
+    pub idle_timeout: Option<Duration>,
+    /// A device whose advert is not seen for this long is lost. Default 30 s.
+    pub lost_after: Duration,
+    /// The most peers in the session. Default 16.
+    pub max_peers: usize,
+    /// How often the advert's rotating identifier changes. Default 15 minutes.
+    pub rotation_interval: Duration,
+    /// How long a kicked peer's invitations are refused. Default 5 minutes.
+    pub kick_cooldown: Duration,
+}
+
+impl Config {
+    /// Defaults for a device with this name and service type.
+    pub fn new(name: DisplayName, service: ServiceType) -> Self {
+        Config {
+            card: CardFields {
+                name,
+                service,
+                info: DiscoveryInfo::default(),
+                caps: Capabilities::empty(),
+            },
+            invite_timeout: Duration::from_secs(30),
+            card_read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Some(Duration::from_secs(600)),
+            lost_after: Duration::from_secs(30),
+            max_peers: 16,
+            rotation_interval: Duration::from_secs(15 * 60),
+            kick_cooldown: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How to reach us, put into every acceptance and invitation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkOffer {
+    /// QUIC endpoint addresses, best first.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// SHA-256 of our QUIC certificate.
+    pub cert_fingerprint: [u8; 32],
+    /// A hotspot we host for this transfer, if any.
+    pub hotspot: Option<HotspotCredentials>,
+}
+
+/// A peer as its card describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The short id.
+    pub id: PeerId,
+    /// The identity key (what QUIC pins).
+    pub identity: IdentityKey,
+    /// Display name.
+    pub name: DisplayName,
+    /// Service type.
+    pub service: ServiceType,
+    /// Discovery info.
+    pub info: DiscoveryInfo,
+    /// Capabilities.
+    pub caps: Capabilities,
+    /// Where it was seen, if it was (an inviter is not necessarily seen).
+    pub device: Option<DeviceId>,
+}
+
+/// A session peer's state, as Multipeer names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// Accepted; the link is being set up.
+    Connecting,
+    /// In the session.
+    Connected,
+    /// Out of the session, and why.
+    NotConnected(Reason),
+}
+
+/// Something the app should hear about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Our advert or card changed: the driver re-publishes
+    /// [`Endpoint::advert`] and [`Endpoint::card_bytes`].
+    AdvertChanged,
+    /// A peer of our service type is nearby (its card was read and verified).
+    PeerFound(PeerInfo),
+    /// A nearby peer is gone.
+    PeerLost(PeerId),
+    /// Our invitation is on its way; show this code until the answer comes.
+    InviteSent {
+        /// To whom.
+        peer: PeerId,
+        /// The pairing code the other screen shows too.
+        pairing_code: PairingCode,
+    },
+    /// Someone invites us: answer with [`Endpoint::accept`] or [`Endpoint::decline`].
+    Invited {
+        /// The handle to answer with.
+        invite: InviteId,
+        /// Who.
+        from: PeerInfo,
+        /// What they want (e.g. "3 files, 1.2 GB").
+        context: Vec<u8>,
+        /// The pairing code the inviter's screen shows too.
+        pairing_code: PairingCode,
+    },
+    /// An invitation to us was not answered in time and is gone.
+    InviteExpired {
+        /// The handle.
+        invite: InviteId,
+    },
+    /// Our invitation ended without a session.
+    InviteFailed {
+        /// To whom.
+        peer: PeerId,
+        /// Why (declined with a reason, timed out, authentication...).
+        reason: Reason,
+    },
+    /// A session peer's state changed.
+    PeerState {
+        /// Who.
+        peer: PeerId,
+        /// The new state.
+        state: PeerState,
+    },
+    /// A message from a session peer.
+    Message {
+        /// From whom.
+        from: PeerId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transmit {
+    /// Read the card of a nearby device; answer with
+    /// [`Endpoint::handle_card`] or [`Endpoint::handle_card_failed`].
+    ReadCard {
+        /// The device.
+        device: DeviceId,
+    },
+    /// Write an invitation to a device; answer with
+    /// [`Endpoint::handle_reply`] or [`Endpoint::handle_invite_failed`].
+    Invite {
+        /// The device.
+        device: DeviceId,
+        /// The peer its card named.
+        peer: PeerId,
+        /// The encoded invitation.
+        invitation: Vec<u8>,
+    },
+    /// Answer an invitation written to us.
+    Reply {
+        /// The invitation.
+        invite: InviteId,
+        /// The encoded reply.
+        reply: Vec<u8>,
+    },
+    /// Open a link to an accepting peer, pinned to its identity and
+    /// certificate; present `accept.token` first. Then call
+    /// [`Endpoint::handle_dialed`] or [`Endpoint::handle_link_down`].
+    Dial {
+        /// The peer.
+        peer: PeerId,
+        /// The identity its certificate must carry.
+        identity: IdentityKey,
+        /// Addresses, fingerprint, token, hotspot.
+        accept: Accept,
+    },
+    /// Expect a link from a peer we accepted: its certificate must carry
+    /// `identity` and hash to `cert_fingerprint`, and it must present `token`
+    /// ([`Endpoint::handle_incoming`] checks the token).
+    Expect {
+        /// The peer.
+        peer: PeerId,
+        /// The identity its certificate must carry.
+        identity: IdentityKey,
+        /// SHA-256 of its certificate.
+        cert_fingerprint: [u8; 32],
+        /// The token it must present.
+        token: [u8; 16],
+    },
+    /// Send a frame on a peer's link.
+    Frame {
+        /// The peer.
+        peer: PeerId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Close a peer's link (after any frames queued before this).
+    Close {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// An open session link, for listing (the messenger seed's
+/// `listOpenP2PConnections`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its name.
+    pub name: DisplayName,
+    /// Connecting or connected.
+    pub state: PeerState,
+    /// When it entered the session (acceptance).
+    pub since: Instant,
+    /// When it last sent or received a message or transfer data.
+    pub last_activity: Instant,
+}
+
+/// Who a message goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recipients {
+    /// Every connected peer.
+    All,
+    /// These peers (all must be connected).
+    Some(Vec<PeerId>),
+}
+
+/// Why [`Endpoint::invite`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InviteError {
+    /// No card was read for this peer (not found nearby, or lost).
+    #[error("peer {0} is not nearby")]
+    UnknownPeer(PeerId),
+    /// The peer is already in the session.
+    #[error("peer {0} is already in the session")]
+    AlreadyConnected(PeerId),
+    /// An invitation to this peer is pending.
+    #[error("an invitation to {0} is already pending")]
+    AlreadyInviting(PeerId),
+    /// The context is over 1 KiB.
+    #[error("the invitation context is over 1 KiB")]
+    ContextTooLong,
+    /// The session is full.
+    #[error("the session is full ({0} peers)")]
+    SessionFull(usize),
+    /// [`Endpoint::set_link`] was not called: we cannot say how to reach us.
+    #[error("no link offer set: call set_link first")]
+    NoLink,
+    /// The handshake could not be built.
+    #[error("handshake: {0}")]
+    Handshake(#[from] crate::crypto::HandshakeError),
+}
+
+/// Why [`Endpoint::accept`] or [`Endpoint::decline`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    /// No such pending invitation (answered, expired, or never was).
+    #[error("no pending invitation {0:?}")]
+    UnknownInvite(InviteId),
+    /// The session is full.
+    #[error("the session is full ({0} peers)")]
+    SessionFull(usize),
+    /// [`Endpoint::set_link`] was not called.
+    #[error("no link offer set: call set_link first")]
+    NoLink,
+}
+
+/// Why [`Endpoint::send_message`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A recipient is not connected (nothing was sent).
+    #[error("peer {0} is not connected")]
+    NotConnected(PeerId),
+    /// The message is over 64 KiB.
+    #[error("the message is over 64 KiB")]
+    TooLong,
+    /// No one to send to.
+    #[error("no connected peers")]
+    NoPeers,
+}

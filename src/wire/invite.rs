@@ -1,0 +1,224 @@
+//! The invitation (written to the invitation characteristic) and the sealed
+//! reply (indicated on the reply characteristic).
+//!
+//! # Invitation
+//!
+//! ```text
+//! 01                          # version
+//! <postcard Invitation>       # inviter's signed card, hash of the card it answers, nonce, sealed payload
+//! <64 bytes>                  # Ed25519 signature by the inviter over
+//!                             #   "airhop/1 invitation" | SHA-256(responder card) | version | body
+//! ```
+//!
+//! The payload (context, the inviter's QUIC certificate fingerprint, its
+//! resolving key) is sealed with ChaCha20-Poly1305 under a key derived from
+//! X25519(inviter ephemeral, responder card ephemeral) and both cards, so a
+//! BLE sniffer learns neither what is offered nor how to find the inviter.
+//!
+//! # Reply
+//!
+//! ```text
+//! 01                          # version
+//! 00 <len> <ciphertext|tag>   # Sealed: a ReplyBody under the reply key, or
+//! 01 <u16 varint>             # Rejected: a reason, in the clear, for when no key could be agreed
+//! ```
+//!
+//! A `Rejected` reply is unauthenticated (anyone in range could forge one),
+//! so it can only end an invitation, never start anything.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::advert::ResolvingKey;
+use super::reason::Reason;
+use super::{split_signed, take_exact, WireError, SIGNATURE_LEN};
+
+/// The invitation format version.
+pub const INVITE_VERSION: u8 = 1;
+/// The largest invitation: a card, a 1 KiB context and overheads.
+pub const MAX_INVITATION_LEN: usize = 2048;
+/// The largest context an inviter may attach.
+pub const MAX_CONTEXT_LEN: usize = 1024;
+/// The reply format version.
+pub const REPLY_VERSION: u8 = 1;
+/// The largest reply.
+pub const MAX_REPLY_LEN: usize = 1024;
+/// The most addresses an accept may list.
+pub const MAX_ADDRS: usize = 8;
+
+/// An invitation as sent (the payload still sealed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// The inviter's signed card, encoded.
+    pub inviter_card: Vec<u8>,
+    /// The first 8 bytes of SHA-256 over the responder card this answers.
+    pub for_card: [u8; 8],
+    /// Fresh random bytes: no two invitations share a transcript.
+    pub nonce: [u8; 16],
+    /// [`InvitePayload`] sealed under the context key.
+    pub sealed: Vec<u8>,
+}
+
+impl Invitation {
+    /// Encodes `version | body`, the part the signature covers.
+    pub fn encode_unsigned(&self) -> Vec<u8> {
+        let mut out = vec![INVITE_VERSION];
+        out.extend(postcard::to_stdvec(self).expect("postcard to Vec"));
+        out
+    }
+
+    /// Splits and parses an invitation, without checking anything cryptographic.
+    pub fn decode_unverified(
+        bytes: &[u8],
+    ) -> Result<(Invitation, &[u8], [u8; SIGNATURE_LEN]), WireError> {
+        if bytes.len() > MAX_INVITATION_LEN {
+            return Err(WireError::TooLong {
+                max: MAX_INVITATION_LEN,
+                got: bytes.len(),
+            });
+        }
+        let (unsigned, sig) = split_signed(bytes, INVITE_VERSION)?;
+        let inv: Invitation = take_exact(&unsigned[1..])?;
+        Ok((inv, unsigned, sig))
+    }
+}
+
+/// What the invitation seals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitePayload {
+    /// What the inviter wants, for the responder's prompt (e.g. "3 files, 1.2 GB").
+    pub context: Vec<u8>,
+    /// SHA-256 of the inviter's QUIC certificate (DER), pinned by the responder.
+    pub cert_fingerprint: [u8; 32],
+    /// The inviter's resolving key, so the responder can recognise it later.
+    pub resolving_key: ResolvingKey,
+}
+
+/// Wi-Fi hotspot credentials, for when the peers share no network.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotspotCredentials {
+    /// The SSID (1-32 bytes).
+    pub ssid: String,
+    /// The WPA2/WPA3 passphrase (8-63 characters).
+    pub passphrase: String,
+    /// 0 = 2.4 GHz, 1 = 5 GHz, 2 = 6 GHz.
+    pub band: u8,
+    /// The channel, 0 for "any".
+    pub channel: u8,
+}
+
+impl std::fmt::Debug for HotspotCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The passphrase never reaches a log.
+        f.debug_struct("HotspotCredentials")
+            .field("ssid", &self.ssid)
+            .field("band", &self.band)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An acceptance: how to reach the responder over QUIC, and what to pin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// Addresses of the responder's QUIC endpoint, best first (at most 8).
+    pub addrs: Vec<SocketAddr>,
+    /// SHA-256 of the responder's QUIC certificate (DER).
+    pub cert_fingerprint: [u8; 32],
+    /// The inviter presents this in its first frame on the QUIC connection.
+    pub token: [u8; 16],
+    /// Credentials of a hotspot the responder hosts for this transfer.
+    pub hotspot: Option<HotspotCredentials>,
+    /// The responder's resolving key.
+    pub resolving_key: ResolvingKey,
+}
+
+/// The plaintext of a sealed reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyBody {
+    /// Yes: connect here.
+    Accept(Accept),
+    /// No, with a reason both ends see.
+    Decline(Reason),
+}
+
+/// A reply as sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// A [`ReplyBody`], sealed under the reply key.
+    Sealed(Vec<u8>),
+    /// A refusal in the clear, when the invitation could not even be opened.
+    Rejected(Reason),
+}
+
+impl Reply {
+    /// Encodes the reply.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![REPLY_VERSION];
+        out.extend(postcard::to_stdvec(self).expect("postcard to Vec"));
+        out
+    }
+
+    /// Parses a reply.
+    pub fn decode(bytes: &[u8]) -> Result<Reply, WireError> {
+        if bytes.len() > MAX_REPLY_LEN {
+            return Err(WireError::TooLong {
+                max: MAX_REPLY_LEN,
+                got: bytes.len(),
+            });
+        }
+        match bytes.first() {
+            None => Err(WireError::Truncated),
+            Some(&REPLY_VERSION) => take_exact(&bytes[1..]),
+            Some(&v) => Err(WireError::UnsupportedVersion(v)),
+        }
+    }
+}
+
+impl ReplyBody {
+    /// Encodes the plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("postcard to Vec")
+    }
+
+    /// Parses a plaintext and checks its caps.
+    pub fn decode(bytes: &[u8]) -> Result<ReplyBody, WireError> {
+        let body: ReplyBody = take_exact(bytes)?;
+        if let ReplyBody::Accept(a) = &body {
+            if a.addrs.len() > MAX_ADDRS {
+                return Err(WireError::Malformed("more than 8 addresses"));
+            }
+            if let Some(h) = &a.hotspot {
+                if h.ssid.is_empty() || h.ssid.len() > 32 {
+                    return Err(WireError::Malformed("hotspot SSID must be 1-32 bytes"));
+                }
+                if !(8..=63).contains(&h.passphrase.len()) {
+                    return Err(WireError::Malformed(
+                        "hotspot passphrase must be 8-63 bytes",
+                    ));
+                }
+            }
+        }
+        Ok(body)
+    }
+}
+
+impl InvitePayload {
+    /// Encodes the plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("postcard to Vec")
+    }
+
+    /// Parses a plaintext and checks the context cap.
+    pub fn decode(bytes: &[u8]) -> Result<InvitePayload, WireError> {
+        let p: InvitePayload = take_exact(bytes)?;
+        if p.context.len() > MAX_CONTEXT_LEN {
+            return Err(WireError::TooLong {
+                max: MAX_CONTEXT_LEN,
+                got: p.context.len(),
+            });
+        }
+        Ok(p)
+    }
+}
