@@ -117,13 +117,13 @@ impl Identity {
                 let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
                 let id = Self::generate(rng)?;
                 // create_new: two first runs at once must not overwrite each other.
-                let mut f = fs::OpenOptions::new()
+                let opened = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(&path);
-                match &mut f {
-                    Ok(f) => {
+                match opened {
+                    Ok(mut f) => {
                         f.write_all(&id.pkcs8).map_err(io_err)?;
                         f.sync_all().map_err(io_err)?;
                         Ok(id)
@@ -131,7 +131,7 @@ impl Identity {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         Self::load_or_create(dir, rng)
                     }
-                    Err(_) => Err(io_err(f.err().expect("error"))),
+                    Err(e) => Err(io_err(e)),
                 }
             }
             Err(e) => Err(io_err(e)),

@@ -1032,15 +1032,10 @@ impl Endpoint {
             .peers
             .iter()
             .filter_map(|(id, p)| {
-                if p.connect_deadline.is_some_and(|t| t <= now) {
-                    Some((*id, Reason::TimedOut))
-                } else if p.connect_deadline.is_none()
-                    && idle.is_some_and(|d| p.last_activity + d <= now)
-                {
-                    Some((*id, Reason::TimedOut))
-                } else {
-                    None
-                }
+                let connect_late = p.connect_deadline.is_some_and(|t| t <= now);
+                let idle = p.connect_deadline.is_none()
+                    && idle.is_some_and(|d| p.last_activity + d <= now);
+                (connect_late || idle).then_some((*id, Reason::TimedOut))
             })
             .collect();
         expired.sort_by_key(|(p, _)| *p);
