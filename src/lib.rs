@@ -8,6 +8,7 @@
 //!
 //! Layers, each a module; imports only point down the list:
 //!
+//! - [`transfer`]: QUIC with certificates pinned to the rendezvous.
 //! - [`discovery`]: the backend-neutral discovery and rendezvous seam, and the
 //!   in-memory backend.
 //! - [`session`]: the sans-IO invite/session state machine (no tokio, no
@@ -19,4 +20,5 @@
 pub mod crypto;
 pub mod discovery;
 pub mod session;
+pub mod transfer;
 pub mod wire;

@@ -65,11 +65,16 @@ impl Identity {
 
     /// An identity from a 32-byte Ed25519 seed: for tests and test vectors.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        let pair = Ed25519KeyPair::from_seed_unchecked(seed).expect("any 32 bytes are a seed");
-        Self::from_pair(pair, Vec::new())
+        // A PKCS#8 v1 document (RFC 8410): the fixed DER header, then the seed.
+        let mut doc = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        doc.extend_from_slice(seed);
+        Self::from_pkcs8(&doc).expect("a well-formed PKCS#8 v1 Ed25519 document")
     }
 
-    /// An identity from a PKCS#8 v2 document.
+    /// An identity from a PKCS#8 document (v2, or v1 as in RFC 8410).
     pub fn from_pkcs8(doc: &[u8]) -> Option<Self> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(doc).ok()?;
         Some(Self::from_pair(pair, doc.to_vec()))
@@ -153,8 +158,7 @@ impl Identity {
         self.resolving
     }
 
-    /// The PKCS#8 document (for building the QUIC certificate); empty for
-    /// identities made with [`Identity::from_seed`].
+    /// The PKCS#8 document (for building the QUIC certificate).
     pub fn pkcs8(&self) -> &[u8] {
         &self.pkcs8
     }
