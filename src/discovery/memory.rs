@@ -56,17 +56,7 @@ impl MemoryAir {
     /// A new station on this air.
     pub fn station(&self) -> MemoryStation {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut air = self.lock();
-        air.next += 1;
-        let device = DeviceId(air.next);
-        air.stations.insert(
-            device,
-            Station {
-                published: None,
-                browsing: false,
-                events: tx,
-            },
-        );
+        let device = self.add_station(tx);
         MemoryStation {
             air: self.clone(),
             device,
@@ -80,21 +70,23 @@ impl MemoryAir {
         // A station with no handle: nothing reads its events (invitations to
         // it fail as Gone) and nothing ever drops it off the air.
         let (tx, _) = mpsc::unbounded_channel();
-        let device = {
-            let mut air = self.lock();
-            air.next += 1;
-            let device = DeviceId(air.next);
-            air.stations.insert(
-                device,
-                Station {
-                    published: None,
-                    browsing: false,
-                    events: tx,
-                },
-            );
-            device
-        };
+        let device = self.add_station(tx);
         self.set_published(device, Some((advert, card)));
+        device
+    }
+
+    fn add_station(&self, events: mpsc::UnboundedSender<DiscoveryEvent>) -> DeviceId {
+        let mut air = self.lock();
+        air.next += 1;
+        let device = DeviceId(air.next);
+        air.stations.insert(
+            device,
+            Station {
+                published: None,
+                browsing: false,
+                events,
+            },
+        );
         device
     }
 

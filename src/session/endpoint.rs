@@ -332,11 +332,16 @@ impl Endpoint {
                 let deadline = out.deadline;
                 let retried = out.retried;
                 self.outgoing.remove(&peer);
-                self.send_invitation(now, peer, device, context, deadline, retried)
-                    .map_err(|e| match e {
-                        InviteError::Handshake(h) => h,
-                        _ => HandshakeError::Random,
-                    })?;
+                if let Err(e) = self.send_invitation(now, peer, device, context, deadline, retried)
+                {
+                    // The card was fine; our side could not invite (no link,
+                    // a bad ephemeral key in the card). The app must hear it.
+                    let reason = match e {
+                        InviteError::Handshake(h) => h.reason(),
+                        _ => Reason::Generic,
+                    };
+                    self.events.push_back(Event::InviteFailed { peer, reason });
+                }
             }
         }
         Ok(peer)
@@ -547,23 +552,17 @@ impl Endpoint {
                 let identity = card.card.identity;
                 let name = card.card.name.clone();
                 self.resolving.insert(peer, accept.resolving_key);
-                self.peers.insert(
+                self.join(
+                    now,
                     peer,
-                    SessionPeer {
-                        name,
-                        state: PeerState::Connecting,
-                        token: None,
-                        connect_deadline: Some(now + self.config.connect_timeout),
-                        since: now,
-                        last_activity: now,
+                    name,
+                    None,
+                    Transmit::Dial {
+                        peer,
+                        identity,
+                        accept,
                     },
                 );
-                self.transmits.push_back(Transmit::Dial {
-                    peer,
-                    identity,
-                    accept,
-                });
-                self.state(peer, PeerState::Connecting);
             }
         }
     }
@@ -684,25 +683,44 @@ impl Endpoint {
         };
         self.answer(invite, ReplyBody::Accept(accept));
         self.outgoing.remove(&peer);
+        self.join(
+            now,
+            peer,
+            name,
+            Some(token),
+            Transmit::Expect {
+                peer,
+                identity,
+                cert_fingerprint,
+                token,
+            },
+        );
+        Ok(())
+    }
+
+    /// A peer enters the session as connecting; `link` is the dial or the
+    /// expectation that will bring its link up.
+    fn join(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        name: crate::wire::DisplayName,
+        token: Option<[u8; 16]>,
+        link: Transmit,
+    ) {
         self.peers.insert(
             peer,
             SessionPeer {
                 name,
                 state: PeerState::Connecting,
-                token: Some(token),
+                token,
                 connect_deadline: Some(now + self.config.connect_timeout),
                 since: now,
                 last_activity: now,
             },
         );
-        self.transmits.push_back(Transmit::Expect {
-            peer,
-            identity,
-            cert_fingerprint,
-            token,
-        });
+        self.transmits.push_back(link);
         self.state(peer, PeerState::Connecting);
-        Ok(())
     }
 
     /// Declines an invitation; the inviter sees `reason`.
