@@ -5,8 +5,10 @@
 //!
 //! - [`names`]: received paths made safe: no escape from the download folder,
 //!   no symlink followed, `name (1).ext` on collision.
+//! - [`store`]: writing a received file: `.part`, BLAKE3, atomic publish, resume.
 //!
-//! File streams, resume and hashing come next (issue 3).
+//! The streams that carry files, and the offer/accept flow, come next (issue 3).
 
 pub mod names;
 pub mod quic;
+pub mod store;

@@ -1,0 +1,333 @@
+//! Writing a received file: `name.part` first, the final name only once the
+//! BLAKE3 hash matches, so nothing half-written ever carries the final name.
+//!
+//! - [`Incoming::open`] creates `dest.part`, or finds one left by a dropped
+//!   link or a killed process and resumes: it re-hashes the bytes already
+//!   there (BLAKE3 runs at several GB/s, so this costs little) and asks the
+//!   sender only for the rest.
+//! - [`Incoming::write`] appends; a peer that sends more than it announced is
+//!   refused, and nothing past the announced size is written.
+//! - [`Incoming::finish`] checks size and hash, flushes to disk, and moves
+//!   the file to its final name without replacing anything there (a hard
+//!   link then unlink: atomic, and fails if the name was taken meanwhile),
+//!   unless told to overwrite. A mismatch deletes the `.part`.
+//!
+//! Memory stays flat: one buffer for re-hashing, nothing held per file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::wire::Reason;
+
+/// The buffer size for hashing and copying.
+pub const BUF: usize = 1 << 20;
+
+/// Why a received file could not be stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Disk I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer sent more bytes than it announced.
+    #[error("the sender sent more than the {size} bytes it announced")]
+    TooLong {
+        /// The announced size.
+        size: u64,
+    },
+    /// The file ended early.
+    #[error("the file ended after {got} of {size} bytes")]
+    TooShort {
+        /// What arrived.
+        got: u64,
+        /// The announced size.
+        size: u64,
+    },
+    /// The content does not match the announced hash.
+    #[error("the received bytes do not match the announced BLAKE3 hash")]
+    IntegrityMismatch,
+}
+
+impl StoreError {
+    /// The reason to tell the sender.
+    pub fn reason(&self) -> Reason {
+        match self {
+            StoreError::Io { source, .. } if source.raw_os_error() == Some(28) => {
+                Reason::SpaceNotAvailable
+            }
+            StoreError::Io { .. } => Reason::Generic,
+            StoreError::TooLong { .. } | StoreError::TooShort { .. } => Reason::ProtocolViolation,
+            StoreError::IntegrityMismatch => Reason::IntegrityMismatch,
+        }
+    }
+}
+
+/// The `.part` path for a destination.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// A file being received.
+#[derive(Debug)]
+pub struct Incoming {
+    dest: PathBuf,
+    part: PathBuf,
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+    size: u64,
+    expect: [u8; 32],
+}
+
+impl Incoming {
+    /// Opens `dest.part` for a file of `size` bytes hashing to `expect`,
+    /// resuming from what a previous attempt left. [`Incoming::offset`] says
+    /// where the sender should start.
+    pub fn open(dest: &Path, size: u64, expect: [u8; 32]) -> Result<Self, StoreError> {
+        let part = part_path(dest);
+        let err = |source| StoreError::Io {
+            path: part.clone(),
+            source,
+        };
+        if fs::symlink_metadata(&part).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the .part file is a symlink",
+            )));
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part)
+            .map_err(err)?;
+        let mut hasher = blake3::Hasher::new();
+        let have = file.metadata().map_err(err)?.len();
+        let written = if have > size {
+            // Not a prefix of this file: start over.
+            file.set_len(0).map_err(err)?;
+            0
+        } else {
+            let mut buf = vec![0u8; BUF.min(have as usize).max(1)];
+            let mut left = have;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = file.read(&mut buf[..want]).map_err(err)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+            have - left
+        };
+        Ok(Incoming {
+            dest: dest.to_path_buf(),
+            part,
+            file,
+            hasher,
+            written,
+            size,
+            expect,
+        })
+    }
+
+    /// The first byte the sender should send.
+    pub fn offset(&self) -> u64 {
+        self.written
+    }
+
+    /// The announced size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends received bytes.
+    pub fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+        if self.written + buf.len() as u64 > self.size {
+            return Err(StoreError::TooLong { size: self.size });
+        }
+        self.file.write_all(buf).map_err(|source| StoreError::Io {
+            path: self.part.clone(),
+            source,
+        })?;
+        self.hasher.update(buf);
+        self.written += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Verifies and publishes the file under `dest`; with `overwrite` an
+    /// existing file there is replaced. Returns the final path.
+    pub fn finish(mut self, overwrite: bool) -> Result<PathBuf, StoreError> {
+        if self.written < self.size {
+            return Err(StoreError::TooShort {
+                got: self.written,
+                size: self.size,
+            });
+        }
+        if *self.hasher.finalize().as_bytes() != self.expect {
+            let _ = fs::remove_file(&self.part);
+            return Err(StoreError::IntegrityMismatch);
+        }
+        let io_err = |path: &Path, source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        self.file.flush().map_err(|e| io_err(&self.part, e))?;
+        self.file.sync_all().map_err(|e| io_err(&self.part, e))?;
+        if overwrite {
+            fs::rename(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
+        } else {
+            fs::hard_link(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
+            fs::remove_file(&self.part).map_err(|e| io_err(&self.part, e))?;
+        }
+        Ok(self.dest)
+    }
+}
+
+/// BLAKE3 and length of a file, streamed.
+pub fn hash_file(path: &Path) -> io::Result<([u8; 32], u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; BUF];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((*hasher.finalize().as_bytes(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("airhop-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn part_then_final_name_only_when_verified() {
+        let d = dir("ok");
+        let body = data(3 << 20);
+        let hash = *blake3::hash(&body).as_bytes();
+        let dest = d.0.join("f.bin");
+        let mut inc = Incoming::open(&dest, body.len() as u64, hash).unwrap();
+        assert_eq!(inc.offset(), 0);
+        for chunk in body.chunks(100_000) {
+            inc.write(chunk).unwrap();
+            assert!(!dest.exists(), "the final name appears only at the end");
+        }
+        assert!(part_path(&dest).exists());
+        assert_eq!(inc.finish(false).unwrap(), dest);
+        assert_eq!(fs::read(&dest).unwrap(), body);
+        assert!(!part_path(&dest).exists());
+        assert_eq!(hash_file(&dest).unwrap(), (hash, body.len() as u64));
+    }
+
+    #[test]
+    fn a_wrong_hash_leaves_nothing_under_the_final_name() {
+        let d = dir("bad");
+        let dest = d.0.join("f.bin");
+        let mut inc = Incoming::open(&dest, 4, [0; 32]).unwrap();
+        inc.write(b"abcd").unwrap();
+        assert!(matches!(
+            inc.finish(false),
+            Err(StoreError::IntegrityMismatch)
+        ));
+        assert!(!dest.exists() && !part_path(&dest).exists());
+    }
+
+    #[test]
+    fn more_or_fewer_bytes_than_announced_are_refused() {
+        let d = dir("len");
+        let dest = d.0.join("f.bin");
+        let mut inc = Incoming::open(&dest, 4, *blake3::hash(b"abcd").as_bytes()).unwrap();
+        inc.write(b"abc").unwrap();
+        assert!(matches!(
+            inc.write(b"de"),
+            Err(StoreError::TooLong { size: 4 })
+        ));
+        assert_eq!(
+            fs::metadata(part_path(&dest)).unwrap().len(),
+            3,
+            "nothing past the size written"
+        );
+        assert!(matches!(
+            inc.finish(false),
+            Err(StoreError::TooShort { got: 3, size: 4 })
+        ));
+        assert!(
+            part_path(&dest).exists(),
+            "a short file is kept for resuming"
+        );
+    }
+
+    #[test]
+    fn resume_after_a_crash_continues_and_verifies() {
+        let d = dir("resume");
+        let body = data(5 << 20);
+        let hash = *blake3::hash(&body).as_bytes();
+        let dest = d.0.join("f.bin");
+        let half = 2 * (1 << 20) + 12345;
+        {
+            let mut inc = Incoming::open(&dest, body.len() as u64, hash).unwrap();
+            inc.write(&body[..half]).unwrap();
+            // Dropped without finish: the process died.
+        }
+        let mut inc = Incoming::open(&dest, body.len() as u64, hash).unwrap();
+        assert_eq!(inc.offset(), half as u64);
+        inc.write(&body[half..]).unwrap();
+        inc.finish(false).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), body);
+        // A stale .part longer than the file is discarded.
+        let dest2 = d.0.join("g.bin");
+        fs::write(part_path(&dest2), vec![1u8; 100]).unwrap();
+        let inc = Incoming::open(&dest2, 10, [0; 32]).unwrap();
+        assert_eq!(inc.offset(), 0);
+    }
+
+    #[test]
+    fn an_existing_file_is_not_replaced_unless_asked() {
+        let d = dir("exists");
+        let dest = d.0.join("f.txt");
+        fs::write(&dest, b"mine").unwrap();
+        let hash = *blake3::hash(b"theirs").as_bytes();
+        let mut inc = Incoming::open(&dest, 6, hash).unwrap();
+        inc.write(b"theirs").unwrap();
+        assert!(inc.finish(false).is_err());
+        assert_eq!(fs::read(&dest).unwrap(), b"mine");
+        let mut inc = Incoming::open(&dest, 6, hash).unwrap();
+        assert_eq!(inc.offset(), 6, "the verified .part is still there");
+        inc.write(b"").unwrap();
+        inc.finish(true).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"theirs");
+    }
+}
