@@ -127,3 +127,122 @@ fn certificate_carries_the_identity() {
     assert_eq!(q2.identity(), q.identity());
     assert_eq!(quic::certificate_key(b"no key in here"), None);
 }
+
+async fn pinned_pair() -> (Side, Side, quinn::Connection, quinn::Connection) {
+    let (a, b) = (side(11), side(12));
+    b.pins.insert(pin_of(&a));
+    let (c, s) = dial(&a, &b, pin_of(&b)).await;
+    let (c, s) = (c.unwrap(), s.unwrap());
+    (a, b, c, s)
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("airhop-quic-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn a_file_crosses_and_is_verified() {
+    use airhop::transfer::store::{hash_file, Incoming};
+    use airhop::transfer::stream::{self, StreamHeader};
+    let d = tmp("file");
+    let src = d.join("src.bin");
+    let body: Vec<u8> = (0..(8 << 20))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(&src, &body).unwrap();
+    let (hash, size) = hash_file(&src).unwrap();
+    let (_a, _b, c, s) = pinned_pair().await;
+    let header = StreamHeader {
+        offer: 7,
+        index: 0,
+        offset: 0,
+    };
+    let sender = tokio::spawn({
+        let src = src.clone();
+        async move { stream::send_file(&c, header, &src, |_| {}).await.unwrap() }
+    });
+    let mut recv = s.accept_uni().await.unwrap();
+    assert_eq!(stream::read_header(&mut recv).await.unwrap(), header);
+    let dest = d.join("out").join("dst.bin");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let inc = Incoming::open(&dest, size, hash).unwrap();
+    let mut last = 0;
+    let out = stream::receive_file(&mut recv, inc, false, |n| last = n)
+        .await
+        .unwrap();
+    assert_eq!(sender.await.unwrap(), size);
+    assert_eq!(last, size, "progress reached the end");
+    assert_eq!(std::fs::read(out).unwrap(), body);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_stream_resumes_from_the_part_file() {
+    use airhop::transfer::store::{hash_file, part_path, Incoming};
+    use airhop::transfer::stream::{self, StreamHeader};
+    let d = tmp("resume");
+    let src = d.join("src.bin");
+    let body: Vec<u8> = (0..(6 << 20)).map(|i: u32| (i % 253) as u8).collect();
+    std::fs::write(&src, &body).unwrap();
+    let (hash, size) = hash_file(&src).unwrap();
+    let dest = d.join("dst.bin");
+
+    // First attempt: the link dies after about 2 MiB.
+    {
+        let (_a, _b, c, s) = pinned_pair().await;
+        let header = StreamHeader {
+            offer: 1,
+            index: 0,
+            offset: 0,
+        };
+        let src2 = src.clone();
+        let sender = tokio::spawn(async move {
+            let _ = stream::send_file(&c, header, &src2, |_| {}).await;
+        });
+        let mut recv = s.accept_uni().await.unwrap();
+        stream::read_header(&mut recv).await.unwrap();
+        let mut inc = Incoming::open(&dest, size, hash).unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        while inc.offset() < 2 << 20 {
+            let n = recv.read(&mut buf).await.unwrap().unwrap();
+            inc.write(&buf[..n]).unwrap();
+        }
+        s.close(0u32.into(), b"cut");
+        drop(inc);
+        let _ = sender.await;
+    }
+    assert!(!dest.exists());
+    let kept = std::fs::metadata(part_path(&dest)).unwrap().len();
+    assert!(kept >= 2 << 20 && kept < size);
+
+    // Second attempt on a new connection: only the rest crosses.
+    let (_a, _b, c, s) = pinned_pair().await;
+    let inc = Incoming::open(&dest, size, hash).unwrap();
+    let header = StreamHeader {
+        offer: 1,
+        index: 0,
+        offset: inc.offset(),
+    };
+    let src2 = src.clone();
+    let sender =
+        tokio::spawn(async move { stream::send_file(&c, header, &src2, |_| {}).await.unwrap() });
+    let mut recv = s.accept_uni().await.unwrap();
+    assert_eq!(stream::read_header(&mut recv).await.unwrap().offset, kept);
+    stream::receive_file(&mut recv, inc, false, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        sender.await.unwrap(),
+        size - kept,
+        "only the missing bytes were sent"
+    );
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        body,
+        "identical bytes after resume"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -5,6 +5,7 @@
 //!
 //! - [`names`]: received paths made safe: no escape from the download folder,
 //!   no symlink followed, `name (1).ext` on collision.
+//! - [`stream`]: one file on one QUIC stream, from an offset.
 //! - [`store`]: writing a received file: `.part`, BLAKE3, atomic publish, resume.
 //!
 //! The streams that carry files, and the offer/accept flow, come next (issue 3).
@@ -12,3 +13,4 @@
 pub mod names;
 pub mod quic;
 pub mod store;
+pub mod stream;
