@@ -1,0 +1,383 @@
+//! Offers: what a sender builds from files and folders, and what a receiver
+//! plans from an offer before any byte moves.
+//!
+//! Sender: [`build`] walks the paths (folders recursively, in name order;
+//! symlinks are skipped, never followed), hashes each file with BLAKE3,
+//! and keeps relative paths, permission bits and modification times.
+//! [`summary`] makes the invitation context ("3 files, 1.2 GB").
+//!
+//! Receiver: [`plan`] sanitises every name (one bad name refuses the whole
+//! offer), refuses duplicates, recognises files it already has by hash,
+//! keeps a name whose `.part` can be resumed, picks `name (1).ext` for a
+//! taken name, and checks free space for what is left to fetch.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::names::{safe_create_parent, sanitize, unique, NameError};
+use super::store::{hash_file, part_path};
+use crate::wire::{OfferItem, Reason};
+
+/// Why an offer could not be built or planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// A path to send cannot be read.
+    #[error("{path}: {source}")]
+    Unreadable {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Nothing to send (empty folders only, or no paths).
+    #[error("nothing to send")]
+    Empty,
+    /// A received name is unsafe.
+    #[error("refusing the offer: {0}")]
+    BadName(#[from] NameError),
+    /// Two items of one offer land on the same name.
+    #[error("refusing the offer: {0:?} appears twice")]
+    Duplicate(PathBuf),
+    /// Not enough free space.
+    #[error("not enough free space: {need} bytes needed, {free} free")]
+    NoSpace {
+        /// Bytes to fetch.
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
+    /// The download folder cannot be used.
+    #[error("download folder: {0}")]
+    Folder(std::io::Error),
+}
+
+impl OfferError {
+    /// The reason to tell the peer.
+    pub fn reason(&self) -> Reason {
+        match self {
+            OfferError::Unreadable { .. } => Reason::ContentUnavailable,
+            OfferError::Empty => Reason::NoFilesToSend,
+            OfferError::BadName(_) | OfferError::Duplicate(_) => Reason::ProtocolViolation,
+            OfferError::NoSpace { .. } => Reason::SpaceNotAvailable,
+            OfferError::Folder(_) => Reason::Generic,
+        }
+    }
+}
+
+/// An offered file and where it is on the sender's disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// What goes in the offer.
+    pub item: OfferItem,
+    /// The local file.
+    pub path: PathBuf,
+}
+
+/// Builds an offer from files and folders.
+pub fn build(paths: &[PathBuf]) -> Result<Vec<Source>, OfferError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::symlink_metadata(p).map_err(|source| OfferError::Unreadable {
+            path: p.clone(),
+            source,
+        })?;
+        let name = p
+            .canonicalize()
+            .ok()
+            .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "file".to_string());
+        if meta.is_dir() {
+            walk(p, &name, &mut out)?;
+        } else if meta.is_file() {
+            out.push(source(p, name)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(OfferError::Empty);
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<Source>) -> Result<(), OfferError> {
+    let unreadable = |source| OfferError::Unreadable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(unreadable)?
+        .collect::<Result<_, _>>()
+        .map_err(unreadable)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let ty = e.file_type().map_err(unreadable)?;
+        let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+        if ty.is_dir() {
+            walk(&e.path(), &child, out)?;
+        } else if ty.is_file() {
+            out.push(source(&e.path(), child)?);
+        }
+        // Symlinks and special files are skipped: never followed out of the folder.
+    }
+    Ok(())
+}
+
+fn source(path: &Path, rel: String) -> Result<Source, OfferError> {
+    let unreadable = |source| OfferError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    let (hash, size) = hash_file(path).map_err(unreadable)?;
+    Ok(Source {
+        item: OfferItem {
+            path: rel,
+            size,
+            hash,
+            mode: meta.permissions().mode() & 0o777,
+            mtime: meta.mtime(),
+        },
+        path: path.to_path_buf(),
+    })
+}
+
+/// "1 file, 12 B" / "3 files, 1.2 GB": the invitation context.
+pub fn summary(items: &[OfferItem]) -> String {
+    let total: u64 = items.iter().map(|i| i.size).sum();
+    let n = items.len();
+    format!(
+        "{n} file{}, {}",
+        if n == 1 { "" } else { "s" },
+        human_bytes(total)
+    )
+}
+
+/// Bytes for people, in SI units like file managers: 999 B, 1.2 kB, 3.4 GB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        v /= 1000.0;
+        unit = u;
+        if v < 999.95 {
+            break;
+        }
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// What the receiver does with one offered item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Fetch it into `dest` (a `.part` there may let it resume).
+    Fetch {
+        /// The item index.
+        index: u32,
+        /// The final path.
+        dest: PathBuf,
+    },
+    /// The same content is already at `path`: nothing to fetch.
+    AlreadyHave {
+        /// The item index.
+        index: u32,
+        /// Where it is.
+        path: PathBuf,
+    },
+}
+
+/// Plans the receipt of an offer into `root`.
+pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Step>, OfferError> {
+    let mut seen = HashSet::new();
+    let mut steps = Vec::with_capacity(items.len());
+    let mut need = 0u64;
+    for (i, item) in items.iter().enumerate() {
+        let rel = sanitize(&item.path)?;
+        if !seen.insert(rel.clone()) {
+            return Err(OfferError::Duplicate(rel));
+        }
+        let dest = safe_create_parent(root, &rel).map_err(OfferError::Folder)?;
+        let index = i as u32;
+        if dest.is_file() && hash_file(&dest).is_ok_and(|(h, _)| h == item.hash) {
+            steps.push(Step::AlreadyHave { index, path: dest });
+            continue;
+        }
+        let part = part_path(&dest);
+        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let dest = if have > 0 || overwrite {
+            dest
+        } else {
+            unique(&dest).map_err(OfferError::Folder)?
+        };
+        need += item.size.saturating_sub(have.min(item.size));
+        steps.push(Step::Fetch { index, dest });
+    }
+    let free = free_space(root).map_err(OfferError::Folder)?;
+    if need > free {
+        return Err(OfferError::NoSpace { need, free });
+    }
+    Ok(steps)
+}
+
+/// Bytes available to this user on the file system holding `path`.
+pub fn free_space(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated string and `st` is a valid
+    // pointer to writable memory of the right type for the call.
+    let r = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types are 32-bit on some targets and u64 here.
+    #[allow(clippy::useless_conversion)]
+    let (avail, frsize) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
+    Ok(avail.saturating_mul(frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("airhop-offer-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    #[test]
+    fn folders_are_walked_with_relative_paths_modes_and_times() {
+        let d = dir("walk");
+        let top = d.0.join("photos");
+        fs::create_dir_all(top.join("2024/empty")).unwrap();
+        fs::write(top.join("b.jpg"), b"bb").unwrap();
+        fs::write(top.join("2024/a.jpg"), b"a").unwrap();
+        fs::set_permissions(top.join("b.jpg"), fs::Permissions::from_mode(0o751)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", top.join("link")).unwrap();
+        fs::write(d.0.join("note.txt"), b"hello").unwrap();
+        let offer = build(&[top.clone(), d.0.join("note.txt")]).unwrap();
+        let paths: Vec<&str> = offer.iter().map(|s| s.item.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["photos/2024/a.jpg", "photos/b.jpg", "note.txt"],
+            "sorted, symlink skipped"
+        );
+        assert_eq!(offer[1].item.mode, 0o751);
+        assert_eq!(offer[2].item.hash, *blake3::hash(b"hello").as_bytes());
+        assert!(offer[0].item.mtime > 1_600_000_000);
+        let items: Vec<OfferItem> = offer.into_iter().map(|s| s.item).collect();
+        assert_eq!(summary(&items), "3 files, 8 B");
+        assert!(matches!(
+            build(&[d.0.join("missing")]),
+            Err(OfferError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            build(&[top.join("2024/empty")]),
+            Err(OfferError::Empty)
+        ));
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1200), "1.2 kB");
+        assert_eq!(human_bytes(1_234_567_890), "1.2 GB");
+        assert_eq!(human_bytes(999_999_999), "1.0 GB");
+        assert_eq!(human_bytes(u64::MAX), "18.4 EB");
+    }
+
+    fn item(path: &str, body: &[u8]) -> OfferItem {
+        OfferItem {
+            path: path.into(),
+            size: body.len() as u64,
+            hash: *blake3::hash(body).as_bytes(),
+            mode: 0o644,
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn the_receiver_plans_before_any_byte_moves() {
+        let d = dir("plan");
+        fs::write(d.0.join("same.txt"), b"same").unwrap();
+        fs::write(d.0.join("taken.txt"), b"other").unwrap();
+        fs::write(d.0.join("resume.bin.part"), b"12").unwrap();
+        let items = [
+            item("same.txt", b"same"),
+            item("taken.txt", b"new"),
+            item("resume.bin", b"1234"),
+            item("sub/new.txt", b"n"),
+        ];
+        let steps = plan(&d.0, &items, false).unwrap();
+        assert_eq!(
+            steps,
+            [
+                Step::AlreadyHave {
+                    index: 0,
+                    path: d.0.join("same.txt")
+                },
+                Step::Fetch {
+                    index: 1,
+                    dest: d.0.join("taken (1).txt")
+                },
+                Step::Fetch {
+                    index: 2,
+                    dest: d.0.join("resume.bin")
+                },
+                Step::Fetch {
+                    index: 3,
+                    dest: d.0.join("sub/new.txt")
+                },
+            ]
+        );
+        // Overwrite keeps the name.
+        let steps = plan(&d.0, &items[1..2], true).unwrap();
+        assert_eq!(
+            steps,
+            [Step::Fetch {
+                index: 0,
+                dest: d.0.join("taken.txt")
+            }]
+        );
+    }
+
+    #[test]
+    fn bad_offers_are_refused_whole() {
+        let d = dir("bad");
+        for bad in ["../x", "/etc/passwd", "a\\b"] {
+            let e = plan(&d.0, &[item("ok.txt", b""), item(bad, b"")], false).unwrap_err();
+            assert_eq!(e.reason(), Reason::ProtocolViolation, "{bad}");
+        }
+        let e = plan(&d.0, &[item("a/b", b"1"), item("a//b", b"2")], false).unwrap_err();
+        assert!(matches!(e, OfferError::Duplicate(_)));
+        let huge = OfferItem {
+            size: u64::MAX / 2,
+            ..item("big.iso", b"")
+        };
+        let e = plan(&d.0, &[huge], false).unwrap_err();
+        assert_eq!(e.reason(), Reason::SpaceNotAvailable);
+        assert_eq!(
+            fs::read_dir(&d.0).unwrap().count(),
+            1,
+            "only the folder 'a' of the first good item"
+        );
+    }
+}
