@@ -17,3 +17,6 @@ pub mod offer;
 pub mod quic;
 pub mod store;
 pub mod stream;
+
+#[cfg(test)]
+mod testdir;

@@ -145,6 +145,7 @@ pub fn unique(path: &Path) -> io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transfer::testdir::TestDir;
 
     #[test]
     fn plain_names_pass() {
@@ -195,35 +196,29 @@ mod tests {
 
     #[test]
     fn symlinks_under_the_download_folder_are_not_followed() {
-        let root = std::env::temp_dir().join(format!("airhop-names-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let outside = root.with_extension("outside");
-        std::fs::create_dir_all(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
-        let e = safe_create_parent(&root, &sanitize("link/evil.txt").unwrap()).unwrap_err();
+        let (root, outside) = (TestDir::new("names"), TestDir::new("names-outside"));
+        let (root, outside) = (&root.0, &outside.0);
+        std::os::unix::fs::symlink(outside, root.join("link")).unwrap();
+        let e = safe_create_parent(root, &sanitize("link/evil.txt").unwrap()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         // A symlink as the file itself is refused too.
         std::os::unix::fs::symlink(outside.join("f"), root.join("f.txt")).unwrap();
-        assert!(safe_create_parent(&root, Path::new("f.txt")).is_err());
+        assert!(safe_create_parent(root, Path::new("f.txt")).is_err());
         // Normal nesting works and creates the folders.
-        let p = safe_create_parent(&root, &sanitize("a/b/c.txt").unwrap()).unwrap();
+        let p = safe_create_parent(root, &sanitize("a/b/c.txt").unwrap()).unwrap();
         assert_eq!(p, root.join("a/b/c.txt"));
         assert!(root.join("a/b").is_dir());
         assert_eq!(
-            std::fs::read_dir(&outside).unwrap().count(),
+            std::fs::read_dir(outside).unwrap().count(),
             0,
             "nothing written outside"
         );
-        std::fs::remove_dir_all(&root).unwrap();
-        std::fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]
     fn collisions_get_numbered_names() {
-        let root = std::env::temp_dir().join(format!("airhop-uniq-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
+        let root = TestDir::new("uniq");
+        let root = &root.0;
         let p = root.join("photo.jpg");
         assert_eq!(unique(&p).unwrap(), p);
         std::fs::write(&p, b"1").unwrap();
@@ -235,6 +230,5 @@ mod tests {
             unique(&root.join("README")).unwrap(),
             root.join("README (1)")
         );
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -249,17 +249,10 @@ mod tests {
     use super::*;
     use std::fs;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::transfer::testdir::TestDir as Dir;
+
     fn dir(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("airhop-offer-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Dir(d)
+        Dir::new(&format!("offer-{name}"))
     }
 
     #[test]

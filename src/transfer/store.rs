@@ -12,7 +12,8 @@
 //!   link then unlink: atomic, and fails if the name was taken meanwhile),
 //!   unless told to overwrite. A mismatch deletes the `.part`.
 //!
-//! Memory stays flat: one buffer for re-hashing, nothing held per file.
+//! Memory stays flat: hashing streams through blake3's reader buffer,
+//! nothing is held per file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -118,18 +119,9 @@ impl Incoming {
             file.set_len(0).map_err(err)?;
             0
         } else {
-            let mut buf = vec![0u8; BUF.min(have as usize).max(1)];
-            let mut left = have;
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = file.read(&mut buf[..want]).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                left -= n as u64;
-            }
-            have - left
+            // Re-hash what a previous attempt left; the cursor ends after it.
+            hasher.update_reader((&mut file).take(have)).map_err(err)?;
+            hasher.count()
         };
         Ok(Incoming {
             dest: dest.to_path_buf(),
@@ -197,36 +189,19 @@ impl Incoming {
 
 /// BLAKE3 and length of a file, streamed.
 pub fn hash_file(path: &Path) -> io::Result<([u8; 32], u64)> {
-    let mut f = File::open(path)?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; BUF];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok((*hasher.finalize().as_bytes(), len))
+    hasher.update_reader(File::open(path)?)?;
+    Ok((*hasher.finalize().as_bytes(), hasher.count()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::transfer::testdir::TestDir as Dir;
+
     fn dir(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("airhop-store-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Dir(d)
+        Dir::new(&format!("store-{name}"))
     }
 
     fn data(n: usize) -> Vec<u8> {
