@@ -8,9 +8,13 @@
 //!
 //! Layers, each a module; imports only point down the list:
 //!
+//! - [`node`]: the public API: an async driver (tokio) that owns the
+//!   sockets, the discovery backend and the clock, and runs the session core,
+//!   the QUIC links and the transfers. Start here.
 //! - [`transfer`]: QUIC with certificates pinned to the rendezvous.
 //! - [`discovery`]: the backend-neutral discovery and rendezvous seam, and the
-//!   in-memory backend.
+//!   LAN and in-memory backends.
+//! - [`net`]: interface lists and UDP sockets.
 //! - [`session`]: the sans-IO invite/session state machine (no tokio, no
 //!   sockets, no clock reads), driven like `quinn-proto`.
 //! - [`crypto`]: identity keys, the handshake, sealing, the pairing code.
@@ -19,6 +23,8 @@
 
 pub mod crypto;
 pub mod discovery;
+pub mod net;
+pub mod node;
 pub mod session;
 pub mod transfer;
 pub mod wire;

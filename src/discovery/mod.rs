@@ -11,6 +11,8 @@
 //! D-Bus path appears in this trait, so any backend can be faked.
 //!
 //! Backends:
+//! - [`lan`]: UDP multicast presence and a TCP rendezvous, for machines
+//!   with no Bluetooth (and for loopback demos and tests).
 //! - [`memory`]: one in-process "air" that stations join; for tests and for
 //!   apps that embed airhop and want two nodes in one process.
 //!
@@ -18,6 +20,7 @@
 //! around a backend's calls, so that a backend that hangs or lies costs a
 //! clear error, never a stuck task or an unbounded buffer.
 
+pub mod lan;
 pub mod memory;
 
 use std::future::Future;
@@ -194,6 +197,13 @@ pub trait Discovery: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
         let _ = (device, invitation);
         Box::pin(async { Err(DiscoveryError::Gone) })
+    }
+
+    /// The addresses this backend reaches peers on (the LAN backend's
+    /// interfaces), for the QUIC addresses put in an acceptance; empty when
+    /// the backend has no say.
+    fn local_addrs(&self) -> Vec<std::net::IpAddr> {
+        Vec::new()
     }
 
     /// The event stream; `Some` once, then `None`.

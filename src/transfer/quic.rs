@@ -310,13 +310,17 @@ impl ClientCertVerifier for ClientPins {
 
 /// The transport settings (see the module doc for why).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
+    transport(Duration::from_secs(30))
+}
+
+/// The transport settings with a given idle timeout; keep-alives go every
+/// 5 s, or a third of the idle timeout if that is shorter.
+pub fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window((16u32 << 20).into());
     t.send_window(32 << 20);
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits"),
-    ));
+    t.keep_alive_interval(Some((idle / 3).min(Duration::from_secs(5))));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
     Arc::new(t)
 }
 

@@ -87,6 +87,12 @@ pub enum Frame {
         /// Why.
         reason: Reason,
     },
+    /// The receiver has every item it accepted of an offer, verified and
+    /// under its final name: the transfer is done.
+    Done {
+        /// The offer.
+        id: u64,
+    },
     /// You are removed from the session.
     Kick(Reason),
     /// An orderly end of the session.
@@ -124,6 +130,7 @@ const T_CANCEL: u8 = 0x06;
 const T_KICK: u8 = 0x07;
 const T_BYE: u8 = 0x08;
 const T_PING: u8 = 0x09;
+const T_DONE: u8 = 0x0a;
 const T_OPTIONAL: u8 = 0x80;
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
@@ -167,6 +174,7 @@ impl Frame {
                     reason: *reason,
                 }),
             ),
+            Frame::Done { id } => (T_DONE, ser(id)),
             Frame::Kick(r) => (T_KICK, ser(r)),
             Frame::Bye(r) => (T_BYE, ser(r)),
             Frame::Ping => (T_PING, Vec::new()),
@@ -244,6 +252,9 @@ impl Frame {
                     reason: d.reason,
                 }
             }
+            T_DONE => Frame::Done {
+                id: take_exact(rest)?,
+            },
             T_KICK => Frame::Kick(take_exact(rest)?),
             T_BYE => Frame::Bye(take_exact(rest)?),
             T_PING if rest.is_empty() => Frame::Ping,

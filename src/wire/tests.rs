@@ -517,6 +517,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             }),
         (any::<u64>(), arb_reason()).prop_map(|(id, reason)| Frame::OfferDecline { id, reason }),
         (any::<u64>(), arb_reason()).prop_map(|(id, reason)| Frame::Cancel { id, reason }),
+        any::<u64>().prop_map(|id| Frame::Done { id }),
         arb_reason().prop_map(Frame::Kick),
         arb_reason().prop_map(Frame::Bye),
         Just(Frame::Ping),

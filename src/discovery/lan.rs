@@ -1,0 +1,609 @@
+//! The LAN backend: presence over UDP multicast, the rendezvous over TCP.
+//!
+//! This is the path for machines with no Bluetooth. It carries exactly what
+//! the BLE backend carries (the 10-byte advert payload, the signed card, the
+//! sealed invitation and reply), so the session core and the QUIC upgrade
+//! are the same whichever found the peer.
+//!
+//! # Presence (UDP multicast, group [`DEFAULT_GROUP`], TTL 1)
+//!
+//! ```text
+//! 41 48 4c 01                 # "AHL" and version 1
+//! 01                          # kind: 1 announce, 2 leave, 3 query
+//! 5e 21 0a 93 c4 7d 11 08     # instance: random per process, names the device
+//! b7 4f                       # TCP rendezvous port (big-endian; 0 in a query)
+//! 0a                          # advert payload length (0 in a leave or query)
+//! 12 a1 b2 c3 ...             # the advert payload (as in the BLE service data)
+//! ```
+//!
+//! A publishing node announces at once, then every [`LanConfig::announce_every`];
+//! a browsing node sends a query, which every publisher answers with an
+//! announcement, so a new browser sees everyone within a round trip. Leaving
+//! (withdrawing, or dropping the backend) sends a leave, as the LAN-peer seed
+//! does, so others drop the device at once instead of after a timeout.
+//! Anything that is not a well-formed datagram of this shape is ignored.
+//!
+//! # Rendezvous (TCP, one request per connection)
+//!
+//! ```text
+//! request:  op (1 = read card, 2 = invitation) | u32 BE length | bytes
+//! response: u32 BE length | bytes   (a closed connection means "no")
+//! ```
+//!
+//! Sizes are capped before anything is buffered (the card at 512 bytes, the
+//! invitation and reply at their wire maxima), each connection has a
+//! deadline, and at most 32 are served at once.
+//!
+//! # Multicast that does not work
+//!
+//! [`Lan::bind`] joins the group on each interface and then checks that its
+//! own query comes back (multicast loop): a host with no multicast route, an
+//! interface without multicast, or a firewall that drops the group gives
+//! [`DiscoveryError::Multicast`] ("unable to set up multicast") within a
+//! second, not a silent browser that never finds anyone.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use super::{
+    BoxFuture, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder, Transport,
+};
+use crate::wire::card::MAX_CARD_LEN;
+use crate::wire::invite::{MAX_INVITATION_LEN, MAX_REPLY_LEN};
+
+/// The default multicast group and port (administratively scoped).
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 97, 104), 47653);
+
+const MAGIC: [u8; 4] = *b"AHL\x01";
+const ANNOUNCE: u8 = 1;
+const LEAVE: u8 = 2;
+const QUERY: u8 = 3;
+const MAX_DATAGRAM: usize = 4 + 1 + 8 + 2 + 1 + 32;
+const OP_CARD: u8 = 1;
+const OP_INVITE: u8 = 2;
+/// The most devices remembered; a flood of fake instances evicts the oldest.
+const MAX_DEVICES: usize = 256;
+/// Concurrent rendezvous connections served.
+const MAX_SERVING: usize = 32;
+/// How long a rendezvous request may take to arrive.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an invitation may wait for its answer on the server side (the
+/// session core answers or expires it well before).
+const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// LAN backend settings.
+#[derive(Clone, Debug)]
+pub struct LanConfig {
+    /// Multicast group and port.
+    pub group: SocketAddrV4,
+    /// Interface addresses to use; empty means every non-loopback IPv4
+    /// interface that is up (loopback when there is none).
+    pub interfaces: Vec<Ipv4Addr>,
+    /// How often a publishing node announces itself.
+    pub announce_every: Duration,
+    /// How long [`Lan::bind`] waits for its own probe to come back.
+    pub probe_timeout: Duration,
+}
+
+impl Default for LanConfig {
+    fn default() -> Self {
+        LanConfig {
+            group: DEFAULT_GROUP,
+            interfaces: Vec::new(),
+            announce_every: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl LanConfig {
+    /// Loopback only, on `port`: two nodes on one host, nothing on the wire.
+    pub fn loopback(port: u16) -> Self {
+        LanConfig {
+            group: SocketAddrV4::new(*DEFAULT_GROUP.ip(), port),
+            interfaces: vec![Ipv4Addr::LOCALHOST],
+            ..Default::default()
+        }
+    }
+}
+
+/// A presence datagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Datagram {
+    kind: u8,
+    instance: [u8; 8],
+    port: u16,
+    advert: Vec<u8>,
+}
+
+impl Datagram {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(16 + self.advert.len());
+        b.extend_from_slice(&MAGIC);
+        b.push(self.kind);
+        b.extend_from_slice(&self.instance);
+        b.extend_from_slice(&self.port.to_be_bytes());
+        b.push(self.advert.len() as u8);
+        b.extend_from_slice(&self.advert);
+        b
+    }
+
+    /// Parses a datagram; `None` for anything not exactly of our shape.
+    fn decode(b: &[u8]) -> Option<Datagram> {
+        if b.len() < 16 || b.len() > MAX_DATAGRAM || b[..4] != MAGIC {
+            return None;
+        }
+        let kind = b[4];
+        if !matches!(kind, ANNOUNCE | LEAVE | QUERY) {
+            return None;
+        }
+        let len = b[15] as usize;
+        if b.len() != 16 + len {
+            return None;
+        }
+        Some(Datagram {
+            kind,
+            instance: b[5..13].try_into().ok()?,
+            port: u16::from_be_bytes([b[13], b[14]]),
+            advert: b[16..].to_vec(),
+        })
+    }
+}
+
+/// The LAN backend. Dropping it sends a leave and stops every task.
+pub struct Lan {
+    shared: Arc<Shared>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<DiscoveryEvent>>>,
+    published: watch::Sender<Option<Published>>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+struct Shared {
+    config: LanConfig,
+    instance: [u8; 8],
+    /// One sending socket per interface.
+    senders: Vec<UdpSocket>,
+    tcp_port: u16,
+    browsing: Mutex<bool>,
+    devices: Mutex<Devices>,
+    events: mpsc::UnboundedSender<DiscoveryEvent>,
+    card: Mutex<Option<Vec<u8>>>,
+    addrs: Vec<Ipv4Addr>,
+    /// A browser asked who is there.
+    asked: Notify,
+}
+
+#[derive(Default)]
+struct Devices {
+    next: u64,
+    by_key: HashMap<(Ipv4Addr, [u8; 8]), DeviceId>,
+    /// Device → where its rendezvous is, and when it was added (for eviction).
+    addr: HashMap<DeviceId, (SocketAddr, u64)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn multicast_err(what: &str, e: impl std::fmt::Display) -> DiscoveryError {
+    DiscoveryError::Multicast(format!("{what}: {e}"))
+}
+
+impl Lan {
+    /// Joins the group on every configured interface, starts the rendezvous
+    /// listener, and checks that multicast works. Must run in a tokio runtime.
+    pub async fn bind(config: LanConfig) -> Result<Lan, DiscoveryError> {
+        let addrs = if config.interfaces.is_empty() {
+            crate::net::default_addrs()
+        } else {
+            config.interfaces.clone()
+        };
+        let recv = recv_socket(&config.group, &addrs)?;
+        let mut senders = Vec::new();
+        for a in &addrs {
+            senders.push(send_socket(*a)?);
+        }
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+            .await
+            .map_err(|e| DiscoveryError::Unavailable(format!("rendezvous listener: {e}")))?;
+        let tcp_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let mut instance = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut instance)
+            .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            instance,
+            senders,
+            tcp_port,
+            browsing: Mutex::new(false),
+            devices: Mutex::new(Devices::default()),
+            events: tx,
+            card: Mutex::new(None),
+            addrs,
+            asked: Notify::new(),
+        });
+        probe(&shared, &recv).await?;
+        let (published, published_rx) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(receive_loop(shared.clone(), recv));
+        tasks.spawn(announce_loop(shared.clone(), published_rx));
+        tasks.spawn(serve(shared.clone(), listener));
+        Ok(Lan {
+            shared,
+            events: Mutex::new(Some(rx)),
+            published,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The interface addresses in use (where peers can reach us).
+    pub fn addrs(&self) -> &[Ipv4Addr] {
+        &self.shared.addrs
+    }
+
+    /// The TCP rendezvous port.
+    pub fn rendezvous_port(&self) -> u16 {
+        self.shared.tcp_port
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        if self.published.borrow().is_some() {
+            self.shared.send_now(LEAVE, Vec::new());
+        }
+        lock(&self.tasks).abort_all();
+    }
+}
+
+impl Shared {
+    fn datagram(&self, kind: u8, advert: Vec<u8>) -> Vec<u8> {
+        Datagram {
+            kind,
+            instance: self.instance,
+            port: if kind == QUERY { 0 } else { self.tcp_port },
+            advert,
+        }
+        .encode()
+    }
+
+    /// Sends on every interface without waiting (for Drop).
+    fn send_now(&self, kind: u8, advert: Vec<u8>) {
+        let d = self.datagram(kind, advert);
+        for s in &self.senders {
+            let _ = s.try_send_to(&d, self.config.group.into());
+        }
+    }
+
+    async fn send(&self, kind: u8, advert: Vec<u8>) -> Result<(), DiscoveryError> {
+        let d = self.datagram(kind, advert);
+        let mut last = None;
+        let mut ok = false;
+        for s in &self.senders {
+            match s.send_to(&d, SocketAddr::from(self.config.group)).await {
+                Ok(_) => ok = true,
+                Err(e) => last = Some(e),
+            }
+        }
+        match (ok, last) {
+            (false, Some(e)) => Err(multicast_err("sending to the group", e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn device(&self, ip: Ipv4Addr, d: &Datagram) -> DeviceId {
+        let mut devs = lock(&self.devices);
+        if let Some(id) = devs.by_key.get(&(ip, d.instance)).copied() {
+            devs.addr.entry(id).and_modify(|(a, _)| a.set_port(d.port));
+            return id;
+        }
+        if devs.addr.len() >= MAX_DEVICES {
+            // Evict the oldest: a flood of forged instances cannot grow this.
+            if let Some((&old, _)) = devs.addr.iter().min_by_key(|(_, (_, n))| *n) {
+                devs.addr.remove(&old);
+                devs.by_key.retain(|_, v| *v != old);
+            }
+        }
+        devs.next += 1;
+        let id = DeviceId(devs.next);
+        let n = devs.next;
+        devs.by_key.insert((ip, d.instance), id);
+        devs.addr.insert(id, (SocketAddr::from((ip, d.port)), n));
+        id
+    }
+
+    fn forget(&self, ip: Ipv4Addr, instance: [u8; 8]) -> Option<DeviceId> {
+        let mut devs = lock(&self.devices);
+        let id = devs.by_key.remove(&(ip, instance))?;
+        devs.addr.remove(&id);
+        Some(id)
+    }
+
+    fn rendezvous(&self, device: DeviceId) -> Option<SocketAddr> {
+        lock(&self.devices).addr.get(&device).map(|(a, _)| *a)
+    }
+}
+
+fn recv_socket(group: &SocketAddrV4, addrs: &[Ipv4Addr]) -> Result<UdpSocket, DiscoveryError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| multicast_err("socket", e))?;
+    // Every process on the host binds the same group and port.
+    s.set_reuse_address(true)
+        .map_err(|e| multicast_err("SO_REUSEADDR", e))?;
+    s.bind(&SocketAddr::from(*group).into())
+        .map_err(|e| multicast_err(&format!("binding {group}"), e))?;
+    let mut joined = 0;
+    let mut last = None;
+    for a in addrs {
+        match s.join_multicast_v4(group.ip(), a) {
+            Ok(()) => joined += 1,
+            Err(e) => last = Some(format!("joining {} on {a}: {e}", group.ip())),
+        }
+    }
+    if joined == 0 {
+        return Err(DiscoveryError::Multicast(
+            last.unwrap_or_else(|| "no interface to join the group on".into()),
+        ));
+    }
+    s.set_nonblocking(true)
+        .map_err(|e| multicast_err("socket", e))?;
+    UdpSocket::from_std(s.into()).map_err(|e| multicast_err("socket", e))
+}
+
+fn send_socket(iface: Ipv4Addr) -> Result<UdpSocket, DiscoveryError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e| multicast_err(&format!("sending socket on {iface}"), e);
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    s.set_multicast_if_v4(&iface).map_err(err)?;
+    s.set_multicast_loop_v4(true).map_err(err)?;
+    s.set_multicast_ttl_v4(1).map_err(err)?;
+    s.bind(&SocketAddr::from((iface, 0)).into()).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    UdpSocket::from_std(s.into()).map_err(err)
+}
+
+/// Sends our own query and waits for it to come back through the group.
+async fn probe(shared: &Shared, recv: &UdpSocket) -> Result<(), DiscoveryError> {
+    let deadline = tokio::time::Instant::now() + shared.config.probe_timeout;
+    let mut buf = [0u8; 64];
+    for attempt in 0..3u32 {
+        shared.send(QUERY, Vec::new()).await?;
+        let until = (tokio::time::Instant::now() + shared.config.probe_timeout / 3 * (attempt + 1))
+            .min(deadline);
+        loop {
+            match tokio::time::timeout_at(until, recv.recv_from(&mut buf)).await {
+                Ok(Ok((n, _))) => {
+                    if Datagram::decode(&buf[..n]).is_some_and(|d| d.instance == shared.instance) {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(e)) => return Err(multicast_err("receiving", e)),
+                Err(_) => break,
+            }
+        }
+    }
+    Err(DiscoveryError::Multicast(format!(
+        "our own probe to {} did not come back within {:?} (no multicast route, or a firewall drops the group)",
+        shared.config.group, shared.config.probe_timeout
+    )))
+}
+
+async fn receive_loop(shared: Arc<Shared>, recv: UdpSocket) {
+    let mut buf = [0u8; 512];
+    loop {
+        let Ok((n, from)) = recv.recv_from(&mut buf).await else {
+            // Transient errors (ICMP noise): keep listening.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (Some(d), SocketAddr::V4(from)) = (Datagram::decode(&buf[..n]), from) else {
+            continue;
+        };
+        if d.instance == shared.instance {
+            continue;
+        }
+        let ip = *from.ip();
+        match d.kind {
+            QUERY => shared.asked.notify_one(),
+            ANNOUNCE if d.port != 0 => {
+                if !*lock(&shared.browsing) {
+                    continue;
+                }
+                let device = shared.device(ip, &d);
+                let _ = shared.events.send(DiscoveryEvent::Seen {
+                    device,
+                    advert: d.advert,
+                    rssi: None,
+                });
+            }
+            LEAVE => {
+                if let Some(device) = shared.forget(ip, d.instance) {
+                    let _ = shared.events.send(DiscoveryEvent::Lost { device });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn announce_loop(shared: Arc<Shared>, published: watch::Receiver<Option<Published>>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.announce_every) => {}
+            _ = shared.asked.notified() => {
+                // At most five answers a second, whatever a flood of queries asks.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let advert = published
+            .borrow()
+            .as_ref()
+            .map(|p| p.advert.encode().to_vec());
+        if let Some(a) = advert {
+            let _ = shared.send(ANNOUNCE, a).await;
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    let limit = Arc::new(Semaphore::new(MAX_SERVING));
+    let mut conns = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        while conns.try_join_next().is_some() {}
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            continue; // busy: dropping the stream closes it
+        };
+        let shared = shared.clone();
+        conns.spawn(async move {
+            let _ = serve_one(&shared, stream).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_one(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
+    let (op, body) = tokio::time::timeout(REQUEST_DEADLINE, async {
+        let op = stream.read_u8().await?;
+        let max = match op {
+            OP_CARD => 0,
+            OP_INVITE => MAX_INVITATION_LEN,
+            _ => return Err(std::io::ErrorKind::InvalidData.into()),
+        };
+        let body = read_capped(&mut stream, max).await?;
+        Ok::<_, std::io::Error>((op, body))
+    })
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let answer = match op {
+        OP_CARD => lock(&shared.card).clone(),
+        _ => {
+            let (responder, reply) = Responder::channel();
+            let _ = shared.events.send(DiscoveryEvent::Invitation {
+                invitation: body,
+                responder,
+            });
+            tokio::time::timeout(ANSWER_DEADLINE, reply)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    if let Some(a) = answer {
+        write_framed(&mut stream, &a).await?;
+    }
+    stream.shutdown().await
+}
+
+async fn read_capped(stream: &mut TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
+    let len = stream.read_u32().await? as usize;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes announced, at most {max} allowed"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn write_framed(stream: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(4 + body.len());
+    b.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    b.extend_from_slice(body);
+    stream.write_all(&b).await
+}
+
+/// One request to a device's rendezvous; the caller adds the deadline.
+async fn request(
+    shared: &Shared,
+    device: DeviceId,
+    op: u8,
+    body: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, DiscoveryError> {
+    let addr = shared.rendezvous(device).ok_or(DiscoveryError::Gone)?;
+    let io = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::ConnectionRefused
+        | std::io::ErrorKind::ConnectionReset => DiscoveryError::Gone,
+        _ => DiscoveryError::Other(format!("rendezvous with {addr}: {e}")),
+    };
+    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+    let mut b = vec![op];
+    b.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    b.extend_from_slice(body);
+    stream.write_all(&b).await.map_err(io)?;
+    let len = stream.read_u32().await.map_err(io)? as usize;
+    if len > max {
+        return Err(DiscoveryError::TooLarge { max, got: len });
+    }
+    let mut out = vec![0u8; len];
+    stream.read_exact(&mut out).await.map_err(io)?;
+    Ok(out)
+}
+
+impl Discovery for Lan {
+    fn transport(&self) -> Transport {
+        Transport::Lan
+    }
+
+    fn publish(&self, published: Option<Published>) -> BoxFuture<'_, Result<(), DiscoveryError>> {
+        Box::pin(async move {
+            let was = self.published.borrow().is_some();
+            *lock(&self.shared.card) = published.as_ref().map(|p| p.card.clone());
+            let advert = published.as_ref().map(|p| p.advert.encode().to_vec());
+            self.published.send_replace(published);
+            match advert {
+                Some(a) => self.shared.send(ANNOUNCE, a).await,
+                None if was => self.shared.send(LEAVE, Vec::new()).await,
+                None => Ok(()),
+            }
+        })
+    }
+
+    fn browse(&self, on: bool) -> BoxFuture<'_, Result<(), DiscoveryError>> {
+        Box::pin(async move {
+            *lock(&self.shared.browsing) = on;
+            if on {
+                self.shared.send(QUERY, Vec::new()).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn read_card(&self, device: DeviceId) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        Box::pin(request(&self.shared, device, OP_CARD, &[], MAX_CARD_LEN))
+    }
+
+    fn invite(
+        &self,
+        device: DeviceId,
+        invitation: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        Box::pin(async move {
+            request(&self.shared, device, OP_INVITE, &invitation, MAX_REPLY_LEN).await
+        })
+    }
+
+    fn local_addrs(&self) -> Vec<std::net::IpAddr> {
+        self.shared.addrs.iter().map(|a| (*a).into()).collect()
+    }
+
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<DiscoveryEvent>> {
+        lock(&self.events).take()
+    }
+}

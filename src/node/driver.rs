@@ -1,0 +1,1016 @@
+//! The driver task: one tokio task that owns the session core and feeds it.
+//!
+//! Everything that waits (card reads, invitations, dials, handshakes, link
+//! readers, transfers) runs in its own task and reports back as an
+//! [`Input`] on one channel; the driver itself never blocks, so the session
+//! core sees inputs in one order and its timers stay honest.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::link::{self, code, Link, NewLink};
+use super::transfer::{self, Phase, Plan, Receipt, Transfer, Transfers};
+use super::{Command, Direction, NodeConfig, NodeError, NodeEvent, Progress, TransferId};
+use crate::crypto::Identity;
+use crate::discovery::{
+    self, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder,
+};
+use crate::session::{Endpoint, Event, InviteId, PeerState, Transmit};
+use crate::transfer::offer::{OfferError, Source};
+use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
+use crate::transfer::stream::StreamHeader;
+use crate::wire::frame::MAX_FRAME_LEN;
+use crate::wire::{Frame, IdentityKey, ItemStart, PeerId, Reason};
+
+/// What the driver's helper tasks report.
+pub(super) enum Input {
+    Card(DeviceId, Result<Vec<u8>, DiscoveryError>),
+    Reply(PeerId, Result<Vec<u8>, DiscoveryError>),
+    Dialed(PeerId, Result<NewLink, Reason>),
+    Incoming(IdentityKey, [u8; 16], NewLink),
+    Frame(PeerId, u64, Frame),
+    LinkDown(PeerId, u64, Reason),
+    Datagram(PeerId, Vec<u8>),
+    Stream(PeerId, u64, StreamHeader, quinn::RecvStream),
+    Planned(TransferId, Result<Plan, OfferError>),
+    Sent(TransferId, Result<(), Reason>),
+    Received(TransferId, u32, Result<PathBuf, Reason>),
+    Error(Reason, String),
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+pub(super) struct Driver {
+    config: NodeConfig,
+    endpoint: Endpoint,
+    discovery: Arc<dyn Discovery>,
+    quic: quinn::Endpoint,
+    me: Arc<QuicIdentity>,
+    pins: Arc<PinSet>,
+    transport: Arc<quinn::TransportConfig>,
+    events: mpsc::UnboundedSender<NodeEvent>,
+    inputs: mpsc::UnboundedSender<Input>,
+    inputs_rx: Option<mpsc::UnboundedReceiver<Input>>,
+    links: HashMap<PeerId, Link>,
+    pinned: HashMap<PeerId, Pin>,
+    responders: HashMap<InviteId, Responder>,
+    next_invite: u64,
+    next_serial: u64,
+    transfers: Transfers,
+    publish: watch::Sender<Option<Published>>,
+    closing: Vec<JoinHandle<()>>,
+    tasks: JoinSet<()>,
+}
+
+impl Driver {
+    pub fn new(
+        config: NodeConfig,
+        identity: Arc<Identity>,
+        discovery: Arc<dyn Discovery>,
+        events: mpsc::UnboundedSender<NodeEvent>,
+    ) -> Result<Self, NodeError> {
+        let me = Arc::new(QuicIdentity::new(&identity)?);
+        let pins = Arc::new(PinSet::default());
+        let transport = quic::transport(config.link_idle_timeout);
+        let mut server = quic::server_config(&me, pins.clone())?;
+        server.transport_config(transport.clone());
+        let socket =
+            crate::net::udp_socket(config.quic_bind).map_err(|source| quic::QuicError::Bind {
+                addr: config.quic_bind,
+                source,
+            })?;
+        let quic_endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| quic::QuicError::Bind {
+            addr: config.quic_bind,
+            source,
+        })?;
+        let local = quic_endpoint
+            .local_addr()
+            .map_err(|source| quic::QuicError::Bind {
+                addr: config.quic_bind,
+                source,
+            })?;
+        let addrs = config.advertise_addrs.clone().unwrap_or_else(|| {
+            let ips: Vec<IpAddr> = if local.ip().is_unspecified() {
+                let from_backend = discovery.local_addrs();
+                if from_backend.is_empty() {
+                    crate::net::default_addrs()
+                        .into_iter()
+                        .map(IpAddr::V4)
+                        .collect()
+                } else {
+                    from_backend
+                }
+            } else {
+                vec![local.ip()]
+            };
+            ips.into_iter()
+                .take(8)
+                .map(|ip| SocketAddr::new(ip, local.port()))
+                .collect()
+        });
+        let rng = Box::new(ring::rand::SystemRandom::new());
+        let mut endpoint = Endpoint::new(config.session.clone(), identity, rng)?;
+        endpoint.set_link(crate::session::LinkOffer {
+            addrs,
+            cert_fingerprint: me.fingerprint(),
+            hotspot: None,
+        });
+        let (inputs, inputs_rx) = mpsc::unbounded_channel();
+        let (publish, _) = watch::channel(None);
+        Ok(Driver {
+            config,
+            endpoint,
+            discovery,
+            quic: quic_endpoint,
+            me,
+            pins,
+            transport,
+            events,
+            inputs,
+            inputs_rx: Some(inputs_rx),
+            links: HashMap::new(),
+            pinned: HashMap::new(),
+            responders: HashMap::new(),
+            next_invite: 0,
+            next_serial: 0,
+            transfers: Transfers::default(),
+            publish,
+            closing: Vec::new(),
+            tasks: JoinSet::new(),
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.endpoint.peer_id()
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic.local_addr().unwrap_or(self.config.quic_bind)
+    }
+
+    fn emit(&self, e: NodeEvent) {
+        let _ = self.events.send(e);
+    }
+
+    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut inputs = self.inputs_rx.take().expect("run once");
+        let mut found = self.discovery.take_events();
+        self.tasks
+            .spawn(link::accept_loop(self.quic.clone(), self.inputs.clone()));
+        self.tasks.spawn(publisher(
+            self.discovery.clone(),
+            self.publish.subscribe(),
+            self.inputs.clone(),
+        ));
+        let mut tick = tokio::time::interval(self.config.progress_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush();
+            while self.tasks.try_join_next().is_some() {}
+            let deadline = self
+                .endpoint
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            let moving = self
+                .transfers
+                .by_id
+                .values()
+                .any(|t| matches!(t.phase, Phase::Moving { .. } | Phase::Sent));
+            tokio::select! {
+                c = commands.recv() => match c {
+                    None => break,
+                    Some(Command::Stop(reply)) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(c) => self.command(c).await,
+                },
+                ev = recv_opt(&mut found) => match ev {
+                    Some(ev) => self.discovery_event(ev),
+                    None => found = None,
+                },
+                Some(input) = inputs.recv() => self.input(input),
+                _ = sleep_until(deadline) => self.endpoint.handle_timeout(now()),
+                _ = tick.tick(), if moving => self.progress(),
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn flush(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some(t) = self.endpoint.poll_transmit() {
+                any = true;
+                self.transmit(t);
+            }
+            while let Some(e) = self.endpoint.poll_event() {
+                any = true;
+                self.session_event(e);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn published(&self) -> Option<Published> {
+        self.endpoint.advert().map(|advert| Published {
+            advert,
+            card: self.endpoint.card_bytes().to_vec(),
+            name: self.config.session.card.name.as_str().to_string(),
+        })
+    }
+
+    fn transmit(&mut self, t: Transmit) {
+        match t {
+            Transmit::ReadCard { device } => {
+                let (d, tx) = (self.discovery.clone(), self.inputs.clone());
+                let deadline = self.config.session.card_read_timeout;
+                self.tasks.spawn(async move {
+                    let r = discovery::read_card(&*d, device, deadline).await;
+                    let _ = tx.send(Input::Card(device, r));
+                });
+            }
+            Transmit::Invite {
+                device,
+                peer,
+                invitation,
+            } => {
+                let (d, tx) = (self.discovery.clone(), self.inputs.clone());
+                // The session core times the invitation out itself; this
+                // deadline only guards against a backend that never answers.
+                let deadline = self.config.session.invite_timeout + Duration::from_secs(5);
+                self.tasks.spawn(async move {
+                    let r = discovery::invite(&*d, device, invitation, deadline).await;
+                    let _ = tx.send(Input::Reply(peer, r));
+                });
+            }
+            Transmit::Reply { invite, reply } => {
+                if let Some(r) = self.responders.remove(&invite) {
+                    r.respond(reply);
+                }
+            }
+            Transmit::Dial {
+                peer,
+                identity,
+                accept,
+            } => {
+                let (q, me, tr, tx) = (
+                    self.quic.clone(),
+                    self.me.clone(),
+                    self.transport.clone(),
+                    self.inputs.clone(),
+                );
+                let deadline = self.config.session.connect_timeout;
+                self.tasks.spawn(async move {
+                    let r = link::dial(q, me, tr, identity, accept, deadline).await;
+                    let _ = tx.send(Input::Dialed(peer, r));
+                });
+            }
+            Transmit::Expect {
+                peer,
+                identity,
+                cert_fingerprint,
+                ..
+            } => {
+                let pin = Pin {
+                    identity,
+                    fingerprint: cert_fingerprint,
+                };
+                self.pins.insert(pin);
+                if let Some(old) = self.pinned.insert(peer, pin) {
+                    self.pins.remove(&old);
+                }
+            }
+            Transmit::Frame { peer, frame } => {
+                if let Some(l) = self.links.get(&peer) {
+                    l.send(&frame);
+                }
+            }
+            Transmit::Close { peer, reason } => {
+                if let Some(l) = self.links.remove(&peer) {
+                    self.closing.extend(l.close(reason));
+                }
+                self.fail_transfers(peer, reason);
+            }
+        }
+    }
+
+    fn session_event(&mut self, e: Event) {
+        let out = match e {
+            Event::AdvertChanged => {
+                self.publish.send_replace(self.published());
+                return;
+            }
+            Event::PeerFound(p) => NodeEvent::PeerFound(p),
+            Event::PeerLost(p) => NodeEvent::PeerLost(p),
+            Event::InviteSent { peer, pairing_code } => {
+                NodeEvent::InviteSent { peer, pairing_code }
+            }
+            Event::Invited {
+                invite,
+                from,
+                context,
+                pairing_code,
+            } => NodeEvent::Invited {
+                invite,
+                from,
+                context,
+                pairing_code,
+            },
+            Event::InviteExpired { invite } => {
+                self.responders.remove(&invite);
+                NodeEvent::InviteExpired { invite }
+            }
+            Event::InviteFailed { peer, reason } => NodeEvent::InviteFailed { peer, reason },
+            Event::PeerState { peer, state } => {
+                if let PeerState::NotConnected(reason) = state {
+                    if let Some(l) = self.links.remove(&peer) {
+                        self.closing.extend(l.close(reason));
+                    }
+                    if let Some(pin) = self.pinned.remove(&peer) {
+                        self.pins.remove(&pin);
+                    }
+                    self.fail_transfers(peer, reason);
+                }
+                NodeEvent::PeerState { peer, state }
+            }
+            Event::Message { from, data } => NodeEvent::Message { from, data },
+        };
+        self.emit(out);
+    }
+
+    fn discovery_event(&mut self, ev: DiscoveryEvent) {
+        match ev {
+            DiscoveryEvent::Seen { device, advert, .. } => {
+                // Hostile input: garbage is refused inside and changes nothing.
+                let _ = self.endpoint.handle_advert(now(), device, &advert);
+            }
+            DiscoveryEvent::Lost { device } => self.endpoint.handle_device_lost(now(), device),
+            DiscoveryEvent::Invitation {
+                invitation,
+                responder,
+            } => {
+                self.next_invite += 1;
+                let id = InviteId(self.next_invite);
+                self.responders.insert(id, responder);
+                self.endpoint.handle_invitation(now(), id, &invitation);
+            }
+        }
+    }
+
+    async fn command(&mut self, c: Command) {
+        let t = now();
+        match c {
+            Command::Advertise(on, r) => {
+                if on {
+                    self.endpoint.advertise(t);
+                } else {
+                    self.endpoint.stop_advertising();
+                }
+                let p = self.published();
+                self.publish.send_replace(p.clone());
+                let res = self.discovery.publish(p).await.map_err(NodeError::from);
+                let _ = r.send(res);
+            }
+            Command::Browse(on, r) => {
+                if on {
+                    self.endpoint.browse();
+                } else {
+                    self.endpoint.stop_browsing();
+                }
+                let res = self.discovery.browse(on).await.map_err(NodeError::from);
+                let _ = r.send(res);
+            }
+            Command::Invite(peer, ctx, r) => {
+                let _ = r.send(self.endpoint.invite(t, peer, ctx).map_err(Into::into));
+            }
+            Command::CancelInvite(peer, r) => {
+                let _ = r.send(self.endpoint.cancel_invite(peer));
+            }
+            Command::Accept(i, r) => {
+                let _ = r.send(self.endpoint.accept(t, i).map_err(Into::into));
+            }
+            Command::Decline(i, reason, r) => {
+                let _ = r.send(self.endpoint.decline(i, reason).map_err(Into::into));
+            }
+            Command::Message(to, data, r) => {
+                let _ = r.send(
+                    self.endpoint
+                        .send_message(t, &to, &data)
+                        .map_err(Into::into),
+                );
+            }
+            Command::Datagram(peer, data, r) => {
+                let res = match self.links.get(&peer) {
+                    None => Err(NodeError::NotConnected(peer)),
+                    Some(l) => l
+                        .conn
+                        .send_datagram(data.into())
+                        .map_err(|e| NodeError::Datagram(e.to_string())),
+                };
+                if res.is_ok() {
+                    self.endpoint.touch(t, peer);
+                }
+                let _ = r.send(res);
+            }
+            Command::Offer(peer, sources, r) => {
+                let _ = r.send(self.offer(peer, sources));
+            }
+            Command::AcceptOffer(id, r) => {
+                let _ = r.send(self.accept_offer(id));
+            }
+            Command::DeclineOffer(id, reason, r) => {
+                let res = match self.transfers.by_id.get(&id) {
+                    Some(tr) if !tr.outgoing && matches!(tr.phase, Phase::Offered) => {
+                        self.send_frame(
+                            tr.peer,
+                            &Frame::OfferDecline {
+                                id: tr.offer,
+                                reason,
+                            },
+                        );
+                        self.end(id, Err(reason));
+                        Ok(())
+                    }
+                    _ => Err(NodeError::UnknownTransfer(id)),
+                };
+                let _ = r.send(res);
+            }
+            Command::Cancel(id, r) => {
+                let res = match self.transfers.by_id.get(&id) {
+                    Some(tr) => {
+                        let reason = if tr.outgoing {
+                            Reason::SendCancelled
+                        } else {
+                            Reason::ReceiveCancelled
+                        };
+                        let frame = if !tr.outgoing && matches!(tr.phase, Phase::Offered) {
+                            Frame::OfferDecline {
+                                id: tr.offer,
+                                reason,
+                            }
+                        } else {
+                            Frame::Cancel {
+                                id: tr.offer,
+                                reason,
+                            }
+                        };
+                        self.send_frame(tr.peer, &frame);
+                        self.end(id, Err(reason));
+                        Ok(())
+                    }
+                    None => Err(NodeError::UnknownTransfer(id)),
+                };
+                let _ = r.send(res);
+            }
+            Command::Kick(peer, r) => {
+                let _ = r.send(self.endpoint.kick(t, peer));
+            }
+            Command::Disconnect(peer, r) => {
+                let _ = r.send(self.endpoint.disconnect(peer));
+            }
+            Command::Nearby(r) => {
+                let _ = r.send(self.endpoint.nearby_peers());
+            }
+            Command::Sessions(r) => {
+                let _ = r.send(self.endpoint.sessions());
+            }
+            Command::Stop(_) => unreachable!("handled by run"),
+        }
+    }
+
+    fn send_frame(&self, peer: PeerId, f: &Frame) {
+        if let Some(l) = self.links.get(&peer) {
+            l.send(f);
+        }
+    }
+
+    fn input(&mut self, i: Input) {
+        let t = now();
+        match i {
+            Input::Card(device, Ok(bytes)) => {
+                let _ = self.endpoint.handle_card(t, device, &bytes);
+            }
+            Input::Card(device, Err(e)) => self.endpoint.handle_card_failed(t, device, e.reason()),
+            Input::Reply(peer, Ok(bytes)) => self.endpoint.handle_reply(t, peer, &bytes),
+            Input::Reply(peer, Err(e)) => self.endpoint.handle_invite_failed(t, peer, e.reason()),
+            Input::Dialed(peer, Ok(new)) => match self.endpoint.handle_dialed(t, peer) {
+                Ok(()) => self.install(peer, new),
+                Err(reason) => new.conn.close(code(reason), b""),
+            },
+            Input::Dialed(peer, Err(reason)) => self.endpoint.handle_link_down(t, peer, reason),
+            Input::Incoming(identity, token, new) => {
+                match self.endpoint.handle_incoming(t, identity, token) {
+                    Ok(peer) => self.install(peer, new),
+                    Err(reason) => new
+                        .conn
+                        .close(code(reason), reason.description().as_bytes()),
+                }
+            }
+            Input::Frame(peer, serial, frame) => {
+                if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
+                    if let Some(f) = self.endpoint.handle_frame(t, peer, frame) {
+                        self.transfer_frame(peer, f);
+                    }
+                }
+            }
+            Input::LinkDown(peer, serial, reason) => {
+                if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
+                    self.links.remove(&peer);
+                    self.endpoint.handle_link_down(t, peer, reason);
+                }
+            }
+            Input::Datagram(peer, data) => {
+                if self.links.contains_key(&peer) {
+                    self.endpoint.touch(t, peer);
+                    self.emit(NodeEvent::Datagram { from: peer, data });
+                }
+            }
+            Input::Stream(peer, serial, header, recv) => {
+                if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
+                    self.incoming_stream(peer, header, recv);
+                } else {
+                    let mut recv = recv;
+                    let _ = recv.stop(code(Reason::ProtocolViolation));
+                }
+            }
+            Input::Planned(id, r) => self.planned(id, r),
+            Input::Sent(id, r) => {
+                let Some(tr) = self.transfers.by_id.get_mut(&id) else {
+                    return;
+                };
+                match r {
+                    Ok(()) => tr.phase = Phase::Sent,
+                    Err(reason) => {
+                        let (peer, offer) = (tr.peer, tr.offer);
+                        self.send_frame(peer, &Frame::Cancel { id: offer, reason });
+                        self.end(id, Err(reason));
+                    }
+                }
+            }
+            Input::Received(id, index, r) => self.received(id, index, r),
+            Input::Error(reason, message) => self.emit(NodeEvent::Error { reason, message }),
+        }
+    }
+
+    fn install(&mut self, peer: PeerId, new: NewLink) {
+        self.next_serial += 1;
+        let l = link::start(self.next_serial, peer, new, self.inputs.clone());
+        if let Some(old) = self.links.insert(peer, l) {
+            self.closing.extend(old.close(Reason::Disconnected));
+        }
+    }
+
+    // ---- transfers ----------------------------------------------------------
+
+    fn offer(&mut self, peer: PeerId, sources: Vec<Source>) -> Result<TransferId, NodeError> {
+        if !self.links.contains_key(&peer) {
+            return Err(NodeError::NotConnected(peer));
+        }
+        let offer = transfer::offer_id();
+        let frame = Frame::Offer {
+            id: offer,
+            items: sources.iter().map(|s| s.item.clone()).collect(),
+        };
+        let bytes = frame.encode();
+        if bytes.len() > MAX_FRAME_LEN + 4 {
+            return Err(NodeError::OfferTooLarge(sources.len()));
+        }
+        self.send_frame(peer, &frame);
+        self.endpoint.touch(now(), peer);
+        Ok(self
+            .transfers
+            .insert(Transfer::outgoing(peer, offer, sources)))
+    }
+
+    fn accept_offer(&mut self, id: TransferId) -> Result<(), NodeError> {
+        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
+            return Err(NodeError::UnknownTransfer(id));
+        };
+        if tr.outgoing || !matches!(tr.phase, Phase::Offered) {
+            return Err(NodeError::UnknownTransfer(id));
+        }
+        tr.phase = Phase::Planning;
+        let (root, items, overwrite) = (
+            self.config.download_dir.clone(),
+            tr.items.clone(),
+            self.config.overwrite,
+        );
+        let tx = self.inputs.clone();
+        self.tasks.spawn(async move {
+            let r = tokio::task::spawn_blocking(move || transfer::plan(&root, &items, overwrite))
+                .await
+                .unwrap_or_else(|e| Err(OfferError::Folder(std::io::Error::other(e.to_string()))));
+            let _ = tx.send(Input::Planned(id, r));
+        });
+        Ok(())
+    }
+
+    fn transfer_frame(&mut self, peer: PeerId, f: Frame) {
+        match f {
+            Frame::Offer { id, items } => {
+                if self.transfers.find(peer, id).is_some() {
+                    return;
+                }
+                if items.is_empty() {
+                    self.send_frame(
+                        peer,
+                        &Frame::OfferDecline {
+                            id,
+                            reason: Reason::NoFilesToSend,
+                        },
+                    );
+                    return;
+                }
+                let tid = self
+                    .transfers
+                    .insert(Transfer::incoming(peer, id, items.clone()));
+                if self.config.auto_accept_offers {
+                    let _ = self.accept_offer(tid);
+                } else {
+                    self.emit(NodeEvent::OfferReceived {
+                        transfer: tid,
+                        from: peer,
+                        items,
+                    });
+                }
+            }
+            Frame::OfferAccept { id, items } => {
+                if let Some(tid) = self.transfers.find(peer, id) {
+                    self.start_sending(tid, items);
+                }
+            }
+            Frame::OfferDecline { id, reason } | Frame::Cancel { id, reason } => {
+                if let Some(tid) = self.transfers.find(peer, id) {
+                    self.end(tid, Err(reason));
+                }
+            }
+            Frame::Done { id } => {
+                if let Some(tid) = self.transfers.find(peer, id) {
+                    let ok = self.transfers.by_id.get(&tid).is_some_and(|t| {
+                        t.outgoing && matches!(t.phase, Phase::Moving { .. } | Phase::Sent)
+                    });
+                    if ok {
+                        self.end(tid, Ok(()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start_sending(&mut self, id: TransferId, wanted: Vec<ItemStart>) {
+        let Some(conn) = self
+            .transfers
+            .by_id
+            .get(&id)
+            .and_then(|t| self.links.get(&t.peer).map(|l| l.conn.clone()))
+        else {
+            return;
+        };
+        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
+            return;
+        };
+        if !tr.outgoing || !matches!(tr.phase, Phase::Offered) {
+            return;
+        }
+        // The receiver's answer is input too: every index once, in range,
+        // every offset within its file.
+        let mut seen = std::collections::HashSet::new();
+        let valid = wanted.iter().all(|w| {
+            seen.insert(w.index)
+                && tr
+                    .items
+                    .get(w.index as usize)
+                    .is_some_and(|i| w.offset <= i.size)
+        });
+        if !valid {
+            let (peer, offer) = (tr.peer, tr.offer);
+            let reason = Reason::ProtocolViolation;
+            self.send_frame(peer, &Frame::Cancel { id: offer, reason });
+            self.end(id, Err(reason));
+            return;
+        }
+        let mut list = Vec::with_capacity(wanted.len());
+        for w in &wanted {
+            let i = w.index as usize;
+            tr.offsets.insert(w.index, w.offset);
+            tr.total += tr.items[i].size;
+            list.push((w.index, tr.sources[i].clone(), w.offset, tr.items[i].size));
+        }
+        tr.already = tr.items.len() - wanted.len();
+        tr.started = tokio::time::Instant::now();
+        let (cancel, cancel_rx) = watch::channel(false);
+        tr.phase = Phase::Moving { cancel };
+        let resumed = tr.offsets.values().sum();
+        let (peer, offer, total, counters) = (tr.peer, tr.offer, tr.total, tr.counters.clone());
+        self.emit(NodeEvent::TransferStarted {
+            transfer: id,
+            peer,
+            direction: Direction::Send,
+            files: wanted.len(),
+            bytes: total,
+            resumed,
+        });
+        let tx = self.inputs.clone();
+        let streams = self.config.streams;
+        self.tasks.spawn(async move {
+            let r = transfer::send_items(conn, offer, list, counters, cancel_rx, streams).await;
+            let _ = tx.send(Input::Sent(id, r));
+        });
+    }
+
+    fn planned(&mut self, id: TransferId, r: Result<Plan, OfferError>) {
+        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
+            return;
+        };
+        if !matches!(tr.phase, Phase::Planning) {
+            return;
+        }
+        let (peer, offer) = (tr.peer, tr.offer);
+        let plan = match r {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = e.reason();
+                self.send_frame(peer, &Frame::OfferDecline { id: offer, reason });
+                self.emit(NodeEvent::Error {
+                    reason,
+                    message: e.to_string(),
+                });
+                self.end(id, Err(reason));
+                return;
+            }
+        };
+        tr.already = plan.already.len();
+        tr.saved = plan.already;
+        let mut starts = Vec::with_capacity(plan.fetch.len());
+        for (index, dest, offset) in plan.fetch {
+            tr.total += tr.items[index as usize].size;
+            tr.offsets.insert(index, offset);
+            tr.pending.insert(index, dest);
+            starts.push(ItemStart { index, offset });
+        }
+        tr.remaining = starts.len();
+        tr.started = tokio::time::Instant::now();
+        let (files, total) = (starts.len(), tr.total);
+        let resumed = tr.offsets.values().sum();
+        self.send_frame(
+            peer,
+            &Frame::OfferAccept {
+                id: offer,
+                items: starts,
+            },
+        );
+        if files == 0 {
+            self.send_frame(peer, &Frame::Done { id: offer });
+            self.end(id, Ok(()));
+            return;
+        }
+        let (cancel, _) = watch::channel(false);
+        if let Some(tr) = self.transfers.by_id.get_mut(&id) {
+            tr.phase = Phase::Moving { cancel };
+        }
+        self.emit(NodeEvent::TransferStarted {
+            transfer: id,
+            peer,
+            direction: Direction::Receive,
+            files,
+            bytes: total,
+            resumed,
+        });
+    }
+
+    fn incoming_stream(&mut self, peer: PeerId, h: StreamHeader, mut recv: quinn::RecvStream) {
+        let overwrite = self.config.overwrite;
+        let Some(id) = self.transfers.find(peer, h.offer) else {
+            let _ = recv.stop(code(Reason::ProtocolViolation));
+            return;
+        };
+        let tr = self.transfers.by_id.get_mut(&id).expect("found");
+        let cancel = match &tr.phase {
+            Phase::Moving { cancel } if !tr.outgoing => cancel.subscribe(),
+            _ => {
+                let _ = recv.stop(code(Reason::ProtocolViolation));
+                return;
+            }
+        };
+        let offset = tr.offsets.get(&h.index).copied();
+        let dest = match (offset, tr.pending.remove(&h.index)) {
+            (Some(o), Some(dest)) if o == h.offset => dest,
+            _ => {
+                let _ = recv.stop(code(Reason::ProtocolViolation));
+                return;
+            }
+        };
+        let receipt = Receipt {
+            index: h.index,
+            dest,
+            item: tr.items[h.index as usize].clone(),
+            offset: h.offset,
+            overwrite,
+        };
+        let counters = tr.counters.clone();
+        let tx = self.inputs.clone();
+        self.tasks.spawn(async move {
+            let index = receipt.index;
+            let r = transfer::receive_item(recv, receipt, counters, cancel).await;
+            let _ = tx.send(Input::Received(id, index, r));
+        });
+    }
+
+    fn received(&mut self, id: TransferId, index: u32, r: Result<PathBuf, Reason>) {
+        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
+            return;
+        };
+        let (peer, offer) = (tr.peer, tr.offer);
+        match r {
+            Ok(path) => {
+                tr.remaining = tr.remaining.saturating_sub(1);
+                tr.saved.push(path.clone());
+                let finished = tr.remaining == 0 && tr.pending.is_empty();
+                self.endpoint.touch(now(), peer);
+                self.emit(NodeEvent::FileReceived {
+                    transfer: id,
+                    index,
+                    path,
+                });
+                if finished {
+                    self.send_frame(peer, &Frame::Done { id: offer });
+                    self.end(id, Ok(()));
+                }
+            }
+            Err(reason) => {
+                self.send_frame(peer, &Frame::Cancel { id: offer, reason });
+                self.end(id, Err(reason));
+            }
+        }
+    }
+
+    /// Ends a transfer: stops its tasks and reports the outcome.
+    fn end(&mut self, id: TransferId, outcome: Result<(), Reason>) {
+        let Some(mut tr) = self.transfers.by_id.remove(&id) else {
+            return;
+        };
+        tr.stop_tasks();
+        let direction = if tr.outgoing {
+            Direction::Send
+        } else {
+            Direction::Receive
+        };
+        let e = match outcome {
+            Ok(()) => {
+                if tr.total > 0 {
+                    self.emit(NodeEvent::Progress(Progress {
+                        transfer: id,
+                        peer: tr.peer,
+                        direction,
+                        done: tr.total,
+                        total: tr.total,
+                        rate: 0.0,
+                        eta: Some(Duration::ZERO),
+                        files: Vec::new(),
+                    }));
+                }
+                NodeEvent::TransferDone {
+                    transfer: id,
+                    peer: tr.peer,
+                    direction,
+                    bytes: tr.counters.moved.load(std::sync::atomic::Ordering::Relaxed),
+                    elapsed: tr.started.elapsed(),
+                    files: tr.saved,
+                    already_had: tr.already,
+                }
+            }
+            Err(reason) => NodeEvent::TransferFailed {
+                transfer: id,
+                peer: tr.peer,
+                direction,
+                reason,
+            },
+        };
+        self.emit(e);
+    }
+
+    fn fail_transfers(&mut self, peer: PeerId, reason: Reason) {
+        let ids: Vec<TransferId> = self
+            .transfers
+            .by_id
+            .iter()
+            .filter(|(_, t)| t.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end(id, Err(reason));
+        }
+    }
+
+    fn progress(&mut self) {
+        let t = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        for (id, tr) in self.transfers.by_id.iter_mut() {
+            if !matches!(tr.phase, Phase::Moving { .. } | Phase::Sent) {
+                continue;
+            }
+            let done = tr.done();
+            let rate = tr.meter.sample(t, done);
+            if done == tr.last_done {
+                continue;
+            }
+            tr.last_done = done;
+            let eta = (rate > 0.0)
+                .then(|| Duration::from_secs_f64(tr.total.saturating_sub(done) as f64 / rate));
+            out.push((
+                tr.peer,
+                Progress {
+                    transfer: *id,
+                    peer: tr.peer,
+                    direction: if tr.outgoing {
+                        Direction::Send
+                    } else {
+                        Direction::Receive
+                    },
+                    done,
+                    total: tr.total,
+                    rate,
+                    eta,
+                    files: tr.counters.files(&tr.items, &tr.offsets),
+                },
+            ));
+        }
+        for (peer, p) in out {
+            // Bytes moving count as activity for the idle timeout.
+            self.endpoint.touch(now(), peer);
+            self.emit(NodeEvent::Progress(p));
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let ids: Vec<TransferId> = self.transfers.by_id.keys().copied().collect();
+        for id in ids {
+            self.end(id, Err(Reason::Disconnected));
+        }
+        self.endpoint.shutdown();
+        self.flush();
+        for (_, l) in self.links.drain() {
+            self.closing.extend(l.close(Reason::Disconnected));
+        }
+        let grace = Duration::from_secs(2);
+        let _ = tokio::time::timeout(grace, self.discovery.publish(None)).await;
+        let _ = tokio::time::timeout(grace, self.discovery.browse(false)).await;
+        let closing = std::mem::take(&mut self.closing);
+        let _ = tokio::time::timeout(grace, async {
+            for c in closing {
+                let _ = c.await;
+            }
+        })
+        .await;
+        self.quic.close(code(Reason::Disconnected), b"stopped");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
+        self.tasks.shutdown().await;
+        self.responders.clear();
+    }
+}
+
+async fn recv_opt<T>(r: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match r {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn publisher(
+    d: Arc<dyn Discovery>,
+    mut rx: watch::Receiver<Option<Published>>,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        if let Err(e) = d.publish(p).await {
+            let _ = tx.send(Input::Error(e.reason(), e.to_string()));
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! QUIC links: dialing with pins, admitting incoming connections by token,
+//! and the tasks that carry a link's control frames, file streams and
+//! datagrams to the driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::driver::Input;
+use crate::transfer::quic::{self, Pin, QuicIdentity};
+use crate::transfer::stream;
+use crate::wire::{Accept, Frame, IdentityKey, PeerId, Reason};
+
+/// How long an incoming connection has to present its Hello.
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a file stream has to send its 20-byte header.
+const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long closing waits for queued frames (a Bye) to be delivered.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The streams of a new link: the connection and its control stream.
+pub(super) struct NewLink {
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+}
+
+/// What the writer task takes.
+pub(super) enum Out {
+    Frame(Vec<u8>),
+    Close(Reason),
+}
+
+/// A live link: dropping it aborts its reader tasks; the writer finishes
+/// what is queued, then closes the connection.
+pub(super) struct Link {
+    pub serial: u64,
+    pub conn: quinn::Connection,
+    pub out: mpsc::UnboundedSender<Out>,
+    pub writer: Option<JoinHandle<()>>,
+    _readers: JoinSet<()>,
+}
+
+impl Link {
+    /// Queues a frame.
+    pub fn send(&self, frame: &Frame) {
+        let _ = self.out.send(Out::Frame(frame.encode()));
+    }
+
+    /// Queues a close after what is queued; returns the writer to await.
+    pub fn close(mut self, reason: Reason) -> Option<JoinHandle<()>> {
+        let _ = self.out.send(Out::Close(reason));
+        self.writer.take()
+    }
+}
+
+/// The QUIC close code for a reason.
+pub(super) fn code(reason: Reason) -> quinn::VarInt {
+    quinn::VarInt::from_u32(u32::from(reason.code()))
+}
+
+/// Why a connection ended, as a reason.
+pub(super) fn reason_of(e: &quinn::ConnectionError) -> Reason {
+    use quinn::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => {
+            Reason::from_code_lossy(u16::try_from(c.error_code.into_inner()).unwrap_or(0))
+        }
+        E::ConnectionClosed(c) if (0x100..0x200).contains(&u64::from(c.error_code)) => {
+            Reason::AuthenticationFailed
+        }
+        E::TransportError(t) if (0x100..0x200).contains(&u64::from(t.code)) => {
+            Reason::AuthenticationFailed
+        }
+        E::TimedOut => Reason::PeerLost,
+        E::LocallyClosed => Reason::Disconnected,
+        E::VersionMismatch => Reason::UnsupportedVersion,
+        _ => Reason::PeerLost,
+    }
+}
+
+/// Starts a link's tasks and returns it.
+pub(super) fn start(
+    serial: u64,
+    peer: PeerId,
+    new: NewLink,
+    inputs: mpsc::UnboundedSender<Input>,
+) -> Link {
+    let NewLink { conn, send, recv } = new;
+    let (out, out_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
+    let mut readers = JoinSet::new();
+    readers.spawn(read_loop(serial, peer, conn.clone(), recv, inputs.clone()));
+    readers.spawn(uni_loop(serial, peer, conn.clone(), inputs.clone()));
+    readers.spawn(datagram_loop(peer, conn.clone(), inputs));
+    Link {
+        serial,
+        conn,
+        out,
+        writer: Some(writer),
+        _readers: readers,
+    }
+}
+
+async fn write_loop(
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut close = None;
+        let mut next = Some(first);
+        // Coalesce what is queued into one write.
+        while let Some(o) = next {
+            match o {
+                Out::Frame(b) => batch.extend_from_slice(&b),
+                Out::Close(r) => {
+                    close = Some(r);
+                    break;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if !batch.is_empty() && send.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+        if let Some(reason) = close {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(FLUSH_DEADLINE, send.stopped()).await;
+            conn.close(code(reason), reason.description().as_bytes());
+            return;
+        }
+    }
+    // The link was dropped without a close: the node is going away.
+    conn.close(code(Reason::Disconnected), b"");
+}
+
+/// Reads one length-prefixed frame, capped.
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, Reason> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => {
+            return Err(reason_of(&e))
+        }
+        Err(_) => return Err(Reason::PeerLost),
+    }
+    let len = Frame::body_len(prefix).map_err(|_| Reason::ProtocolViolation)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(|e| match e {
+        quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)) => reason_of(&e),
+        _ => Reason::PeerLost,
+    })?;
+    Frame::decode_body(&body)
+        .map(Some)
+        .map_err(|_| Reason::ProtocolViolation)
+}
+
+async fn read_loop(
+    serial: u64,
+    peer: PeerId,
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    let reason = loop {
+        match read_frame(&mut recv).await {
+            Ok(Some(frame)) => {
+                if inputs.send(Input::Frame(peer, serial, frame)).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                // The peer finished its control stream: it is closing. Wait
+                // for the close to learn why.
+                break reason_of(&conn.closed().await);
+            }
+            Err(Reason::ProtocolViolation) => {
+                conn.close(code(Reason::ProtocolViolation), b"bad frame");
+                break Reason::ProtocolViolation;
+            }
+            Err(r) => break r,
+        }
+    };
+    let _ = inputs.send(Input::LinkDown(peer, serial, reason));
+}
+
+async fn uni_loop(
+    serial: u64,
+    peer: PeerId,
+    conn: quinn::Connection,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        match tokio::time::timeout(HEADER_DEADLINE, stream::read_header(&mut recv)).await {
+            Ok(Ok(header)) => {
+                if inputs
+                    .send(Input::Stream(peer, serial, header, recv))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            _ => {
+                let _ = recv.stop(code(Reason::ProtocolViolation));
+            }
+        }
+    }
+}
+
+async fn datagram_loop(
+    peer: PeerId,
+    conn: quinn::Connection,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    while let Ok(d) = conn.read_datagram().await {
+        if inputs.send(Input::Datagram(peer, d.to_vec())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Dials an accepting peer: every address at once, the first pinned
+/// connection wins; then opens the control stream and presents the token.
+pub(super) async fn dial(
+    endpoint: quinn::Endpoint,
+    me: Arc<QuicIdentity>,
+    transport: Arc<quinn::TransportConfig>,
+    identity: IdentityKey,
+    accept: Accept,
+    deadline: Duration,
+) -> Result<NewLink, Reason> {
+    let pin = Pin {
+        identity,
+        fingerprint: accept.cert_fingerprint,
+    };
+    let mut config = quic::client_config(&me, pin).map_err(|_| Reason::Generic)?;
+    config.transport_config(transport);
+    let attempt = async {
+        let mut tries = JoinSet::new();
+        for addr in accept.addrs.iter().copied() {
+            let connecting = endpoint.connect_with(config.clone(), addr, "airhop");
+            tries.spawn(async move {
+                match connecting {
+                    Ok(c) => c.await.map_err(|e| reason_of(&e)),
+                    Err(_) => Err(Reason::PeerLost),
+                }
+            });
+        }
+        let mut worst = Reason::PeerLost;
+        while let Some(r) = tries.join_next().await {
+            match r {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(Reason::AuthenticationFailed)) => worst = Reason::AuthenticationFailed,
+                _ => {}
+            }
+        }
+        Err(worst)
+    };
+    let conn = tokio::time::timeout(deadline, attempt)
+        .await
+        .map_err(|_| Reason::TimedOut)??;
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| reason_of(&e))?;
+    send.write_all(
+        &Frame::Hello {
+            token: accept.token,
+        }
+        .encode(),
+    )
+    .await
+    .map_err(|_| Reason::PeerLost)?;
+    Ok(NewLink { conn, send, recv })
+}
+
+/// Accepts incoming connections (certificates already checked against the
+/// pins by TLS) and hands each one that presents a Hello to the driver.
+pub(super) async fn accept_loop(endpoint: quinn::Endpoint, inputs: mpsc::UnboundedSender<Input>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut handshakes = JoinSet::new();
+    while let Some(incoming) = endpoint.accept().await {
+        while handshakes.try_join_next().is_some() {}
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let inputs = inputs.clone();
+        handshakes.spawn(async move {
+            let _permit = permit;
+            if let Ok(Some((identity, token, new))) =
+                tokio::time::timeout(HELLO_DEADLINE, admit(incoming)).await
+            {
+                let _ = inputs.send(Input::Incoming(identity, token, new));
+            }
+        });
+    }
+}
+
+async fn admit(incoming: quinn::Incoming) -> Option<(IdentityKey, [u8; 16], NewLink)> {
+    let conn = incoming.await.ok()?;
+    let identity = quic::peer_identity(&conn)?;
+    let (send, mut recv) = conn.accept_bi().await.ok()?;
+    match read_frame(&mut recv).await {
+        Ok(Some(Frame::Hello { token })) => Some((identity, token, NewLink { conn, send, recv })),
+        _ => {
+            conn.close(code(Reason::ProtocolViolation), b"expected hello");
+            None
+        }
+    }
+}

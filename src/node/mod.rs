@@ -1,0 +1,596 @@
+//! The node: airhop's public API, an async (tokio) driver around the sans-IO
+//! session core.
+//!
+//! A [`Node`] owns one discovery backend (BLE, LAN or in-memory), one QUIC
+//! endpoint and the clock, and runs [`crate::session::Endpoint`] with them. It
+//! is what the SDK seed calls a `P2PManager` and the Multipeer seed a
+//! `MultipeerConnectivity`: advertise and browse, invite with a context,
+//! accept or decline with a reason, messages (reliable or as datagrams) to
+//! one, several or all session peers, files and folders with progress,
+//! cancel, kick, disconnect, stop.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use airhop::crypto::Identity;
+//! use airhop::discovery::lan::{Lan, LanConfig};
+//! use airhop::node::{Node, NodeConfig, NodeEvent};
+//! use airhop::wire::{DisplayName, ServiceType};
+//!
+//! let rng = ring::rand::SystemRandom::new();
+//! let identity = Arc::new(Identity::generate(&rng)?);
+//! let lan = Arc::new(Lan::bind(LanConfig::default()).await?);
+//! let config = NodeConfig::new(
+//!     DisplayName::new("Ada's laptop")?,
+//!     ServiceType::new("files")?,
+//!     "/tmp/downloads".into(),
+//! );
+//! let (node, mut events) = Node::start(config, identity, lan).await?;
+//! node.browse(true).await?;
+//! while let Some(event) = events.next().await {
+//!     if let NodeEvent::PeerFound(peer) = event {
+//!         node.invite(peer.id, b"2 photos, 4.1 MB".to_vec()).await?;
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Everything the node does comes back as a [`NodeEvent`] on the [`Events`]
+//! stream; calls only return whether they could be started.
+//!
+//! # Links
+//!
+//! After acceptance the inviter dials the responder's QUIC endpoint at the
+//! addresses from the sealed reply, both certificates pinned (see
+//! [`crate::transfer::quic`]), and presents the reply's token as its first
+//! frame on a bidirectional control stream. The control stream carries
+//! [`crate::wire::Frame`]s; each file travels on its own unidirectional
+//! stream ([`crate::transfer::stream`]); unreliable messages are QUIC
+//! datagrams. QUIC close codes, stream reset codes and stop codes are
+//! [`Reason`] codes, so a peer hears why.
+
+mod driver;
+mod link;
+mod transfer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::crypto::{Identity, PairingCode};
+use crate::discovery::{Discovery, DiscoveryError};
+use crate::session::{
+    AnswerError, Config, InviteError, InviteId, PeerInfo, PeerState, Recipients, SendError,
+    SessionInfo,
+};
+use crate::transfer::offer::{OfferError, Source};
+use crate::transfer::quic::QuicError;
+use crate::wire::{DisplayName, OfferItem, PeerId, Reason, ServiceType};
+
+/// How a node is set up. [`NodeConfig::new`] gives the defaults.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The session core's settings: name, service type, discovery info,
+    /// capabilities and the timeouts.
+    pub session: Config,
+    /// Where received files go.
+    pub download_dir: PathBuf,
+    /// Replace existing files with received ones instead of picking
+    /// `name (1).ext`. Default off.
+    pub overwrite: bool,
+    /// Take every offer from a session peer without asking (for headless
+    /// receivers that accepted the invitation already). Default off: an
+    /// offer is a [`NodeEvent::OfferReceived`] to answer.
+    pub auto_accept_offers: bool,
+    /// Where the QUIC endpoint binds. Default `0.0.0.0:0`.
+    pub quic_bind: SocketAddr,
+    /// The QUIC addresses put in our acceptances. Default: the discovery
+    /// backend's interface addresses (or every interface's) with the bound
+    /// port.
+    pub advertise_addrs: Option<Vec<SocketAddr>>,
+    /// A QUIC connection with no packet for this long is dead. Default 30 s;
+    /// keep-alives go every 5 s (or a third of this, if smaller).
+    pub link_idle_timeout: Duration,
+    /// Files in flight at once on one transfer. Default 8.
+    pub streams: usize,
+    /// How often progress is reported. Default 250 ms.
+    pub progress_every: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for a device with this name and service type, saving into
+    /// `download_dir`.
+    pub fn new(name: DisplayName, service: ServiceType, download_dir: PathBuf) -> Self {
+        NodeConfig {
+            session: Config::new(name, service),
+            download_dir,
+            overwrite: false,
+            auto_accept_offers: false,
+            quic_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            advertise_addrs: None,
+            link_idle_timeout: Duration::from_secs(30),
+            streams: 8,
+            progress_every: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A node-local handle for one transfer, in either direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub u64);
+
+impl std::fmt::Display for TransferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Which way a transfer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We send.
+    Send,
+    /// We receive.
+    Receive,
+}
+
+/// One file in flight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileProgress {
+    /// Its index in the offer.
+    pub index: u32,
+    /// Its relative path, as offered.
+    pub path: String,
+    /// Bytes done (counting a resumed prefix).
+    pub done: u64,
+    /// Its size.
+    pub total: u64,
+}
+
+/// Progress of a transfer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// The transfer.
+    pub transfer: TransferId,
+    /// With whom.
+    pub peer: PeerId,
+    /// Which way.
+    pub direction: Direction,
+    /// Bytes done in all (counting resumed prefixes).
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+    /// Bytes per second over the last few seconds.
+    pub rate: f64,
+    /// Time left at that rate, when there is a rate.
+    pub eta: Option<Duration>,
+    /// Files in flight (up to 8).
+    pub files: Vec<FileProgress>,
+}
+
+/// Something the app should hear about.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A peer of our service type is nearby.
+    PeerFound(PeerInfo),
+    /// A nearby peer is gone.
+    PeerLost(PeerId),
+    /// Our invitation is on its way; show this code until the answer.
+    InviteSent {
+        /// To whom.
+        peer: PeerId,
+        /// The code both screens show.
+        pairing_code: PairingCode,
+    },
+    /// Someone invites us: [`Node::accept`] or [`Node::decline`].
+    Invited {
+        /// The handle to answer with.
+        invite: InviteId,
+        /// Who.
+        from: PeerInfo,
+        /// What they want (e.g. "3 files, 1.2 GB").
+        context: Vec<u8>,
+        /// The code both screens show.
+        pairing_code: PairingCode,
+    },
+    /// An invitation to us was not answered in time.
+    InviteExpired {
+        /// The handle.
+        invite: InviteId,
+    },
+    /// Our invitation ended without a session.
+    InviteFailed {
+        /// To whom.
+        peer: PeerId,
+        /// Why.
+        reason: Reason,
+    },
+    /// A session peer's state changed.
+    PeerState {
+        /// Who.
+        peer: PeerId,
+        /// The new state.
+        state: PeerState,
+    },
+    /// A reliable message.
+    Message {
+        /// From whom.
+        from: PeerId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// An unreliable message (a QUIC datagram).
+    Datagram {
+        /// From whom.
+        from: PeerId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A session peer offers files: [`Node::accept_offer`] or
+    /// [`Node::decline_offer`] (unless [`NodeConfig::auto_accept_offers`]).
+    OfferReceived {
+        /// The handle.
+        transfer: TransferId,
+        /// From whom.
+        from: PeerId,
+        /// What (paths are as sent: sanitised only when planned).
+        items: Vec<OfferItem>,
+    },
+    /// A transfer is moving: the receiver has planned it and said what it
+    /// wants.
+    TransferStarted {
+        /// The transfer.
+        transfer: TransferId,
+        /// With whom.
+        peer: PeerId,
+        /// Which way.
+        direction: Direction,
+        /// Files to move.
+        files: usize,
+        /// Bytes in all (counting what is resumed).
+        bytes: u64,
+        /// Bytes already there from an earlier attempt (not sent again).
+        resumed: u64,
+    },
+    /// Progress, every [`NodeConfig::progress_every`] while bytes move.
+    Progress(Progress),
+    /// One received file is verified and under its final name.
+    FileReceived {
+        /// The transfer.
+        transfer: TransferId,
+        /// Its index in the offer.
+        index: u32,
+        /// Where it is.
+        path: PathBuf,
+    },
+    /// A transfer finished: every file verified by the receiver.
+    TransferDone {
+        /// The transfer.
+        transfer: TransferId,
+        /// With whom.
+        peer: PeerId,
+        /// Which way.
+        direction: Direction,
+        /// Bytes moved by this attempt (not counting resumed prefixes).
+        bytes: u64,
+        /// From acceptance of the offer to the receiver's confirmation.
+        elapsed: Duration,
+        /// Received files where they now are (receiver only).
+        files: Vec<PathBuf>,
+        /// Files the receiver had already, by content hash (not sent).
+        already_had: usize,
+    },
+    /// A transfer ended without completing.
+    TransferFailed {
+        /// The transfer.
+        transfer: TransferId,
+        /// With whom.
+        peer: PeerId,
+        /// Which way.
+        direction: Direction,
+        /// Why (cancelled by either side, integrity, space, link lost...).
+        reason: Reason,
+    },
+    /// Something in the background failed (advertising, browsing).
+    Error {
+        /// The reason family.
+        reason: Reason,
+        /// What happened, in one line.
+        message: String,
+    },
+}
+
+/// Why a node call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// The QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
+    /// The session core could not start.
+    #[error("handshake: {0}")]
+    Handshake(#[from] crate::crypto::HandshakeError),
+    /// An invitation could not be sent.
+    #[error(transparent)]
+    Invite(#[from] InviteError),
+    /// An invitation could not be answered.
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    /// A message could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// A datagram could not be sent.
+    #[error("datagram: {0}")]
+    Datagram(String),
+    /// The peer is not in the session.
+    #[error("peer {0} is not connected")]
+    NotConnected(PeerId),
+    /// No such transfer (finished, failed, or never was), or not in a state
+    /// that allows this.
+    #[error("no transfer {0} in a state for this")]
+    UnknownTransfer(TransferId),
+    /// The offer does not fit one control frame (4 MiB of names and hashes,
+    /// some 40 000 files): send the files in several offers.
+    #[error("{0} files do not fit one offer: send them in several")]
+    OfferTooLarge(usize),
+    /// An offer could not be built.
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    /// The discovery backend refused.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+}
+
+impl NodeError {
+    /// The reason family, for exit codes and peers.
+    pub fn reason(&self) -> Reason {
+        match self {
+            NodeError::Stopped => Reason::Disconnected,
+            NodeError::Quic(_) => Reason::WirelessInterfaceNotConnected,
+            NodeError::Handshake(e) => e.reason(),
+            NodeError::Invite(InviteError::SessionFull(_)) => Reason::SessionFull,
+            NodeError::Invite(InviteError::UnknownPeer(_)) => Reason::PeerLost,
+            NodeError::Answer(AnswerError::SessionFull(_)) => Reason::SessionFull,
+            NodeError::NotConnected(_) | NodeError::Send(SendError::NotConnected(_)) => {
+                Reason::PeerLost
+            }
+            NodeError::Offer(e) => e.reason(),
+            NodeError::Discovery(e) => e.reason(),
+            _ => Reason::Generic,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Command {
+    Advertise(bool, Reply<Result<(), NodeError>>),
+    Browse(bool, Reply<Result<(), NodeError>>),
+    Invite(PeerId, Vec<u8>, Reply<Result<(), NodeError>>),
+    CancelInvite(PeerId, Reply<bool>),
+    Accept(InviteId, Reply<Result<(), NodeError>>),
+    Decline(InviteId, Reason, Reply<Result<(), NodeError>>),
+    Message(Recipients, Vec<u8>, Reply<Result<usize, NodeError>>),
+    Datagram(PeerId, Vec<u8>, Reply<Result<(), NodeError>>),
+    Offer(PeerId, Vec<Source>, Reply<Result<TransferId, NodeError>>),
+    AcceptOffer(TransferId, Reply<Result<(), NodeError>>),
+    DeclineOffer(TransferId, Reason, Reply<Result<(), NodeError>>),
+    Cancel(TransferId, Reply<Result<(), NodeError>>),
+    Kick(PeerId, Reply<bool>),
+    Disconnect(PeerId, Reply<bool>),
+    Nearby(Reply<Vec<PeerInfo>>),
+    Sessions(Reply<Vec<SessionInfo>>),
+    Stop(Reply<()>),
+}
+
+/// A running node. Cheap to clone; the node stops when [`Node::stop`] is
+/// called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    peer_id: PeerId,
+    quic_addr: SocketAddr,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The node's event stream.
+pub struct Events(mpsc::UnboundedReceiver<NodeEvent>);
+
+impl Events {
+    /// The next event; `None` once the node has stopped and every event
+    /// was read.
+    pub async fn next(&mut self) -> Option<NodeEvent> {
+        self.0.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_next(&mut self) -> Option<NodeEvent> {
+        self.0.try_recv().ok()
+    }
+}
+
+impl Node {
+    /// Starts a node on `discovery` with `identity`. Binds the QUIC endpoint;
+    /// neither advertises nor browses until told to. Must run inside a tokio
+    /// runtime.
+    pub async fn start(
+        config: NodeConfig,
+        identity: Arc<Identity>,
+        discovery: Arc<dyn Discovery>,
+    ) -> Result<(Node, Events), NodeError> {
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let driver = driver::Driver::new(config, identity, discovery, events)?;
+        let peer_id = driver.peer_id();
+        let quic_addr = driver.quic_addr();
+        let task = tokio::spawn(driver.run(commands_rx));
+        Ok((
+            Node {
+                inner: Arc::new(Inner {
+                    commands,
+                    peer_id,
+                    quic_addr,
+                    task: Mutex::new(Some(task)),
+                }),
+            },
+            Events(events_rx),
+        ))
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The local address of the QUIC endpoint.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.inner.quic_addr
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(tx))
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Starts or stops advertising (being visible to browsers).
+    pub async fn advertise(&self, on: bool) -> Result<(), NodeError> {
+        self.call(|r| Command::Advertise(on, r)).await?
+    }
+
+    /// Starts or stops browsing (finding advertisers of our service type).
+    pub async fn browse(&self, on: bool) -> Result<(), NodeError> {
+        self.call(|r| Command::Browse(on, r)).await?
+    }
+
+    /// Invites a nearby peer into our session with a context for its
+    /// prompt (at most 1 KiB). The answer comes as [`NodeEvent::PeerState`]
+    /// or [`NodeEvent::InviteFailed`].
+    pub async fn invite(&self, peer: PeerId, context: Vec<u8>) -> Result<(), NodeError> {
+        self.call(|r| Command::Invite(peer, context, r)).await?
+    }
+
+    /// Withdraws a pending invitation; `false` if there was none.
+    pub async fn cancel_invite(&self, peer: PeerId) -> Result<bool, NodeError> {
+        self.call(|r| Command::CancelInvite(peer, r)).await
+    }
+
+    /// Accepts an invitation.
+    pub async fn accept(&self, invite: InviteId) -> Result<(), NodeError> {
+        self.call(|r| Command::Accept(invite, r)).await?
+    }
+
+    /// Declines an invitation; the inviter hears `reason`.
+    pub async fn decline(&self, invite: InviteId, reason: Reason) -> Result<(), NodeError> {
+        self.call(|r| Command::Decline(invite, reason, r)).await?
+    }
+
+    /// Sends a reliable message (at most 64 KiB) to some or all session
+    /// peers; returns how many it went to.
+    pub async fn send_message(&self, to: Recipients, data: Vec<u8>) -> Result<usize, NodeError> {
+        self.call(|r| Command::Message(to, data, r)).await?
+    }
+
+    /// Sends an unreliable message as one QUIC datagram (it may be lost; at
+    /// most the path's datagram size, about 1.2 kB).
+    pub async fn send_datagram(&self, to: PeerId, data: Vec<u8>) -> Result<(), NodeError> {
+        self.call(|r| Command::Datagram(to, data, r)).await?
+    }
+
+    /// Offers files and folders to a session peer. Hashes them first (off
+    /// the async threads), then sends the offer; returns the transfer's
+    /// handle at once, and the rest comes as events.
+    pub async fn send_files(
+        &self,
+        to: PeerId,
+        paths: Vec<PathBuf>,
+    ) -> Result<TransferId, NodeError> {
+        let sources = tokio::task::spawn_blocking(move || crate::transfer::offer::build(&paths))
+            .await
+            .map_err(|_| NodeError::Stopped)??;
+        self.call(|r| Command::Offer(to, sources, r)).await?
+    }
+
+    /// Takes an offer (into [`NodeConfig::download_dir`]).
+    pub async fn accept_offer(&self, transfer: TransferId) -> Result<(), NodeError> {
+        self.call(|r| Command::AcceptOffer(transfer, r)).await?
+    }
+
+    /// Declines an offer; the sender hears `reason`.
+    pub async fn decline_offer(
+        &self,
+        transfer: TransferId,
+        reason: Reason,
+    ) -> Result<(), NodeError> {
+        self.call(|r| Command::DeclineOffer(transfer, reason, r))
+            .await?
+    }
+
+    /// Cancels a transfer in either direction; the peer hears "send
+    /// cancelled" or "receive cancelled". What was received stays as
+    /// `.part` files, so a later offer of the same files resumes.
+    pub async fn cancel(&self, transfer: TransferId) -> Result<(), NodeError> {
+        self.call(|r| Command::Cancel(transfer, r)).await?
+    }
+
+    /// Removes a peer from the session; it cannot come back for the kick
+    /// cool-down. `false` if it was not in the session.
+    pub async fn kick(&self, peer: PeerId) -> Result<bool, NodeError> {
+        self.call(|r| Command::Kick(peer, r)).await
+    }
+
+    /// Leaves one peer's session politely. `false` if it was not in it.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<bool, NodeError> {
+        self.call(|r| Command::Disconnect(peer, r)).await
+    }
+
+    /// Nearby peers whose cards were read.
+    pub async fn nearby(&self) -> Result<Vec<PeerInfo>, NodeError> {
+        self.call(Command::Nearby).await
+    }
+
+    /// The session's peers.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, NodeError> {
+        self.call(Command::Sessions).await
+    }
+
+    /// Stops the node: says goodbye to every session peer, withdraws the
+    /// advert, stops browsing, closes the QUIC endpoint and ends every task.
+    /// Transfers in progress fail with "disconnected" (their `.part` files
+    /// stay for a resume). Returns once everything is released.
+    pub async fn stop(&self) {
+        let _ = self.call(Command::Stop).await;
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A name and service type from strings, for examples and tests.
+pub fn names(
+    name: &str,
+    service: &str,
+) -> Result<(DisplayName, ServiceType), crate::wire::NameError> {
+    Ok((DisplayName::new(name)?, ServiceType::new(service)?))
+}

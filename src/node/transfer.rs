@@ -1,0 +1,516 @@
+//! Transfers on a link: the state the driver keeps per offer, and the tasks
+//! that move bytes between disk and QUIC streams.
+//!
+//! Disk I/O and hashing run on blocking threads, QUIC on the async ones, with
+//! a channel of two 1 MiB buffers between them: memory stays flat whatever
+//! the file size. A sender keeps at most [`NodeConfig::streams`] files in
+//! flight and at most [`BUDGET_MB`] MiB of file data between them (a large
+//! file takes up to 16 of it), so many small files pipeline and a few large
+//! ones do not pile up buffers.
+//!
+//! [`NodeConfig::streams`]: super::NodeConfig::streams
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::link::code;
+use super::{FileProgress, TransferId};
+use crate::transfer::offer::{self, OfferError, Source, Step};
+use crate::transfer::store::{part_path, Incoming, StoreError, BUF};
+use crate::transfer::stream::StreamHeader;
+use crate::wire::{OfferItem, PeerId, Reason};
+
+/// MiB of file data a sender keeps in flight at once.
+pub(super) const BUDGET_MB: u32 = 32;
+
+/// Byte counters shared with the tasks.
+pub(super) struct Counters {
+    /// Bytes moved by this attempt.
+    pub moved: AtomicU64,
+    /// Per item: bytes moved by this attempt.
+    pub items: Vec<AtomicU64>,
+    /// Items in flight.
+    pub active: Mutex<BTreeSet<u32>>,
+}
+
+impl Counters {
+    pub fn new(n: usize) -> Arc<Self> {
+        Arc::new(Counters {
+            moved: AtomicU64::new(0),
+            items: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            active: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    fn add(&self, index: u32, n: u64) {
+        self.moved.fetch_add(n, Ordering::Relaxed);
+        if let Some(c) = self.items.get(index as usize) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn set_active(&self, index: u32, on: bool) {
+        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            a.insert(index);
+        } else {
+            a.remove(&index);
+        }
+    }
+
+    /// Files in flight, for a progress event.
+    pub fn files(&self, items: &[OfferItem], offsets: &HashMap<u32, u64>) -> Vec<FileProgress> {
+        let a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        a.iter()
+            .take(8)
+            .filter_map(|&i| {
+                let item = items.get(i as usize)?;
+                Some(FileProgress {
+                    index: i,
+                    path: item.path.clone(),
+                    done: offsets.get(&i).copied().unwrap_or(0)
+                        + self.items[i as usize].load(Ordering::Relaxed),
+                    total: item.size,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A rate over the last few seconds.
+#[derive(Default)]
+pub(super) struct Meter {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Meter {
+    /// Records `done` at `now`; returns bytes per second over the window.
+    pub fn sample(&mut self, now: Instant, done: u64) -> f64 {
+        self.samples.push_back((now, done));
+        while self.samples.len() > 2
+            && now.duration_since(self.samples[0].0) > Duration::from_secs(3)
+        {
+            self.samples.pop_front();
+        }
+        let (t0, d0) = self.samples[0];
+        let dt = now.duration_since(t0).as_secs_f64();
+        if dt <= 0.0 {
+            return 0.0;
+        }
+        (done.saturating_sub(d0)) as f64 / dt
+    }
+}
+
+/// What a transfer is doing.
+pub(super) enum Phase {
+    /// Offered, no answer yet.
+    Offered,
+    /// The receiver is planning (hashing what it has, checking space).
+    Planning,
+    /// Bytes are moving; `cancel` stops the tasks.
+    Moving { cancel: watch::Sender<bool> },
+    /// Sender: every stream is written; waiting for the receiver's Done.
+    Sent,
+}
+
+/// One transfer, either direction.
+pub(super) struct Transfer {
+    pub peer: PeerId,
+    /// The offer id on the wire.
+    pub offer: u64,
+    pub outgoing: bool,
+    pub items: Vec<OfferItem>,
+    /// Sender: where each item is on disk.
+    pub sources: Vec<PathBuf>,
+    pub phase: Phase,
+    pub counters: Arc<Counters>,
+    /// Where each wanted item starts (resumed prefix).
+    pub offsets: HashMap<u32, u64>,
+    /// Receiver: wanted items not started yet, and their destinations.
+    pub pending: HashMap<u32, PathBuf>,
+    /// Receiver: items not finished yet.
+    pub remaining: usize,
+    pub total: u64,
+    pub started: Instant,
+    pub meter: Meter,
+    pub saved: Vec<PathBuf>,
+    pub already: usize,
+    pub last_done: u64,
+}
+
+impl Transfer {
+    pub fn outgoing(peer: PeerId, offer: u64, sources: Vec<Source>) -> Self {
+        let (items, paths) = sources.into_iter().map(|s| (s.item, s.path)).unzip();
+        Self::new(peer, offer, true, items, paths)
+    }
+
+    pub fn incoming(peer: PeerId, offer: u64, items: Vec<OfferItem>) -> Self {
+        Self::new(peer, offer, false, items, Vec::new())
+    }
+
+    fn new(
+        peer: PeerId,
+        offer: u64,
+        outgoing: bool,
+        items: Vec<OfferItem>,
+        sources: Vec<PathBuf>,
+    ) -> Self {
+        let n = items.len();
+        Transfer {
+            peer,
+            offer,
+            outgoing,
+            items,
+            sources,
+            phase: Phase::Offered,
+            counters: Counters::new(n),
+            offsets: HashMap::new(),
+            pending: HashMap::new(),
+            remaining: 0,
+            total: 0,
+            started: Instant::now(),
+            meter: Meter::default(),
+            saved: Vec::new(),
+            already: 0,
+            last_done: u64::MAX,
+        }
+    }
+
+    /// Bytes done in all, counting resumed prefixes.
+    pub fn done(&self) -> u64 {
+        self.offsets.values().sum::<u64>() + self.counters.moved.load(Ordering::Relaxed)
+    }
+
+    /// Stops the tasks (they reset or stop their streams with `reason`).
+    pub fn stop_tasks(&mut self) {
+        if let Phase::Moving { cancel } = &self.phase {
+            let _ = cancel.send(true);
+        }
+    }
+}
+
+/// Node-local ids for transfers, and random wire ids for offers (so the two
+/// directions of one session never collide).
+pub(super) fn offer_id() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_be_bytes(b)
+}
+
+/// The receiver's plan: what to fetch (index, destination, offset) and
+/// what it already has.
+pub(super) struct Plan {
+    pub fetch: Vec<(u32, PathBuf, u64)>,
+    pub already: Vec<PathBuf>,
+}
+
+/// Plans an offer into `root` (blocking: hashes existing files).
+pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Plan, OfferError> {
+    std::fs::create_dir_all(root).map_err(OfferError::Folder)?;
+    let mut out = Plan {
+        fetch: Vec::new(),
+        already: Vec::new(),
+    };
+    for step in offer::plan(root, items, overwrite)? {
+        match step {
+            Step::Fetch { index, dest } => {
+                let size = items[index as usize].size;
+                // A `.part` no longer than the file is a prefix to resume
+                // from; `Incoming::open` re-hashes it when the stream comes.
+                let have = std::fs::symlink_metadata(part_path(&dest))
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .filter(|&l| l <= size)
+                    .unwrap_or(0);
+                out.fetch.push((index, dest, have));
+            }
+            Step::AlreadyHave { path, .. } => out.already.push(path),
+        }
+    }
+    Ok(out)
+}
+
+/// Sends the wanted items, `streams` at a time within the byte budget.
+pub(super) async fn send_items(
+    conn: quinn::Connection,
+    offer: u64,
+    wanted: Vec<(u32, PathBuf, u64, u64)>,
+    counters: Arc<Counters>,
+    cancel: watch::Receiver<bool>,
+    streams: usize,
+) -> Result<(), Reason> {
+    let slots = Arc::new(Semaphore::new(streams.max(1)));
+    let budget = Arc::new(Semaphore::new(BUDGET_MB as usize));
+    let mut tasks = JoinSet::new();
+    for (index, path, offset, size) in wanted {
+        let mb = (size.saturating_sub(offset).div_ceil(1 << 20)).clamp(1, 16) as u32;
+        let (Ok(slot), Ok(mb_permit)) = (
+            slots.clone().acquire_owned().await,
+            budget.clone().acquire_many_owned(mb).await,
+        ) else {
+            return Err(Reason::Generic);
+        };
+        // A file that failed while we waited for room stops the rest.
+        while let Some(r) = tasks.try_join_next() {
+            if let Ok(Err(reason)) = r {
+                return Err(reason);
+            }
+        }
+        let header = StreamHeader {
+            offer,
+            index,
+            offset,
+        };
+        let (conn, counters, cancel) = (conn.clone(), counters.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let r = send_one(&conn, header, &path, &counters, cancel).await;
+            drop((slot, mb_permit));
+            r
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(reason),
+            Err(_) => return Err(Reason::Generic),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file from `offset` on a blocking thread, two buffers ahead.
+fn read_ahead(path: PathBuf, offset: u64) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek};
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        if let Err(e) = f.seek(std::io::SeekFrom::Start(offset)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        loop {
+            let mut buf = vec![0u8; BUF];
+            let mut n = 0;
+            // Fill the buffer (short reads happen on some file systems).
+            while n < BUF {
+                match f.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if n == 0 {
+                return;
+            }
+            buf.truncate(n);
+            if tx.blocking_send(Ok(buf)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn send_one(
+    conn: &quinn::Connection,
+    header: StreamHeader,
+    path: &Path,
+    counters: &Counters,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<(), Reason> {
+    let index = header.index;
+    counters.set_active(index, true);
+    let mut chunks = read_ahead(path.to_path_buf(), header.offset);
+    let mut send = conn
+        .open_uni()
+        .await
+        .map_err(|e| super::link::reason_of(&e))?;
+    let result = async {
+        send.write_all(&header.encode())
+            .await
+            .map_err(write_reason)?;
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk.map_err(|_| Reason::ContentUnavailable)?;
+            tokio::select! {
+                r = send.write_all(&chunk) => r.map_err(write_reason)?,
+                _ = cancel.wait_for(|c| *c) => return Err(Reason::SendCancelled),
+            }
+            counters.add(index, chunk.len() as u64);
+        }
+        send.finish().map_err(|_| Reason::PeerLost)
+    }
+    .await;
+    counters.set_active(index, false);
+    if let Err(reason) = result {
+        let _ = send.reset(code(reason));
+    }
+    result
+}
+
+fn write_reason(e: quinn::WriteError) -> Reason {
+    match e {
+        quinn::WriteError::Stopped(c) => {
+            Reason::from_code_lossy(u16::try_from(c.into_inner()).unwrap_or(0))
+        }
+        quinn::WriteError::ConnectionLost(e) => super::link::reason_of(&e),
+        _ => Reason::PeerLost,
+    }
+}
+
+/// What a receive task needs to know about its item.
+pub(super) struct Receipt {
+    pub index: u32,
+    pub dest: PathBuf,
+    pub item: OfferItem,
+    pub offset: u64,
+    pub overwrite: bool,
+}
+
+/// Receives one item's stream into its `.part`, verifies it, publishes it,
+/// and applies its permission bits and modification time.
+pub(super) async fn receive_item(
+    mut recv: quinn::RecvStream,
+    r: Receipt,
+    counters: Arc<Counters>,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<PathBuf, Reason> {
+    let index = r.index;
+    counters.set_active(index, true);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::task::spawn_blocking(move || -> Result<PathBuf, Reason> {
+        let mut inc =
+            Incoming::open(&r.dest, r.item.size, r.item.hash).map_err(|e| store_reason(&e))?;
+        if inc.offset() != r.offset {
+            // The .part changed since the plan (another transfer?): refuse
+            // rather than guess.
+            return Err(Reason::Generic);
+        }
+        while let Some(buf) = rx.blocking_recv() {
+            inc.write(&buf).map_err(|e| store_reason(&e))?;
+            let _ = back_tx.send(buf);
+        }
+        let path = inc.finish(r.overwrite).map_err(|e| store_reason(&e))?;
+        apply_meta(&path, r.item.mode, r.item.mtime);
+        Ok(path)
+    });
+    let read = async {
+        loop {
+            let mut buf = back_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BUF));
+            buf.clear();
+            let mut end = false;
+            while buf.len() < BUF {
+                let chunk = tokio::select! {
+                    c = recv.read_chunk(BUF - buf.len(), true) => c,
+                    _ = cancel.wait_for(|c| *c) => return Err(Reason::ReceiveCancelled),
+                };
+                match chunk {
+                    Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+                    Ok(None) => {
+                        end = true;
+                        break;
+                    }
+                    Err(quinn::ReadError::Reset(c)) => {
+                        return Err(Reason::from_code_lossy(
+                            u16::try_from(c.into_inner()).unwrap_or(0),
+                        ))
+                    }
+                    Err(quinn::ReadError::ConnectionLost(e)) => {
+                        return Err(super::link::reason_of(&e))
+                    }
+                    Err(_) => return Err(Reason::PeerLost),
+                }
+            }
+            let n = buf.len() as u64;
+            if n > 0 {
+                if tx.send(buf).await.is_err() {
+                    // The writer stopped: its error says why.
+                    return Ok(());
+                }
+                counters.add(index, n);
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    };
+    let read_result = read.await;
+    drop(tx);
+    let result = match read_result {
+        Ok(()) => writer.await.unwrap_or(Err(Reason::Generic)),
+        Err(reason) => {
+            // Keep the .part: the writer flushes what it has and stops.
+            let _ = writer.await;
+            Err(reason)
+        }
+    };
+    counters.set_active(index, false);
+    if let Err(reason) = result {
+        let _ = recv.stop(code(reason));
+    }
+    result
+}
+
+fn store_reason(e: &StoreError) -> Reason {
+    e.reason()
+}
+
+/// Applies the offered permission bits (never setuid/setgid/sticky) and
+/// modification time; best effort: the bytes are what matters.
+fn apply_meta(path: &Path, mode: u32, mtime: i64) {
+    use std::os::unix::fs::PermissionsExt;
+    if mtime >= 0 {
+        if let Ok(f) = std::fs::File::open(path) {
+            let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime as u64));
+        }
+    }
+    let mode = mode & 0o777;
+    if mode != 0 {
+        // Keep the owner able to read and write what it received.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o600));
+    }
+}
+
+/// Transfers by id, and the wire-id index.
+#[derive(Default)]
+pub(super) struct Transfers {
+    next: u64,
+    pub by_id: HashMap<TransferId, Transfer>,
+}
+
+impl Transfers {
+    pub fn insert(&mut self, t: Transfer) -> TransferId {
+        self.next += 1;
+        let id = TransferId(self.next);
+        self.by_id.insert(id, t);
+        id
+    }
+
+    /// The transfer a peer's frame about `offer` refers to.
+    pub fn find(&self, peer: PeerId, offer: u64) -> Option<TransferId> {
+        self.by_id
+            .iter()
+            .find(|(_, t)| t.peer == peer && t.offer == offer)
+            .map(|(id, _)| *id)
+    }
+}

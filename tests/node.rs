@@ -1,0 +1,350 @@
+//! Two real nodes on loopback: LAN discovery (multicast + TCP rendezvous),
+//! the sealed handshake, pinned QUIC, messages, datagrams and files.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::Duration;
+
+use airhop::node::{Direction, NodeEvent, TransferId};
+use airhop::session::{PeerState, Recipients};
+use airhop::wire::Reason;
+use common::*;
+
+fn done(e: &NodeEvent, dir: Direction) -> Option<(u64, Vec<std::path::PathBuf>, usize)> {
+    match e {
+        NodeEvent::TransferDone {
+            direction,
+            bytes,
+            files,
+            already_had,
+            ..
+        } if *direction == dir => Some((*bytes, files.clone(), *already_had)),
+        NodeEvent::TransferFailed { reason, .. } => panic!("transfer failed: {reason:?}"),
+        _ => None,
+    }
+}
+
+fn offered(e: &NodeEvent) -> Option<TransferId> {
+    match e {
+        NodeEvent::OfferReceived { transfer, .. } => Some(*transfer),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invite_accept_message_datagram_and_a_folder() {
+    let (src, dst) = (TempDir::new("src"), TempDir::new("dst"));
+    let port = port();
+    let mut a = start(config("Ada", "it-folder", dst.path()), port, identity(1)).await;
+    let mut b = start(config("Bob", "it-folder", dst.path()), port, identity(2)).await;
+    let (a_id, b_id) = connect(&mut a, &mut b, b"2 files, 1.3 MB").await;
+
+    // Reliable message, a → b.
+    let n = a
+        .node
+        .send_message(Recipients::All, b"hello Bob".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let got = wait(&mut b.events, 5, "the message", |e| match e {
+        NodeEvent::Message { from, data } if *from == a_id => Some(data.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, b"hello Bob");
+
+    // Datagram, b → a (loopback does not lose it).
+    b.node.send_datagram(a_id, b"ping".to_vec()).await.unwrap();
+    let got = wait(&mut a.events, 5, "the datagram", |e| match e {
+        NodeEvent::Datagram { from, data } if *from == b_id => Some(data.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, b"ping");
+
+    // A folder with a subfolder, an empty file, permission bits and mtimes.
+    let root = src.path().join("album");
+    std::fs::create_dir_all(root.join("raw")).unwrap();
+    random_file(&root.join("a.jpg"), 1_300_000, 1);
+    random_file(&root.join("raw/b.dng"), 70_001, 2);
+    random_file(&root.join("empty.txt"), 0, 3);
+    std::fs::set_permissions(
+        root.join("raw/b.dng"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let mtime = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("a.jpg"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    // b receives into its own folder.
+    let recv_dir = dst.path().join("bob");
+    b.node.stop().await;
+    let mut cfg = config("Bob", "it-folder", &recv_dir);
+    cfg.auto_accept_offers = true;
+    let mut b = start(cfg, port, identity(2)).await;
+    let (_, b_id) = connect(&mut a, &mut b, b"again").await;
+
+    let t = a.node.send_files(b_id, vec![root.clone()]).await.unwrap();
+    let (sent, _, _) = wait(&mut a.events, 30, "sender done", |e| {
+        done(e, Direction::Send)
+    })
+    .await;
+    let (_, files, _) = wait(&mut b.events, 30, "receiver done", |e| {
+        done(e, Direction::Receive)
+    })
+    .await;
+    assert_eq!(sent, 1_300_000 + 70_001);
+    assert_eq!(files.len(), 3);
+    for rel in ["a.jpg", "raw/b.dng", "empty.txt"] {
+        let got = recv_dir.join("album").join(rel);
+        assert!(same_bytes(&root.join(rel), &got), "{rel} differs");
+    }
+    let meta = std::fs::metadata(recv_dir.join("album/raw/b.dng")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    let meta = std::fs::metadata(recv_dir.join("album/a.jpg")).unwrap();
+    assert_eq!(meta.mtime(), 1_600_000_000);
+    // No .part left behind.
+    let parts = walk(&recv_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "part"))
+        .count();
+    assert_eq!(parts, 0);
+    // The same offer again: the receiver has it all, nothing moves.
+    let _ = t;
+    a.node.send_files(b_id, vec![root.clone()]).await.unwrap();
+    let (sent, _, already) = wait(&mut a.events, 30, "sender done", |e| {
+        done(e, Direction::Send)
+    })
+    .await;
+    assert_eq!((sent, already), (0, 3));
+
+    a.node.stop().await;
+    b.node.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decline_reaches_the_inviter_with_its_reason() {
+    let dir = TempDir::new("decline");
+    let port = port();
+    let mut a = start(config("Ada", "it-decline", dir.path()), port, identity(3)).await;
+    let mut b = start(config("Bob", "it-decline", dir.path()), port, identity(4)).await;
+    b.node.advertise(true).await.unwrap();
+    a.node.browse(true).await.unwrap();
+    let b_id = b.node.peer_id();
+    wait(&mut a.events, 10, "found", |e| {
+        matches!(e, NodeEvent::PeerFound(p) if p.id == b_id).then_some(())
+    })
+    .await;
+    a.node.invite(b_id, b"1 file".to_vec()).await.unwrap();
+    let invite = wait(&mut b.events, 10, "invited", |e| match e {
+        NodeEvent::Invited { invite, .. } => Some(*invite),
+        _ => None,
+    })
+    .await;
+    b.node
+        .decline(invite, Reason::UserNotInterested)
+        .await
+        .unwrap();
+    let reason = wait(&mut a.events, 10, "the decline", |e| match e {
+        NodeEvent::InviteFailed { peer, reason } if *peer == b_id => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Reason::UserNotInterested);
+    a.node.stop().await;
+    b.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_by_receiver_keeps_the_part_and_a_new_offer_resumes() {
+    let (src, dst) = (TempDir::new("src"), TempDir::new("dst"));
+    let file = src.path().join("big.bin");
+    let size = 24 << 20;
+    random_file(&file, size, 7);
+    let port = port();
+    // 16 MB/s: slow enough that the cancel lands mid-file.
+    let relay = relay::Relay::new(relay::Shape {
+        lose_one_in: 0,
+        delay: Duration::from_millis(2),
+        rate: 16_000_000,
+    })
+    .await;
+    let mut a = start(config("Ada", "it-resume", dst.path()), port, identity(5)).await;
+    let cfg = config("Bob", "it-resume", dst.path());
+    let mut b = start_behind(cfg, port, identity(6), &relay).await;
+    let (_, b_id) = connect(&mut a, &mut b, b"1 file").await;
+
+    a.node.send_files(b_id, vec![file.clone()]).await.unwrap();
+    let t = wait(&mut b.events, 10, "the offer", offered).await;
+    b.node.accept_offer(t).await.unwrap();
+    // Cancel once some bytes have arrived.
+    wait(&mut b.events, 30, "progress", |e| match e {
+        NodeEvent::Progress(p) if p.done > (4 << 20) => Some(()),
+        _ => None,
+    })
+    .await;
+    b.node.cancel(t).await.unwrap();
+    let reason = wait(&mut a.events, 10, "the sender hears", |e| match e {
+        NodeEvent::TransferFailed { reason, .. } => Some(*reason),
+        NodeEvent::TransferDone { .. } => panic!("finished before the cancel"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Reason::ReceiveCancelled);
+    let part = dst.path().join("big.bin.part");
+    // The writer thread flushes what it had; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept > 0 && kept < size, "kept {kept}");
+    assert!(!dst.path().join("big.bin").exists());
+
+    // The same file offered again continues from the .part.
+    a.node.send_files(b_id, vec![file.clone()]).await.unwrap();
+    let t = wait(&mut b.events, 10, "the offer", offered).await;
+    b.node.accept_offer(t).await.unwrap();
+    let resumed = wait(&mut b.events, 10, "started", |e| match e {
+        NodeEvent::TransferStarted { resumed, .. } => Some(*resumed),
+        _ => None,
+    })
+    .await;
+    assert!(
+        resumed >= kept.min(size) - (2 << 20) && resumed > 0,
+        "resumed {resumed} of {kept}"
+    );
+    let (sent, _, _) = wait(&mut a.events, 60, "sender done", |e| {
+        done(e, Direction::Send)
+    })
+    .await;
+    assert_eq!(sent, size - resumed);
+    wait(&mut b.events, 10, "receiver done", |e| {
+        done(e, Direction::Receive)
+    })
+    .await;
+    assert!(same_bytes(&file, &dst.path().join("big.bin")));
+    assert!(!part.exists());
+    a.node.stop().await;
+    b.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_by_sender_reaches_the_receiver() {
+    let (src, dst) = (TempDir::new("src"), TempDir::new("dst"));
+    let file = src.path().join("big.bin");
+    random_file(&file, 24 << 20, 8);
+    let port = port();
+    let relay = relay::Relay::new(relay::Shape {
+        lose_one_in: 0,
+        delay: Duration::from_millis(2),
+        rate: 16_000_000,
+    })
+    .await;
+    let mut a = start(config("Ada", "it-scancel", dst.path()), port, identity(7)).await;
+    let mut cfg = config("Bob", "it-scancel", dst.path());
+    cfg.auto_accept_offers = true;
+    let mut b = start_behind(cfg, port, identity(8), &relay).await;
+    let (_, b_id) = connect(&mut a, &mut b, b"1 file").await;
+    let t = a.node.send_files(b_id, vec![file]).await.unwrap();
+    wait(&mut a.events, 30, "progress", |e| match e {
+        NodeEvent::Progress(p) if p.done > 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    a.node.cancel(t).await.unwrap();
+    let reason = wait(&mut b.events, 10, "the receiver hears", |e| match e {
+        NodeEvent::TransferFailed { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, Reason::SendCancelled);
+    // The session survives a cancelled transfer.
+    a.node
+        .send_message(Recipients::All, b"still here".to_vec())
+        .await
+        .unwrap();
+    wait(&mut b.events, 5, "message", |e| {
+        matches!(e, NodeEvent::Message { .. }).then_some(())
+    })
+    .await;
+    a.node.stop().await;
+    b.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_says_goodbye_and_releases_sockets_and_tasks() {
+    let dir = TempDir::new("stop");
+    let port = port();
+    let mut a = start(config("Ada", "it-stop", dir.path()), port, identity(9)).await;
+    // b runs on its own runtime, so its tasks can be counted alone.
+    let b_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config("Bob", "it-stop", dir.path());
+    let mut b = b_rt
+        .spawn(async move { start(cfg, port, identity(10)).await })
+        .await
+        .unwrap();
+    let (_, b_id) = connect(&mut a, &mut b, b"hi").await;
+    let b_quic = b.node.quic_addr();
+    b.node.stop().await;
+    // a hears the goodbye at once, not after an idle timeout, and b's leave
+    // announcement (in either order).
+    let (mut bye, mut lost) = (None, false);
+    while bye.is_none() || !lost {
+        wait(&mut a.events, 3, "b's goodbye and leave", |e| match e {
+            NodeEvent::PeerState {
+                peer,
+                state: PeerState::NotConnected(r),
+            } if *peer == b_id => {
+                bye = Some(*r);
+                Some(())
+            }
+            NodeEvent::PeerLost(p) if *p == b_id => {
+                lost = true;
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    }
+    assert_eq!(bye, Some(Reason::Disconnected));
+    // b's events end.
+    while b.events.next().await.is_some() {}
+    drop(b);
+    // quinn's endpoint task lets go of the socket once the last closed
+    // connection has drained (a few round trips): allow it a moment.
+    let (mut alive, mut port_free) = (usize::MAX, false);
+    for _ in 0..40 {
+        alive = b_rt.metrics().num_alive_tasks();
+        port_free = std::net::UdpSocket::bind(b_quic).is_ok();
+        if alive == 0 && port_free {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alive, 0, "b left tasks running");
+    assert!(port_free, "b's QUIC port is still bound");
+    tokio::task::spawn_blocking(move || drop(b_rt))
+        .await
+        .unwrap();
+    a.node.stop().await;
+}
