@@ -56,3 +56,41 @@ fn bad_usage_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn demo_moves_a_file_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("airhop-cli-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::cargo_bin("airhop")
+        .unwrap()
+        .args(["demo", "--size", "3MiB", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("LAN backend"), "{text}");
+    assert!(text.contains("Gbit/s"), "{text}");
+    assert!(text.contains("byte-for-byte"), "{text}");
+    let sent = std::fs::read(dir.join("outbox/demo.bin")).unwrap();
+    let got = std::fs::read(dir.join("inbox/demo.bin")).unwrap();
+    assert_eq!(sent.len(), 3 << 20);
+    assert_eq!(sent, got);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_refuses_a_bad_size_with_one_line() {
+    let out = Command::cargo_bin("airhop")
+        .unwrap()
+        .args(["demo", "--size", "12parsecs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown unit"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! Subcommands, one file each, and the exit codes.
 
+mod demo;
 mod id;
 
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub struct Args {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Two nodes in this process find each other on loopback, invite, accept
+    /// and move a generated file over QUIC; prints what happened and the
+    /// throughput. Needs no radio and no set-up.
+    Demo(demo::DemoArgs),
     /// Show this device's identity (created on first use): its peer id, key and file.
     Id(id::IdArgs),
 }
@@ -50,6 +55,9 @@ pub enum CliError {
     /// The identity could not be loaded or created.
     #[error(transparent)]
     Identity(#[from] airhop::crypto::IdentityError),
+    /// The demo failed.
+    #[error("demo: {0}")]
+    Demo(String),
     /// No config directory could be found.
     #[error("no config directory: set HOME, XDG_CONFIG_HOME or --config-dir")]
     NoConfigDir,
@@ -60,18 +68,22 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Identity(_) | CliError::NoConfigDir => Exit::Config,
+            CliError::Demo(_) => Exit::Failure,
         }
     }
 }
 
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let config_dir = args
-        .config_dir
-        .or_else(airhop::crypto::config_dir)
-        .ok_or(CliError::NoConfigDir)?;
+    let config_dir = || {
+        args.config_dir
+            .clone()
+            .or_else(airhop::crypto::config_dir)
+            .ok_or(CliError::NoConfigDir)
+    };
     match args.command {
-        Command::Id(a) => id::run(&config_dir, a),
+        Command::Demo(a) => demo::run(a),
+        Command::Id(a) => id::run(&config_dir()?, a),
     }
 }
 

@@ -437,19 +437,20 @@ async fn receive_loop(shared: Arc<Shared>, recv: UdpSocket) {
 
 async fn announce_loop(shared: Arc<Shared>, published: watch::Receiver<Option<Published>>) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(shared.config.announce_every) => {}
-            _ = shared.asked.notified() => {
-                // At most five answers a second, whatever a flood of queries asks.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        let asked = tokio::select! {
+            _ = tokio::time::sleep(shared.config.announce_every) => false,
+            _ = shared.asked.notified() => true,
+        };
         let advert = published
             .borrow()
             .as_ref()
             .map(|p| p.advert.encode().to_vec());
         if let Some(a) = advert {
             let _ = shared.send(ANNOUNCE, a).await;
+        }
+        if asked {
+            // At most five answers a second, whatever a flood of queries asks.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
