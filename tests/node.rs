@@ -348,3 +348,114 @@ async fn stop_says_goodbye_and_releases_sockets_and_tasks() {
         .unwrap();
     a.node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_presenting_the_wrong_key_is_refused() {
+    use airhop::transfer::quic::{self, Pin, PinSet, QuicIdentity};
+    let dir = TempDir::new("imposter");
+    let port = port();
+    let mut a = start(config("Ada", "it-imposter", dir.path()), port, identity(11)).await;
+    let mut b = start(config("Bob", "it-imposter", dir.path()), port, identity(12)).await;
+    let (_, b_id) = connect(&mut a, &mut b, b"hi").await;
+    // Mallory knows b's address, key and certificate, but has her own key.
+    let mallory = QuicIdentity::new(&airhop::crypto::Identity::from_seed(&[99; 32])).unwrap();
+    let endpoint = quic::endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &mallory,
+        std::sync::Arc::new(PinSet::default()),
+    )
+    .unwrap();
+    let pin = Pin {
+        identity: b.identity.key(),
+        fingerprint: b.node.cert_fingerprint(),
+    };
+    let cfg = quic::client_config(&mallory, pin).unwrap();
+    let conn = endpoint
+        .connect_with(cfg, b.node.quic_addr(), "airhop")
+        .unwrap()
+        .await;
+    // TLS 1.3: the client may finish its side of the handshake before the
+    // server checks its certificate; either way the connection ends with a
+    // TLS alert (a QUIC crypto error, 0x100-0x1ff).
+    let err = match conn {
+        Err(e) => e,
+        Ok(c) => {
+            if let Ok(mut s) = c.open_uni().await {
+                let _ = s.write_all(b"let me in").await;
+            }
+            tokio::time::timeout(Duration::from_secs(5), c.closed())
+                .await
+                .expect("the server must close the connection")
+        }
+    };
+    let crypto = |code: u64| (0x100..0x200).contains(&code);
+    assert!(
+        match &err {
+            quinn::ConnectionError::ConnectionClosed(c) => crypto(c.error_code.into()),
+            quinn::ConnectionError::TransportError(t) => crypto(t.code.into()),
+            _ => false,
+        },
+        "{err:?}"
+    );
+    // The real session is untouched.
+    a.node
+        .send_message(Recipients::Some(vec![b_id]), b"still ours".to_vec())
+        .await
+        .unwrap();
+    let got = wait(&mut b.events, 5, "message", |e| match e {
+        NodeEvent::Message { data, .. } => Some(data.clone()),
+        NodeEvent::PeerState { .. } => panic!("the session changed"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, b"still ours");
+    a.node.stop().await;
+    b.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_arrive_identical_over_a_lossy_slow_path() {
+    let (src, dst) = (TempDir::new("lossy-src"), TempDir::new("lossy-dst"));
+    // 1 % loss each way, 10 ms each way, 40 MB/s.
+    let relay = relay::Relay::new(relay::Shape {
+        lose_one_in: 100,
+        delay: Duration::from_millis(10),
+        rate: 40_000_000,
+    })
+    .await;
+    let port = port();
+    let mut a = start(config("Ada", "it-lossy", dst.path()), port, identity(13)).await;
+    let mut cfg = config("Bob", "it-lossy", dst.path());
+    cfg.auto_accept_offers = true;
+    let mut b = start_behind(cfg, port, identity(14), &relay).await;
+    let (_, b_id) = connect(&mut a, &mut b, b"files").await;
+    let file = src.path().join("video.mp4");
+    random_file(&file, 6 << 20, 4);
+    let small = src.path().join("notes");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 0..50 {
+        random_file(&small.join(format!("{i}.md")), 1000 + i * 31, i as u8);
+    }
+    a.node
+        .send_files(b_id, vec![file.clone(), small.clone()])
+        .await
+        .unwrap();
+    wait(&mut a.events, 60, "sent", |e| done(e, Direction::Send)).await;
+    let (_, files, _) = wait(&mut b.events, 60, "received", |e| {
+        done(e, Direction::Receive)
+    })
+    .await;
+    assert_eq!(files.len(), 51);
+    assert!(same_bytes(&file, &dst.path().join("video.mp4")));
+    for i in 0..50 {
+        let rel = format!("notes/{i}.md");
+        assert!(same_bytes(
+            &small.join(format!("{i}.md")),
+            &dst.path().join(&rel)
+        ));
+    }
+    let dropped = relay.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped > 20, "the path lost only {dropped} packets");
+    a.node.stop().await;
+    b.node.stop().await;
+}

@@ -608,3 +608,150 @@ impl Discovery for Lan {
         lock(&self.events).take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::AdvertPayload;
+
+    fn datagram() -> Datagram {
+        Datagram {
+            kind: ANNOUNCE,
+            instance: [7; 8],
+            port: 4242,
+            advert: vec![0x12, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        }
+    }
+
+    #[test]
+    fn datagrams_round_trip_and_anything_else_is_ignored() {
+        let d = datagram();
+        let b = d.encode();
+        assert_eq!(b.len(), 26);
+        assert_eq!(Datagram::decode(&b), Some(d));
+        for cut in 0..b.len() {
+            assert_eq!(Datagram::decode(&b[..cut]), None, "cut at {cut}");
+        }
+        let mut long = b.clone();
+        long.push(0);
+        assert_eq!(Datagram::decode(&long), None);
+        let mut magic = b.clone();
+        magic[3] = 2;
+        assert_eq!(Datagram::decode(&magic), None);
+        let mut kind = b.clone();
+        kind[4] = 9;
+        assert_eq!(Datagram::decode(&kind), None);
+        assert_eq!(Datagram::decode(&[0u8; 600]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_datagrams_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)) {
+            let _ = Datagram::decode(&b);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interface_we_do_not_have_is_a_multicast_error() {
+        let cfg = LanConfig {
+            interfaces: vec![Ipv4Addr::new(192, 0, 2, 254)],
+            group: SocketAddrV4::new(*DEFAULT_GROUP.ip(), 47000),
+            ..Default::default()
+        };
+        let e = Lan::bind(cfg).await.err().expect("no such interface");
+        assert_eq!(e.reason(), crate::wire::Reason::UnableToSetUpMulticast);
+    }
+
+    fn published(card: &[u8]) -> Published {
+        Published {
+            advert: AdvertPayload::decode(&[0x12, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap(),
+            card: card.to_vec(),
+            name: "x".into(),
+        }
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<DiscoveryEvent>) -> DiscoveryEvent {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("open")
+    }
+
+    #[tokio::test]
+    async fn seen_card_read_invitation_answered_and_leave() {
+        let cfg = LanConfig::loopback(47001 + (std::process::id() % 1000) as u16);
+        let (a, b) = (
+            Lan::bind(cfg.clone()).await.unwrap(),
+            Lan::bind(cfg).await.unwrap(),
+        );
+        let (mut ea, mut eb) = (a.take_events().unwrap(), b.take_events().unwrap());
+        a.publish(Some(published(b"card bytes"))).await.unwrap();
+        b.browse(true).await.unwrap();
+        let device = loop {
+            if let DiscoveryEvent::Seen { device, advert, .. } = next(&mut eb).await {
+                assert_eq!(advert, published(b"").advert.encode().to_vec());
+                break device;
+            }
+        };
+        assert_eq!(b.read_card(device).await.unwrap(), b"card bytes");
+        // An invitation is handed to a's owner, and its answer comes back.
+        let inviting = b.invite(device, b"invitation".to_vec());
+        let answering = async {
+            loop {
+                if let DiscoveryEvent::Invitation {
+                    invitation,
+                    responder,
+                } = next(&mut ea).await
+                {
+                    assert_eq!(invitation, b"invitation");
+                    assert!(responder.respond(b"reply".to_vec()));
+                    break;
+                }
+            }
+        };
+        let (reply, ()) = tokio::join!(inviting, answering);
+        assert_eq!(reply.unwrap(), b"reply");
+        // Withdrawing sends a leave.
+        a.publish(None).await.unwrap();
+        loop {
+            if let DiscoveryEvent::Lost { device: d } = next(&mut eb).await {
+                assert_eq!(d, device);
+                break;
+            }
+        }
+        assert_eq!(b.read_card(device).await, Err(DiscoveryError::Gone));
+    }
+
+    #[tokio::test]
+    async fn the_rendezvous_refuses_oversized_and_garbage_requests() {
+        let cfg = LanConfig::loopback(48001 + (std::process::id() % 1000) as u16);
+        let a = Lan::bind(cfg).await.unwrap();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, a.rendezvous_port()));
+        // An invitation announced as 100 MB: closed, nothing buffered.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[OP_INVITE]).await.unwrap();
+        s.write_all(&100_000_000u32.to_be_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // An unknown op: closed.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[0xee, 0, 0, 0, 0]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        // Still serving: a card read of an unpublished node answers nothing.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[OP_CARD, 0, 0, 0, 0]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}

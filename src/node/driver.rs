@@ -158,6 +158,10 @@ impl Driver {
         self.endpoint.peer_id()
     }
 
+    pub fn cert_fingerprint(&self) -> [u8; 32] {
+        self.me.fingerprint()
+    }
+
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic.local_addr().unwrap_or(self.config.quic_bind)
     }

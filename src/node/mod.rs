@@ -402,6 +402,7 @@ struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     peer_id: PeerId,
     quic_addr: SocketAddr,
+    cert_fingerprint: [u8; 32],
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -435,6 +436,7 @@ impl Node {
         let driver = driver::Driver::new(config, identity, discovery, events)?;
         let peer_id = driver.peer_id();
         let quic_addr = driver.quic_addr();
+        let cert_fingerprint = driver.cert_fingerprint();
         let task = tokio::spawn(driver.run(commands_rx));
         Ok((
             Node {
@@ -442,6 +444,7 @@ impl Node {
                     commands,
                     peer_id,
                     quic_addr,
+                    cert_fingerprint,
                     task: Mutex::new(Some(task)),
                 }),
             },
@@ -452,6 +455,11 @@ impl Node {
     /// Our peer id.
     pub fn peer_id(&self) -> PeerId {
         self.inner.peer_id
+    }
+
+    /// SHA-256 of our QUIC certificate (what peers pin).
+    pub fn cert_fingerprint(&self) -> [u8; 32] {
+        self.inner.cert_fingerprint
     }
 
     /// The local address of the QUIC endpoint.

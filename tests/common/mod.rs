@@ -171,4 +171,5 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
     };
     h(a) == h(b)
 }
+pub mod netns;
 pub mod relay;

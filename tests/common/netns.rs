@@ -1,0 +1,120 @@
+//! Two network namespaces joined by a veth pair, made and removed by the
+//! test (root needed), and tokio runtimes whose threads live inside one.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+pub struct Pair {
+    pub a: String,
+    pub b: String,
+    pub dev_a: String,
+    pub dev_b: String,
+    pub ip_a: std::net::Ipv4Addr,
+    pub ip_b: std::net::Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("`ip` is needed for the namespace tests (iproute2): {e}"));
+    assert!(
+        out.status.success(),
+        "ip {}: {} (the namespace tests need root; set AIRHOP_SKIP_NETNS=1 to skip them on a workstation)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Runs a command inside namespace `ns`.
+pub fn exec(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns];
+    all.extend_from_slice(args);
+    let out = Command::new("ip").args(&all).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// Whether the namespace tests are to be skipped (only ever by request).
+pub fn skipped() -> bool {
+    std::env::var_os("AIRHOP_SKIP_NETNS").is_some_and(|v| v == "1")
+}
+
+impl Pair {
+    pub fn new() -> Pair {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}-{n}", std::process::id() % 100_000);
+        let (a, b) = (format!("ah-{tag}-a"), format!("ah-{tag}-b"));
+        let (dev_a, dev_b) = (format!("ah{tag}a"), format!("ah{tag}b"));
+        let subnet = 1 + (std::process::id() % 200) as u8 / 4 * 4 + n as u8 % 4;
+        let ip_a = std::net::Ipv4Addr::new(10, 213, subnet, 1);
+        let ip_b = std::net::Ipv4Addr::new(10, 213, subnet, 2);
+        ip(&["netns", "add", &a]);
+        let p = Pair {
+            a,
+            b,
+            dev_a,
+            dev_b,
+            ip_a,
+            ip_b,
+        };
+        ip(&["netns", "add", &p.b]);
+        ip(&[
+            "link", "add", &p.dev_a, "netns", &p.a, "type", "veth", "peer", "name", &p.dev_b,
+            "netns", &p.b,
+        ]);
+        for (ns, dev, addr) in [(&p.a, &p.dev_a, ip_a), (&p.b, &p.dev_b, ip_b)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        p
+    }
+
+    /// Takes `a`'s end of the link down or up (a cable pulled, Wi-Fi gone).
+    pub fn link_a(&self, up: bool) {
+        ip(&[
+            "-n",
+            &self.a,
+            "link",
+            "set",
+            &self.dev_a,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and so the pair.
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A tokio runtime whose threads (and so whose sockets) are in `ns`.
+pub fn runtime_in(ns: &str) -> tokio::runtime::Runtime {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with a namespace fd we hold.
+        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        // Threads made from here on (the runtime's workers and blocking
+        // pool) inherit the namespace.
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+    .join()
+    .unwrap()
+}
