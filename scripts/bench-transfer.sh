@@ -78,7 +78,7 @@ gbit() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.3f", b*8/s/1e9}'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 PEER=$ROOT/target/release/examples/bench_peer
-declare -A RESULT RSS
+declare -A RESULT
 
 # run_tool NAME: runs "one_NAME" RUNS times; each prints Gbit/s.
 run_tool() {
@@ -112,7 +112,8 @@ one_airhop() {
   B "$PEER" airhop-recv $IPB $port "$WORK/in" >"$WORK/recv.out" & sleep 0.5
   local t0=$(now); A "$PEER" airhop-send $IPA $port "$FILE" >"$WORK/send.out"; local t1=$(now); wait
   cmp -s "$FILE" "$WORK/in/$(basename "$FILE")" || { say "airhop: received bytes differ"; return 1; }
-  RSS[airhop]="$(grep -o 'peak_rss_kib=[0-9]*' "$WORK/send.out" | cut -d= -f2)/$(grep -o 'peak_rss_kib=[0-9]*' "$WORK/recv.out" | cut -d= -f2)"
+  # (run in a subshell: the figure goes through a file)
+  echo "$(grep -o 'peak_rss_kib=[0-9]*' "$WORK/send.out" | cut -d= -f2)/$(grep -o 'peak_rss_kib=[0-9]*' "$WORK/recv.out" | cut -d= -f2)" >"$WORK/rss"
   gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
 
@@ -207,7 +208,7 @@ PY
       echo "  airhop / sendme         $(ratio airhop sendme)   (target >= 1.5)"
       echo "  airhop / magic-wormhole $(ratio airhop wormhole)   (target >= 1.5)"
       echo "  airhop / scp            $(ratio airhop scp)   (target >= 1.0)"
-      echo "  airhop peak RSS (KiB, sender/receiver), ${SIZE_MB} MiB: ${RSS[airhop]:-n/a}"
+      echo "  airhop peak RSS (KiB, sender/receiver), ${SIZE_MB} MiB: $(cat "$WORK/rss" 2>/dev/null || echo n/a)"
     else
       echo
       echo "tbf 500 Mbit/s, ${SIZE_MB} MiB, medians of $RUNS (Gbit/s)"
@@ -228,7 +229,7 @@ PY
     FILE=$WORK/src/big4.bin BYTES=$((4096 << 20))
     rm -rf "$WORK/in"; mkdir -p "$WORK/in"
     one_airhop >/dev/null
-    echo "  airhop peak RSS (KiB, sender/receiver), 4 GiB: ${RSS[airhop]}"
+    echo "  airhop peak RSS (KiB, sender/receiver), 4 GiB: $(cat "$WORK/rss" 2>/dev/null || echo n/a)"
     rm -f "$WORK/src/big4.bin" "$WORK/in/big4.bin"
   fi
   sed -i "\|$(cut -d' ' -f2 "$WORK/key.pub")|d" /root/.ssh/authorized_keys

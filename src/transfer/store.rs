@@ -176,14 +176,48 @@ impl Incoming {
             source,
         };
         self.file.flush().map_err(|e| io_err(&self.part, e))?;
-        self.file.sync_all().map_err(|e| io_err(&self.part, e))?;
+        self.file.sync_data().map_err(|e| io_err(&self.part, e))?;
         if overwrite {
             fs::rename(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
         } else {
-            fs::hard_link(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
-            fs::remove_file(&self.part).map_err(|e| io_err(&self.part, e))?;
+            rename_noreplace(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
         }
         Ok(self.dest)
+    }
+}
+
+/// Moves `from` to `to` atomically, failing if `to` exists: one
+/// `renameat2(RENAME_NOREPLACE)`, or a hard link and an unlink on a file
+/// system without it. (One directory operation instead of two matters with
+/// thousands of small files: measured here, link + unlink made ext4 spend
+/// most of a 10 000-file transfer looking for recently deleted inodes.)
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the cwd.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        _ => Err(e),
     }
 }
 
