@@ -28,3 +28,8 @@ pub mod node;
 pub mod session;
 pub mod transfer;
 pub mod wire;
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
