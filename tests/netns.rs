@@ -57,32 +57,31 @@ fn drop_rt(rt: tokio::runtime::Runtime) {
     rt.shutdown_background();
 }
 
-fn failed(e: &NodeEvent) -> Option<Reason> {
-    match e {
-        NodeEvent::TransferFailed { reason, .. } => Some(*reason),
-        NodeEvent::TransferDone { .. } => panic!("finished before the cut"),
-        _ => None,
-    }
-}
-
-fn done(e: &NodeEvent, dir: Direction) -> Option<(u64, Vec<std::path::PathBuf>)> {
-    match e {
-        NodeEvent::TransferDone {
-            direction,
-            bytes,
-            files,
-            ..
-        } if *direction == dir => Some((*bytes, files.clone())),
-        NodeEvent::TransferFailed { reason, .. } => panic!("transfer failed: {reason:?}"),
-        _ => None,
-    }
-}
-
-fn started(e: &NodeEvent) -> Option<u64> {
-    match e {
-        NodeEvent::TransferStarted { resumed, .. } => Some(*resumed),
-        _ => None,
-    }
+/// Reconnects, offers `file` again, and checks that it resumes (some
+/// bytes not sent again) and arrives identical at `dest`; returns the bytes
+/// resumed.
+async fn resume(
+    a: &mut TestNode,
+    b: &mut TestNode,
+    file: &std::path::Path,
+    dest: &std::path::Path,
+) -> u64 {
+    reconnect(a, b).await;
+    let size = std::fs::metadata(file).unwrap().len();
+    a.node
+        .send_files(b.node.peer_id(), vec![file.to_path_buf()])
+        .await
+        .unwrap();
+    let resumed = wait(&mut a.events, 20, "restarted", started).await;
+    assert!(resumed > 0, "the second attempt started from zero");
+    let (sent, _, _) = wait(&mut a.events, 60, "sent", |e| done(e, Direction::Send)).await;
+    assert_eq!(sent + resumed, size);
+    wait(&mut b.events, 60, "received", |e| {
+        done(e, Direction::Receive)
+    })
+    .await;
+    assert!(same_bytes(file, dest));
+    resumed
 }
 
 /// Re-invites `b` until it is in `a`'s session again (after a lost link the
@@ -151,8 +150,8 @@ async fn across_a_veth_a_file_and_a_folder_arrive_identical() {
         .send_files(b_id, vec![file.clone(), folder.clone()])
         .await
         .unwrap();
-    let (sent, _) = wait(&mut a.events, 60, "sent", |e| done(e, Direction::Send)).await;
-    let (_, files) = wait(&mut b.events, 60, "received", |e| {
+    let (sent, _, _) = wait(&mut a.events, 60, "sent", |e| done(e, Direction::Send)).await;
+    let (_, files, _) = wait(&mut b.events, 60, "received", |e| {
         done(e, Direction::Receive)
     })
     .await;
@@ -179,13 +178,7 @@ async fn a_cut_link_fails_with_a_reason_and_the_next_offer_resumes() {
     }
     let net = Pair::new();
     // About 200 Mbit/s, so the cut lands mid-file.
-    netns::exec(
-        &net.a,
-        &[
-            "tc", "qdisc", "add", "dev", &net.dev_a, "root", "tbf", "rate", "200mbit", "burst",
-            "256kb", "latency", "50ms",
-        ],
-    );
+    net.limit_a("200mbit");
     let (rt_a, rt_b) = (netns::runtime_in(&net.a), netns::runtime_in(&net.b));
     let (src, dst) = (TempDir::new("cut-src"), TempDir::new("cut-dst"));
     let port = port();
@@ -216,17 +209,8 @@ async fn a_cut_link_fails_with_a_reason_and_the_next_offer_resumes() {
     assert!(kept > 0 && kept < size, "kept {kept}");
 
     net.link_a(true);
-    reconnect(&mut a, &mut b).await;
-    a.node.send_files(b_id, vec![file.clone()]).await.unwrap();
-    let resumed = wait(&mut a.events, 20, "restarted", started).await;
-    assert!(resumed > 0, "the second attempt started from zero");
-    let (sent, _) = wait(&mut a.events, 60, "sent", |e| done(e, Direction::Send)).await;
-    assert_eq!(sent + resumed, size);
-    wait(&mut b.events, 60, "received", |e| {
-        done(e, Direction::Receive)
-    })
-    .await;
-    assert!(same_bytes(&file, &dst.path().join("big.bin")));
+    let resumed = resume(&mut a, &mut b, &file, &dst.path().join("big.bin")).await;
+    assert!(resumed <= kept, "resumed {resumed}, kept {kept}");
     assert!(!part.exists());
     a.node.stop().await;
     b.node.stop().await;
@@ -240,13 +224,7 @@ async fn a_killed_receiver_restarted_resumes() {
         return;
     }
     let net = Pair::new();
-    netns::exec(
-        &net.a,
-        &[
-            "tc", "qdisc", "add", "dev", &net.dev_a, "root", "tbf", "rate", "200mbit", "burst",
-            "256kb", "latency", "50ms",
-        ],
-    );
+    net.limit_a("200mbit");
     let rt_a = netns::runtime_in(&net.a);
     let (src, dst) = (TempDir::new("kill-src"), TempDir::new("kill-dst"));
     let port = port();
@@ -290,20 +268,8 @@ async fn a_killed_receiver_restarted_resumes() {
     let rt_b = netns::runtime_in(&net.b);
     let mut b = start_on(&rt_b, bob(dst.path()), lan(net.ip_b, port), identity(26)).await;
     b.node.advertise(true).await.unwrap();
-    reconnect(&mut a, &mut b).await;
-    a.node.send_files(b_id, vec![file.clone()]).await.unwrap();
-    let resumed = wait(&mut a.events, 20, "restarted", started).await;
-    assert!(
-        resumed > 0 && resumed <= kept,
-        "resumed {resumed}, kept {kept}"
-    );
-    let (sent, _) = wait(&mut a.events, 60, "sent", |e| done(e, Direction::Send)).await;
-    assert_eq!(sent + resumed, size);
-    wait(&mut b.events, 60, "received", |e| {
-        done(e, Direction::Receive)
-    })
-    .await;
-    assert!(same_bytes(&file, &dst.path().join("big.bin")));
+    let resumed = resume(&mut a, &mut b, &file, &dst.path().join("big.bin")).await;
+    assert!(resumed <= kept, "resumed {resumed}, kept {kept}");
     a.node.stop().await;
     b.node.stop().await;
     drop_rt(rt_a);
@@ -350,8 +316,8 @@ async fn ten_thousand_files_arrive_complete() {
     let (_, b_id) = connect(&mut a, &mut b, b"10000 files").await;
     let t = std::time::Instant::now();
     a.node.send_files(b_id, vec![root.clone()]).await.unwrap();
-    let (sent, _) = wait(&mut a.events, 120, "sent", |e| done(e, Direction::Send)).await;
-    let (_, files) = wait(&mut b.events, 120, "received", |e| {
+    let (sent, _, _) = wait(&mut a.events, 120, "sent", |e| done(e, Direction::Send)).await;
+    let (_, files, _) = wait(&mut b.events, 120, "received", |e| {
         done(e, Direction::Receive)
     })
     .await;

@@ -6,31 +6,10 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
-use airhop::node::{Direction, NodeEvent, TransferId};
+use airhop::node::{Direction, NodeEvent};
 use airhop::session::{PeerState, Recipients};
 use airhop::wire::Reason;
 use common::*;
-
-fn done(e: &NodeEvent, dir: Direction) -> Option<(u64, Vec<std::path::PathBuf>, usize)> {
-    match e {
-        NodeEvent::TransferDone {
-            direction,
-            bytes,
-            files,
-            already_had,
-            ..
-        } if *direction == dir => Some((*bytes, files.clone(), *already_had)),
-        NodeEvent::TransferFailed { reason, .. } => panic!("transfer failed: {reason:?}"),
-        _ => None,
-    }
-}
-
-fn offered(e: &NodeEvent) -> Option<TransferId> {
-    match e {
-        NodeEvent::OfferReceived { transfer, .. } => Some(*transfer),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_accept_message_datagram_and_a_folder() {

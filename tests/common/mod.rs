@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use airhop::crypto::Identity;
 use airhop::discovery::lan::{Lan, LanConfig};
-use airhop::node::{names, Events, Node, NodeConfig, NodeEvent};
+use airhop::node::{names, Direction, Events, Node, NodeConfig, NodeEvent, TransferId};
 use airhop::session::PeerState;
 use airhop::wire::PeerId;
+use airhop::wire::Reason;
 
 /// A multicast port for this test: distinct per test and per process, so
 /// tests running at once do not hear each other.
@@ -173,3 +174,44 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
 }
 pub mod netns;
 pub mod relay;
+
+/// For [`wait`]: a finished transfer in direction `dir`, as (bytes moved,
+/// files saved, files the receiver already had); a failure panics.
+pub fn done(e: &NodeEvent, dir: Direction) -> Option<(u64, Vec<PathBuf>, usize)> {
+    match e {
+        NodeEvent::TransferDone {
+            direction,
+            bytes,
+            files,
+            already_had,
+            ..
+        } if *direction == dir => Some((*bytes, files.clone(), *already_had)),
+        NodeEvent::TransferFailed { reason, .. } => panic!("transfer failed: {reason:?}"),
+        _ => None,
+    }
+}
+
+/// For [`wait`]: a failed transfer's reason; finishing instead panics.
+pub fn failed(e: &NodeEvent) -> Option<Reason> {
+    match e {
+        NodeEvent::TransferFailed { reason, .. } => Some(*reason),
+        NodeEvent::TransferDone { .. } => panic!("the transfer finished instead of failing"),
+        _ => None,
+    }
+}
+
+/// For [`wait`]: an offer received.
+pub fn offered(e: &NodeEvent) -> Option<TransferId> {
+    match e {
+        NodeEvent::OfferReceived { transfer, .. } => Some(*transfer),
+        _ => None,
+    }
+}
+
+/// For [`wait`]: a transfer started, with the bytes it resumed.
+pub fn started(e: &NodeEvent) -> Option<u64> {
+    match e {
+        NodeEvent::TransferStarted { resumed, .. } => Some(*resumed),
+        _ => None,
+    }
+}

@@ -76,6 +76,29 @@ impl Pair {
         p
     }
 
+    /// Limits what `a` sends to `rate` (tc tbf), so a transfer takes long
+    /// enough for something to happen in the middle of it.
+    pub fn limit_a(&self, rate: &str) {
+        exec(
+            &self.a,
+            &[
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                &self.dev_a,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                "256kb",
+                "latency",
+                "50ms",
+            ],
+        );
+    }
+
     /// Takes `a`'s end of the link down or up (a cable pulled, Wi-Fi gone).
     pub fn link_a(&self, up: bool) {
         ip(&[
