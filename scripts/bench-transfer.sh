@@ -98,21 +98,21 @@ run_tool() {
 }
 
 one_iperf3() {
-  B iperf3 -s -1 -p 5201 >/dev/null 2>&1 & sleep 0.5
+  B iperf3 -s -1 -p 5201 >/dev/null 2>&1 & local rp=$!; sleep 0.5
   A iperf3 -c $IPB -p 5201 -t 5 -J | python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
-  wait
+  wait $rp
 }
 
 one_quinn() {
-  B "$PEER" quinn-recv $IPB:7000 "$WORK/in/q.bin" >/dev/null & sleep 0.3
-  local t0=$(now); A "$PEER" quinn-send $IPB:7000 "$FILE" >/dev/null; local t1=$(now); wait
+  B "$PEER" quinn-recv $IPB:7000 "$WORK/in/q.bin" >/dev/null & local rp=$!; sleep 0.3
+  local t0=$(now); A "$PEER" quinn-send $IPB:7000 "$FILE" >/dev/null; local t1=$(now); wait $rp
   gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
 
 one_airhop() {
   local port=$((47000 + RANDOM % 1000))
-  B "$PEER" airhop-recv $IPB $port "$WORK/in" >"$WORK/recv.out" & sleep 0.5
-  local t0=$(now); A "$PEER" airhop-send $IPA $port "$FILE" >"$WORK/send.out"; local t1=$(now); wait
+  B "$PEER" airhop-recv $IPB $port "$WORK/in" >"$WORK/recv.out" & local rp=$!; sleep 0.5
+  local t0=$(now); A "$PEER" airhop-send $IPA $port "$FILE" >"$WORK/send.out"; local t1=$(now); wait $rp
   cmp -s "$FILE" "$WORK/in/$(basename "$FILE")" || { say "airhop: received bytes differ"; return 1; }
   # (run in a subshell: the figure goes through a file)
   echo "$(grep -o 'peak_rss_kib=[0-9]*' "$WORK/send.out" | cut -d= -f2)/$(grep -o 'peak_rss_kib=[0-9]*' "$WORK/recv.out" | cut -d= -f2)" >"$WORK/rss"
@@ -127,10 +127,10 @@ one_scp() {
 
 one_wormhole() {
   local code="7-airhop-bench-$RANDOM"
-  (cd "$WORK/in" && B wormhole --relay-url ws://$IPB:4000/v1 --transit-helper tcp:$IPB:4001 receive --accept-file "$code" >/dev/null 2>&1) &
+  (cd "$WORK/in" && B wormhole --relay-url ws://$IPB:4000/v1 --transit-helper tcp:$IPB:4001 receive --accept-file "$code" >/dev/null 2>&1) & local rp=$!
   local t0=$(now)
   A wormhole --relay-url ws://$IPB:4000/v1 --transit-helper tcp:$IPB:4001 send --code "$code" "$FILE" >/dev/null 2>&1
-  wait; local t1=$(now); gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
+  wait $rp; local t1=$(now); gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
 
 one_sendme() {
@@ -150,15 +150,15 @@ one_sendme() {
 }
 
 one_tarnc() {
-  B sh -c "nc -l -p 9000 | tar -x -C '$WORK/in'" & sleep 0.3
-  local t0=$(now); A sh -c "tar -c -C '$WORK/src' many | nc -N $IPB 9000"; wait; local t1=$(now)
+  B sh -c "nc -l -p 9000 | tar -x -C '$WORK/in'" & local rp=$!; sleep 0.3
+  local t0=$(now); A sh -c "tar -c -C '$WORK/src' many | nc -N $IPB 9000"; wait $rp; local t1=$(now)
   gbit "$MANY_BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
 
 one_airhop_many() {
   local port=$((48000 + RANDOM % 1000))
-  B "$PEER" airhop-recv $IPB $port "$WORK/in" >/dev/null & sleep 0.5
-  local t0=$(now); A "$PEER" airhop-send $IPA $port "$WORK/src/many" >/dev/null; local t1=$(now); wait
+  B "$PEER" airhop-recv $IPB $port "$WORK/in" >/dev/null & local rp=$!; sleep 0.5
+  local t0=$(now); A "$PEER" airhop-send $IPA $port "$WORK/src/many" >/dev/null; local t1=$(now); wait $rp
   [[ $(find "$WORK/in/many" -type f | wc -l) == 10000 ]] || { say "airhop: files missing"; return 1; }
   gbit "$MANY_BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
