@@ -11,7 +11,7 @@ use std::time::Duration;
 use airhop::crypto::Identity;
 use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
 use airhop::discovery::DiscoveryError;
-use airhop::node::{Direction, Node, NodeConfig, NodeEvent};
+use airhop::node::{Direction, NodeConfig, NodeEvent};
 use airhop::session::PeerState;
 use airhop::wire::Reason;
 use common::netns::{self, Pair};
@@ -38,19 +38,9 @@ async fn start_on(
     lan_config: LanConfig,
     identity: Arc<Identity>,
 ) -> TestNode {
-    rt.spawn(async move {
-        let lan = Lan::bind(lan_config).await.unwrap();
-        let (node, events) = Node::start(config, identity.clone(), Arc::new(lan))
-            .await
-            .unwrap();
-        TestNode {
-            node,
-            events,
-            identity,
-        }
-    })
-    .await
-    .unwrap()
+    rt.spawn(start_with(config, lan_config, identity))
+        .await
+        .unwrap()
 }
 
 fn drop_rt(rt: tokio::runtime::Runtime) {

@@ -159,13 +159,7 @@ async fn cancel_by_receiver_keeps_the_part_and_a_new_offer_resumes() {
     let size = 24 << 20;
     random_file(&file, size, 7);
     let port = port();
-    // 16 MB/s: slow enough that the cancel lands mid-file.
-    let relay = relay::Relay::new(relay::Shape {
-        lose_one_in: 0,
-        delay: Duration::from_millis(2),
-        rate: 16_000_000,
-    })
-    .await;
+    let relay = relay::Relay::new(relay::SLOW).await;
     let mut a = start(config("Ada", "it-resume", dst.path()), port, identity(5)).await;
     let cfg = config("Bob", "it-resume", dst.path());
     let mut b = start_behind(cfg, port, identity(6), &relay).await;
@@ -229,12 +223,7 @@ async fn cancel_by_sender_reaches_the_receiver() {
     let file = src.path().join("big.bin");
     random_file(&file, 24 << 20, 8);
     let port = port();
-    let relay = relay::Relay::new(relay::Shape {
-        lose_one_in: 0,
-        delay: Duration::from_millis(2),
-        rate: 16_000_000,
-    })
-    .await;
+    let relay = relay::Relay::new(relay::SLOW).await;
     let mut a = start(config("Ada", "it-scancel", dst.path()), port, identity(7)).await;
     let mut cfg = config("Bob", "it-scancel", dst.path());
     cfg.auto_accept_offers = true;

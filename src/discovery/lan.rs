@@ -727,31 +727,23 @@ mod tests {
         let cfg = LanConfig::loopback(48001 + (std::process::id() % 1000) as u16);
         let a = Lan::bind(cfg).await.unwrap();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, a.rendezvous_port()));
+        // Sends raw bytes and returns how many came back before the close.
+        let ask = |req: Vec<u8>| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(&req).await.unwrap();
+            let mut buf = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+                .await
+                .expect("closed in time")
+                .unwrap_or(0)
+        };
         // An invitation announced as 100 MB: closed, nothing buffered.
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[OP_INVITE]).await.unwrap();
-        s.write_all(&100_000_000u32.to_be_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        let mut big = vec![OP_INVITE];
+        big.extend_from_slice(&100_000_000u32.to_be_bytes());
+        assert_eq!(ask(big).await, 0);
         // An unknown op: closed.
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[0xee, 0, 0, 0, 0]).await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0);
+        assert_eq!(ask(vec![0xee, 0, 0, 0, 0]).await, 0);
         // Still serving: a card read of an unpublished node answers nothing.
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[OP_CARD, 0, 0, 0, 0]).await.unwrap();
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(ask(vec![OP_CARD, 0, 0, 0, 0]).await, 0);
     }
 }

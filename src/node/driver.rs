@@ -585,19 +585,20 @@ impl Driver {
     // ---- transfers ----------------------------------------------------------
 
     fn offer(&mut self, peer: PeerId, sources: Vec<Source>) -> Result<TransferId, NodeError> {
-        if !self.links.contains_key(&peer) {
+        let Some(link) = self.links.get(&peer) else {
             return Err(NodeError::NotConnected(peer));
-        }
+        };
         let offer = transfer::offer_id();
         let frame = Frame::Offer {
             id: offer,
             items: sources.iter().map(|s| s.item.clone()).collect(),
         };
+        // Encoded once: an offer of many files is megabytes.
         let bytes = frame.encode();
         if bytes.len() > MAX_FRAME_LEN + 4 {
             return Err(NodeError::OfferTooLarge(sources.len()));
         }
-        self.send_frame(peer, &frame);
+        link.send_encoded(bytes);
         self.endpoint.touch(now(), peer);
         Ok(self
             .transfers

@@ -46,7 +46,12 @@ pub(super) struct Link {
 impl Link {
     /// Queues a frame.
     pub fn send(&self, frame: &Frame) {
-        let _ = self.out.send(Out::Frame(frame.encode()));
+        self.send_encoded(frame.encode());
+    }
+
+    /// Queues a frame already encoded.
+    pub fn send_encoded(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(Out::Frame(bytes));
     }
 
     /// Queues a close after what is queued; returns the writer to await.

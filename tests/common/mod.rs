@@ -63,7 +63,12 @@ pub fn config(name: &str, service: &str, dir: &Path) -> NodeConfig {
 }
 
 pub async fn start(config: NodeConfig, lan_port: u16, identity: Arc<Identity>) -> TestNode {
-    let lan = Lan::bind(LanConfig::loopback(lan_port)).await.unwrap();
+    start_with(config, LanConfig::loopback(lan_port), identity).await
+}
+
+/// Starts a node on the LAN backend with `lan`.
+pub async fn start_with(config: NodeConfig, lan: LanConfig, identity: Arc<Identity>) -> TestNode {
+    let lan = Lan::bind(lan).await.unwrap();
     let (node, events) = Node::start(config, identity.clone(), Arc::new(lan))
         .await
         .unwrap();

@@ -22,6 +22,14 @@ pub struct Shape {
     pub rate: u64,
 }
 
+/// 16 MB/s and 2 ms each way: slow enough that a cancel or a cut lands in
+/// the middle of a 24 MiB file.
+pub const SLOW: Shape = Shape {
+    lose_one_in: 0,
+    delay: Duration::from_millis(2),
+    rate: 16_000_000,
+};
+
 pub struct Relay {
     /// Where the client sends.
     pub addr: SocketAddr,
