@@ -427,3 +427,61 @@ async fn files_arrive_identical_over_a_lossy_slow_path() {
     a.node.stop().await;
     b.node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_is_shown_not_saved_and_piped_bytes_arrive_as_a_file() {
+    use airhop::transfer::offer;
+    use airhop::wire::ItemKind;
+    let dst = TempDir::new("text");
+    let port = port();
+    let mut a = start(config("Ada", "it-text", dst.path()), port, identity(1)).await;
+    let mut cfg = config("Bob", "it-text", dst.path());
+    cfg.auto_accept_offers = true;
+    let mut b = start(cfg, port, identity(2)).await;
+    let (a_id, b_id) = connect(&mut a, &mut b, b"a text").await;
+
+    let text = "héllo\nwörld, über QUIC ✓".to_string();
+    a.node.send_text(b_id, text.clone()).await.unwrap();
+    let got = wait(&mut b.events, 10, "the text", |e| match e {
+        NodeEvent::TextReceived { from, text, .. } if *from == a_id => Some(text.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, text);
+    let (_, files, _) = wait(&mut b.events, 10, "receiver done", |e| {
+        done(e, Direction::Receive)
+    })
+    .await;
+    assert!(files.is_empty(), "a text is not a file: {files:?}");
+    assert_eq!(std::fs::read_dir(dst.path()).unwrap().count(), 0);
+
+    // A pipe of unknown length: spooled (hashed on the way), offered, and
+    // the spool is gone once the transfer ends.
+    let mut pipe = std::io::Read::chain(&[7u8; 3_000_000][..], &[9u8; 123][..]);
+    let source = offer::spool(&mut pipe, "stdin.bin", ItemKind::File).unwrap();
+    let spool = source.spool.as_ref().unwrap().path().to_path_buf();
+    assert!(spool.exists());
+    assert_eq!(source.item.size, 3_000_123);
+    a.node.send_sources(b_id, vec![source]).await.unwrap();
+    wait(&mut a.events, 20, "sender done", |e| {
+        done(e, Direction::Send)
+    })
+    .await;
+    let (_, files, _) = wait(&mut b.events, 20, "receiver done", |e| {
+        done(e, Direction::Receive)
+    })
+    .await;
+    let got = std::fs::read(&files[0]).unwrap();
+    assert_eq!(got.len(), 3_000_123);
+    assert!(got[..3_000_000].iter().all(|&b| b == 7) && got[3_000_000..].iter().all(|&b| b == 9));
+    assert!(
+        !spool.exists(),
+        "the spool is removed when the transfer ends"
+    );
+
+    // A text longer than the limit is refused by the sender.
+    let long = "x".repeat(airhop::wire::MAX_TEXT_LEN as usize + 1);
+    assert!(a.node.send_text(b_id, long).await.is_err());
+    a.node.stop().await;
+    b.node.stop().await;
+}

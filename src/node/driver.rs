@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::link::{self, code, Link, NewLink};
-use super::transfer::{self, Phase, Plan, Receipt, Transfer, Transfers};
+use super::transfer::{self, Phase, Plan, Receipt, Received, Sink, Transfer, Transfers};
 use super::{Command, Direction, NodeConfig, NodeError, NodeEvent, Progress, TransferId};
 use crate::crypto::Identity;
 use crate::discovery::{
@@ -40,7 +39,7 @@ pub(super) enum Input {
     Stream(PeerId, u64, StreamHeader, quinn::RecvStream),
     Planned(TransferId, Result<Plan, OfferError>),
     Sent(TransferId, Result<(), Reason>),
-    Received(TransferId, u32, Result<PathBuf, Reason>),
+    Received(TransferId, u32, Result<Received, Reason>),
     Error(Reason, String),
 }
 
@@ -817,7 +816,7 @@ impl Driver {
             }
         };
         let offset = tr.offsets.get(&h.index).copied();
-        let dest = match (offset, tr.pending.remove(&h.index)) {
+        let dest: Sink = match (offset, tr.pending.remove(&h.index)) {
             (Some(o), Some(dest)) if o == h.offset => dest,
             _ => {
                 let _ = recv.stop(code(Reason::ProtocolViolation));
@@ -840,22 +839,33 @@ impl Driver {
         });
     }
 
-    fn received(&mut self, id: TransferId, index: u32, r: Result<PathBuf, Reason>) {
+    fn received(&mut self, id: TransferId, index: u32, r: Result<Received, Reason>) {
         let Some(tr) = self.transfers.by_id.get_mut(&id) else {
             return;
         };
         let (peer, offer) = (tr.peer, tr.offer);
         match r {
-            Ok(path) => {
+            Ok(item) => {
                 tr.remaining = tr.remaining.saturating_sub(1);
-                tr.saved.push(path.clone());
                 let finished = tr.remaining == 0 && tr.pending.is_empty();
                 self.endpoint.touch(now(), peer);
-                self.emit(NodeEvent::FileReceived {
-                    transfer: id,
-                    index,
-                    path,
-                });
+                let event = match item {
+                    Received::File(path) => {
+                        tr.saved.push(path.clone());
+                        NodeEvent::FileReceived {
+                            transfer: id,
+                            index,
+                            path,
+                        }
+                    }
+                    Received::Text(text) => NodeEvent::TextReceived {
+                        transfer: id,
+                        from: peer,
+                        index,
+                        text,
+                    },
+                };
+                self.emit(event);
                 if finished {
                     self.send_frame(peer, &Frame::Done { id: offer });
                     self.end(id, Ok(()));

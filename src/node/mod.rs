@@ -268,6 +268,17 @@ pub enum NodeEvent {
         /// Where it is.
         path: PathBuf,
     },
+    /// A received text, verified (texts are never written to disk).
+    TextReceived {
+        /// The transfer.
+        transfer: TransferId,
+        /// From whom.
+        from: PeerId,
+        /// Its index in the offer.
+        index: u32,
+        /// The text.
+        text: String,
+    },
     /// A transfer finished: every file verified by the receiver.
     TransferDone {
         /// The transfer.
@@ -531,6 +542,26 @@ impl Node {
         let sources = tokio::task::spawn_blocking(move || crate::transfer::offer::build(&paths))
             .await
             .map_err(|_| NodeError::Stopped)??;
+        self.send_sources(to, sources).await
+    }
+
+    /// Offers a text (at most [`crate::wire::MAX_TEXT_LEN`] bytes): the peer
+    /// gets it as [`NodeEvent::TextReceived`], never as a file.
+    pub async fn send_text(&self, to: PeerId, text: String) -> Result<TransferId, NodeError> {
+        let source = tokio::task::spawn_blocking(move || crate::transfer::offer::text(&text))
+            .await
+            .map_err(|_| NodeError::Stopped)??;
+        self.send_sources(to, vec![source]).await
+    }
+
+    /// Offers sources built with [`crate::transfer::offer::build`],
+    /// [`crate::transfer::offer::text`] or [`crate::transfer::offer::spool`]
+    /// (bytes from a pipe). A spooled copy is removed when the transfer ends.
+    pub async fn send_sources(
+        &self,
+        to: PeerId,
+        sources: Vec<Source>,
+    ) -> Result<TransferId, NodeError> {
         self.call(|r| Command::Offer(to, sources, r)).await?
     }
 

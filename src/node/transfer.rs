@@ -129,12 +129,14 @@ pub(super) struct Transfer {
     pub items: Vec<OfferItem>,
     /// Sender: where each item is on disk.
     pub sources: Vec<PathBuf>,
+    /// Sender: spooled texts and pipes, removed when the transfer ends.
+    pub spools: Vec<Arc<offer::Spool>>,
     pub phase: Phase,
     pub counters: Arc<Counters>,
     /// Where each wanted item starts (resumed prefix).
     pub offsets: HashMap<u32, u64>,
-    /// Receiver: wanted items not started yet, and their destinations.
-    pub pending: HashMap<u32, PathBuf>,
+    /// Receiver: wanted items not started yet, and where they go.
+    pub pending: HashMap<u32, Sink>,
     /// Receiver: items not finished yet.
     pub remaining: usize,
     pub total: u64,
@@ -147,8 +149,11 @@ pub(super) struct Transfer {
 
 impl Transfer {
     pub fn outgoing(peer: PeerId, offer: u64, sources: Vec<Source>) -> Self {
+        let spools = sources.iter().filter_map(|s| s.spool.clone()).collect();
         let (items, paths) = sources.into_iter().map(|s| (s.item, s.path)).unzip();
-        Self::new(peer, offer, true, items, paths)
+        let mut t = Self::new(peer, offer, true, items, paths);
+        t.spools = spools;
+        t
     }
 
     pub fn incoming(peer: PeerId, offer: u64, items: Vec<OfferItem>) -> Self {
@@ -169,6 +174,7 @@ impl Transfer {
             outgoing,
             items,
             sources,
+            spools: Vec::new(),
             phase: Phase::Offered,
             counters: Counters::new(n),
             offsets: HashMap::new(),
@@ -204,10 +210,27 @@ pub(super) fn offer_id() -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// The receiver's plan: what to fetch (index, destination, offset) and
-/// what it already has.
+/// Where a received item goes.
+#[derive(Clone, Debug)]
+pub(super) enum Sink {
+    /// A file: its final path (the bytes go to its `.part` first).
+    File(PathBuf),
+    /// A text: into memory.
+    Text,
+}
+
+/// A received item, verified.
+pub(super) enum Received {
+    /// A file under its final name.
+    File(PathBuf),
+    /// A text.
+    Text(String),
+}
+
+/// The receiver's plan: what to fetch (index, where, offset) and what it
+/// already has.
 pub(super) struct Plan {
-    pub fetch: Vec<(u32, PathBuf, u64)>,
+    pub fetch: Vec<(u32, Sink, u64)>,
     pub already: Vec<PathBuf>,
 }
 
@@ -230,8 +253,9 @@ pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<
                     .map(|m| m.len())
                     .filter(|&l| l <= size)
                     .unwrap_or(0);
-                out.fetch.push((index, dest, have));
+                out.fetch.push((index, Sink::File(dest), have));
             }
+            Step::Text { index } => out.fetch.push((index, Sink::Text, 0)),
             Step::AlreadyHave { path, .. } => out.already.push(path),
         }
     }
@@ -384,17 +408,80 @@ fn write_reason(e: quinn::WriteError) -> Reason {
 /// What a receive task needs to know about its item.
 pub(super) struct Receipt {
     pub index: u32,
-    pub dest: PathBuf,
+    pub dest: Sink,
     pub item: OfferItem,
     pub offset: u64,
     pub overwrite: bool,
 }
 
-/// Receives one item's stream into its `.part`, verifies it, publishes it,
-/// and applies its permission bits and modification time.
+/// Receives one item: a file into its `.part`, verified, published, with
+/// its permission bits and modification time; a text into memory, verified.
 pub(super) async fn receive_item(
+    recv: quinn::RecvStream,
+    r: Receipt,
+    counters: Arc<Counters>,
+    cancel: watch::Receiver<bool>,
+) -> Result<Received, Reason> {
+    match r.dest {
+        Sink::File(ref dest) => {
+            let dest = dest.clone();
+            receive_file(recv, r, dest, counters, cancel)
+                .await
+                .map(Received::File)
+        }
+        Sink::Text => receive_text(recv, r, counters, cancel)
+            .await
+            .map(Received::Text),
+    }
+}
+
+async fn receive_text(
     mut recv: quinn::RecvStream,
     r: Receipt,
+    counters: Arc<Counters>,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<String, Reason> {
+    // The plan refused a text over MAX_TEXT_LEN; the stream may not be
+    // longer than the offer said.
+    let limit = r.item.size.min(crate::wire::MAX_TEXT_LEN) as usize;
+    counters.set_active(r.index, true);
+    let read = tokio::select! {
+        b = recv.read_to_end(limit) => b,
+        _ = cancel.wait_for(|c| *c) => {
+            let _ = recv.stop(code(Reason::ReceiveCancelled));
+            return Err(Reason::ReceiveCancelled);
+        }
+    };
+    counters.set_active(r.index, false);
+    let bytes = match read {
+        Ok(b) => b,
+        Err(quinn::ReadToEndError::TooLong) => {
+            let _ = recv.stop(code(Reason::ProtocolViolation));
+            return Err(Reason::ProtocolViolation);
+        }
+        Err(quinn::ReadToEndError::Read(e)) => return Err(read_reason(e)),
+    };
+    counters.add(r.index, bytes.len() as u64);
+    if bytes.len() as u64 != r.item.size || *blake3::hash(&bytes).as_bytes() != r.item.hash {
+        return Err(Reason::IntegrityMismatch);
+    }
+    String::from_utf8(bytes).map_err(|_| Reason::ProtocolViolation)
+}
+
+fn read_reason(e: quinn::ReadError) -> Reason {
+    match e {
+        quinn::ReadError::Reset(c) => {
+            Reason::from_code_lossy(u16::try_from(c.into_inner()).unwrap_or(0))
+        }
+        quinn::ReadError::ConnectionLost(e) => super::link::reason_of(&e),
+        _ => Reason::PeerLost,
+    }
+}
+
+async fn receive_file(
+    mut recv: quinn::RecvStream,
+    r: Receipt,
+    dest: PathBuf,
     counters: Arc<Counters>,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<PathBuf, Reason> {
@@ -405,7 +492,7 @@ pub(super) async fn receive_item(
     let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::task::spawn_blocking(move || -> Result<PathBuf, Reason> {
         let mut inc =
-            Incoming::open(&r.dest, r.item.size, r.item.hash).map_err(|e| store_reason(&e))?;
+            Incoming::open(&dest, r.item.size, r.item.hash).map_err(|e| store_reason(&e))?;
         if inc.offset() != r.offset {
             // The .part changed since the plan (another transfer?): refuse
             // rather than guess.
@@ -437,15 +524,7 @@ pub(super) async fn receive_item(
                         end = true;
                         break;
                     }
-                    Err(quinn::ReadError::Reset(c)) => {
-                        return Err(Reason::from_code_lossy(
-                            u16::try_from(c.into_inner()).unwrap_or(0),
-                        ))
-                    }
-                    Err(quinn::ReadError::ConnectionLost(e)) => {
-                        return Err(super::link::reason_of(&e))
-                    }
-                    Err(_) => return Err(Reason::PeerLost),
+                    Err(e) => return Err(read_reason(e)),
                 }
             }
             let n = buf.len() as u64;

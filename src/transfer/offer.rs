@@ -4,7 +4,10 @@
 //! Sender: [`build`] walks the paths (folders recursively, in name order;
 //! symlinks are skipped, never followed), hashes each file with BLAKE3,
 //! and keeps relative paths, permission bits and modification times.
-//! [`summary`] makes the invitation context ("3 files, 1.2 GB").
+//! [`summary`] makes the invitation context ("3 files, 1.2 GB"). [`text`]
+//! and [`spool`] offer a text, or bytes from a pipe, by copying them to a
+//! private temporary file first (hashed on the way): the offer needs the
+//! size and hash up front, and a spooled copy can be resumed like a file.
 //!
 //! Receiver: [`plan`] sanitises every name (one bad name refuses the whole
 //! offer), refuses duplicates, recognises files it already has by hash,
@@ -12,12 +15,14 @@
 //! taken name, and checks free space for what is left to fetch.
 
 use std::collections::HashSet;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::names::{safe_create_parent, sanitize, unique, NameError};
 use super::store::{hash_file, part_path};
-use crate::wire::{OfferItem, Reason};
+use crate::wire::{ItemKind, OfferItem, Reason, MAX_TEXT_LEN};
 
 /// Why an offer could not be built or planned.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,12 @@ pub enum OfferError {
     /// The download folder cannot be used.
     #[error("download folder: {0}")]
     Folder(std::io::Error),
+    /// A text item is longer than [`MAX_TEXT_LEN`].
+    #[error("a text of {0} bytes is too long (at most {MAX_TEXT_LEN}): send it as a file")]
+    TextTooLong(u64),
+    /// Spooling a text or a pipe to a temporary file failed.
+    #[error("spooling to a temporary file: {0}")]
+    Spool(std::io::Error),
 }
 
 impl OfferError {
@@ -62,7 +73,8 @@ impl OfferError {
             OfferError::Empty => Reason::NoFilesToSend,
             OfferError::BadName(_) | OfferError::Duplicate(_) => Reason::ProtocolViolation,
             OfferError::NoSpace { .. } => Reason::SpaceNotAvailable,
-            OfferError::Folder(_) => Reason::Generic,
+            OfferError::Folder(_) | OfferError::Spool(_) => Reason::Generic,
+            OfferError::TextTooLong(_) => Reason::ProtocolViolation,
         }
     }
 }
@@ -74,6 +86,84 @@ pub struct Source {
     pub item: OfferItem,
     /// The local file.
     pub path: PathBuf,
+    /// The temporary copy behind `path`, for a text or a pipe: removed when
+    /// the last clone of this source is dropped.
+    pub spool: Option<Arc<Spool>>,
+}
+
+/// A private temporary file (mode 0600, in the system temp folder) holding a
+/// spooled text or pipe; removed on drop.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Spool(PathBuf);
+
+impl Spool {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Offers a text: shown by the receiver, not saved as a file.
+pub fn text(text: &str) -> Result<Source, OfferError> {
+    if text.len() as u64 > MAX_TEXT_LEN {
+        return Err(OfferError::TextTooLong(text.len() as u64));
+    }
+    spool(&mut text.as_bytes(), "text.txt", ItemKind::Text)
+}
+
+/// Copies `reader` (stdin, a pipe) to a private temporary file while hashing
+/// it, in 1 MiB pieces whatever its length, and offers the copy as `name`.
+/// A [`ItemKind::Text`] longer than [`MAX_TEXT_LEN`] is refused.
+pub fn spool(reader: &mut dyn Read, name: &str, kind: ItemKind) -> Result<Source, OfferError> {
+    let mut rnd = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
+    let path = std::env::temp_dir().join(format!("airhop-spool-{:016x}", u64::from_be_bytes(rnd)));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(OfferError::Spool)?;
+    let spool = Arc::new(Spool(path.clone()));
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; super::store::BUF];
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(OfferError::Spool(e)),
+        };
+        size += n as u64;
+        if kind == ItemKind::Text && size > MAX_TEXT_LEN {
+            return Err(OfferError::TextTooLong(size));
+        }
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n]).map_err(OfferError::Spool)?;
+    }
+    f.flush().map_err(OfferError::Spool)?;
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok(Source {
+        item: OfferItem {
+            path: name.to_string(),
+            size,
+            hash: *hasher.finalize().as_bytes(),
+            mode: 0o644,
+            mtime,
+            kind,
+        },
+        path,
+        spool: Some(spool),
+    })
 }
 
 /// Builds an offer from files and folders.
@@ -138,14 +228,21 @@ fn source(path: &Path, rel: String) -> Result<Source, OfferError> {
             hash,
             mode: meta.permissions().mode() & 0o777,
             mtime: meta.mtime(),
+            kind: ItemKind::File,
         },
         path: path.to_path_buf(),
+        spool: None,
     })
 }
 
 /// "1 file, 12 B" / "3 files, 1.2 GB": the invitation context.
 pub fn summary(items: &[OfferItem]) -> String {
     let total: u64 = items.iter().map(|i| i.size).sum();
+    if let [one] = items {
+        if one.kind == ItemKind::Text {
+            return format!("a text, {}", human_bytes(total));
+        }
+    }
     let n = items.len();
     format!(
         "{n} file{}, {}",
@@ -189,6 +286,11 @@ pub enum Step {
         /// Where it is.
         path: PathBuf,
     },
+    /// A text: fetched into memory, never written to the download folder.
+    Text {
+        /// The item index.
+        index: u32,
+    },
 }
 
 /// Plans the receipt of an offer into `root`.
@@ -197,6 +299,13 @@ pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Ste
     let mut steps = Vec::with_capacity(items.len());
     let mut need = 0u64;
     for (i, item) in items.iter().enumerate() {
+        if item.kind == ItemKind::Text {
+            if item.size > MAX_TEXT_LEN {
+                return Err(OfferError::TextTooLong(item.size));
+            }
+            steps.push(Step::Text { index: i as u32 });
+            continue;
+        }
         let rel = sanitize(&item.path)?;
         if !seen.insert(rel.clone()) {
             return Err(OfferError::Duplicate(rel));
@@ -304,6 +413,7 @@ mod tests {
             hash: *blake3::hash(body).as_bytes(),
             mode: 0o644,
             mtime: 0,
+            kind: ItemKind::File,
         }
     }
 
@@ -372,5 +482,39 @@ mod tests {
             1,
             "only the folder 'a' of the first good item"
         );
+    }
+
+    #[test]
+    fn texts_and_pipes_are_spooled_and_texts_are_planned_into_memory() {
+        let t = text("hi there").unwrap();
+        assert_eq!(t.item.kind, ItemKind::Text);
+        assert_eq!(t.item.hash, *blake3::hash(b"hi there").as_bytes());
+        assert_eq!(fs::read(&t.path).unwrap(), b"hi there");
+        let mode = fs::metadata(&t.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a spool is private");
+        let copy = t.path.clone();
+        assert_eq!(summary(std::slice::from_ref(&t.item)), "a text, 8 B");
+        let d = dir("text");
+        let steps = plan(&d.0, &[t.item.clone(), item("f.txt", b"f")], false).unwrap();
+        assert_eq!(steps[0], Step::Text { index: 0 });
+        drop(t);
+        assert!(!copy.exists(), "removed with the last clone");
+        // Texts over the limit: refused to build, and refused when offered.
+        let long = vec![b'x'; MAX_TEXT_LEN as usize + 1];
+        assert!(matches!(
+            spool(&mut &long[..], "t", ItemKind::Text),
+            Err(OfferError::TextTooLong(_))
+        ));
+        let lie = OfferItem {
+            size: MAX_TEXT_LEN + 1,
+            kind: ItemKind::Text,
+            ..item("t", b"")
+        };
+        assert_eq!(
+            plan(&d.0, &[lie], false).unwrap_err().reason(),
+            Reason::ProtocolViolation
+        );
+        // Nothing was written to the download folder.
+        assert_eq!(fs::read_dir(&d.0).unwrap().count(), 0);
     }
 }

@@ -37,7 +37,22 @@ pub struct OfferItem {
     pub mode: u32,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
+    /// A file to save, or a text to show.
+    pub kind: ItemKind,
 }
+
+/// What an offered item is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemKind {
+    /// A file (or one file of a folder): saved under its path.
+    #[default]
+    File,
+    /// A text (UTF-8, at most [`MAX_TEXT_LEN`] bytes): shown, not saved.
+    Text,
+}
+
+/// The longest text item: the receiver holds it in memory.
+pub const MAX_TEXT_LEN: u64 = 1 << 20;
 
 /// Where the receiver wants an item to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,7 +46,7 @@ mod tests;
 
 pub use advert::{AdvertPayload, ResolvingKey, RotatingId};
 pub use card::Card;
-pub use frame::{Frame, ItemStart, OfferItem};
+pub use frame::{Frame, ItemKind, ItemStart, OfferItem, MAX_TEXT_LEN};
 pub use ids::{
     Capabilities, DiscoveryInfo, DisplayName, IdentityKey, NameError, PeerId, ServiceType,
 };

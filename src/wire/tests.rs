@@ -403,6 +403,7 @@ fn every_decoder_survives_truncation() {
             hash: [1; 32],
             mode: 0o644,
             mtime: 1_700_000_000,
+            kind: ItemKind::Text,
         }],
     }
     .encode();
@@ -489,13 +490,15 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         any::<[u8; 32]>(),
         any::<u32>(),
         any::<i64>(),
+        any::<bool>(),
     )
-        .prop_map(|(path, size, hash, mode, mtime)| OfferItem {
+        .prop_map(|(path, size, hash, mode, mtime, text)| OfferItem {
             path,
             size,
             hash,
             mode,
             mtime,
+            kind: if text { ItemKind::Text } else { ItemKind::File },
         });
     prop_oneof![
         any::<[u8; 16]>().prop_map(|token| Frame::Hello { token }),
