@@ -1,35 +1,146 @@
-//! Subcommands, one file each, and the exit codes.
+//! Subcommands, one file each; the global options; the exit codes.
 
+mod chat;
+mod config;
 mod demo;
+mod doctor;
 mod id;
+mod out;
+mod peers;
+mod receive;
+mod send;
+mod setup;
+mod trust;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use airhop::wire::Reason;
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use out::Out;
 
 /// Share files and messages with nearby devices.
+///
+/// A receiver runs `airhop receive`; a sender nearby runs `airhop send FILE`.
+/// The devices find each other (Bluetooth LE, or UDP multicast on a shared
+/// network), agree over a sealed exchange, and move the files over QUIC,
+/// pinned to each other's keys. Start with `airhop demo`.
 #[derive(Debug, Parser)]
-#[command(name = "airhop", version, about, long_about = None)]
+#[command(name = "airhop", version, about, long_about, after_help = EXIT_CODES)]
 pub struct Args {
-    /// Where the identity and settings live [default: $XDG_CONFIG_HOME/airhop].
-    #[arg(long, global = true, env = "AIRHOP_CONFIG_DIR", value_name = "DIR")]
-    pub config_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub global: Global,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// This device's name as others see it [default: from the config file,
+    /// else the host name].
+    #[arg(long, global = true, env = "AIRHOP_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only peers of the same service type see each other.
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_SERVICE_TYPE",
+        value_name = "TYPE",
+        default_value = "airhop"
+    )]
+    pub service_type: String,
+    /// How to find peers: `lan` is UDP multicast on the local network; `ble`
+    /// is Bluetooth LE; `auto` uses Bluetooth when an adapter is there and
+    /// the LAN otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Auto)]
+    pub transport: Transport,
+    /// The Bluetooth adapter to use (`hci0`, ...).
+    #[arg(long, global = true, value_name = "hciN")]
+    pub adapter: Option<String>,
+    /// LAN: the IPv4 address of an interface to announce on (repeat for
+    /// several) [default: every interface that is up].
+    #[arg(long = "interface", global = true, value_name = "ADDR")]
+    pub interfaces: Vec<std::net::Ipv4Addr>,
+    /// LAN: the UDP port of the presence multicast group.
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_LAN_PORT",
+        value_name = "PORT",
+        default_value_t = airhop::discovery::lan::DEFAULT_GROUP.port()
+    )]
+    pub lan_port: u16,
+    /// One JSON object per line on standard output, for scripts and apps
+    /// (the README documents the events).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say more (repeat for more still).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Say only errors and results.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Where the identity, config file and trusted devices live
+    /// [default: $XDG_CONFIG_HOME/airhop].
+    #[arg(long, global = true, env = "AIRHOP_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+}
+
+/// How peers are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// Bluetooth LE when an adapter is there, else the LAN.
+    Auto,
+    /// Bluetooth LE only.
+    Ble,
+    /// UDP multicast on the local network only.
+    Lan,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Send files, a folder, a text, or standard input to a device nearby.
+    Send(send::SendArgs),
+    /// Wait for a device nearby to send something, and save it.
+    Receive(receive::ReceiveArgs),
+    /// List the devices nearby.
+    Peers(peers::PeersArgs),
+    /// Chat, a line at a time, with every device nearby of the same service type.
+    Chat(chat::ChatArgs),
+    /// Remember devices: no pairing code with them, and `receive --from-trusted`
+    /// accepts them.
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
+    /// Check Bluetooth, Wi-Fi, the network and the download folder, and say
+    /// how to fix what is wrong.
+    Doctor(doctor::DoctorArgs),
     /// Two nodes in this process find each other on loopback, invite, accept
     /// and move a generated file over QUIC; prints what happened and the
     /// throughput. Needs no radio and no set-up.
     Demo(demo::DemoArgs),
     /// Show this device's identity (created on first use): its peer id, key and file.
     Id(id::IdArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
-/// Stable exit codes, one per family of failure.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done                       6  cancelled by the other side
+  1  unexpected failure         7  network: peer lost, no multicast, unreachable
+  2  bad command line           8  no usable Bluetooth or Wi-Fi
+  3  config or identity         9  files: no space, unreadable, corrupt
+  4  declined                  10  security: authentication, pairing, protocol
+  5  nobody found, timed out   11  busy: the peer is busy or its session full
+130  interrupted (Ctrl-C); the peer is told";
+
+/// Stable exit codes, one per family of failure (documented in `--help`
+/// and the README).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {
@@ -41,6 +152,51 @@ pub enum Exit {
     Usage = 2,
     /// The identity or config could not be read or written.
     Config = 3,
+    /// The other side (or its user) said no.
+    Declined = 4,
+    /// No peer found, or no answer in time.
+    NotFound = 5,
+    /// The other side cancelled.
+    Cancelled = 6,
+    /// The network: peer lost, multicast missing, unreachable.
+    Network = 7,
+    /// No usable Bluetooth adapter or Wi-Fi device.
+    Wireless = 8,
+    /// Files: space, unreadable content, integrity.
+    Files = 9,
+    /// Authentication, pairing, protocol.
+    Security = 10,
+    /// The peer is busy or full.
+    Busy = 11,
+    /// Ctrl-C.
+    Interrupted = 130,
+}
+
+impl Exit {
+    /// The family a reason belongs to.
+    pub fn of(reason: Reason) -> Exit {
+        use Reason::*;
+        match reason {
+            WirelessInterfaceNotAvailable | WirelessInterfaceNotConnected => Exit::Wireless,
+            DiscoveryFailure
+            | AdvertisementFailure
+            | ContentServerFailure
+            | UnableToSetUpMulticast
+            | PeerLost
+            | Disconnected
+            | Kicked => Exit::Network,
+            SpaceNotAvailable | ContentUnavailable | NoFilesToSend | IntegrityMismatch => {
+                Exit::Files
+            }
+            ReceiveCancelled | SendCancelled => Exit::Cancelled,
+            ReceivingSameContent | ContentAlreadyDownloaded | UserNotInterested => Exit::Declined,
+            AuthenticationFailed | PairingCodeMismatch | ProtocolViolation | UnsupportedVersion
+            | StaleCard | ServiceTypeMismatch => Exit::Security,
+            TimedOut => Exit::NotFound,
+            Busy | RateLimited | SessionFull | CrossedInvitation => Exit::Busy,
+            _ => Exit::Failure,
+        }
+    }
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -61,37 +217,100 @@ pub enum CliError {
     /// No config directory could be found.
     #[error("no config directory: set HOME, XDG_CONFIG_HOME or --config-dir")]
     NoConfigDir,
+    /// The config or trust file is unreadable or invalid.
+    #[error("{0}")]
+    Config(String),
+    /// A bad argument that clap could not catch.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed for a reason both sides share.
+    #[error("{message}")]
+    Reason {
+        /// The reason family.
+        reason: Reason,
+        /// One line: the cause and the next step.
+        message: String,
+    },
+    /// Nobody answered or appeared in time.
+    #[error("{0}")]
+    NotFound(String),
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
 }
 
 impl CliError {
     /// The exit code for this error.
     pub fn exit(&self) -> Exit {
         match self {
-            CliError::Identity(_) | CliError::NoConfigDir => Exit::Config,
-            CliError::Demo(_) => Exit::Failure,
+            CliError::Identity(_) | CliError::NoConfigDir | CliError::Config(_) => Exit::Config,
+            CliError::Demo(_) | CliError::Other(_) => Exit::Failure,
+            CliError::Usage(_) => Exit::Usage,
+            CliError::Reason { reason, .. } => Exit::of(*reason),
+            CliError::NotFound(_) => Exit::NotFound,
+            CliError::Interrupted => Exit::Interrupted,
         }
+    }
+
+    /// A failure for `reason`, with what to do next.
+    pub fn reason(reason: Reason, message: impl Into<String>) -> Self {
+        CliError::Reason {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<airhop::node::NodeError> for CliError {
+    fn from(e: airhop::node::NodeError) -> Self {
+        CliError::reason(e.reason(), e.to_string())
     }
 }
 
 /// Runs a parsed command line.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let config_dir = || {
-        args.config_dir
-            .clone()
-            .or_else(airhop::crypto::config_dir)
-            .ok_or(CliError::NoConfigDir)
-    };
+    let out = Out::new(&args.global);
     match args.command {
         Command::Demo(a) => demo::run(a),
-        Command::Id(a) => id::run(&config_dir()?, a),
+        Command::Id(a) => id::run(&setup::config_dir(&args.global)?, a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Args::command();
+            clap_complete::generate(shell, &mut cmd, "airhop", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Trust(c) => trust::run(&args.global, &out, c),
+        Command::Send(a) => setup::block_on(send::run(&args.global, out, a)),
+        Command::Receive(a) => setup::block_on(receive::run(&args.global, out, a)),
+        Command::Peers(a) => setup::block_on(peers::run(&args.global, out, a)),
+        Command::Chat(a) => setup::block_on(chat::run(&args.global, out, a)),
+        Command::Doctor(a) => setup::block_on(doctor::run(&args.global, out, a)),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
-        super::Args::command().debug_assert();
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn every_reason_has_an_exit_family() {
+        for r in Reason::ALL {
+            let e = Exit::of(r);
+            assert!(
+                e != Exit::Ok && e != Exit::Usage && e != Exit::Config,
+                "{r:?}"
+            );
+        }
+        assert_eq!(Exit::of(Reason::UserNotInterested), Exit::Declined);
+        assert_eq!(Exit::of(Reason::PeerLost), Exit::Network);
     }
 }

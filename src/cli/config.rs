@@ -1,0 +1,154 @@
+//! The config file (`config.toml` in the config folder) and the trusted
+//! devices (`trusted.toml`): plain TOML, meant to be read and edited.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::CliError;
+
+/// The config file's name in the config folder.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The trusted devices' file.
+pub const TRUSTED_FILE: &str = "trusted.toml";
+
+/// Defaults a user sets once. Every field is optional; command-line options
+/// win over it.
+///
+/// ```toml
+/// name = "Ada's laptop"
+/// download_dir = "/home/ada/Downloads"
+/// receive_policy = "ask"     # ask | yes | trusted
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The display name.
+    pub name: Option<String>,
+    /// Where received files go.
+    pub download_dir: Option<PathBuf>,
+    /// What `receive` does with an invitation when no option says.
+    pub receive_policy: Option<Policy>,
+}
+
+/// What a receiver does with an invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Ask on the terminal (decline when there is nobody to ask).
+    Ask,
+    /// Accept every invitation.
+    Yes,
+    /// Accept trusted devices, decline the rest.
+    Trusted,
+}
+
+impl Config {
+    /// Reads `config.toml` from `dir`; a missing file is the defaults.
+    pub fn load(dir: &Path) -> Result<Config, CliError> {
+        let path = dir.join(CONFIG_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => toml::from_str(&s)
+                .map_err(|e| CliError::Config(format!("{}: {}", path.display(), one_line(&e)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(CliError::Config(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+fn one_line(e: &toml::de::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A remembered device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trusted {
+    /// The peer id (16 hex digits).
+    pub id: String,
+    /// The identity key (64 hex digits): what is actually checked.
+    pub key: String,
+    /// Its name when it was added.
+    pub name: String,
+}
+
+/// The trusted devices.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TrustStore {
+    /// The devices.
+    #[serde(default, rename = "device")]
+    pub devices: Vec<Trusted>,
+}
+
+impl TrustStore {
+    /// Reads `trusted.toml` from `dir`; a missing file is an empty store.
+    pub fn load(dir: &Path) -> Result<TrustStore, CliError> {
+        let path = dir.join(TRUSTED_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => toml::from_str(&s)
+                .map_err(|e| CliError::Config(format!("{}: {}", path.display(), one_line(&e)))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustStore::default()),
+            Err(e) => Err(CliError::Config(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    /// Writes it back (to a temporary file, then renamed: never half-written).
+    pub fn save(&self, dir: &Path) -> Result<(), CliError> {
+        let err = |e: std::io::Error| CliError::Config(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let body = toml::to_string(self).map_err(|e| CliError::Config(e.to_string()))?;
+        let tmp = dir.join(format!(".{TRUSTED_FILE}.tmp"));
+        std::fs::write(
+            &tmp,
+            format!("# Devices airhop trusts: `airhop trust list|add|remove`.\n{body}"),
+        )
+        .map_err(err)?;
+        std::fs::rename(&tmp, dir.join(TRUSTED_FILE)).map_err(err)
+    }
+
+    /// Whether this identity key is trusted.
+    pub fn trusts(&self, key: &[u8; 32]) -> bool {
+        let k = hex(key);
+        self.devices.iter().any(|d| d.key == k)
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_config_is_one_clear_line() {
+        let d = std::env::temp_dir().join(format!("airhop-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(CONFIG_FILE),
+            "name = \"Ada\"\nreceive_policy = \"maybe\"\n",
+        )
+        .unwrap();
+        let e = Config::load(&d).unwrap_err().to_string();
+        assert!(e.contains("config.toml") && !e.contains('\n'), "{e}");
+        std::fs::write(d.join(CONFIG_FILE), "receive_policy = \"trusted\"\n").unwrap();
+        assert_eq!(
+            Config::load(&d).unwrap().receive_policy,
+            Some(Policy::Trusted)
+        );
+        let mut s = TrustStore::default();
+        s.devices.push(Trusted {
+            id: "00".repeat(8),
+            key: hex(&[7; 32]),
+            name: "Ada".into(),
+        });
+        s.save(&d).unwrap();
+        let s = TrustStore::load(&d).unwrap();
+        assert!(s.trusts(&[7; 32]) && !s.trusts(&[8; 32]));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,330 @@
+//! `airhop doctor`: what works here, what does not, and how to fix it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
+use airhop::transfer::offer::{free_space, human_bytes};
+use serde_json::json;
+
+use super::setup::{ble_status, download_dir, Ctx};
+use super::{CliError, Global, Out};
+
+/// Arguments of `airhop doctor`.
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// The download folder to check [default: as `receive` would pick].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report<'a> {
+    out: &'a Out,
+    fails: usize,
+}
+
+impl Report<'_> {
+    fn check(&mut self, level: Level, what: &str, detail: &str, fix: Option<&str>) {
+        if level == Level::Fail {
+            self.fails += 1;
+        }
+        let tag = match level {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        };
+        self.out.event(
+            "check",
+            json!({"check": what, "status": tag, "detail": detail, "fix": fix}),
+        );
+        if self.out.json {
+            return;
+        }
+        let mark = match level {
+            Level::Ok => self.out.green("  ok "),
+            Level::Warn => "warn ".to_string(),
+            Level::Fail => self.out.red("fail "),
+        };
+        self.out.result(format!("{mark} {what}: {detail}"));
+        if let Some(f) = fix {
+            self.out.result(format!("      fix: {f}"));
+        }
+    }
+}
+
+/// Runs `airhop doctor`.
+pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError> {
+    let mut r = Report {
+        out: &out,
+        fails: 0,
+    };
+    let mut ways: Vec<&str> = Vec::new();
+
+    // Identity and config.
+    let ctx = match Ctx::load(g) {
+        Ok(c) => {
+            r.check(
+                Level::Ok,
+                "identity",
+                &format!("{} in {}", c.identity.peer_id(), c.dir.display()),
+                None,
+            );
+            Some(c)
+        }
+        Err(e) => {
+            r.check(
+                Level::Fail,
+                "identity",
+                &e.to_string(),
+                Some("check the config folder's permissions, or pass --config-dir"),
+            );
+            None
+        }
+    };
+
+    // Bluetooth.
+    let bt = Path::new("/sys/class/bluetooth");
+    let adapters = list(bt);
+    let dbus = Path::new("/run/dbus/system_bus_socket").exists();
+    let bluetoothd = process_running("bluetoothd");
+    if !bt.exists() || adapters.is_empty() {
+        r.check(
+            Level::Fail,
+            "Bluetooth LE",
+            &ble_status(g.adapter.as_deref()),
+            Some("plug in a Bluetooth adapter (or load the kernel's bluetooth module); meanwhile airhop uses the LAN"),
+        );
+    } else {
+        let blocked = rfkill_blocked("bluetooth");
+        r.check(
+            if blocked { Level::Fail } else { Level::Ok },
+            "Bluetooth adapters",
+            &format!(
+                "{}{}",
+                adapters.join(", "),
+                if blocked { " (blocked by rfkill)" } else { "" }
+            ),
+            blocked.then_some("run `rfkill unblock bluetooth`, then `bluetoothctl power on`"),
+        );
+        r.check(
+            if dbus { Level::Ok } else { Level::Fail },
+            "D-Bus system bus",
+            if dbus {
+                "/run/dbus/system_bus_socket"
+            } else {
+                "not running"
+            },
+            (!dbus).then_some("start it: `systemctl start dbus`"),
+        );
+        r.check(
+            if bluetoothd { Level::Ok } else { Level::Fail },
+            "BlueZ (bluetoothd)",
+            if bluetoothd { "running" } else { "not running" },
+            (!bluetoothd).then_some(
+                "install and start BlueZ: `apt install bluez && systemctl start bluetooth`",
+            ),
+        );
+        r.check(
+            Level::Warn,
+            "BLE backend",
+            "this build of airhop has no BLE backend yet",
+            Some("use the LAN (`--transport lan`) until it lands"),
+        );
+    }
+
+    // Wi-Fi and hotspots.
+    let wifi: Vec<String> = list(Path::new("/sys/class/net"))
+        .into_iter()
+        .filter(|n| {
+            Path::new("/sys/class/net")
+                .join(n)
+                .join("wireless")
+                .exists()
+                || Path::new("/sys/class/net")
+                    .join(n)
+                    .join("phy80211")
+                    .exists()
+        })
+        .collect();
+    let nm = Path::new("/run/NetworkManager").exists() || process_running("NetworkManager");
+    r.check(
+        if wifi.is_empty() {
+            Level::Warn
+        } else {
+            Level::Ok
+        },
+        "Wi-Fi devices",
+        &if wifi.is_empty() {
+            "none".to_string()
+        } else {
+            wifi.join(", ")
+        },
+        wifi.is_empty()
+            .then_some("transfers use the wired LAN; a hotspot needs a Wi-Fi device"),
+    );
+    r.check(
+        if nm { Level::Ok } else { Level::Warn },
+        "NetworkManager",
+        if nm { "running" } else { "not running" },
+        (!nm).then_some("hotspots need NetworkManager, or hostapd + wpa_supplicant"),
+    );
+
+    // LAN multicast, per interface.
+    let ifaces = airhop::net::interfaces().unwrap_or_default();
+    let mut any_lan = false;
+    for i in ifaces.iter().filter(|i| !i.loopback) {
+        let cfg = LanConfig {
+            group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), 0),
+            interfaces: vec![i.addr],
+            probe_timeout: Duration::from_millis(700),
+            ..LanConfig::default()
+        };
+        match Lan::bind(cfg).await {
+            Ok(_) => {
+                any_lan = true;
+                r.check(Level::Ok, &format!("UDP multicast on {}", i.name), &format!("{} reaches group {}", i.addr, DEFAULT_GROUP.ip()), None);
+            }
+            Err(e) => r.check(
+                Level::Fail,
+                &format!("UDP multicast on {}", i.name),
+                &e.to_string(),
+                Some("allow multicast on this network (some Wi-Fi isolates clients), or use Bluetooth"),
+            ),
+        }
+    }
+    if ifaces.iter().all(|i| i.loopback) {
+        r.check(
+            Level::Fail,
+            "network",
+            "no interface but loopback is up",
+            Some("connect to a network, or use Bluetooth / a hotspot"),
+        );
+    }
+    if any_lan {
+        ways.push("LAN");
+    }
+
+    // The QUIC port: a UDP socket with big buffers that hears itself.
+    match quic_check() {
+        Ok(detail) => r.check(Level::Ok, "QUIC socket", &detail, None),
+        Err(e) => r.check(
+            Level::Fail,
+            "QUIC socket",
+            &e,
+            Some("check the firewall allows UDP on this host"),
+        ),
+    }
+
+    // The download folder.
+    let dir = download_dir(
+        args.dir,
+        ctx.as_ref()
+            .map(|c| &c.config)
+            .unwrap_or(&Default::default()),
+    );
+    match folder_check(&dir) {
+        Ok(free) => r.check(
+            if free < 1 << 30 {
+                Level::Warn
+            } else {
+                Level::Ok
+            },
+            "download folder",
+            &format!("{} is writable, {} free", dir.display(), human_bytes(free)),
+            (free < 1 << 30).then_some("free some space, or pick another folder with --dir"),
+        ),
+        Err(e) => r.check(
+            Level::Fail,
+            "download folder",
+            &format!("{}: {e}", dir.display()),
+            Some("create it or pick another with `receive --dir`"),
+        ),
+    }
+
+    let summary = if ways.is_empty() {
+        "airhop cannot reach other devices from here yet (see the fixes above)".to_string()
+    } else {
+        format!(
+            "airhop can find and reach devices here over: {}",
+            ways.join(", ")
+        )
+    };
+    out.event("summary", json!({"transports": ways, "failures": r.fails}));
+    if !out.json {
+        out.result(summary);
+    }
+    if ways.is_empty() {
+        return Err(CliError::reason(
+            airhop::wire::Reason::WirelessInterfaceNotAvailable,
+            "no way to reach other devices",
+        ));
+    }
+    Ok(())
+}
+
+fn list(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn process_running(name: &str) -> bool {
+    std::fs::read_dir("/proc").is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+    })
+}
+
+fn rfkill_blocked(kind: &str) -> bool {
+    list(Path::new("/sys/class/rfkill")).iter().any(|r| {
+        let p = Path::new("/sys/class/rfkill").join(r);
+        std::fs::read_to_string(p.join("type")).is_ok_and(|t| t.trim() == kind)
+            && ["soft", "hard"]
+                .iter()
+                .any(|f| std::fs::read_to_string(p.join(f)).is_ok_and(|v| v.trim() == "1"))
+    })
+}
+
+fn quic_check() -> Result<String, String> {
+    let s =
+        airhop::net::udp_socket("0.0.0.0:0".parse().expect("addr")).map_err(|e| e.to_string())?;
+    let port = s.local_addr().map_err(|e| e.to_string())?.port();
+    let sock = socket2::SockRef::from(&s);
+    let (rb, sb) = (
+        sock.recv_buffer_size().unwrap_or(0),
+        sock.send_buffer_size().unwrap_or(0),
+    );
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    s.send_to(b"airhop", ("127.0.0.1", port))
+        .map_err(|e| e.to_string())?;
+    let mut b = [0u8; 16];
+    s.recv_from(&mut b)
+        .map_err(|e| format!("a datagram to itself did not arrive: {e}"))?;
+    Ok(format!(
+        "UDP port {port} bound; buffers {} receive / {} send",
+        human_bytes(rb as u64),
+        human_bytes(sb as u64)
+    ))
+}
+
+fn folder_check(dir: &Path) -> Result<u64, String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let probe = dir.join(format!(".airhop-doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"x").map_err(|e| format!("not writable: {e}"))?;
+    let _ = std::fs::remove_file(&probe);
+    free_space(dir).map_err(|e| e.to_string())
+}

@@ -1,0 +1,287 @@
+//! What the CLI prints, and where.
+//!
+//! - Human status lines go to standard error (hidden by `-q`), so standard
+//!   output only carries results: a received text, `--stdout` content, the
+//!   peers list, or with `--json` one JSON object per line.
+//! - Progress bars (indicatif) draw on standard error only when it is a
+//!   terminal; status lines printed while they are up go above them.
+//! - `NO_COLOR` (any value) turns colour off; so does a non-terminal.
+//! - A closed standard output (`airhop peers | head -1`) ends the process
+//!   quietly with status 0.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::Global;
+use airhop::node::Progress;
+use airhop::wire::Reason;
+
+/// The printer, shared by a command's tasks.
+#[derive(Clone)]
+pub struct Out {
+    /// `--json`.
+    pub json: bool,
+    quiet: bool,
+    /// `-v` count.
+    pub verbose: u8,
+    color: bool,
+    bars: Arc<Mutex<Option<Bars>>>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    files: Vec<(u32, ProgressBar)>,
+}
+
+impl Out {
+    /// From the global options and the environment.
+    pub fn new(g: &Global) -> Out {
+        let tty = std::io::stderr().is_terminal();
+        Out {
+            json: g.json,
+            quiet: g.quiet,
+            verbose: g.verbose,
+            color: tty && std::env::var_os("NO_COLOR").is_none(),
+            bars: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A status line for people (standard error), unless `-q` or `--json`.
+    pub fn say(&self, line: impl AsRef<str>) {
+        if self.quiet || self.json {
+            return;
+        }
+        self.eprint(line.as_ref());
+    }
+
+    /// A detail shown with `-v`.
+    pub fn detail(&self, line: impl AsRef<str>) {
+        if self.verbose > 0 && !self.json {
+            self.eprint(line.as_ref());
+        }
+    }
+
+    /// A warning: always shown on standard error, even with `--json`.
+    pub fn warn(&self, line: impl AsRef<str>) {
+        self.eprint(&format!(
+            "{} {}",
+            self.paint("33", "warning:"),
+            line.as_ref()
+        ));
+    }
+
+    fn eprint(&self, s: &str) {
+        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        match bars.as_ref() {
+            Some(b) => b.multi.suspend(|| eprintln!("{s}")),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    /// Text in bold (or as is without colour).
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+
+    /// Text in green.
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+
+    /// Text in red.
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    /// One line of result on standard output.
+    pub fn result(&self, line: impl AsRef<str>) {
+        stdout_line(line.as_ref());
+    }
+
+    /// A `--json` event: `{"event": name, ...fields}` on one line. Nothing
+    /// without `--json`.
+    pub fn event(&self, name: &str, fields: Value) {
+        if !self.json {
+            return;
+        }
+        let mut v = json!({ "event": name });
+        if let (Some(o), Value::Object(f)) = (v.as_object_mut(), fields) {
+            o.extend(f);
+        }
+        stdout_line(&v.to_string());
+    }
+
+    /// A reason as JSON fields: its stable name and code.
+    pub fn reason_fields(reason: Reason) -> Value {
+        json!({ "reason": reason_name(reason), "code": reason.code() })
+    }
+
+    /// Shows (or updates) the progress bars of a transfer.
+    pub fn progress(&self, p: &Progress) {
+        if self.quiet || self.json || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let mut guard = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bars = guard.get_or_insert_with(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let total = multi.add(ProgressBar::new(p.total));
+            total.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>8.bold} [{bar:30}] {bytes:>10}/{total_bytes} {binary_bytes_per_sec:>12} ETA {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            total.set_prefix("total");
+            Bars {
+                multi,
+                total,
+                files: Vec::new(),
+            }
+        });
+        bars.total.set_length(p.total);
+        bars.total.set_position(p.done);
+        // One bar per file in flight (up to 4), removed when it leaves.
+        bars.files.retain(|(i, b)| {
+            let keep = p.files.iter().any(|f| f.index == *i);
+            if !keep {
+                b.finish_and_clear();
+                bars.multi.remove(b);
+            }
+            keep
+        });
+        for f in p.files.iter().take(4) {
+            let bar = match bars.files.iter().find(|(i, _)| *i == f.index) {
+                Some((_, b)) => b.clone(),
+                None => {
+                    let b = bars.multi.add(ProgressBar::new(f.total));
+                    b.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix:>8} [{bar:30}] {bytes:>10}/{total_bytes} {msg}",
+                        )
+                        .expect("template")
+                        .progress_chars("-> "),
+                    );
+                    b.set_prefix("file");
+                    b.set_message(short(&f.path, 40));
+                    bars.files.push((f.index, b.clone()));
+                    b
+                }
+            };
+            bar.set_length(f.total);
+            bar.set_position(f.done);
+        }
+    }
+
+    /// Takes the bars down (before a summary line).
+    pub fn end_progress(&self) {
+        if let Some(b) = self.bars.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            for (_, f) in b.files {
+                f.finish_and_clear();
+            }
+            b.total.finish_and_clear();
+            let _ = b.multi.clear();
+        }
+    }
+}
+
+/// The stable snake_case name of a reason, as in `--json` output.
+pub fn reason_name(r: Reason) -> String {
+    let mut s = String::new();
+    for (i, c) in format!("{r:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                s.push('_');
+            }
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// Writes a line to standard output; a closed pipe ends the process quietly.
+pub fn stdout_line(s: &str) {
+    let mut o = std::io::stdout().lock();
+    if writeln!(o, "{s}").and_then(|_| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// "…end/of/a/long/path".
+pub fn short(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n - (max - 1)).collect();
+    format!("…{tail}")
+}
+
+/// Rate in bits per second for people: "2.37 Gbit/s".
+pub fn rate(bytes: u64, d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s <= 0.0 {
+        return "-".into();
+    }
+    let bits = bytes as f64 * 8.0 / s;
+    if bits >= 1e9 {
+        format!("{:.2} Gbit/s", bits / 1e9)
+    } else if bits >= 1e6 {
+        format!("{:.1} Mbit/s", bits / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bits / 1e3)
+    }
+}
+
+/// A duration for people: "850 ms", "4.2 s", "3 min 5 s".
+pub fn took(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{} ms", d.as_millis())
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_snake_case_and_distinct() {
+        assert_eq!(
+            reason_name(Reason::UserNotInterested),
+            "user_not_interested"
+        );
+        assert_eq!(reason_name(Reason::PeerLost), "peer_lost");
+        let names: std::collections::HashSet<_> =
+            Reason::ALL.iter().map(|r| reason_name(*r)).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn people_units() {
+        assert_eq!(short("a/b/c", 10), "a/b/c");
+        assert_eq!(short("0123456789abc", 5), "…9abc");
+        assert_eq!(rate(1_000_000_000, Duration::from_secs(4)), "2.00 Gbit/s");
+        assert_eq!(took(Duration::from_millis(850)), "850 ms");
+        assert_eq!(took(Duration::from_secs(185)), "3 min 5 s");
+    }
+}

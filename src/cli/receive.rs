@@ -1,0 +1,470 @@
+//! `airhop receive`: advertise, answer invitations (asking, or by policy),
+//! save what arrives, report where it went.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airhop::node::{Events, Node, NodeEvent, TransferId};
+use airhop::session::{InviteId, PeerInfo, PeerState};
+use airhop::transfer::offer::{human_bytes, summary};
+use airhop::wire::{Capabilities, PeerId, Reason};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::config::Policy;
+use super::out::{rate, took};
+use super::setup::{ctrl_c, download_dir, Ctx};
+use super::{CliError, Global, Out};
+
+/// Arguments of `airhop receive`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  airhop receive                        ask before each transfer
+  airhop receive --yes --once --dir in  headless: take one transfer, then exit
+  airhop receive --from-trusted         take trusted devices' transfers only
+  airhop receive --stdout > file        write the one item received to stdout
+On this machine it changes nothing but the download folder: files arrive as
+NAME.part and take their final name only once their BLAKE3 hash checks out;
+a taken name becomes `NAME (1).ext` unless --overwrite. Stop with Ctrl-C.")]
+pub struct ReceiveArgs {
+    /// Where received files go [default: config file, $XDG_DOWNLOAD_DIR,
+    /// ~/Downloads, or the current folder].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Accept every invitation without asking.
+    #[arg(long, short = 'y', conflicts_with = "from_trusted")]
+    pub yes: bool,
+    /// Accept trusted devices without asking; decline everyone else.
+    #[arg(long)]
+    pub from_trusted: bool,
+    /// Exit after the first transfer (with its outcome as the exit code).
+    #[arg(long)]
+    pub once: bool,
+    /// Replace files with the same name instead of saving `NAME (1).ext`.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Write the single item received to standard output instead of saving
+    /// it (implies --once; status stays on standard error).
+    #[arg(long, conflicts_with = "dir", conflicts_with = "overwrite")]
+    pub stdout: bool,
+}
+
+/// Runs `airhop receive`.
+pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError> {
+    let ctx = Ctx::load(g)?;
+    let policy = if args.yes {
+        Policy::Yes
+    } else if args.from_trusted {
+        Policy::Trusted
+    } else {
+        ctx.config.receive_policy.unwrap_or(Policy::Ask)
+    };
+    // --stdout receives into a private folder, copies out, and removes it.
+    let scratch = args
+        .stdout
+        .then(|| std::env::temp_dir().join(format!("airhop-stdout-{}", std::process::id())));
+    let dir = match &scratch {
+        Some(s) => s.clone(),
+        None => download_dir(args.dir.clone(), &ctx.config),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        CliError::reason(
+            Reason::SpaceNotAvailable,
+            format!("download folder {}: {e}", dir.display()),
+        )
+    })?;
+    let overwrite = args.overwrite;
+    let (node, mut events) = ctx
+        .start(g, dir.clone(), |c| {
+            c.overwrite = overwrite;
+            c.progress_every = Duration::from_millis(200);
+            c.session.card.caps = Capabilities::ACCEPTING;
+        })
+        .await?;
+    let mut r = Receiver {
+        ctx: &ctx,
+        out: &out,
+        node: &node,
+        policy,
+        once: args.once || args.stdout,
+        to_stdout: args.stdout,
+        dir: dir.clone(),
+        accepted: HashSet::new(),
+        current: None,
+        answers: None,
+    };
+    let result = tokio::select! {
+        res = r.serve(&mut events) => res,
+        _ = ctrl_c() => Err(CliError::Interrupted),
+    };
+    out.end_progress();
+    if let (Err(CliError::Interrupted), Some(t)) = (&result, r.current) {
+        let _ = node.cancel(t).await;
+        out.say("cancelled; what arrived is kept as .part and resumes next time");
+    }
+    node.stop().await;
+    if let Some(s) = scratch {
+        let _ = std::fs::remove_dir_all(s);
+    }
+    result
+}
+
+struct Receiver<'a> {
+    ctx: &'a Ctx,
+    out: &'a Out,
+    node: &'a Node,
+    policy: Policy,
+    once: bool,
+    to_stdout: bool,
+    dir: PathBuf,
+    /// Peers whose invitation we accepted: their offers are taken.
+    accepted: HashSet<PeerId>,
+    current: Option<TransferId>,
+    /// Lines typed on standard input (started on the first question).
+    answers: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+impl Receiver<'_> {
+    async fn serve(&mut self, events: &mut Events) -> Result<(), CliError> {
+        self.node.advertise(true).await?;
+        let (out, node) = (self.out, self.node);
+        out.event(
+            "ready",
+            json!({"name": self.ctx.name, "peer": node.peer_id().to_string(), "dir": self.dir.display().to_string()}),
+        );
+        if !self.to_stdout {
+            out.say(format!(
+                "Ready to receive as {} ({}); saving to {}. Ctrl-C to stop.",
+                out.bold(&self.ctx.name),
+                node.peer_id(),
+                self.dir.display()
+            ));
+        } else {
+            out.say(format!(
+                "Ready to receive as {} ({}).",
+                out.bold(&self.ctx.name),
+                node.peer_id()
+            ));
+        }
+        let mut saved: Vec<PathBuf> = Vec::new();
+        loop {
+            let e = events
+                .next()
+                .await
+                .ok_or(CliError::Other("the node stopped".into()))?;
+            match e {
+                NodeEvent::Invited {
+                    invite,
+                    from,
+                    context,
+                    pairing_code,
+                } => {
+                    self.invited(invite, from, &context, &pairing_code.to_string())
+                        .await?;
+                }
+                NodeEvent::InviteExpired { .. } => {
+                    out.say("the invitation expired before an answer")
+                }
+                NodeEvent::PeerState {
+                    peer,
+                    state: PeerState::Connected,
+                } => {
+                    out.event("connected", json!({"peer": peer.to_string()}));
+                }
+                NodeEvent::PeerState {
+                    peer,
+                    state: PeerState::NotConnected(reason),
+                } => {
+                    self.accepted.remove(&peer);
+                    if self.current.is_some() {
+                        continue; // the transfer's failure says it
+                    }
+                    if reason != Reason::Disconnected {
+                        out.detail(format!("{peer} left: {reason}"));
+                    }
+                }
+                NodeEvent::OfferReceived {
+                    transfer,
+                    from,
+                    items,
+                } => {
+                    out.event("offer", json!({"from": from.to_string(), "items": items.iter().map(|i| json!({"path": i.path, "size": i.size, "kind": if i.kind == airhop::wire::ItemKind::Text {"text"} else {"file"}})).collect::<Vec<_>>()}));
+                    if !self.accepted.contains(&from) || self.current.is_some() {
+                        let reason = if self.current.is_some() {
+                            Reason::Busy
+                        } else {
+                            Reason::UserNotInterested
+                        };
+                        let _ = node.decline_offer(transfer, reason).await;
+                        continue;
+                    }
+                    if self.to_stdout && items.len() != 1 {
+                        let _ = node
+                            .decline_offer(transfer, Reason::UserNotInterested)
+                            .await;
+                        return Err(CliError::Usage(format!(
+                            "--stdout takes a single item; this offer has {} ({})",
+                            items.len(),
+                            summary(&items)
+                        )));
+                    }
+                    node.accept_offer(transfer).await?;
+                    self.current = Some(transfer);
+                    saved.clear();
+                }
+                NodeEvent::TransferStarted {
+                    transfer,
+                    files,
+                    bytes,
+                    resumed,
+                    ..
+                } if Some(transfer) == self.current => {
+                    out.event("started", json!({"direction": "receive", "files": files, "bytes": bytes, "resumed": resumed}));
+                    if resumed > 0 {
+                        out.say(format!(
+                            "resuming: {} of {} already here",
+                            human_bytes(resumed),
+                            human_bytes(bytes)
+                        ));
+                    }
+                }
+                NodeEvent::Progress(p) if Some(p.transfer) == self.current => {
+                    out.event("progress", json!({"direction": "receive", "done": p.done, "total": p.total, "rate": p.rate, "eta": p.eta.map(|d| d.as_secs_f64())}));
+                    out.progress(&p);
+                }
+                NodeEvent::FileReceived { path, .. } => {
+                    out.event("file", json!({"path": path.display().to_string()}));
+                    out.detail(format!("  saved {}", path.display()));
+                    if self.to_stdout {
+                        copy_to_stdout(&path)?;
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    saved.push(path);
+                }
+                NodeEvent::TextReceived { from, text, .. } => {
+                    out.end_progress();
+                    out.event("text", json!({"from": from.to_string(), "text": text}));
+                    if !out.json {
+                        if !self.to_stdout {
+                            out.say(format!("Text from {}:", self.name_of(from).await));
+                        }
+                        if self.to_stdout {
+                            print_raw(&text);
+                        } else {
+                            out.result(&text);
+                        }
+                    }
+                }
+                NodeEvent::TransferDone {
+                    transfer,
+                    peer,
+                    bytes,
+                    elapsed,
+                    files,
+                    already_had,
+                    ..
+                } if Some(transfer) == self.current => {
+                    self.current = None;
+                    out.end_progress();
+                    out.event("done", json!({"direction": "receive", "bytes": bytes, "seconds": elapsed.as_secs_f64(), "files": files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), "already_had": already_had}));
+                    if !files.is_empty() && !self.to_stdout {
+                        let name = self.name_of(peer).await;
+                        out.say(format!(
+                            "{} {} file{} ({}) from {name} in {} ({}), in {}",
+                            out.green("Received"),
+                            files.len(),
+                            if files.len() == 1 { "" } else { "s" },
+                            human_bytes(bytes),
+                            took(elapsed),
+                            rate(bytes, elapsed),
+                            self.dir.display()
+                        ));
+                        for f in files.iter().take(10) {
+                            out.say(format!(
+                                "  {}",
+                                f.strip_prefix(&self.dir).unwrap_or(f).display()
+                            ));
+                        }
+                        if files.len() > 10 {
+                            out.say(format!("  ... and {} more", files.len() - 10));
+                        }
+                    }
+                    if already_had > 0 {
+                        out.say(format!("{already_had} file(s) were already here (same content): not sent again"));
+                    }
+                    if self.once {
+                        let _ = node.disconnect(peer).await;
+                        return Ok(());
+                    }
+                }
+                NodeEvent::TransferFailed {
+                    transfer,
+                    peer,
+                    reason,
+                    ..
+                } if Some(transfer) == self.current => {
+                    self.current = None;
+                    out.end_progress();
+                    out.event("failed", Out::reason_fields(reason));
+                    let msg = format!(
+                        "the transfer from {} failed: {reason}",
+                        self.name_of(peer).await
+                    );
+                    if self.once {
+                        return Err(CliError::reason(reason, msg));
+                    }
+                    out.warn(msg);
+                }
+                NodeEvent::Error { reason, message } => {
+                    out.event("error", Out::reason_fields(reason));
+                    return Err(CliError::reason(reason, message));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn name_of(&self, peer: PeerId) -> String {
+        self.node
+            .sessions()
+            .await
+            .ok()
+            .and_then(|s| s.into_iter().find(|i| i.peer == peer))
+            .map_or_else(|| peer.to_string(), |i| i.name.to_string())
+    }
+
+    async fn invited(
+        &mut self,
+        invite: InviteId,
+        from: PeerInfo,
+        context: &[u8],
+        code: &str,
+    ) -> Result<(), CliError> {
+        let (out, node) = (self.out, self.node);
+        let trusted = self.ctx.trust.trusts(&from.identity.0);
+        let what = String::from_utf8_lossy(context)
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(120)
+            .collect::<String>();
+        out.event(
+            "invited",
+            json!({"from": from.id.to_string(), "name": from.name.as_str(), "context": what, "pairing_code": code, "trusted": trusted}),
+        );
+        let who = format!(
+            "{} ({}{})",
+            out.bold(from.name.as_str()),
+            from.id,
+            if trusted { ", trusted" } else { "" }
+        );
+        let accept = if self.current.is_some() {
+            out.say(format!(
+                "{who} wants to send {what}: busy with another transfer, declining"
+            ));
+            node.decline(invite, Reason::Busy).await?;
+            return Ok(());
+        } else {
+            match self.policy {
+                Policy::Yes => {
+                    out.say(format!(
+                        "{who} sends {what}; pairing code {code}: accepting (--yes)"
+                    ));
+                    true
+                }
+                Policy::Trusted if trusted => {
+                    out.say(format!("{who} sends {what}: accepting (trusted)"));
+                    true
+                }
+                Policy::Trusted => {
+                    out.say(format!(
+                        "{who} wants to send {what}: not trusted, declining (--from-trusted)"
+                    ));
+                    false
+                }
+                Policy::Ask => {
+                    let code_part = if trusted {
+                        String::new()
+                    } else {
+                        format!(
+                            "\n  Pairing code: {} (the sender shows the same)",
+                            out.bold(code)
+                        )
+                    };
+                    let q = format!("{who} wants to send you {what}.{code_part}\n  Accept? [y/N] ");
+                    self.ask(&q).await
+                }
+            }
+        };
+        if accept {
+            self.accepted.insert(from.id);
+            node.accept(invite).await?;
+            out.event("accepted", json!({"from": from.id.to_string()}));
+        } else {
+            node.decline(invite, Reason::UserNotInterested).await?;
+            out.event("declined", json!({"from": from.id.to_string()}));
+            out.say("declined");
+            if self.once {
+                return Err(CliError::reason(
+                    Reason::UserNotInterested,
+                    "declined the only invitation (--once)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a yes/no question on the terminal (standard error) and reads
+    /// the answer from standard input; end of input is "no".
+    async fn ask(&mut self, q: &str) -> bool {
+        if self.out.json {
+            // Scripts answer with a line on standard input too.
+        } else {
+            eprint!("{q}");
+        }
+        let rx = self.answers.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                let stdin = std::io::stdin();
+                let mut line = String::new();
+                while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if tx.send(std::mem::take(&mut line)).is_err() {
+                        return;
+                    }
+                }
+            });
+            rx
+        });
+        // The invitation itself expires in 30 s; so does the question.
+        let answer = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        match answer {
+            Ok(Some(a)) => matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+            _ => {
+                if std::io::stdin().is_terminal() {
+                    eprintln!();
+                }
+                false
+            }
+        }
+    }
+}
+
+fn copy_to_stdout(path: &std::path::Path) -> Result<(), CliError> {
+    let mut f = std::fs::File::open(path).map_err(|e| CliError::Other(e.to_string()))?;
+    let mut o = std::io::stdout().lock();
+    match std::io::copy(&mut f, &mut o) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(CliError::Other(format!("writing to standard output: {e}"))),
+    }
+}
+
+fn print_raw(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if o.write_all(s.as_bytes()).and_then(|_| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}

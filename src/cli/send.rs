@@ -1,0 +1,367 @@
+//! `airhop send`: find a receiver, invite it with a summary of the offer,
+//! then send with progress.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use airhop::node::{Events, Node, NodeEvent, TransferId};
+use airhop::session::{PeerInfo, PeerState};
+use airhop::transfer::offer::{self, human_bytes, Source};
+use airhop::wire::{Capabilities, ItemKind, OfferItem};
+use serde_json::json;
+
+use super::out::{rate, took};
+use super::setup::{ctrl_c, Ctx};
+use super::{CliError, Global, Out};
+
+/// Arguments of `airhop send`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  airhop send photo.jpg                 the one receiver nearby gets it
+  airhop send --to Bob ~/album          a folder, to the device named Bob
+  airhop send --text 'the wifi code is 4711'
+  tar c dir | airhop send - --as dir.tar
+The receiver runs `airhop receive`. Both screens show the same pairing code
+on first contact: compare them. Nothing is changed on this machine.")]
+pub struct SendArgs {
+    /// Files and folders to send; `-` reads standard input.
+    #[arg(value_name = "PATH", required_unless_present = "text")]
+    pub paths: Vec<PathBuf>,
+    /// Send this text instead of files (shown by the receiver, not saved).
+    #[arg(long, conflicts_with = "paths")]
+    pub text: Option<String>,
+    /// The receiver: its name (case-insensitive) or the start of its id.
+    #[arg(long, value_name = "NAME|ID")]
+    pub to: Option<String>,
+    /// The file name the receiver saves standard input as.
+    #[arg(long = "as", value_name = "NAME", default_value = "stdin")]
+    pub name_as: String,
+    /// Seconds to look for a receiver, and to wait for its answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub wait: u64,
+}
+
+/// Runs `airhop send`.
+pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
+    let ctx = Ctx::load(g)?;
+    let sources = prepare(&out, &args).await?;
+    let items: Vec<OfferItem> = sources.iter().map(|s| s.item.clone()).collect();
+    let summary = offer::summary(&items);
+    let (node, mut events) = ctx
+        .start(g, std::env::temp_dir(), |c| {
+            c.progress_every = Duration::from_millis(200);
+        })
+        .await?;
+    let mut current = None;
+    let r = tokio::select! {
+        r = flow(&ctx, &out, &node, &mut events, &args, sources, &summary, &mut current) => r,
+        _ = ctrl_c() => Err(CliError::Interrupted),
+    };
+    out.end_progress();
+    if let (Err(CliError::Interrupted), Some(t)) = (&r, current) {
+        // Tell the receiver why before the link goes.
+        let _ = node.cancel(t).await;
+        out.say("cancelled; the receiver keeps what it has and can resume");
+    }
+    node.stop().await;
+    r
+}
+
+/// Builds the offer: hashes files (on a blocking thread), or spools a text
+/// or standard input to a private temporary file.
+async fn prepare(out: &Out, args: &SendArgs) -> Result<Vec<Source>, CliError> {
+    let text = args.text.clone();
+    let paths = args.paths.clone();
+    let stdin = paths.len() == 1 && paths[0].as_os_str() == "-";
+    if paths.len() > 1 && paths.iter().any(|p| p.as_os_str() == "-") {
+        return Err(CliError::Usage(
+            "`-` (standard input) must be the only path".into(),
+        ));
+    }
+    if stdin && std::io::stdin().is_terminal() {
+        out.say("reading standard input until end of file (Ctrl-D)...");
+    }
+    let name = args.name_as.clone();
+    if stdin && airhop::transfer::names::sanitize(&name).is_err() {
+        return Err(CliError::Usage(format!(
+            "--as {name:?} is not a usable file name"
+        )));
+    }
+    let t = Instant::now();
+    let built = tokio::task::spawn_blocking(move || match text {
+        Some(t) => offer::text(&t).map(|s| vec![s]),
+        None if stdin => {
+            offer::spool(&mut std::io::stdin().lock(), &name, ItemKind::File).map(|s| vec![s])
+        }
+        None => offer::build(&paths),
+    })
+    .await
+    .map_err(|e| CliError::Other(e.to_string()))?;
+    let sources = built.map_err(|e| CliError::reason(e.reason(), e.to_string()))?;
+    out.detail(format!("prepared the offer in {}", took(t.elapsed())));
+    Ok(sources)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn flow(
+    ctx: &Ctx,
+    out: &Out,
+    node: &Node,
+    events: &mut Events,
+    args: &SendArgs,
+    sources: Vec<Source>,
+    summary: &str,
+    current: &mut Option<TransferId>,
+) -> Result<(), CliError> {
+    node.browse(true).await?;
+    out.say(format!(
+        "Looking for receivers as {} ({})... run `airhop receive` on the other device",
+        out.bold(&ctx.name),
+        node.peer_id()
+    ));
+    let peer = pick(out, node, events, args).await?;
+    let trusted = ctx.trust.trusts(&peer.identity.0);
+
+    // Invite with the offer's summary; wait for the answer.
+    node.invite(peer.id, summary.as_bytes().to_vec()).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1) + 5);
+    loop {
+        let e = next(events, deadline, "the receiver to answer").await?;
+        match e {
+            NodeEvent::InviteSent {
+                peer: p,
+                pairing_code,
+            } if p == peer.id => {
+                out.event(
+                    "invite_sent",
+                    json!({"peer": p.to_string(), "name": peer.name.as_str(), "context": summary, "pairing_code": pairing_code.to_string(), "trusted": trusted}),
+                );
+                if trusted {
+                    out.say(format!(
+                        "Asking {} (trusted) to accept {summary}...",
+                        peer.name
+                    ));
+                } else {
+                    out.say(format!(
+                        "Asking {} to accept {summary}. Pairing code: {} (check it matches on {})",
+                        peer.name,
+                        out.bold(&pairing_code.to_string()),
+                        peer.name
+                    ));
+                }
+            }
+            NodeEvent::InviteFailed { peer: p, reason } if p == peer.id => {
+                out.event("declined", Out::reason_fields(reason));
+                return Err(CliError::reason(
+                    reason,
+                    format!("{} did not accept: {reason}", peer.name),
+                ));
+            }
+            NodeEvent::PeerState { peer: p, state } if p == peer.id => match state {
+                PeerState::Connected => {
+                    out.event("connected", json!({"peer": p.to_string()}));
+                    break;
+                }
+                PeerState::NotConnected(reason) => {
+                    return Err(CliError::reason(
+                        reason,
+                        format!("could not connect to {}: {reason}", peer.name),
+                    ))
+                }
+                PeerState::Connecting => out.detail("accepted; connecting over QUIC..."),
+            },
+            _ => {}
+        }
+    }
+
+    // Send.
+    let transfer = node.send_sources(peer.id, sources).await?;
+    *current = Some(transfer);
+    loop {
+        let e = events
+            .next()
+            .await
+            .ok_or(CliError::Other("the node stopped".into()))?;
+        match e {
+            NodeEvent::TransferStarted {
+                transfer: t,
+                files,
+                bytes,
+                resumed,
+                ..
+            } if t == transfer => {
+                out.event("started", json!({"direction": "send", "files": files, "bytes": bytes, "resumed": resumed}));
+                if resumed > 0 {
+                    out.say(format!("resuming: {} already there", human_bytes(resumed)));
+                }
+            }
+            NodeEvent::Progress(p) if p.transfer == transfer => {
+                out.event("progress", json!({"direction": "send", "done": p.done, "total": p.total, "rate": p.rate, "eta": p.eta.map(|d| d.as_secs_f64())}));
+                out.progress(&p);
+            }
+            NodeEvent::TransferDone {
+                transfer: t,
+                bytes,
+                elapsed,
+                already_had,
+                ..
+            } if t == transfer => {
+                out.end_progress();
+                out.event("done", json!({"direction": "send", "bytes": bytes, "seconds": elapsed.as_secs_f64(), "already_had": already_had}));
+                let mut line = format!(
+                    "{} {summary} to {} in {} ({})",
+                    out.green("Sent"),
+                    peer.name,
+                    took(elapsed),
+                    rate(bytes, elapsed)
+                );
+                if already_had > 0 {
+                    line.push_str(&format!("; {already_had} file(s) it already had"));
+                }
+                out.say(line);
+                let _ = node.disconnect(peer.id).await;
+                return Ok(());
+            }
+            NodeEvent::TransferFailed {
+                transfer: t,
+                reason,
+                ..
+            } if t == transfer => {
+                out.end_progress();
+                out.event("failed", Out::reason_fields(reason));
+                return Err(CliError::reason(
+                    reason,
+                    format!("the transfer to {} failed: {reason}", peer.name),
+                ));
+            }
+            NodeEvent::PeerState {
+                peer: p,
+                state: PeerState::NotConnected(reason),
+            } if p == peer.id => {
+                out.end_progress();
+                out.event("failed", Out::reason_fields(reason));
+                return Err(CliError::reason(
+                    reason,
+                    format!("{} went away: {reason}", peer.name),
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn next(
+    events: &mut Events,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Result<NodeEvent, CliError> {
+    match tokio::time::timeout_at(deadline, events.next()).await {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(CliError::Other("the node stopped".into())),
+        Err(_) => Err(CliError::NotFound(format!("timed out waiting for {what}"))),
+    }
+}
+
+/// Finds the receiver: the one `--to` names, or the only one nearby, or
+/// (on a terminal, with several) the one the user picks.
+async fn pick(
+    out: &Out,
+    node: &Node,
+    events: &mut Events,
+    args: &SendArgs,
+) -> Result<PeerInfo, CliError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1));
+    let mut found: Vec<PeerInfo> = Vec::new();
+    // After the first receiver shows up, a short grace for others.
+    let mut settle: Option<tokio::time::Instant> = None;
+    loop {
+        let until = settle.map_or(deadline, |s| s.min(deadline));
+        match tokio::time::timeout_at(until, events.next()).await {
+            Ok(Some(NodeEvent::PeerFound(p))) => {
+                if !p.caps.contains(Capabilities::ACCEPTING) {
+                    continue; // a chat or an app, not a receiver
+                }
+                out.event("peer_found", super::peers::peer_json(&p));
+                out.detail(format!("found {} ({})", p.name, p.id));
+                if let Some(to) = &args.to {
+                    if matches(&p, to) {
+                        return Ok(p);
+                    }
+                }
+                found.retain(|f| f.id != p.id);
+                found.push(p);
+                if args.to.is_none() && settle.is_none() {
+                    settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
+                }
+            }
+            Ok(Some(NodeEvent::PeerLost(id))) => found.retain(|f| f.id != id),
+            Ok(Some(NodeEvent::Error { reason, message })) => {
+                return Err(CliError::reason(reason, message))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(CliError::Other("the node stopped".into())),
+            Err(_) => break,
+        }
+    }
+    let _ = node;
+    match (found.len(), &args.to) {
+        (0, Some(to)) => Err(CliError::NotFound(format!(
+            "no receiver named {to:?} nearby after {} s: is `airhop receive` running there, with the same --service-type?",
+            args.wait
+        ))),
+        (0, None) => Err(CliError::NotFound(format!(
+            "no receiver nearby after {} s: run `airhop receive` on the other device (same network, same --service-type)",
+            args.wait
+        ))),
+        (_, Some(to)) => Err(CliError::NotFound(format!(
+            "no receiver matches {to:?}; nearby: {}",
+            list(&found)
+        ))),
+        (1, None) => Ok(found.remove(0)),
+        (_, None) if std::io::stdin().is_terminal() && !out.json => choose(found).await,
+        (_, None) => Err(CliError::Usage(format!(
+            "several receivers nearby: pick one with --to ({})",
+            list(&found)
+        ))),
+    }
+}
+
+fn matches(p: &PeerInfo, to: &str) -> bool {
+    p.name.as_str().eq_ignore_ascii_case(to)
+        || (to.len() >= 4 && p.id.to_string().starts_with(&to.to_ascii_lowercase()))
+}
+
+fn list(found: &[PeerInfo]) -> String {
+    found
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn choose(found: Vec<PeerInfo>) -> Result<PeerInfo, CliError> {
+    eprintln!("Several receivers are nearby:");
+    for (i, p) in found.iter().enumerate() {
+        eprintln!("  {}) {} ({})", i + 1, p.name, p.id);
+    }
+    loop {
+        eprint!("Send to which? [1-{}] ", found.len());
+        let line = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).map(|n| (n, s))
+        })
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?
+        .map_err(|e| CliError::Other(e.to_string()))?;
+        if line.0 == 0 {
+            return Err(CliError::Interrupted);
+        }
+        if let Ok(n) = line.1.trim().parse::<usize>() {
+            if (1..=found.len()).contains(&n) {
+                return Ok(found[n - 1].clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! What every networked command sets up: the runtime, the identity, the
+//! config and trust files, the discovery backend, and the node.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airhop::crypto::Identity;
+use airhop::discovery::lan::{Lan, LanConfig};
+use airhop::discovery::Discovery;
+use airhop::node::{names, Events, Node, NodeConfig};
+use airhop::wire::Reason;
+use ring::rand::SystemRandom;
+
+use super::config::{Config, TrustStore};
+use super::{CliError, Global, Transport};
+
+/// The config folder: `--config-dir`, `$AIRHOP_CONFIG_DIR`,
+/// `$XDG_CONFIG_HOME/airhop` or `~/.config/airhop`.
+pub fn config_dir(g: &Global) -> Result<PathBuf, CliError> {
+    g.config_dir
+        .clone()
+        .or_else(airhop::crypto::config_dir)
+        .ok_or(CliError::NoConfigDir)
+}
+
+/// Runs a command on a two-thread runtime (what QUIC and the disk need).
+pub fn block_on<T, F: std::future::Future<Output = Result<T, CliError>>>(
+    f: F,
+) -> Result<T, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("starting the runtime: {e}")))?
+        .block_on(f)
+}
+
+/// A command's context: who we are and what we trust.
+pub struct Ctx {
+    /// The config folder.
+    pub dir: PathBuf,
+    /// The config file.
+    pub config: Config,
+    /// Trusted devices.
+    pub trust: TrustStore,
+    /// This device's identity.
+    pub identity: Arc<Identity>,
+    /// The display name.
+    pub name: String,
+}
+
+impl Ctx {
+    /// Loads the identity (created on first use), config and trust files.
+    pub fn load(g: &Global) -> Result<Ctx, CliError> {
+        let dir = config_dir(g)?;
+        let config = Config::load(&dir)?;
+        let trust = TrustStore::load(&dir)?;
+        let identity = Arc::new(Identity::load_or_create(&dir, &SystemRandom::new())?);
+        let name = g
+            .name
+            .clone()
+            .or_else(|| config.name.clone())
+            .unwrap_or_else(host_name);
+        Ok(Ctx {
+            dir,
+            config,
+            trust,
+            identity,
+            name,
+        })
+    }
+
+    /// Starts a node on the transport the options pick.
+    pub async fn start(
+        &self,
+        g: &Global,
+        download_dir: PathBuf,
+        tune: impl FnOnce(&mut NodeConfig),
+    ) -> Result<(Node, Events), CliError> {
+        let (n, s) = names(&self.name, &g.service_type)
+            .map_err(|e| CliError::Usage(format!("{e} (check --name and --service-type)")))?;
+        let mut config = NodeConfig::new(n, s, download_dir);
+        tune(&mut config);
+        let discovery = discovery(g).await?;
+        Ok(Node::start(config, self.identity.clone(), discovery).await?)
+    }
+}
+
+/// The discovery backend for `--transport`.
+pub async fn discovery(g: &Global) -> Result<Arc<dyn Discovery>, CliError> {
+    if g.transport == Transport::Ble {
+        return Err(CliError::reason(
+            Reason::WirelessInterfaceNotAvailable,
+            format!(
+                "Bluetooth LE is not available: {}; use --transport lan (or auto) on a shared network",
+                ble_status(g.adapter.as_deref())
+            ),
+        ));
+    }
+    let lan = LanConfig {
+        group: std::net::SocketAddrV4::new(*airhop::discovery::lan::DEFAULT_GROUP.ip(), g.lan_port),
+        interfaces: g.interfaces.clone(),
+        ..LanConfig::default()
+    };
+    let lan = Lan::bind(lan).await.map_err(|e| {
+        CliError::reason(
+            e.reason(),
+            format!("{e}: check that this device is on a network that allows UDP multicast (`airhop doctor` tells more)"),
+        )
+    })?;
+    Ok(Arc::new(lan))
+}
+
+/// Why Bluetooth LE cannot be used here, in a few words.
+pub fn ble_status(adapter: Option<&str>) -> String {
+    let sys = std::path::Path::new("/sys/class/bluetooth");
+    let adapters: Vec<String> = std::fs::read_dir(sys)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !sys.exists() {
+        "this kernel has no Bluetooth support (no /sys/class/bluetooth)".into()
+    } else if adapters.is_empty() {
+        "no Bluetooth adapter found".into()
+    } else if let Some(a) = adapter.filter(|a| !adapters.iter().any(|x| x == a)) {
+        format!("no adapter {a} (found: {})", adapters.join(", "))
+    } else {
+        "this build of airhop has no BLE backend yet".into()
+    }
+}
+
+/// The host name, as a fallback display name.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it or truncates.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let s = if r == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let s: String = s.chars().filter(|c| !c.is_control()).take(40).collect();
+    if s.is_empty() {
+        "airhop device".into()
+    } else {
+        s
+    }
+}
+
+/// Where received files go: `--dir`, the config file, `$XDG_DOWNLOAD_DIR`,
+/// `~/Downloads` when it exists, else the current folder.
+pub fn download_dir(arg: Option<PathBuf>, config: &Config) -> PathBuf {
+    arg.or_else(|| config.download_dir.clone())
+        .or_else(|| std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join("Downloads"))
+                .filter(|d| d.is_dir())
+        })
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Waits for Ctrl-C (never returns if the handler cannot be installed).
+pub async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
