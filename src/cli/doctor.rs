@@ -177,11 +177,22 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
     );
 
     // LAN multicast, per interface.
-    let ifaces = airhop::net::interfaces().unwrap_or_default();
+    // `--interface` picks which (loopback too); by default every one up.
+    let ifaces: Vec<_> = airhop::net::interfaces()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| {
+            if g.interfaces.is_empty() {
+                !i.loopback
+            } else {
+                g.interfaces.contains(&i.addr)
+            }
+        })
+        .collect();
     let mut any_lan = false;
-    for i in ifaces.iter().filter(|i| !i.loopback) {
+    for i in &ifaces {
         let cfg = LanConfig {
-            group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), 0),
+            group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), g.lan_port),
             interfaces: vec![i.addr],
             probe_timeout: Duration::from_millis(700),
             ..LanConfig::default()
@@ -199,7 +210,7 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
             ),
         }
     }
-    if ifaces.iter().all(|i| i.loopback) {
+    if ifaces.is_empty() {
         r.check(
             Level::Fail,
             "network",

@@ -80,6 +80,9 @@ impl Ctx {
         let (n, s) = names(&self.name, &g.service_type)
             .map_err(|e| CliError::Usage(format!("{e} (check --name and --service-type)")))?;
         let mut config = NodeConfig::new(n, s, download_dir);
+        // A person waits on the other end: say a peer is gone after 10 s of
+        // silence rather than the library's 30 (keep-alives go every 3 s).
+        config.link_idle_timeout = std::time::Duration::from_secs(10);
         tune(&mut config);
         let discovery = discovery(g).await?;
         Ok(Node::start(config, self.identity.clone(), discovery).await?)

@@ -1,0 +1,514 @@
+//! The real `airhop` binary as several processes on loopback (LAN backend):
+//! send and receive, decline, trust, `--json`, chat, a killed receiver
+//! resuming, and `doctor`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{port, random_file, same_bytes, TempDir};
+use serde_json::Value;
+
+/// One `airhop` process with its own identity, on a test's multicast port.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+fn cmd(config: &Path, port: u16, name: &str) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("airhop"));
+    c.env("AIRHOP_CONFIG_DIR", config)
+        .env("AIRHOP_LAN_PORT", port.to_string())
+        .env("NO_COLOR", "1")
+        .args(["--name", name, "--interface", "127.0.0.1"]);
+    c
+}
+
+impl Proc {
+    fn spawn(mut c: Command) -> Proc {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (err, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc {
+            child,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next `--json` event `f` picks (others are skipped).
+    fn event(&mut self, secs: u64, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "no {what} within {secs} s; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                )
+            });
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+            assert!(v["event"].is_string(), "every line names its event: {line}");
+            if f(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let s = self.stdin.as_mut().unwrap();
+        writeln!(s, "{line}").unwrap();
+        s.flush().unwrap();
+    }
+
+    /// Waits for the exit code (killing the process after `secs`).
+    fn wait(&mut self, secs: u64) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "still running after {secs} s; stderr:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        // Give the reader thread a moment to drain.
+        std::thread::sleep(Duration::from_millis(50));
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn interrupt(&mut self) {
+        signal(self.child.id(), libc::SIGINT);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn receiver(cfg: &Path, port: u16, dir: &Path, extra: &[&str]) -> Proc {
+    let mut c = cmd(cfg, port, "Bob");
+    c.args(["--json", "receive", "--dir"]).arg(dir).args(extra);
+    let mut p = Proc::spawn(c);
+    p.event(10, "ready", |v| v["event"] == "ready");
+    p
+}
+
+fn send(cfg: &Path, port: u16, args: &[&str]) -> Command {
+    let mut c = cmd(cfg, port, "Ada");
+    c.args(["send", "--to", "Bob", "--wait", "10"]).args(args);
+    c
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_file_a_folder_and_stdin_cross_with_json_events() {
+    let (t, port) = (TempDir::new("cli-send"), port());
+    let (a, b, inbox) = (t.path().join("a"), t.path().join("b"), t.path().join("in"));
+    let mut r = receiver(&b, port, &inbox, &["--yes"]);
+
+    // A file.
+    random_file(&t.path().join("photo.jpg"), 3_000_000, 1);
+    let s = send(&a, port, &[t.path().join("photo.jpg").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert!(err.contains("Sent 1 file, 3.0 MB to Bob"), "{err}");
+    assert!(
+        err.contains("Pairing code:"),
+        "first contact shows the code: {err}"
+    );
+    let inv = r.event(5, "invited", |v| v["event"] == "invited");
+    assert_eq!(inv["name"], "Ada");
+    assert_eq!(inv["context"], "1 file, 3.0 MB");
+    assert_eq!(inv["pairing_code"].as_str().unwrap().len(), 7, "{inv}");
+    let started = r.event(5, "started", |v| v["event"] == "started");
+    assert_eq!(started["bytes"], 3_000_000);
+    let done = r.event(10, "done", |v| v["event"] == "done");
+    assert_eq!(done["bytes"], 3_000_000);
+    assert!(done["seconds"].as_f64().unwrap() > 0.0);
+    assert!(same_bytes(
+        &t.path().join("photo.jpg"),
+        &inbox.join("photo.jpg")
+    ));
+
+    // A folder, to the same receiver.
+    let album = t.path().join("album");
+    std::fs::create_dir_all(album.join("raw")).unwrap();
+    random_file(&album.join("one.jpg"), 100_000, 2);
+    random_file(&album.join("raw/two.dng"), 200_000, 3);
+    random_file(&album.join("empty"), 0, 4);
+    let s = send(&a, port, &[album.to_str().unwrap()]).output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let done = r.event(10, "done", |v| v["event"] == "done");
+    assert_eq!(done["files"].as_array().unwrap().len(), 3, "{done}");
+    for rel in ["one.jpg", "raw/two.dng", "empty"] {
+        assert!(
+            same_bytes(&album.join(rel), &inbox.join("album").join(rel)),
+            "{rel}"
+        );
+    }
+
+    // Standard input, saved under --as.
+    let mut c = send(&a, port, &["-", "--as", "notes.txt"]);
+    let mut p = c
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\nline two\n")
+        .unwrap();
+    let s = p.wait_with_output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    r.event(10, "done", |v| v["event"] == "done");
+    assert_eq!(
+        std::fs::read(inbox.join("notes.txt")).unwrap(),
+        b"line one\nline two\n"
+    );
+
+    // Nothing half-written, nothing outside the folder.
+    let all = files_under(&inbox);
+    assert!(
+        all.iter().all(|p| !p.to_string_lossy().ends_with(".part")),
+        "{all:?}"
+    );
+    assert_eq!(all.len(), 5, "{all:?}");
+
+    // Ctrl-C stops the receiver cleanly: exit 130.
+    r.interrupt();
+    assert_eq!(r.wait(10), 130);
+}
+
+#[test]
+fn a_text_goes_to_stdout_and_once_exits() {
+    let (t, port) = (TempDir::new("cli-text"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let mut c = cmd(&b, port, "Bob");
+    c.args(["receive", "--yes", "--stdout"]);
+    let mut r = Proc::spawn(c);
+    std::thread::sleep(Duration::from_millis(300));
+    let s = send(&a, port, &["--text", "the wifi code is 4711 ✓"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert_eq!(r.wait(10), 0, "--stdout implies --once");
+    let got: Vec<String> = r.lines.try_iter().collect();
+    assert_eq!(got, ["the wifi code is 4711 ✓"], "only the text on stdout");
+}
+
+#[test]
+fn a_decline_reaches_the_sender_with_its_reason_and_exit_code() {
+    let (t, port) = (TempDir::new("cli-decline"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    random_file(&t.path().join("x.bin"), 1000, 1);
+    let mut r = receiver(&b, port, &t.path().join("in"), &[]);
+    let s = send(&a, port, &[t.path().join("x.bin").to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let inv = r.event(10, "invited", |v| v["event"] == "invited");
+    assert_eq!(inv["trusted"], false);
+    r.say("n");
+    let s = s.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert_eq!(s.status.code(), Some(4), "declined is exit 4: {err}");
+    assert!(err.contains("Bob did not accept: declined"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("airhop:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(!t.path().join("in/x.bin").exists());
+}
+
+#[test]
+fn a_trusted_peer_is_accepted_without_asking_and_strangers_are_not() {
+    let (t, port) = (TempDir::new("cli-trust"), port());
+    let (a, b, inbox) = (t.path().join("a"), t.path().join("b"), t.path().join("in"));
+    random_file(&t.path().join("x.bin"), 5000, 1);
+    let x = t.path().join("x.bin");
+    let mut r = receiver(&b, port, &inbox, &["--from-trusted"]);
+    let s = send(&a, port, &[x.to_str().unwrap()]).output().unwrap();
+    assert_eq!(s.status.code(), Some(4), "a stranger is declined");
+    r.interrupt();
+    r.wait(10);
+
+    // Trust Ada by her key, as `airhop id` on her machine prints it.
+    let id = cmd(&a, port, "Ada").arg("id").output().unwrap();
+    let id = String::from_utf8(id.stdout).unwrap();
+    let key = id
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let add = cmd(&b, port, "Bob")
+        .args(["trust", "add", "Ada", "--key", &key])
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let list = cmd(&b, port, "Bob")
+        .args(["trust", "list"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains(&key));
+
+    let mut r = receiver(&b, port, &inbox, &["--from-trusted", "--once"]);
+    let s = send(&a, port, &[x.to_str().unwrap()]).output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let inv = r.event(5, "invited", |v| v["event"] == "invited");
+    assert_eq!(inv["trusted"], true);
+    assert_eq!(r.wait(10), 0);
+    assert!(same_bytes(&x, &inbox.join("x.bin")));
+
+    let rm = cmd(&b, port, "Bob")
+        .args(["trust", "remove", "Ada"])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let list = cmd(&b, port, "Bob")
+        .args(["trust", "list"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&key));
+}
+
+#[test]
+fn chat_between_three_processes() {
+    let (t, port) = (TempDir::new("cli-chat"), port());
+    let mut ps: Vec<Proc> = ["Ada", "Bob", "Cyd"]
+        .iter()
+        .map(|n| {
+            let mut c = cmd(&t.path().join(n), port, n);
+            c.args(["--json", "chat"]);
+            Proc::spawn(c)
+        })
+        .collect();
+    // Everyone sees the two others join.
+    for p in ps.iter_mut() {
+        let mut joined = std::collections::HashSet::new();
+        while joined.len() < 2 {
+            let v = p.event(20, "joined", |v| v["event"] == "joined");
+            joined.insert(v["name"].as_str().unwrap().to_string());
+        }
+    }
+    ps[0].say("hello from Ada");
+    for p in ps[1..].iter_mut() {
+        let m = p.event(10, "message", |v| v["event"] == "message");
+        assert_eq!(
+            (m["name"].as_str(), m["text"].as_str()),
+            (Some("Ada"), Some("hello from Ada"))
+        );
+    }
+    ps[2].say("and Cyd");
+    for i in 0..2 {
+        let m = ps[i].event(10, "message", |v| v["event"] == "message");
+        assert_eq!(m["text"], "and Cyd");
+    }
+    // Cyd leaves (end of input): the others see it.
+    drop(ps[2].stdin.take());
+    assert_eq!(ps[2].wait(10), 0);
+    for p in ps[..2].iter_mut() {
+        let v = p.event(10, "left", |v| v["event"] == "left");
+        assert_eq!(v["name"], "Cyd");
+    }
+}
+
+#[test]
+fn a_killed_receiver_restarted_resumes_the_file() {
+    let (t, port) = (TempDir::new("cli-kill"), port());
+    let (a, b, inbox) = (t.path().join("a"), t.path().join("b"), t.path().join("in"));
+    let big = t.path().join("big.bin");
+    random_file(&big, 400 << 20, 9);
+    let mut r = receiver(&b, port, &inbox, &["--yes"]);
+    let mut s = Proc::spawn(send(&a, port, &[big.to_str().unwrap()]));
+    // Kill -9 once some, not all, of the file is there.
+    let p = r.event(30, "progress", |v| {
+        v["event"] == "progress" && v["done"].as_u64().unwrap() > 0
+    });
+    assert!(p["done"].as_u64().unwrap() < 400 << 20, "{p}");
+    signal(r.child.id(), libc::SIGKILL);
+    r.wait(5);
+    let code = s.wait(30);
+    assert_eq!(code, 7, "the sender sees the peer lost: {}", s.stderr());
+    let part = std::fs::metadata(inbox.join("big.bin.part")).unwrap().len();
+    assert!(part > 0, "the .part is kept");
+
+    // Restart both: the receiver resumes from what it kept.
+    let mut r = receiver(&b, port, &inbox, &["--yes", "--once"]);
+    let s = send(&a, port, &[big.to_str().unwrap()]).output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let started = r.event(10, "started", |v| v["event"] == "started");
+    let resumed = started["resumed"].as_u64().unwrap();
+    assert!(
+        resumed > 0 && resumed <= part,
+        "resumed {resumed} of a {part}-byte .part"
+    );
+    let done = r.event(30, "done", |v| v["event"] == "done");
+    assert_eq!(done["bytes"].as_u64().unwrap() + resumed, 400 << 20);
+    assert_eq!(r.wait(10), 0);
+    assert!(same_bytes(&big, &inbox.join("big.bin")));
+}
+
+#[test]
+fn nobody_there_is_exit_5_with_the_next_step() {
+    let (t, port) = (TempDir::new("cli-none"), port());
+    random_file(&t.path().join("x"), 10, 1);
+    let s = cmd(&t.path().join("a"), port, "Ada")
+        .args(["send", "--wait", "1"])
+        .arg(t.path().join("x"))
+        .output()
+        .unwrap();
+    assert_eq!(s.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert!(
+        err.contains("run `airhop receive` on the other device"),
+        "{err}"
+    );
+    // A missing file: one line, exit 9, before any network.
+    let s = cmd(&t.path().join("a"), port, "Ada")
+        .args(["send", "/nonexistent/file"])
+        .output()
+        .unwrap();
+    assert_eq!(s.status.code(), Some(9));
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn doctor_reports_no_bluetooth_here_and_the_lan_working() {
+    let t = TempDir::new("cli-doctor");
+    let out = cmd(&t.path().join("c"), port(), "Doc")
+        .args(["--json", "doctor", "--dir"])
+        .arg(t.path().join("dl"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let checks: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"].as_str().is_some_and(|n| n.starts_with(name)))
+            .unwrap_or_else(|| panic!("no {name} check in {text}"))
+    };
+    let bt = find("Bluetooth");
+    if !Path::new("/sys/class/bluetooth").exists() {
+        assert_eq!(bt["status"], "fail", "{bt}");
+        assert!(
+            bt["detail"]
+                .as_str()
+                .unwrap()
+                .contains("no Bluetooth support"),
+            "{bt}"
+        );
+        assert!(bt["fix"].is_string());
+    }
+    assert_eq!(find("UDP multicast on lo")["status"], "ok", "{text}");
+    assert_eq!(find("download folder")["status"], "ok", "{text}");
+    assert_eq!(find("QUIC socket")["status"], "ok", "{text}");
+    let summary = checks.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["transports"][0], "LAN");
+    assert_eq!(out.status.code(), Some(0));
+}
