@@ -394,8 +394,8 @@ fn chat_between_three_processes() {
         );
     }
     ps[2].say("and Cyd");
-    for i in 0..2 {
-        let m = ps[i].event(10, "message", |v| v["event"] == "message");
+    for p in ps[..2].iter_mut() {
+        let m = p.event(10, "message", |v| v["event"] == "message");
         assert_eq!(m["text"], "and Cyd");
     }
     // Cyd leaves (end of input): the others see it.
