@@ -36,16 +36,24 @@ pub struct Args {
 
 /// Options every command takes.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// This device's name as others see it [default: from the config file,
     /// else the host name].
-    #[arg(long, global = true, env = "AIRHOP_NAME", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_NAME",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
     pub name: Option<String>,
     /// Only peers of the same service type see each other.
     #[arg(
         long,
         global = true,
         env = "AIRHOP_SERVICE_TYPE",
+        hide_env_values = true,
         value_name = "TYPE",
         default_value = "airhop"
     )]
@@ -67,6 +75,7 @@ pub struct Global {
         long,
         global = true,
         env = "AIRHOP_LAN_PORT",
+        hide_env_values = true,
         value_name = "PORT",
         default_value_t = airhop::discovery::lan::DEFAULT_GROUP.port()
     )]
@@ -83,7 +92,13 @@ pub struct Global {
     pub quiet: bool,
     /// Where the identity, config file and trusted devices live
     /// [default: $XDG_CONFIG_HOME/airhop].
-    #[arg(long, global = true, env = "AIRHOP_CONFIG_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_CONFIG_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub config_dir: Option<PathBuf>,
 }
 
@@ -107,20 +122,20 @@ pub enum Command {
     Receive(receive::ReceiveArgs),
     /// List the devices nearby.
     Peers(peers::PeersArgs),
-    /// Chat, a line at a time, with every device nearby of the same service type.
+    /// Chat, a line at a time, with every device nearby on the same service type.
     Chat(chat::ChatArgs),
-    /// Remember devices: no pairing code with them, and `receive --from-trusted`
-    /// accepts them.
+    /// Remember devices: no pairing code, and `receive --from-trusted` takes them.
     #[command(subcommand)]
     Trust(trust::TrustCommand),
-    /// Check Bluetooth, Wi-Fi, the network and the download folder, and say
-    /// how to fix what is wrong.
+    /// Check Bluetooth, Wi-Fi, the network and the download folder; say how to fix.
     Doctor(doctor::DoctorArgs),
+    /// See it work: two nodes in this process move a file over QUIC.
+    ///
     /// Two nodes in this process find each other on loopback, invite, accept
     /// and move a generated file over QUIC; prints what happened and the
     /// throughput. Needs no radio and no set-up.
     Demo(demo::DemoArgs),
-    /// Show this device's identity (created on first use): its peer id, key and file.
+    /// Show this device's identity (created on first use): peer id, key, file.
     Id(id::IdArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {

@@ -140,7 +140,7 @@ impl Out {
             let total = multi.add(ProgressBar::new(p.total));
             total.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8.bold} [{bar:30}] {bytes:>10}/{total_bytes} {binary_bytes_per_sec:>12} ETA {eta}",
+                    "{prefix:>8.bold} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes} {decimal_bytes_per_sec:>11} ETA {eta}",
                 )
                 .expect("template")
                 .progress_chars("=> "),
@@ -170,7 +170,7 @@ impl Out {
                     let b = bars.multi.add(ProgressBar::new(f.total));
                     b.set_style(
                         ProgressStyle::with_template(
-                            "{prefix:>8} [{bar:30}] {bytes:>10}/{total_bytes} {msg}",
+                            "{prefix:>8} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes} {msg}",
                         )
                         .expect("template")
                         .progress_chars("-> "),
