@@ -158,6 +158,12 @@ pub fn host_name() -> String {
 /// Where received files go: `--dir`, the config file, `$XDG_DOWNLOAD_DIR`,
 /// `~/Downloads` when it exists, else the current folder.
 pub fn download_dir(arg: Option<PathBuf>, config: &Config) -> PathBuf {
+    let d = pick_download_dir(arg, config);
+    // Absolute, so every message says exactly where files went.
+    std::path::absolute(&d).unwrap_or(d)
+}
+
+fn pick_download_dir(arg: Option<PathBuf>, config: &Config) -> PathBuf {
     arg.or_else(|| config.download_dir.clone())
         .or_else(|| std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from))
         .or_else(|| {
