@@ -419,9 +419,9 @@ impl Receiver<'_> {
     /// Asks a yes/no question on the terminal (standard error) and reads
     /// the answer from standard input; end of input is "no".
     async fn ask(&mut self, q: &str) -> bool {
-        if self.out.json {
-            // Scripts answer with a line on standard input too.
-        } else {
+        // With --json the `invited` event is the question; a script answers
+        // with a line on standard input just the same.
+        if !self.out.json {
             eprint!("{q}");
         }
         let rx = self.answers.get_or_insert_with(|| {
