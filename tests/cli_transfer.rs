@@ -147,6 +147,18 @@ fn send(cfg: &Path, port: u16, args: &[&str]) -> Command {
     c
 }
 
+/// Runs a send to completion; it must exit 0.
+fn send_ok(cfg: &Path, port: u16, args: &[&str]) -> std::process::Output {
+    let s = send(cfg, port, args).output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    s
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -169,15 +181,7 @@ fn a_file_a_folder_and_stdin_cross_with_json_events() {
 
     // A file.
     random_file(&t.path().join("photo.jpg"), 3_000_000, 1);
-    let s = send(&a, port, &[t.path().join("photo.jpg").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        s.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&s.stderr)
-    );
+    let s = send_ok(&a, port, &[t.path().join("photo.jpg").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&s.stderr);
     assert!(err.contains("Sent 1 file, 3.0 MB to Bob"), "{err}");
     assert!(
@@ -204,13 +208,7 @@ fn a_file_a_folder_and_stdin_cross_with_json_events() {
     random_file(&album.join("one.jpg"), 100_000, 2);
     random_file(&album.join("raw/two.dng"), 200_000, 3);
     random_file(&album.join("empty"), 0, 4);
-    let s = send(&a, port, &[album.to_str().unwrap()]).output().unwrap();
-    assert_eq!(
-        s.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&s.stderr)
-    );
+    send_ok(&a, port, &[album.to_str().unwrap()]);
     let done = r.event(10, "done", |v| v["event"] == "done");
     assert_eq!(done["files"].as_array().unwrap().len(), 3, "{done}");
     for rel in ["one.jpg", "raw/two.dng", "empty"] {
@@ -266,15 +264,7 @@ fn a_text_goes_to_stdout_and_once_exits() {
     c.args(["receive", "--yes", "--stdout"]);
     let mut r = Proc::spawn(c);
     std::thread::sleep(Duration::from_millis(300));
-    let s = send(&a, port, &["--text", "the wifi code is 4711 ✓"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        s.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&s.stderr)
-    );
+    send_ok(&a, port, &["--text", "the wifi code is 4711 ✓"]);
     assert_eq!(r.wait(10), 0, "--stdout implies --once");
     let got: Vec<String> = r.lines.try_iter().collect();
     assert_eq!(got, ["the wifi code is 4711 ✓"], "only the text on stdout");
@@ -342,13 +332,7 @@ fn a_trusted_peer_is_accepted_without_asking_and_strangers_are_not() {
     assert!(String::from_utf8_lossy(&list.stdout).contains(&key));
 
     let mut r = receiver(&b, port, &inbox, &["--from-trusted", "--once"]);
-    let s = send(&a, port, &[x.to_str().unwrap()]).output().unwrap();
-    assert_eq!(
-        s.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&s.stderr)
-    );
+    send_ok(&a, port, &[x.to_str().unwrap()]);
     let inv = r.event(5, "invited", |v| v["event"] == "invited");
     assert_eq!(inv["trusted"], true);
     assert_eq!(r.wait(10), 0);
@@ -429,13 +413,7 @@ fn a_killed_receiver_restarted_resumes_the_file() {
 
     // Restart both: the receiver resumes from what it kept.
     let mut r = receiver(&b, port, &inbox, &["--yes", "--once"]);
-    let s = send(&a, port, &[big.to_str().unwrap()]).output().unwrap();
-    assert_eq!(
-        s.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&s.stderr)
-    );
+    send_ok(&a, port, &[big.to_str().unwrap()]);
     let started = r.event(10, "started", |v| v["event"] == "started");
     let resumed = started["resumed"].as_u64().unwrap();
     assert!(

@@ -17,9 +17,8 @@ use airhop::node::NodeEvent;
 use airhop::session::{PeerState, Recipients};
 use airhop::wire::{PeerId, Reason};
 use serde_json::json;
-use tokio::sync::mpsc;
 
-use super::setup::{ctrl_c, Ctx};
+use super::setup::{ctrl_c, stdin_lines, Ctx};
 use super::{CliError, Global, Out};
 
 /// Arguments of `airhop chat`.
@@ -65,16 +64,7 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
         }
     };
     prompt();
-    let (tx, mut lines) = mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut line = String::new();
-        while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if tx.send(std::mem::take(&mut line)).is_err() {
-                return;
-            }
-        }
-    });
+    let mut lines = stdin_lines();
     let mut names: HashMap<PeerId, String> = HashMap::new();
     let mut connected: HashSet<PeerId> = HashSet::new();
     let result = loop {

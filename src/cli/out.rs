@@ -17,7 +17,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::Global;
-use airhop::node::Progress;
+use airhop::node::{Direction, Progress};
 use airhop::wire::Reason;
 
 /// The printer, shared by a command's tasks.
@@ -129,8 +129,21 @@ impl Out {
         json!({ "reason": reason_name(reason), "code": reason.code() })
     }
 
-    /// Shows (or updates) the progress bars of a transfer.
+    /// A progress report: the `progress` event with `--json`, else the bars.
     pub fn progress(&self, p: &Progress) {
+        let direction = match p.direction {
+            Direction::Send => "send",
+            Direction::Receive => "receive",
+        };
+        self.event(
+            "progress",
+            json!({"direction": direction, "done": p.done, "total": p.total, "rate": p.rate, "eta": p.eta.map(|d| d.as_secs_f64())}),
+        );
+        self.bars(p);
+    }
+
+    /// Shows (or updates) the progress bars of a transfer.
+    fn bars(&self, p: &Progress) {
         if self.quiet || self.json || !std::io::stderr().is_terminal() {
             return;
         }

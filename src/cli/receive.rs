@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::config::Policy;
 use super::out::{rate, took};
-use super::setup::{ctrl_c, download_dir, Ctx};
+use super::setup::{ctrl_c, download_dir, stdin_lines, Ctx};
 use super::{CliError, Global, Out};
 
 /// Arguments of `airhop receive`.
@@ -232,7 +232,6 @@ impl Receiver<'_> {
                     }
                 }
                 NodeEvent::Progress(p) if Some(p.transfer) == self.current => {
-                    out.event("progress", json!({"direction": "receive", "done": p.done, "total": p.total, "rate": p.rate, "eta": p.eta.map(|d| d.as_secs_f64())}));
                     out.progress(&p);
                 }
                 NodeEvent::FileReceived { path, .. } => {
@@ -424,19 +423,7 @@ impl Receiver<'_> {
         if !self.out.json {
             eprint!("{q}");
         }
-        let rx = self.answers.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            std::thread::spawn(move || {
-                let stdin = std::io::stdin();
-                let mut line = String::new();
-                while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    if tx.send(std::mem::take(&mut line)).is_err() {
-                        return;
-                    }
-                }
-            });
-            rx
-        });
+        let rx = self.answers.get_or_insert_with(stdin_lines);
         // The invitation itself expires in 30 s; so does the question.
         let answer = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
         match answer {

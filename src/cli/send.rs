@@ -198,7 +198,6 @@ async fn flow(
                 }
             }
             NodeEvent::Progress(p) if p.transfer == transfer => {
-                out.event("progress", json!({"direction": "send", "done": p.done, "total": p.total, "rate": p.rate, "eta": p.eta.map(|d| d.as_secs_f64())}));
                 out.progress(&p);
             }
             NodeEvent::TransferDone {

@@ -174,6 +174,22 @@ fn pick_download_dir(arg: Option<PathBuf>, config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Lines typed on standard input, read on a thread of their own (a read
+/// blocks); the channel closes at end of input.
+pub fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if tx.send(std::mem::take(&mut line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Waits for Ctrl-C (never returns if the handler cannot be installed).
 pub async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {
