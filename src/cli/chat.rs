@@ -84,7 +84,7 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
                 prompt();
             }
             e = events.next() => {
-                let Some(e) = e else { break Err(CliError::Other("the node stopped".into())) };
+                let Some(e) = e else { break Err(CliError::Stopped) };
                 match e {
                     NodeEvent::PeerFound(p) => {
                         names.insert(p.id, p.name.to_string());

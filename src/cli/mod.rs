@@ -252,6 +252,9 @@ pub enum CliError {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// The node's event stream ended before the command was done.
+    #[error("the node stopped unexpectedly")]
+    Stopped,
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -262,7 +265,7 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Identity(_) | CliError::NoConfigDir | CliError::Config(_) => Exit::Config,
-            CliError::Demo(_) | CliError::Other(_) => Exit::Failure,
+            CliError::Demo(_) | CliError::Other(_) | CliError::Stopped => Exit::Failure,
             CliError::Usage(_) => Exit::Usage,
             CliError::Reason { reason, .. } => Exit::of(*reason),
             CliError::NotFound(_) => Exit::NotFound,

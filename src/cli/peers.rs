@@ -89,7 +89,7 @@ pub async fn run(g: &Global, out: Out, args: PeersArgs) -> Result<(), CliError> 
             _ = ctrl_c() => break Ok(()),
         };
         let Some(e) = e else {
-            break Err(CliError::Other("the node stopped".into()));
+            break Err(CliError::Stopped);
         };
         let changed = match e {
             NodeEvent::PeerFound(p) if p.id != me => {

@@ -151,10 +151,7 @@ impl Receiver<'_> {
         }
         let mut saved: Vec<PathBuf> = Vec::new();
         loop {
-            let e = events
-                .next()
-                .await
-                .ok_or(CliError::Other("the node stopped".into()))?;
+            let e = events.next().await.ok_or(CliError::Stopped)?;
             match e {
                 NodeEvent::Invited {
                     invite,

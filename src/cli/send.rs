@@ -180,10 +180,7 @@ async fn flow(
     let transfer = node.send_sources(peer.id, sources).await?;
     *current = Some(transfer);
     loop {
-        let e = events
-            .next()
-            .await
-            .ok_or(CliError::Other("the node stopped".into()))?;
+        let e = events.next().await.ok_or(CliError::Stopped)?;
         match e {
             NodeEvent::TransferStarted {
                 transfer: t,
@@ -258,7 +255,7 @@ async fn next(
 ) -> Result<NodeEvent, CliError> {
     match tokio::time::timeout_at(deadline, events.next()).await {
         Ok(Some(e)) => Ok(e),
-        Ok(None) => Err(CliError::Other("the node stopped".into())),
+        Ok(None) => Err(CliError::Stopped),
         Err(_) => Err(CliError::NotFound(format!("timed out waiting for {what}"))),
     }
 }
@@ -300,7 +297,7 @@ async fn pick(
                 return Err(CliError::reason(reason, message))
             }
             Ok(Some(_)) => {}
-            Ok(None) => return Err(CliError::Other("the node stopped".into())),
+            Ok(None) => return Err(CliError::Stopped),
             Err(_) => break,
         }
     }

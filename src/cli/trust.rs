@@ -127,7 +127,7 @@ async fn find(g: &Global, who: &str, wait: u64) -> Result<Trusted, CliError> {
                 })
             }
             Ok(Some(_)) => {}
-            Ok(None) => break Err(CliError::Other("the node stopped".into())),
+            Ok(None) => break Err(CliError::Stopped),
             Err(_) => {
                 break Err(CliError::NotFound(format!(
                     "{who:?} is not nearby: run `airhop receive` (or `chat`) on it, or give its key with --key"
