@@ -446,13 +446,14 @@ async fn receive_text(
     let limit = r.item.size.min(crate::wire::MAX_TEXT_LEN) as usize;
     counters.set_active(r.index, true);
     let read = tokio::select! {
-        b = recv.read_to_end(limit) => b,
-        _ = cancel.wait_for(|c| *c) => {
-            let _ = recv.stop(code(Reason::ReceiveCancelled));
-            return Err(Reason::ReceiveCancelled);
-        }
+        b = recv.read_to_end(limit) => Some(b),
+        _ = cancel.wait_for(|c| *c) => None,
     };
     counters.set_active(r.index, false);
+    let Some(read) = read else {
+        let _ = recv.stop(code(Reason::ReceiveCancelled));
+        return Err(Reason::ReceiveCancelled);
+    };
     let bytes = match read {
         Ok(b) => b,
         Err(quinn::ReadToEndError::TooLong) => {
