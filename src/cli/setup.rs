@@ -8,7 +8,6 @@ use airhop::crypto::Identity;
 use airhop::discovery::lan::{Lan, LanConfig};
 use airhop::discovery::Discovery;
 use airhop::node::{names, Events, Node, NodeConfig};
-use airhop::wire::Reason;
 use ring::rand::SystemRandom;
 
 use super::config::{Config, TrustStore};
@@ -89,16 +88,25 @@ impl Ctx {
     }
 }
 
-/// The discovery backend for `--transport`.
+/// The discovery backend for `--transport`: `ble` is Bluetooth LE or an
+/// error that says what is missing; `auto` tries Bluetooth LE and falls back
+/// to the LAN, saying why with `-v`.
 pub async fn discovery(g: &Global) -> Result<Arc<dyn Discovery>, CliError> {
-    if g.transport == Transport::Ble {
-        return Err(CliError::reason(
-            Reason::WirelessInterfaceNotAvailable,
-            format!(
-                "Bluetooth LE is not available: {}; use --transport lan (or auto) on a shared network",
-                ble_status(g.adapter.as_deref())
-            ),
-        ));
+    if g.transport != Transport::Lan {
+        match start_ble(g).await {
+            Ok(ble) => return Ok(ble),
+            Err(e) if g.transport == Transport::Ble => {
+                return Err(CliError::reason(
+                    e.reason(),
+                    format!("Bluetooth LE is not available: {e}; use --transport lan (or auto) on a shared network"),
+                ))
+            }
+            Err(e) => {
+                if g.verbose > 0 {
+                    eprintln!("Bluetooth LE is not available ({e}); looking on the LAN instead");
+                }
+            }
+        }
     }
     let lan = LanConfig {
         group: std::net::SocketAddrV4::new(*airhop::discovery::lan::DEFAULT_GROUP.ip(), g.lan_port),
@@ -114,25 +122,34 @@ pub async fn discovery(g: &Global) -> Result<Arc<dyn Discovery>, CliError> {
     Ok(Arc::new(lan))
 }
 
-/// Why Bluetooth LE cannot be used here, in a few words.
+#[cfg(target_os = "linux")]
+async fn start_ble(g: &Global) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
+    use airhop::discovery::ble::{Ble, BleConfig};
+    let config = BleConfig {
+        adapter: g.adapter.clone(),
+        extended: std::env::var("AIRHOP_BLE_ADVERTISING").is_ok_and(|v| v == "extended"),
+        addrs: g.interfaces.iter().map(|a| (*a).into()).collect(),
+    };
+    Ok(Arc::new(Ble::start(config).await?))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn start_ble(_: &Global) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
+    Err(airhop::discovery::DiscoveryError::Unavailable(
+        "this build has Bluetooth LE on Linux (BlueZ) only".into(),
+    ))
+}
+
+/// Why Bluetooth LE cannot be used here, as far as the kernel tells.
 pub fn ble_status(adapter: Option<&str>) -> String {
-    let sys = std::path::Path::new("/sys/class/bluetooth");
-    let adapters: Vec<String> = std::fs::read_dir(sys)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !sys.exists() {
-        "this kernel has no Bluetooth support (no /sys/class/bluetooth)".into()
-    } else if adapters.is_empty() {
-        "no Bluetooth adapter found".into()
-    } else if let Some(a) = adapter.filter(|a| !adapters.iter().any(|x| x == a)) {
-        format!("no adapter {a} (found: {})", adapters.join(", "))
-    } else {
-        "this build of airhop has no BLE backend yet".into()
-    }
+    #[cfg(target_os = "linux")]
+    let why = airhop::discovery::ble::kernel_status(adapter);
+    #[cfg(not(target_os = "linux"))]
+    let why = {
+        let _ = adapter;
+        Some("this build has Bluetooth LE on Linux (BlueZ) only".to_string())
+    };
+    why.unwrap_or_else(|| "the kernel has an adapter".into())
 }
 
 /// The host name, as a fallback display name.

@@ -11,6 +11,7 @@
 //! D-Bus path appears in this trait, so any backend can be faked.
 //!
 //! Backends:
+//! - [`ble`]: Bluetooth LE on BlueZ (Linux): the advert, a GATT service.
 //! - [`lan`]: UDP multicast presence and a TCP rendezvous, for machines
 //!   with no Bluetooth (and for loopback demos and tests).
 //! - [`memory`]: one in-process "air" that stations join; for tests and for
@@ -20,6 +21,8 @@
 //! around a backend's calls, so that a backend that hangs or lies costs a
 //! clear error, never a stuck task or an unbounded buffer.
 
+#[cfg(target_os = "linux")]
+pub mod ble;
 pub mod lan;
 pub mod memory;
 

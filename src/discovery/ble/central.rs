@@ -1,0 +1,275 @@
+//! The browsing side, with btleplug: scan, connect, read the card, write an
+//! invitation and wait for the reply notification.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use btleplug::api::{
+    Central as _, CentralEvent, Characteristic, Peripheral as _, ScanFilter, WriteType,
+};
+use btleplug::platform::{Adapter, Peripheral, PeripheralId};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::segment::{segments, Reassembly, MAX_SEGMENT};
+use crate::discovery::{DeviceId, DiscoveryError, DiscoveryEvent};
+use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
+use crate::wire::invite::MAX_REPLY_LEN;
+
+/// One try of a connection (BlueZ's own limit is longer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One try of a read or a write.
+const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection kept after a card read, for the invitation that often follows.
+const LINGER: Duration = Duration::from_secs(8);
+/// The same advert from the same device is reported again after this long.
+const RESEEN: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Devices {
+    ids: HashMap<DeviceId, PeripheralId>,
+    last: HashMap<DeviceId, (Vec<u8>, Instant)>,
+    /// Bumped by each operation; a lingering disconnect only fires if
+    /// nothing used the connection since.
+    generation: HashMap<DeviceId, u64>,
+}
+
+/// The browsing side on one adapter.
+pub(super) struct Central {
+    adapter: Adapter,
+    devices: Arc<StdMutex<Devices>>,
+    events: mpsc::UnboundedSender<DiscoveryEvent>,
+    scan: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Central {
+    pub(super) fn new(adapter: Adapter, events: mpsc::UnboundedSender<DiscoveryEvent>) -> Self {
+        Central {
+            adapter,
+            devices: Arc::default(),
+            events,
+            scan: StdMutex::new(None),
+        }
+    }
+
+    /// Starts or stops scanning.
+    ///
+    /// The scan is unfiltered: the airhop advert carries its UUID in service
+    /// data, which BlueZ's discovery filter does not match (it matches UUID
+    /// lists), and BlueZ merges every application's filters anyway. So every
+    /// advert is looked at here and only airhop service data is reported.
+    pub(super) async fn browse(&self, on: bool) -> Result<(), DiscoveryError> {
+        let running = lock(&self.scan).take();
+        if let Some(task) = running {
+            task.abort();
+            let _ = self.adapter.stop_scan().await;
+        }
+        if !on {
+            return Ok(());
+        }
+        let mut stream = self
+            .adapter
+            .events()
+            .await
+            .map_err(|e| DiscoveryError::Browse(e.to_string()))?;
+        self.adapter
+            .start_scan(ScanFilter::default())
+            .await
+            .map_err(|e| DiscoveryError::Browse(format!("LE scan: {e}")))?;
+        let (adapter, devices, events) = (self.adapter.clone(), self.devices.clone(), self.events.clone());
+        let task = tokio::spawn(async move {
+            while let Some(ev) = stream.next().await {
+                let id = match ev {
+                    CentralEvent::DeviceDiscovered(id)
+                    | CentralEvent::DeviceUpdated(id)
+                    | CentralEvent::ServiceDataAdvertisement { id, .. } => id,
+                    _ => continue,
+                };
+                if let Some(seen) = look(&adapter, &devices, &id).await {
+                    if events.send(seen).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        *lock(&self.scan) = Some(task);
+        Ok(())
+    }
+
+    /// Reads a device's card over a connection that lingers for an invitation.
+    pub(super) async fn read_card(&self, device: DeviceId) -> Result<Vec<u8>, DiscoveryError> {
+        let (p, chars) = self.connect(device).await?;
+        let card = find(&chars, CARD_CHAR_UUID)?;
+        let r = retry(|| p.read(card)).await;
+        self.linger(device, p);
+        r
+    }
+
+    /// Writes an invitation and waits for the reply notification.
+    pub(super) async fn invite(&self, device: DeviceId, invitation: Vec<u8>) -> Result<Vec<u8>, DiscoveryError> {
+        let (p, chars) = self.connect(device).await?;
+        let r = exchange(&p, &chars, &invitation).await;
+        // No linger: the card's ephemeral key is spent, so the next
+        // invitation needs a new card read anyway.
+        self.bump(device);
+        let _ = p.disconnect().await;
+        r
+    }
+
+    async fn connect(&self, device: DeviceId) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
+        self.bump(device);
+        let pid = lock(&self.devices).ids.get(&device).cloned().ok_or(DiscoveryError::Gone)?;
+        let p = self.adapter.peripheral(&pid).await.map_err(|_| DiscoveryError::Gone)?;
+        let mut last = DiscoveryError::Gone;
+        for _ in 0..2 {
+            if p.is_connected().await.unwrap_or(false) {
+                break;
+            }
+            match tokio::time::timeout(CONNECT_TIMEOUT, p.connect()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => last = gone(e),
+                Err(_) => last = DiscoveryError::TimedOut,
+            }
+        }
+        if !p.is_connected().await.unwrap_or(false) {
+            return Err(last);
+        }
+        // BlueZ resolves services itself on connect (and keeps a cache);
+        // this only reads its object tree.
+        tokio::time::timeout(CONNECT_TIMEOUT, p.discover_services())
+            .await
+            .map_err(|_| DiscoveryError::TimedOut)?
+            .map_err(gone)?;
+        let chars: Vec<Characteristic> =
+            p.characteristics().into_iter().filter(|c| c.service_uuid == SERVICE_UUID).collect();
+        if chars.is_empty() {
+            let _ = p.disconnect().await;
+            return Err(DiscoveryError::Other(
+                "the device has no airhop GATT service (a stale BlueZ cache, or not an airhop device)".into(),
+            ));
+        }
+        Ok((p, chars))
+    }
+
+    fn bump(&self, device: DeviceId) -> u64 {
+        let mut d = lock(&self.devices);
+        let g = d.generation.entry(device).or_default();
+        *g += 1;
+        *g
+    }
+
+    fn linger(&self, device: DeviceId, p: Peripheral) {
+        let generation = self.bump(device);
+        let devices = self.devices.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let still = lock(&devices).generation.get(&device) == Some(&generation);
+            if still {
+                let _ = p.disconnect().await;
+            }
+        });
+    }
+}
+
+/// Reports an advert if it carries airhop service data.
+async fn look(adapter: &Adapter, devices: &StdMutex<Devices>, id: &PeripheralId) -> Option<DiscoveryEvent> {
+    let p = adapter.peripheral(id).await.ok()?;
+    let props = p.properties().await.ok()??;
+    // Untrusted bytes: the session core decodes and checks them.
+    let advert = props.service_data.get(&SERVICE_UUID)?.clone();
+    let device = DeviceId(u64::from(props.address));
+    let now = Instant::now();
+    let mut d = lock(devices);
+    d.ids.insert(device, id.clone());
+    if let Some((prev, at)) = d.last.get(&device) {
+        if *prev == advert && now.duration_since(*at) < RESEEN {
+            return None;
+        }
+    }
+    d.last.insert(device, (advert.clone(), now));
+    // Emulated controllers report 127, "not available".
+    let rssi = props.rssi.filter(|r| *r != 127);
+    Some(DiscoveryEvent::Seen { device, advert, rssi })
+}
+
+/// Subscribe, write the segments, reassemble the reply of our transaction.
+async fn exchange(p: &Peripheral, chars: &[Characteristic], invitation: &[u8]) -> Result<Vec<u8>, DiscoveryError> {
+    let write = find(chars, INVITE_CHAR_UUID)?;
+    let reply = find(chars, REPLY_CHAR_UUID)?;
+    let mut notes = p.notifications().await.map_err(gone)?;
+    retry(|| p.subscribe(reply)).await?;
+    let mut txn = [0u8; 1];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut txn)
+        .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
+    // A failed write makes the peripheral drop the partial message, so the
+    // retry starts again from segment 0 rather than repeating one segment.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match write_all(p, write, &segments(txn[0], invitation, MAX_SEGMENT)).await {
+            Ok(()) => break,
+            Err(e) if tries >= 2 => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let mut r = Reassembly::new(MAX_REPLY_LEN);
+    // The caller's deadline bounds this wait (the peer may be asking a person).
+    while let Some(n) = notes.next().await {
+        if n.uuid != REPLY_CHAR_UUID || n.value.first() != Some(&txn[0]) {
+            continue;
+        }
+        match r.push(0, &n.value) {
+            Ok(Some((_, body))) => return Ok(body),
+            Ok(None) => {}
+            Err(e) => return Err(DiscoveryError::Other(format!("a malformed reply: {e}"))),
+        }
+    }
+    Err(DiscoveryError::Gone)
+}
+
+async fn write_all(p: &Peripheral, to: &Characteristic, segs: &[Vec<u8>]) -> Result<(), DiscoveryError> {
+    for seg in segs {
+        tokio::time::timeout(OP_TIMEOUT, p.write(to, seg, WriteType::WithResponse))
+            .await
+            .map_err(|_| DiscoveryError::TimedOut)?
+            .map_err(gone)?;
+    }
+    Ok(())
+}
+
+fn find(chars: &[Characteristic], uuid: uuid::Uuid) -> Result<&Characteristic, DiscoveryError> {
+    chars
+        .iter()
+        .find(|c| c.uuid == uuid)
+        .ok_or_else(|| DiscoveryError::Other(format!("the airhop service lacks characteristic {uuid}")))
+}
+
+/// One retry of a GATT operation, each try with its own deadline.
+async fn retry<T, F, Fut>(mut op: F) -> Result<T, DiscoveryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = btleplug::Result<T>>,
+{
+    let mut last = DiscoveryError::TimedOut;
+    for _ in 0..2 {
+        match tokio::time::timeout(OP_TIMEOUT, op()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => last = gone(e),
+            Err(_) => last = DiscoveryError::TimedOut,
+        }
+    }
+    Err(last)
+}
+
+fn gone(e: btleplug::Error) -> DiscoveryError {
+    match e {
+        btleplug::Error::DeviceNotFound | btleplug::Error::NotConnected => DiscoveryError::Gone,
+        btleplug::Error::TimedOut(_) => DiscoveryError::TimedOut,
+        other => DiscoveryError::Other(format!("BLE: {other}")),
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

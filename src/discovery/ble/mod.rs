@@ -1,0 +1,196 @@
+//! Bluetooth LE on BlueZ: the advertising side with bluer, the browsing side
+//! with btleplug, both on one adapter and behind the [`Discovery`] trait.
+//!
+//! # The GATT profile
+//!
+//! One primary service, [`SERVICE_UUID`](crate::wire::advert::SERVICE_UUID),
+//! with three characteristics:
+//!
+//! | characteristic | properties | value |
+//! |---|---|---|
+//! | card | read | the signed card, at most 512 bytes (long reads at offsets) |
+//! | invitation | write (with response) | segments of the signed invitation |
+//! | reply | notify, indicate, read | segments of the sealed reply |
+//!
+//! A rendezvous after connecting is: read the card; subscribe to the reply
+//! (one CCCD write, done before the invitation so that no notification is
+//! missed); write the invitation, in one segment when it fits the MTU; the
+//! reply arrives as notifications. [`segment`] says how messages longer than
+//! one attribute are cut, and why explicit segments rather than long writes.
+//! `firmware-notes/` in the repository is the byte-level specification.
+//!
+//! # What it needs
+//!
+//! A kernel with Bluetooth, an adapter, the system D-Bus and `bluetoothd`.
+//! [`Ble::start`] checks each and says in one line which is missing
+//! ([`DiscoveryError::Unavailable`], reason 1, "wireless interface not
+//! available"), so that a caller can fall back to the LAN.
+
+mod central;
+mod peripheral;
+pub mod segment;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use btleplug::api::{Central as _, Manager as _};
+use tokio::sync::mpsc;
+
+use super::{BoxFuture, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Transport};
+
+/// How to set up the BLE backend.
+#[derive(Clone, Debug, Default)]
+pub struct BleConfig {
+    /// The adapter (`hci0`, ...) for both roles; `None`: BlueZ's default.
+    pub adapter: Option<String>,
+    /// Advertise with an extended (Bluetooth 5) PDU on the 1M secondary
+    /// channel instead of a legacy one. The payload is the same 31 bytes.
+    pub extended: bool,
+    /// The addresses to announce for QUIC; empty: every non-loopback one.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The Bluetooth LE backend.
+pub struct Ble {
+    name: String,
+    peripheral: peripheral::Peripheral,
+    central: central::Central,
+    addrs: Vec<IpAddr>,
+    events: Mutex<Option<mpsc::UnboundedReceiver<DiscoveryEvent>>>,
+    // Keeps the D-Bus connection of the advertising side alive.
+    _session: bluer::Session,
+}
+
+impl std::fmt::Debug for Ble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ble").field("adapter", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Ble {
+    /// Connects to BlueZ, powers the adapter on and gets both roles ready.
+    /// Must be called inside a tokio runtime.
+    pub async fn start(config: BleConfig) -> Result<Ble, DiscoveryError> {
+        if let Some(why) = kernel_status(config.adapter.as_deref()) {
+            return Err(DiscoveryError::Unavailable(why));
+        }
+        let session = bluer::Session::new().await.map_err(|e| {
+            DiscoveryError::Unavailable(format!("cannot reach the system D-Bus ({e}); is dbus-daemon running?"))
+        })?;
+        let adapter = match &config.adapter {
+            Some(name) => session.adapter(name).map_err(bluez_error)?,
+            None => session.default_adapter().await.map_err(bluez_error)?,
+        };
+        adapter.set_powered(true).await.map_err(bluez_error)?;
+        let name = adapter.name().to_string();
+
+        let manager = btleplug::platform::Manager::new()
+            .await
+            .map_err(|e| DiscoveryError::Unavailable(format!("BLE central: {e}")))?;
+        let mut chosen = None;
+        for a in manager.adapters().await.map_err(|e| DiscoveryError::Unavailable(format!("BLE central: {e}")))? {
+            // "hci0 (usb:v1D6Bp0246d0540)"
+            let info = a.adapter_info().await.unwrap_or_default();
+            if info.split_whitespace().next() == Some(name.as_str()) {
+                chosen = Some(a);
+            }
+        }
+        let central_adapter = chosen.ok_or_else(|| {
+            DiscoveryError::Unavailable(format!("BlueZ lists no adapter {name} for scanning"))
+        })?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Ble {
+            peripheral: peripheral::Peripheral::new(adapter, config.extended, tx.clone()),
+            central: central::Central::new(central_adapter, tx),
+            addrs: config.addrs,
+            events: Mutex::new(Some(rx)),
+            name,
+            _session: session,
+        })
+    }
+
+    /// The adapter in use (`hci0`).
+    pub fn adapter(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Why this kernel cannot do Bluetooth, if it cannot: checked before D-Bus,
+/// because the kernel's answer is the clearer one.
+pub fn kernel_status(adapter: Option<&str>) -> Option<String> {
+    let sys = Path::new("/sys/class/bluetooth");
+    let adapters: Vec<String> = std::fs::read_dir(sys)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    if !sys.exists() {
+        Some("this kernel has no Bluetooth support (no /sys/class/bluetooth)".into())
+    } else if adapters.is_empty() {
+        Some("no Bluetooth adapter found".into())
+    } else if let Some(a) = adapter.filter(|a| !adapters.iter().any(|x| x == a)) {
+        Some(format!("no adapter {a} (found: {})", adapters.join(", ")))
+    } else {
+        None
+    }
+}
+
+fn bluez_error(e: bluer::Error) -> DiscoveryError {
+    let text = e.to_string();
+    DiscoveryError::Unavailable(if text.contains("ServiceUnknown") || text.contains("org.bluez was not provided") {
+        "bluetoothd is not running (org.bluez is not on the system D-Bus)".into()
+    } else if matches!(e.kind, bluer::ErrorKind::NotFound) {
+        "BlueZ has no such adapter".into()
+    } else {
+        format!("BlueZ: {text}")
+    })
+}
+
+impl Discovery for Ble {
+    fn transport(&self) -> Transport {
+        Transport::Ble
+    }
+
+    fn publish(&self, published: Option<Published>) -> BoxFuture<'_, Result<(), DiscoveryError>> {
+        Box::pin(self.peripheral.publish(published))
+    }
+
+    fn browse(&self, on: bool) -> BoxFuture<'_, Result<(), DiscoveryError>> {
+        Box::pin(self.central.browse(on))
+    }
+
+    fn read_card(&self, device: DeviceId) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        Box::pin(self.central.read_card(device))
+    }
+
+    fn invite(&self, device: DeviceId, invitation: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        Box::pin(self.central.invite(device, invitation))
+    }
+
+    fn local_addrs(&self) -> Vec<IpAddr> {
+        self.addrs.clone()
+    }
+
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<DiscoveryEvent>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_bluetooth_start_says_why_in_one_line() {
+        // These build machines have no Bluetooth in the kernel; in the air
+        // lab VM they do, and this test is not what runs there.
+        if Path::new("/sys/class/bluetooth").exists() {
+            return;
+        }
+        let err = Ble::start(BleConfig::default()).await.unwrap_err();
+        assert_eq!(err.reason(), crate::wire::Reason::WirelessInterfaceNotAvailable);
+        let text = err.to_string();
+        assert!(text.contains("no Bluetooth support"), "{text}");
+        assert!(!text.contains('\n'));
+    }
+}

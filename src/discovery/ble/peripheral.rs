@@ -1,0 +1,303 @@
+//! The advertising side, with bluer: one LE advertisement and one GATT
+//! application on the adapter, re-registered whenever the advert changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use bluer::adv::{Advertisement, AdvertisementHandle, SecondaryChannel, Type};
+use bluer::gatt::local::{
+    Application, ApplicationHandle, Characteristic, CharacteristicNotifier, CharacteristicNotify,
+    CharacteristicNotifyMethod, CharacteristicRead, CharacteristicReadRequest, CharacteristicWrite,
+    CharacteristicWriteMethod, CharacteristicWriteRequest, ReqError, Service,
+};
+use bluer::Address;
+use tokio::sync::{mpsc, Mutex};
+
+use super::segment::{segment_size, segments, Reassembly, SEGMENT_HEADER};
+use crate::discovery::{DiscoveryError, DiscoveryEvent, Published, Responder};
+use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
+use crate::wire::invite::MAX_INVITATION_LEN;
+
+/// Centrals writing an invitation at the same time, at most; a write from one
+/// more is refused until one finishes or goes stale.
+const MAX_INBOUND: usize = 8;
+/// An unfinished invitation is forgotten after this long.
+const INBOUND_STALE: Duration = Duration::from_secs(30);
+/// The name in the scan response is cut to this many bytes (the scan
+/// response holds 31: 2 of header leave 29).
+const MAX_ADV_NAME: usize = 29;
+
+type Pending<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+struct Inbound {
+    reassembly: Reassembly,
+    last: Instant,
+}
+
+/// What the GATT callbacks share.
+pub(super) struct State {
+    card: StdMutex<Vec<u8>>,
+    inbound: StdMutex<HashMap<Address, Inbound>>,
+    /// The last reply per central (`txn | 0 | len | body`), for a read of the
+    /// reply characteristic by a central that cannot subscribe.
+    replies: StdMutex<HashMap<Address, Vec<u8>>>,
+    notifier: Mutex<Option<CharacteristicNotifier>>,
+    events: mpsc::UnboundedSender<DiscoveryEvent>,
+}
+
+/// The advertising side on one adapter.
+pub(super) struct Peripheral {
+    adapter: bluer::Adapter,
+    state: Arc<State>,
+    extended: bool,
+    handles: Mutex<Option<(AdvertisementHandle, ApplicationHandle)>>,
+}
+
+impl Peripheral {
+    pub(super) fn new(
+        adapter: bluer::Adapter,
+        extended: bool,
+        events: mpsc::UnboundedSender<DiscoveryEvent>,
+    ) -> Self {
+        Peripheral {
+            adapter,
+            extended,
+            state: Arc::new(State {
+                card: StdMutex::new(Vec::new()),
+                inbound: StdMutex::new(HashMap::new()),
+                replies: StdMutex::new(HashMap::new()),
+                notifier: Mutex::new(None),
+                events,
+            }),
+            handles: Mutex::new(None),
+        }
+    }
+
+    /// Registers (again) the advertisement and the GATT application, or
+    /// withdraws both.
+    pub(super) async fn publish(&self, published: Option<Published>) -> Result<(), DiscoveryError> {
+        let mut handles = self.handles.lock().await;
+        // Dropping the handles unregisters them; BlueZ allows one advert
+        // per instance, so the old one goes before the new one comes.
+        *handles = None;
+        let Some(p) = published else {
+            return Ok(());
+        };
+        *lock(&self.state.card) = p.card;
+        let app = self
+            .adapter
+            .serve_gatt_application(application(&self.state))
+            .await
+            .map_err(|e| DiscoveryError::Advertise(format!("GATT application: {e}")))?;
+        let adv = self
+            .adapter
+            .advertise(advertisement(&p.advert.encode(), &p.name, self.extended))
+            .await
+            .map_err(|e| DiscoveryError::Advertise(format!("LE advertisement: {e}")))?;
+        *handles = Some((adv, app));
+        Ok(())
+    }
+}
+
+/// The advertisement: service data under the airhop UUID, 31 bytes with the
+/// flags BlueZ adds. The name goes in the scan response (legacy adverts
+/// only: a connectable extended advert has none, and BlueZ 5.66 caps the
+/// advertising data at 31 bytes even there).
+pub(super) fn advertisement(payload: &[u8], name: &str, extended: bool) -> Advertisement {
+    let mut service_data = BTreeMap::new();
+    service_data.insert(SERVICE_UUID, payload.to_vec());
+    Advertisement {
+        advertisement_type: Type::Peripheral,
+        service_data,
+        service_uuids: BTreeSet::new(),
+        discoverable: Some(true),
+        local_name: (!extended).then(|| cut_name(name)),
+        secondary_channel: extended.then_some(SecondaryChannel::OneM),
+        ..Default::default()
+    }
+}
+
+fn cut_name(name: &str) -> String {
+    let mut end = name.len().min(MAX_ADV_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_string()
+}
+
+fn application(state: &Arc<State>) -> Application {
+    let (s_read, s_write, s_notify, s_reply) = (state.clone(), state.clone(), state.clone(), state.clone());
+    let card = Characteristic {
+        uuid: CARD_CHAR_UUID,
+        read: Some(CharacteristicRead {
+            read: true,
+            fun: Box::new(move |req| {
+                let s = s_read.clone();
+                Box::pin(async move { read_at(&lock(&s.card), &req) }) as Pending<_>
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let invitation = Characteristic {
+        uuid: INVITE_CHAR_UUID,
+        write: Some(CharacteristicWrite {
+            write: true,
+            method: CharacteristicWriteMethod::Fun(Box::new(move |value, req| {
+                let s = s_write.clone();
+                Box::pin(async move { on_write(&s, value, req) }) as Pending<_>
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let reply = Characteristic {
+        uuid: REPLY_CHAR_UUID,
+        read: Some(CharacteristicRead {
+            read: true,
+            fun: Box::new(move |req| {
+                let s = s_reply.clone();
+                Box::pin(async move {
+                    let replies = lock(&s.replies);
+                    read_at(replies.get(&req.device_address).map_or(&[][..], |r| r), &req)
+                }) as Pending<_>
+            }),
+            ..Default::default()
+        }),
+        notify: Some(CharacteristicNotify {
+            notify: true,
+            indicate: true,
+            method: CharacteristicNotifyMethod::Fun(Box::new(move |notifier| {
+                let s = s_notify.clone();
+                Box::pin(async move {
+                    *s.notifier.lock().await = Some(notifier);
+                }) as Pending<()>
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Application {
+        services: vec![Service {
+            uuid: SERVICE_UUID,
+            primary: true,
+            characteristics: vec![card, invitation, reply],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A read at `req.offset` (BlueZ turns a long read into reads at offsets).
+fn read_at(value: &[u8], req: &CharacteristicReadRequest) -> Result<Vec<u8>, ReqError> {
+    let off = usize::from(req.offset);
+    if off > value.len() {
+        return Err(ReqError::InvalidOffset);
+    }
+    Ok(value[off..].to_vec())
+}
+
+/// One ATT write to the invitation characteristic.
+fn on_write(state: &Arc<State>, value: Vec<u8>, req: CharacteristicWriteRequest) -> Result<(), ReqError> {
+    let now = Instant::now();
+    let mut inbound = lock(&state.inbound);
+    inbound.retain(|_, i| now.duration_since(i.last) < INBOUND_STALE);
+    if !inbound.contains_key(&req.device_address) && inbound.len() >= MAX_INBOUND {
+        return Err(ReqError::InProgress);
+    }
+    let entry = inbound.entry(req.device_address).or_insert_with(|| Inbound {
+        reassembly: Reassembly::new(MAX_INVITATION_LEN),
+        last: now,
+    });
+    entry.last = now;
+    match entry.reassembly.push(req.offset, &value) {
+        Ok(None) => Ok(()),
+        Ok(Some((txn, invitation))) => {
+            inbound.remove(&req.device_address);
+            drop(inbound);
+            let (responder, rx) = Responder::channel();
+            let sent = state.events.send(DiscoveryEvent::Invitation { invitation, responder });
+            if sent.is_err() {
+                return Err(ReqError::Failed);
+            }
+            let (state, to, mtu) = (state.clone(), req.device_address, req.mtu);
+            tokio::spawn(async move {
+                if let Ok(reply) = rx.await {
+                    send_reply(&state, to, txn, &reply, mtu).await;
+                }
+            });
+            Ok(())
+        }
+        Err(e) => {
+            inbound.remove(&req.device_address);
+            tracing_write_error(&req, &e);
+            Err(ReqError::InvalidValueLength)
+        }
+    }
+}
+
+fn tracing_write_error(req: &CharacteristicWriteRequest, e: &super::segment::SegmentError) {
+    if std::env::var_os("AIRHOP_BLE_DEBUG").is_some() {
+        eprintln!("airhop ble: refused a write from {}: {e}", req.device_address);
+    }
+}
+
+/// Sends a reply as notifications (or indications) sized for the inviter's
+/// MTU, and keeps it readable.
+async fn send_reply(state: &State, to: Address, txn: u8, reply: &[u8], mtu: u16) {
+    let whole = segments(txn, reply, reply.len() + 2 + SEGMENT_HEADER);
+    if let Some(one) = whole.into_iter().next() {
+        lock(&state.replies).insert(to, one);
+    }
+    let mut notifier = state.notifier.lock().await;
+    let Some(n) = notifier.as_mut() else {
+        return;
+    };
+    for seg in segments(txn, reply, segment_size(mtu)) {
+        if n.notify(seg).await.is_err() {
+            *notifier = None;
+            return;
+        }
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::card::MAX_CARD_LEN;
+
+    #[test]
+    fn the_advertisement_fits_a_legacy_advert() {
+        let payload = [0x15, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+        let adv = advertisement(&payload, "A very long device name that goes on and on", false);
+        assert_eq!(adv.service_data.get(&SERVICE_UUID).map(Vec::len), Some(10));
+        assert!(adv.service_uuids.is_empty(), "a UUID list would overflow 31 bytes");
+        assert!(adv.manufacturer_data.is_empty());
+        // flags (3) + service data (2 + 16 + 10) = 31.
+        assert_eq!(3 + 2 + 16 + payload.len(), 31);
+        assert_eq!(adv.local_name.as_deref().map(str::len), Some(MAX_ADV_NAME));
+        assert!(adv.secondary_channel.is_none());
+        let ext = advertisement(&payload, "Ada", true);
+        assert!(ext.local_name.is_none(), "no scan response on a connectable extended advert");
+        assert!(matches!(ext.secondary_channel, Some(SecondaryChannel::OneM)));
+    }
+
+    #[test]
+    fn names_are_cut_on_a_character_boundary() {
+        let n = "é".repeat(20);
+        let cut = cut_name(&n);
+        assert!(cut.len() <= MAX_ADV_NAME && n.starts_with(&cut));
+        assert_eq!(cut_name("Bob"), "Bob");
+    }
+
+    #[test]
+    fn the_card_is_one_attribute() {
+        const { assert!(MAX_CARD_LEN <= 512) };
+    }
+}
