@@ -4,6 +4,7 @@ mod chat;
 mod config;
 mod demo;
 mod doctor;
+mod decode;
 mod id;
 mod out;
 mod peers;
@@ -137,6 +138,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Show this device's identity (created on first use): peer id, key, file.
     Id(id::IdArgs),
+    /// Decode an advert, raw advertising data or a card given in hex (for
+    /// firmware work and for reading what bluetoothctl or btmon printed).
+    Decode(decode::DecodeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -294,6 +298,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     match args.command {
         Command::Demo(a) => demo::run(a),
         Command::Id(a) => id::run(&setup::config_dir(&args.global)?, a),
+        Command::Decode(a) => decode::run(&out, a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Args::command();

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use airhop::discovery::Transport;
 use airhop::node::NodeEvent;
 use airhop::session::PeerInfo;
 use airhop::wire::{Capabilities, PeerId};
@@ -24,12 +25,12 @@ pub struct PeersArgs {
 }
 
 /// A peer as a JSON object (also used by `send --json`).
-pub fn peer_json(p: &PeerInfo) -> Value {
+pub fn peer_json(p: &PeerInfo, transport: Transport) -> Value {
     json!({
         "peer": p.id.to_string(),
         "name": p.name.as_str(),
         "service": p.service.as_str(),
-        "transport": "lan",
+        "transport": transport.to_string().to_lowercase(),
         "capabilities": caps(p.caps),
         "info": p.info.entries(),
     })
@@ -93,7 +94,7 @@ pub async fn run(g: &Global, out: Out, args: PeersArgs) -> Result<(), CliError> 
         };
         let changed = match e {
             NodeEvent::PeerFound(p) if p.id != me => {
-                out.event("peer_found", peer_json(&p));
+                out.event("peer_found", peer_json(&p, node.transport()));
                 seen.insert(p.id, p);
                 true
             }

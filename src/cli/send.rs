@@ -52,6 +52,7 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
     let (node, mut events) = ctx
         .start(g, std::env::temp_dir(), |c| {
             c.progress_every = Duration::from_millis(200);
+            c.session.invite_timeout = Duration::from_secs(args.wait.max(1));
         })
         .await?;
     let mut current = None;
@@ -279,7 +280,7 @@ async fn pick(
                 if !p.caps.contains(Capabilities::ACCEPTING) {
                     continue; // a chat or an app, not a receiver
                 }
-                out.event("peer_found", super::peers::peer_json(&p));
+                out.event("peer_found", super::peers::peer_json(&p, node.transport()));
                 out.detail(format!("found {} ({})", p.name, p.id));
                 if let Some(to) = &args.to {
                     if matches(&p, to) {

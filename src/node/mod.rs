@@ -414,6 +414,7 @@ struct Inner {
     peer_id: PeerId,
     quic_addr: SocketAddr,
     cert_fingerprint: [u8; 32],
+    transport: crate::discovery::Transport,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -444,6 +445,7 @@ impl Node {
     ) -> Result<(Node, Events), NodeError> {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
+        let transport = discovery.transport();
         let driver = driver::Driver::new(config, identity, discovery, events)?;
         let peer_id = driver.peer_id();
         let quic_addr = driver.quic_addr();
@@ -456,6 +458,7 @@ impl Node {
                     peer_id,
                     quic_addr,
                     cert_fingerprint,
+                    transport,
                     task: Mutex::new(Some(task)),
                 }),
             },
@@ -471,6 +474,11 @@ impl Node {
     /// SHA-256 of our QUIC certificate (what peers pin).
     pub fn cert_fingerprint(&self) -> [u8; 32] {
         self.inner.cert_fingerprint
+    }
+
+    /// The discovery backend the node finds peers with.
+    pub fn transport(&self) -> crate::discovery::Transport {
+        self.inner.transport
     }
 
     /// The local address of the QUIC endpoint.

@@ -12,6 +12,7 @@ use btleplug::platform::{Adapter, Peripheral, PeripheralId};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::debug;
 use super::segment::{segments, Reassembly, MAX_SEGMENT};
 use crate::discovery::{DeviceId, DiscoveryError, DiscoveryEvent};
 use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
@@ -94,6 +95,7 @@ impl Central {
             }
         });
         *lock(&self.scan) = Some(task);
+        debug(|| "scanning".into());
         Ok(())
     }
 
@@ -102,6 +104,7 @@ impl Central {
         let (p, chars) = self.connect(device).await?;
         let card = find(&chars, CARD_CHAR_UUID)?;
         let r = retry(|| p.read(card)).await;
+        debug(|| format!("card read: {:?}", r.as_ref().map(Vec::len)));
         self.linger(device, p);
         r
     }
@@ -110,6 +113,7 @@ impl Central {
     pub(super) async fn invite(&self, device: DeviceId, invitation: Vec<u8>) -> Result<Vec<u8>, DiscoveryError> {
         let (p, chars) = self.connect(device).await?;
         let r = exchange(&p, &chars, &invitation).await;
+        debug(|| format!("invitation answered: {:?}", r.as_ref().map(Vec::len)));
         // No linger: the card's ephemeral key is spent, so the next
         // invitation needs a new card read anyway.
         self.bump(device);
@@ -133,8 +137,10 @@ impl Central {
             }
         }
         if !p.is_connected().await.unwrap_or(false) {
+            debug(|| format!("connect failed: {last}"));
             return Err(last);
         }
+        debug(|| "connected".into());
         // BlueZ resolves services itself on connect (and keeps a cache);
         // this only reads its object tree.
         tokio::time::timeout(CONNECT_TIMEOUT, p.discover_services())
@@ -187,6 +193,9 @@ async fn look(adapter: &Adapter, devices: &StdMutex<Devices>, id: &PeripheralId)
             return None;
         }
     }
+    if !d.last.contains_key(&device) {
+        debug(|| format!("seen {} with airhop service data {advert:02x?}", props.address));
+    }
     d.last.insert(device, (advert.clone(), now));
     // Emulated controllers report 127, "not available".
     let rssi = props.rssi.filter(|r| *r != 127);
@@ -199,6 +208,7 @@ async fn exchange(p: &Peripheral, chars: &[Characteristic], invitation: &[u8]) -
     let reply = find(chars, REPLY_CHAR_UUID)?;
     let mut notes = p.notifications().await.map_err(gone)?;
     retry(|| p.subscribe(reply)).await?;
+    debug(|| "subscribed to the reply".into());
     let mut txn = [0u8; 1];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut txn)
         .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
@@ -208,7 +218,10 @@ async fn exchange(p: &Peripheral, chars: &[Characteristic], invitation: &[u8]) -
     loop {
         tries += 1;
         match write_all(p, write, &segments(txn[0], invitation, MAX_SEGMENT)).await {
-            Ok(()) => break,
+            Ok(()) => {
+                debug(|| format!("invitation of {} B written", invitation.len()));
+                break;
+            }
             Err(e) if tries >= 2 => return Err(e),
             Err(_) => {}
         }

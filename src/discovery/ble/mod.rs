@@ -72,6 +72,7 @@ impl Ble {
     /// Connects to BlueZ, powers the adapter on and gets both roles ready.
     /// Must be called inside a tokio runtime.
     pub async fn start(config: BleConfig) -> Result<Ble, DiscoveryError> {
+        debug(|| format!("starting on {:?}", config.adapter));
         if let Some(why) = kernel_status(config.adapter.as_deref()) {
             return Err(DiscoveryError::Unavailable(why));
         }
@@ -132,6 +133,17 @@ pub fn kernel_status(adapter: Option<&str>) -> Option<String> {
         Some(format!("no adapter {a} (found: {})", adapters.join(", ")))
     } else {
         None
+    }
+}
+
+/// With `AIRHOP_BLE_DEBUG` set, each GATT step goes to stderr with the
+/// time since the backend started: what the air lab's timings come from.
+pub(crate) fn debug(what: impl FnOnce() -> String) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| std::env::var_os("AIRHOP_BLE_DEBUG").map(|_| std::time::Instant::now()));
+    if let Some(t) = start {
+        eprintln!("[ble {:8.3}] {}", t.elapsed().as_secs_f64(), what());
     }
 }
 

@@ -15,6 +15,7 @@ use bluer::gatt::local::{
 use bluer::Address;
 use tokio::sync::{mpsc, Mutex};
 
+use super::debug;
 use super::segment::{segment_size, segments, Reassembly, SEGMENT_HEADER};
 use crate::discovery::{DiscoveryError, DiscoveryEvent, Published, Responder};
 use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
@@ -52,7 +53,7 @@ pub(super) struct Peripheral {
     adapter: bluer::Adapter,
     state: Arc<State>,
     extended: bool,
-    handles: Mutex<Option<(AdvertisementHandle, ApplicationHandle)>>,
+    handles: Mutex<Handles>,
 }
 
 impl Peripheral {
@@ -71,34 +72,54 @@ impl Peripheral {
                 notifier: Mutex::new(None),
                 events,
             }),
-            handles: Mutex::new(None),
+            handles: Mutex::new(Handles::default()),
         }
     }
 
-    /// Registers (again) the advertisement and the GATT application, or
-    /// withdraws both.
+    /// Registers the GATT application (once) and the advertisement (again
+    /// at each change), or withdraws both.
+    ///
+    /// The application stays registered while the card changes (it does
+    /// after every invitation): re-registering it would drop the inviter's
+    /// subscription to the reply before the reply is sent.
     pub(super) async fn publish(&self, published: Option<Published>) -> Result<(), DiscoveryError> {
         let mut handles = self.handles.lock().await;
-        // Dropping the handles unregisters them; BlueZ allows one advert
-        // per instance, so the old one goes before the new one comes.
-        *handles = None;
         let Some(p) = published else {
+            *handles = Handles::default();
             return Ok(());
         };
         *lock(&self.state.card) = p.card;
-        let app = self
-            .adapter
-            .serve_gatt_application(application(&self.state))
-            .await
-            .map_err(|e| DiscoveryError::Advertise(format!("GATT application: {e}")))?;
+        if handles.app.is_none() {
+            let app = self
+                .adapter
+                .serve_gatt_application(application(&self.state))
+                .await
+                .map_err(|e| DiscoveryError::Advertise(format!("GATT application: {e}")))?;
+            handles.app = Some(app);
+        }
+        let advert = advertisement(&p.advert.encode(), &p.name, self.extended);
+        if handles.advert.as_ref().map(|(a, _)| a) == Some(&advert.service_data) {
+            return Ok(());
+        }
+        // Dropping a handle unregisters it: the old advert goes before the
+        // new one comes, so one advertising instance is enough.
+        handles.advert = None;
+        let data = advert.service_data.clone();
         let adv = self
             .adapter
-            .advertise(advertisement(&p.advert.encode(), &p.name, self.extended))
+            .advertise(advert)
             .await
             .map_err(|e| DiscoveryError::Advertise(format!("LE advertisement: {e}")))?;
-        *handles = Some((adv, app));
+        handles.advert = Some((data, adv));
+        debug(|| "advertising".into());
         Ok(())
     }
+}
+
+#[derive(Default)]
+struct Handles {
+    app: Option<ApplicationHandle>,
+    advert: Option<(BTreeMap<uuid::Uuid, Vec<u8>>, AdvertisementHandle)>,
 }
 
 /// The advertisement: service data under the airhop UUID, 31 bytes with the
@@ -172,6 +193,7 @@ fn application(state: &Arc<State>) -> Application {
             method: CharacteristicNotifyMethod::Fun(Box::new(move |notifier| {
                 let s = s_notify.clone();
                 Box::pin(async move {
+                    debug(|| format!("reply subscribed (confirming: {})", notifier.confirming()));
                     *s.notifier.lock().await = Some(notifier);
                 }) as Pending<()>
             })),
@@ -217,6 +239,7 @@ fn on_write(state: &Arc<State>, value: Vec<u8>, req: CharacteristicWriteRequest)
         Ok(Some((txn, invitation))) => {
             inbound.remove(&req.device_address);
             drop(inbound);
+            debug(|| format!("invitation of {} B from {} (mtu {})", invitation.len(), req.device_address, req.mtu));
             let (responder, rx) = Responder::channel();
             let sent = state.events.send(DiscoveryEvent::Invitation { invitation, responder });
             if sent.is_err() {
@@ -232,17 +255,12 @@ fn on_write(state: &Arc<State>, value: Vec<u8>, req: CharacteristicWriteRequest)
         }
         Err(e) => {
             inbound.remove(&req.device_address);
-            tracing_write_error(&req, &e);
+            debug(|| format!("refused a write from {}: {e}", req.device_address));
             Err(ReqError::InvalidValueLength)
         }
     }
 }
 
-fn tracing_write_error(req: &CharacteristicWriteRequest, e: &super::segment::SegmentError) {
-    if std::env::var_os("AIRHOP_BLE_DEBUG").is_some() {
-        eprintln!("airhop ble: refused a write from {}: {e}", req.device_address);
-    }
-}
 
 /// Sends a reply as notifications (or indications) sized for the inviter's
 /// MTU, and keeps it readable.
@@ -253,14 +271,17 @@ async fn send_reply(state: &State, to: Address, txn: u8, reply: &[u8], mtu: u16)
     }
     let mut notifier = state.notifier.lock().await;
     let Some(n) = notifier.as_mut() else {
+        debug(|| format!("reply of {} B for {to}: nobody subscribed, left readable", reply.len()));
         return;
     };
     for seg in segments(txn, reply, segment_size(mtu)) {
-        if n.notify(seg).await.is_err() {
+        if let Err(e) = n.notify(seg).await {
+            debug(|| format!("reply notification failed: {e}"));
             *notifier = None;
             return;
         }
     }
+    debug(|| format!("reply of {} B notified to {to}", reply.len()));
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,0 +1,199 @@
+#!/bin/bash
+# PID 1 inside the air lab VM (see run.sh). The host's root is mounted
+# read-only over 9p, with tmpfs on /run, /tmp, /var/*; the lab folder
+# (airlab.dir=) is read-write, with the airhop binary in bin/ and results
+# written to out/. Scenarios (airlab.mode=, comma-separated):
+#   le   btvirt -L -l3: LE-only controllers, legacy advertising
+#   ext  btvirt -l3: Bluetooth 5.2 controllers, extended advertising
+# In each: hci0 is the receiver (network namespace rx), hci1 the sender
+# (namespace tx, joined to rx by a veth pair: QUIC crosses it), hci2 a
+# third device that advertises garbage under the airhop UUID and runs
+# bluetoothctl against the receiver.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8 NO_COLOR=1 AIRHOP_BLE_DEBUG=1
+LAB=/tmp/airhop-airlab
+MODE=le,ext
+for a in $(cat /proc/cmdline); do
+  case "$a" in airlab.mode=*) MODE=${a#*=};; airlab.dir=*) LAB=${a#*=};; esac
+done
+AIRHOP=$LAB/bin/airhop
+SUMMARY=$LAB/out/summary.txt
+: > "$SUMMARY"
+UUID_LE=077c8220f71f929f314791646e785fbf   # bf5f786e-6491-4731-9f92-1ff720827c07
+CARD_UUID=bf5f786f-6491-4731-9f92-1ff720827c07
+
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "AIRLAB[$(up)] $*"; }
+result() { echo "$*" >> "$SUMMARY"; say "$*"; }
+ok() { result "OK   $V $*"; }
+bad() { result "FAIL $V $*"; }
+# wait_for SECONDS CONDITION: deadlines, not sleeps (every fork is slow here).
+wait_for() {
+  local end; end=$(awk -v t="$1" '{printf "%d", $1 + t}' /proc/uptime); shift
+  while :; do
+    eval "$@" && return 0
+    [ "$(cut -d. -f1 /proc/uptime)" -ge "$end" ] && return 1
+    sleep 0.2
+  done
+}
+# Prefixes each line with the time it was read (no fork per line).
+stamp() { while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done; }
+# at FILE EVENT: when a --json event first appeared in a stamped log.
+at() { awk -v e="\"event\":\"$2\"" 'index($0, e) {print $1; exit}' "$1"; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "") print "?"; else printf "%.2f", b - a }'; }
+addr() { btmgmt --index "$1" info 2>/dev/null | awk '$1=="addr"{print $2; exit}'; }
+kill_ns() { for ns in "$@"; do ip netns pids "$ns" | xargs -r kill 2>/dev/null; done; sleep 0.5;
+            for ns in "$@"; do ip netns pids "$ns" | xargs -r kill -9 2>/dev/null; done; }
+
+say "guest up, modes $MODE, kernel $(uname -r)"
+hostname airlab
+ip link set lo up
+# Two hosts: rx (10.77.0.1) and tx (10.77.0.2), one veth link between.
+ip netns add rx; ip netns add tx
+ip link add vrx type veth peer name vtx
+ip link set vrx netns rx; ip link set vtx netns tx
+ip -n rx addr add 10.77.0.1/24 dev vrx; ip -n rx link set vrx up; ip -n rx link set lo up
+ip -n tx addr add 10.77.0.2/24 dev vtx; ip -n tx link set vtx up; ip -n tx link set lo up
+mkdir -p /run/dbus
+dbus-daemon --system --fork --print-pid > /run/dbus/daemon.pid
+wait_for 10 '[ -S /run/dbus/system_bus_socket ]' || result "FAIL - dbus-daemon did not start"
+modprobe -a algif_hash algif_skcipher cmac ecb ecdh_generic bluetooth hci_vhci \
+  || result "FAIL - the Bluetooth modules did not load"
+W=/tmp/work; mkdir -p $W
+head -c 8M /dev/urandom > $W/payload.bin
+
+# The receiver: starts in namespace rx on hci0, logs to $O/rx-NAME.jsonl.
+# Extra arguments go to `receive`. Its standard input is the fifo $W/rx.in.
+start_receiver() {
+  local name=$1; shift
+  rm -f $W/rx.in; mkfifo $W/rx.in
+  sleep 900 > $W/rx.in &
+  RX_START=$EPOCHREALTIME
+  (ip netns exec rx env AIRHOP_BLE_ADVERTISING=$ADV $AIRHOP --config-dir $W/rx-conf \
+     --transport ble --adapter hci0 --name Bob --json receive --dir $W/inbox-$name "$@" \
+     < $W/rx.in 2> "$O/rx-$name.err" | stamp > "$O/rx-$name.jsonl") &
+  wait_for 60 "grep -q '\"event\":\"ready\"' $O/rx-$name.jsonl" \
+    || { bad "$name: the receiver did not get ready: $(tail -2 "$O/rx-$name.err")"; return 1; }
+}
+# send NAME ARGS...: the sender in namespace tx on hci1; sets SEND_RC.
+send() {
+  local name=$1; shift
+  TX_START=$EPOCHREALTIME
+  ip netns exec tx $AIRHOP --config-dir $W/tx-conf --transport ble --adapter hci1 --name Ada --json \
+    send --to Bob "$@" 2> "$O/tx-$name.err" | stamp > "$O/tx-$name.jsonl"
+  SEND_RC=${PIPESTATUS[0]}
+}
+
+bt_variant() {
+  V=$1; local btargs=$2; ADV=$3
+  O=$LAB/out/$V; mkdir -p "$O"
+  say "=== $V: btvirt $btargs, advertising $ADV ==="
+  rm -rf /var/lib/bluetooth/* $W/inbox-* $W/*-conf
+  btmon -w "$O/hci.btsnoop" > /dev/null 2>&1 & local btmon=$!
+  sleep 0.5
+  btvirt $btargs > "$O/btvirt.log" 2>&1 & local btvirt=$!
+  wait_for 30 '[ "$(btmgmt info 2>/dev/null | grep -c "^hci[0-9]")" -ge 3 ]' \
+    && ok "btvirt: three controllers ($(ls /sys/class/bluetooth | tr '\n' ' '))" \
+    || { bad "btvirt: controllers did not come up ($(cat "$O/btvirt.log"))"; return 1; }
+  /usr/libexec/bluetooth/bluetoothd -n -E > "$O/bluetoothd.log" 2>&1 & local btd=$!
+  wait_for 30 'dbus-send --system --print-reply --dest=org.bluez /org/bluez/hci2 org.freedesktop.DBus.Properties.Get string:org.bluez.Adapter1 string:Powered 2>/dev/null | grep -q true' \
+    && ok "bluetoothd: hci0-2 on D-Bus and powered" \
+    || { bad "bluetoothd did not come up: $(tail -3 "$O/bluetoothd.log")"; return 1; }
+  local a0 a2; a0=$(addr 0); a2=$(addr 2)
+
+  # A third device advertising garbage under the airhop UUID: a payload of
+  # an unknown version, a truncated one, and one that decodes but belongs
+  # to no airhop device (it has no GATT service).
+  if btmgmt --index 2 add-adv -c -g -d 1b21${UUID_LE}f5deadbeefcafe0102ff 1 > "$O/garbage.log" 2>&1 &&
+     btmgmt --index 2 add-adv -c -g -d 0421${UUID_LE:0:6} 2 >> "$O/garbage.log" 2>&1 &&
+     btmgmt --index 2 add-adv -c -g -d 1b21${UUID_LE}1a2b3c4d5e6f708192a3 3 >> "$O/garbage.log" 2>&1; then
+    ok "garbage advertiser on hci2 ($a2): 3 instances"
+  else
+    bad "garbage advertiser: $(tr '\n' ' ' < "$O/garbage.log")"
+  fi
+
+  # 1. Accept: discovery over BLE, sealed exchange over GATT, file over QUIC.
+  start_receiver accept --yes --once || return 1
+  if [ "$V" = le ]; then bluetoothctl_read "$a0" "$a2"; fi
+  send accept --wait 90 $W/payload.bin
+  local rx_done; wait_for 30 "! ip netns pids rx | grep -q ." && rx_done=1
+  if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-accept/payload.bin; then
+    ok "accept: 8 MiB over BLE rendezvous + QUIC, bytes identical (receiver exited: ${rx_done:-no})"
+  else
+    bad "accept: send exit $SEND_RC: $(tail -2 "$O/tx-accept.err" | tr '\n' ' ')"
+  fi
+  local f=$O/tx-accept.jsonl
+  local found inv conn done; found=$(at $f peer_found); inv=$(at $f invite_sent); conn=$(at $f connected); done=$(at $f done)
+  result "TIME $V receiver start -> ready: $(secs $RX_START "$(at "$O/rx-accept.jsonl" ready)") s"
+  result "TIME $V sender start -> receiver seen over BLE: $(secs $TX_START "$found") s (receiver started $(secs $RX_START $TX_START) s before the sender)"
+  result "TIME $V invite sent -> QUIC connected: $(secs "$inv" "$conn") s (card read and sealed reply over GATT)"
+  result "TIME $V QUIC connected -> 8 MiB done: $(secs "$conn" "$done") s"
+  kill_ns rx
+
+  [ "$V" = le ] || { bt_down; return 0; }
+
+  # 2. Decline: the receiver answers n; the sender hears "declined".
+  start_receiver decline && {
+    (wait_for 90 "grep -q '\"event\":\"invited\"' $O/rx-decline.jsonl" && echo n > $W/rx.in) &
+    send decline --wait 90 $W/payload.bin
+    if [ "$SEND_RC" = 4 ] && grep -q 'did not accept: declined' "$O/tx-decline.err"; then
+      ok "decline: sender exit 4, \"$(tail -1 "$O/tx-decline.err")\""
+    else
+      bad "decline: sender exit $SEND_RC: $(tail -2 "$O/tx-decline.err" | tr '\n' ' ')"
+    fi
+    kill_ns rx
+  }
+
+  # 3. Timeout: nobody answers; the sender gives up with reason timed_out.
+  start_receiver timeout && {
+    send timeout --wait 15 $W/payload.bin
+    if [ "$SEND_RC" != 0 ] && grep -q '"reason":"timed_out"' "$O/tx-timeout.jsonl" \
+       && grep -q '"event":"invited"' "$O/rx-timeout.jsonl"; then
+      ok "timeout: sender exit $SEND_RC with reason timed_out, \"$(tail -1 "$O/tx-timeout.err")\""
+    else
+      bad "timeout: sender exit $SEND_RC: $(tail -2 "$O/tx-timeout.err" | tr '\n' ' ')"
+    fi
+    kill_ns rx
+  }
+  bt_down
+}
+
+bt_down() {
+  kill_ns rx tx
+  pkill bluetoothd; sleep 1; pkill btvirt; pkill btmon
+  wait_for 10 '[ ! -e /sys/class/bluetooth/hci0 ]'
+}
+
+# bluetoothctl, a third-party client on hci2, reads the receiver's card.
+bluetoothctl_read() {
+  local target=$1 self=$2
+  { echo "select $self"; echo "scan le"; sleep 5; echo "scan off"; sleep 1
+    echo "connect $target"; sleep 8
+    echo "menu gatt"; echo "select-attribute $CARD_UUID"; sleep 1; echo "read"; sleep 4
+    echo "back"; echo "disconnect $target"; sleep 2; echo "quit"; } \
+    | timeout 60 bluetoothctl > "$O/bluetoothctl.log" 2>&1
+  local hex
+  # The value comes as a hexdump after "Value:", each line behind a prompt,
+  # and twice over (the read's answer, then the property change): keep one.
+  hex=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\r//g; s/^\[[^]]*\]# //' "$O/bluetoothctl.log" \
+        | awk '/Value:/ && !d {f=1; d=1; next}
+               f && /^[[:space:]]*([0-9a-f][0-9a-f] )/ { if ($0 == first) exit; if (!first) first = $0; print; next }
+               f {exit}' \
+        | sed -E -n 's/^[[:space:]]*((([0-9a-f]{2}) ){1,16}).*/\1/p' | tr -d ' \n')
+  if [ -n "$hex" ] && $AIRHOP decode card "$hex" > "$O/card.txt" 2>&1 && grep -q '^name *Bob$' "$O/card.txt"; then
+    ok "bluetoothctl read the card ($(( ${#hex} / 2 )) bytes) and it decodes: $(grep -E '^(name|peer_id|signature)' "$O/card.txt" | tr -s ' ' | tr '\n' ' ')"
+  else
+    bad "bluetoothctl card read: got ${#hex} hex digits; $(head -3 "$O/card.txt" 2>/dev/null | tr '\n' ' ')"
+  fi
+}
+
+for m in $(echo "$MODE" | tr ',' ' '); do
+  case $m in
+    le)  bt_variant le "-L -l3" legacy ;;
+    ext) bt_variant ext "-l3" extended ;;
+  esac
+done
+dmesg > "$LAB/out/dmesg.txt"
+result "DONE in $(up) s of guest time"
+sync
+busybox poweroff -f
