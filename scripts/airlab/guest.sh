@@ -41,7 +41,7 @@ stamp() { while IFS= read -r l; do printf '%s %s\n' "$EPOCHREALTIME" "$l"; done;
 # at FILE EVENT: when a --json event first appeared in a stamped log.
 at() { awk -v e="\"event\":\"$2\"" 'index($0, e) {print $1; exit}' "$1"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "") print "?"; else printf "%.2f", b - a }'; }
-addr() { btmgmt --index "$1" info 2>/dev/null | awk '$1=="addr"{print $2; exit}'; }
+addr() { timeout 10 btmgmt --index "$1" info 2>/dev/null | awk '$1=="addr"{print $2; exit}'; }
 kill_ns() { for ns in "$@"; do ip netns pids "$ns" | xargs -r kill 2>/dev/null; done; sleep 0.5;
             for ns in "$@"; do ip netns pids "$ns" | xargs -r kill -9 2>/dev/null; done; }
 
@@ -92,13 +92,16 @@ bt_variant() {
   btmon -w "$O/hci.btsnoop" > /dev/null 2>&1 & local btmon=$!
   sleep 0.5
   btvirt $btargs > "$O/btvirt.log" 2>&1 & local btvirt=$!
-  wait_for 30 '[ "$(btmgmt info 2>/dev/null | grep -c "^hci[0-9]")" -ge 3 ]' \
+  # Each controller answers its HCI Reset only when the emulation gets to
+  # it: a busy host makes that seconds. btmgmt can block on one that is
+  # still initialising, hence its own timeout.
+  wait_for 60 '[ -e /sys/class/bluetooth/hci2 ] && [ "$(timeout 5 btmgmt info 2>/dev/null | grep -c "^hci[0-9]")" -ge 3 ]' \
     && ok "btvirt: three controllers ($(ls /sys/class/bluetooth | tr '\n' ' '))" \
-    || { bad "btvirt: controllers did not come up ($(cat "$O/btvirt.log"))"; return 1; }
+    || { bad "btvirt: controllers did not come up ($(ls /sys/class/bluetooth | tr '\n' ' ') $(cat "$O/btvirt.log"))"; bt_down; return 1; }
   /usr/libexec/bluetooth/bluetoothd -n -E > "$O/bluetoothd.log" 2>&1 & local btd=$!
   wait_for 30 'dbus-send --system --print-reply --dest=org.bluez /org/bluez/hci2 org.freedesktop.DBus.Properties.Get string:org.bluez.Adapter1 string:Powered 2>/dev/null | grep -q true' \
     && ok "bluetoothd: hci0-2 on D-Bus and powered" \
-    || { bad "bluetoothd did not come up: $(tail -3 "$O/bluetoothd.log")"; return 1; }
+    || { bad "bluetoothd did not come up: $(tail -3 "$O/bluetoothd.log")"; bt_down; return 1; }
   local a0 a2; a0=$(addr 0); a2=$(addr 2)
 
   # A third device advertising garbage under the airhop UUID: a payload of
@@ -113,7 +116,7 @@ bt_variant() {
   fi
 
   # 1. Accept: discovery over BLE, sealed exchange over GATT, file over QUIC.
-  start_receiver accept --yes --once || return 1
+  start_receiver accept --yes --once || { bt_down; return 1; }
   if [ "$V" = le ]; then bluetoothctl_read "$a0" "$a2"; fi
   send accept --wait 90 $W/payload.bin
   local rx_done; wait_for 30 "! ip netns pids rx | grep -q ." && rx_done=1
@@ -160,8 +163,10 @@ bt_variant() {
 
 bt_down() {
   kill_ns rx tx
-  pkill bluetoothd; sleep 1; pkill btvirt; pkill btmon
+  pkill bluetoothd; sleep 1; pkill btvirt
   wait_for 10 '[ ! -e /sys/class/bluetooth/hci0 ]'
+  # The capture is complete only once btmon has drained the monitor socket.
+  sleep 1; pkill btmon; wait_for 10 '! pgrep -x btmon > /dev/null'; sync
 }
 
 # bluetoothctl, a third-party client on hci2, reads the receiver's card.

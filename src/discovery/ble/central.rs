@@ -80,16 +80,30 @@ impl Central {
             .map_err(|e| DiscoveryError::Browse(format!("LE scan: {e}")))?;
         let (adapter, devices, events) = (self.adapter.clone(), self.devices.clone(), self.events.clone());
         let task = tokio::spawn(async move {
-            while let Some(ev) = stream.next().await {
-                let id = match ev {
-                    CentralEvent::DeviceDiscovered(id)
-                    | CentralEvent::DeviceUpdated(id)
-                    | CentralEvent::ServiceDataAdvertisement { id, .. } => id,
-                    _ => continue,
+            // BlueZ signals a device's properties only when they change: an
+            // advert repeated unchanged (RSSI 127 on emulated air) or seen
+            // before this stream began raises no event. So every device
+            // BlueZ knows is also looked at every RESEEN.
+            let mut poll = tokio::time::interval(RESEEN);
+            loop {
+                let ids = tokio::select! {
+                    ev = stream.next() => match ev {
+                        Some(CentralEvent::DeviceDiscovered(id))
+                        | Some(CentralEvent::DeviceUpdated(id))
+                        | Some(CentralEvent::ServiceDataAdvertisement { id, .. }) => vec![id],
+                        Some(_) => continue,
+                        None => return,
+                    },
+                    _ = poll.tick() => match adapter.peripherals().await {
+                        Ok(ps) => ps.iter().map(|p| p.id()).collect(),
+                        Err(_) => continue,
+                    },
                 };
-                if let Some(seen) = look(&adapter, &devices, &id).await {
-                    if events.send(seen).is_err() {
-                        return;
+                for id in ids {
+                    if let Some(seen) = look(&adapter, &devices, &id).await {
+                        if events.send(seen).is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -121,10 +135,28 @@ impl Central {
         r
     }
 
+    /// Connects (pausing the scan: many controllers, emulated ones among
+    /// them, cannot initiate a connection while scanning, and the kernel
+    /// then waits for the scan to stop) and finds the airhop service.
     async fn connect(&self, device: DeviceId) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
         self.bump(device);
+        let scanning = lock(&self.scan).is_some();
+        if scanning {
+            let _ = self.adapter.stop_scan().await;
+        }
+        let r = self.connect_inner(device).await;
+        if scanning && lock(&self.scan).is_some() {
+            let _ = self.adapter.start_scan(ScanFilter::default()).await;
+        }
+        r
+    }
+
+    async fn connect_inner(&self, device: DeviceId) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
         let pid = lock(&self.devices).ids.get(&device).cloned().ok_or(DiscoveryError::Gone)?;
-        let p = self.adapter.peripheral(&pid).await.map_err(|_| DiscoveryError::Gone)?;
+        let p = tokio::time::timeout(OP_TIMEOUT, self.adapter.peripheral(&pid))
+            .await
+            .map_err(|_| DiscoveryError::TimedOut)?
+            .map_err(|_| DiscoveryError::Gone)?;
         let mut last = DiscoveryError::Gone;
         for _ in 0..2 {
             if p.is_connected().await.unwrap_or(false) {
