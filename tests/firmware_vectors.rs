@@ -29,14 +29,23 @@ fn vectors() -> String {
     line("advert.resolving_key", hex(&key.0));
     line("advert.prand", hex(&prand));
     line("advert.service_type", "\"airhop\"".into());
-    line("advert.card", "bytes 00 03 06 .. (i * 3 mod 256 for i in 0..200)".into());
+    line(
+        "advert.card",
+        "bytes 00 03 06 .. (i * 3 mod 256 for i in 0..200)".into(),
+    );
     line("advert.caps", format!("{:02x}", caps.bits()));
     line("advert.rid_tag", hex(&RotatingId::new(&key, prand).tag));
-    line("advert.service_hash", format!("{:02x}", service_hash(prand, &service)));
+    line(
+        "advert.service_hash",
+        format!("{:02x}", service_hash(prand, &service)),
+    );
     line("advert.card_hash", hex(&card_hash(prand, &card)));
     let payload = AdvertPayload::new(caps, &key, prand, &service, &card);
     line("advert.payload", hex(&payload.encode()));
-    line("advert.advertising_data", hex(&payload.to_advertising_data()));
+    line(
+        "advert.advertising_data",
+        hex(&payload.to_advertising_data()),
+    );
 
     // The key schedule and the sealed reply.
     let shared = [0x11u8; 32];
@@ -62,7 +71,10 @@ fn vectors() -> String {
 
     // The reply as notifications over an ATT MTU of 23 (20-byte segments).
     #[cfg(target_os = "linux")]
-    for (i, s) in airhop::discovery::ble::segment::segments(0x5a, &reply, 20).iter().enumerate() {
+    for (i, s) in airhop::discovery::ble::segment::segments(0x5a, &reply, 20)
+        .iter()
+        .enumerate()
+    {
         line(&format!("segments.txn5a_mtu23.{i}"), hex(s));
     }
     out
@@ -84,7 +96,8 @@ fn firmware_notes_vectors_match_the_code() {
 
 #[test]
 fn an_independent_python_implementation_of_the_notes_agrees() {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-notes/check_vectors.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-notes/check_vectors.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
         .output()

@@ -243,10 +243,15 @@ async fn a_killed_receiver_restarted_resumes() {
     drop(b);
     drop_rt(rt_b);
     // In-process, the dropped runtime may still get a close out (quinn closes
-    // dropped connections); a real kill says nothing and ends in PeerLost.
+    // dropped connections, and the receiving task, dropped mid-file, may
+    // get its cancel frame out first); a real kill says nothing and ends in
+    // PeerLost (tests/cli_transfer.rs kills a real process with SIGKILL).
     let r = wait(&mut a.events, 15, "sender fails", failed).await;
     assert!(
-        matches!(r, Reason::PeerLost | Reason::Disconnected),
+        matches!(
+            r,
+            Reason::PeerLost | Reason::Disconnected | Reason::ReceiveCancelled
+        ),
         "{r:?}"
     );
     let kept = std::fs::metadata(dst.path().join("big.bin.part"))

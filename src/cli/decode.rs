@@ -41,14 +41,14 @@ pub fn run(out: &Out, args: DecodeArgs) -> Result<(), CliError> {
         What::Card => card(&bytes)?,
     };
     if out.json {
-        out.result(&v.to_string());
+        out.result(v.to_string());
     } else if let Value::Object(m) = v {
         for (k, v) in m {
             let shown = match v {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
-            out.result(&format!("{k:<13} {shown}"));
+            out.result(format!("{k:<13} {shown}"));
         }
     }
     Ok(())
@@ -105,18 +105,26 @@ fn card(b: &[u8]) -> Result<Value, CliError> {
 }
 
 fn caps(bits: u8) -> Vec<&'static str> {
-    [(0x01, "accepting"), (0x02, "on_lan"), (0x04, "hotspot_host"), (0x08, "hotspot_join")]
-        .into_iter()
-        .filter(|(b, _)| bits & b != 0)
-        .map(|(_, n)| n)
-        .collect()
+    [
+        (0x01, "accepting"),
+        (0x02, "on_lan"),
+        (0x04, "hotspot_host"),
+        (0x08, "hotspot_join"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| bits & b != 0)
+    .map(|(_, n)| n)
+    .collect()
 }
 
 /// Hex digits, ignoring spaces, colons, dashes and a `0x` prefix.
 fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
     let s = s.strip_prefix("0x").unwrap_or(s);
-    let digits: Vec<u8> = s.bytes().filter(|c| !matches!(c, b' ' | b':' | b'-' | b'\n' | b'\t')).collect();
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|c| !matches!(c, b' ' | b':' | b'-' | b'\n' | b'\t'))
+        .collect();
     if digits.len() % 2 != 0 {
         return Err(format!("an odd number of hex digits ({})", digits.len()));
     }
@@ -139,7 +147,10 @@ mod tests {
 
     #[test]
     fn hex_in_the_shapes_tools_print_it() {
-        assert_eq!(parse_hex("01 0a:FF-0x").unwrap_err(), "an odd number of hex digits (7)");
+        assert_eq!(
+            parse_hex("01 0a:FF-0").unwrap_err(),
+            "an odd number of hex digits (7)"
+        );
         assert_eq!(parse_hex("0x010aff").unwrap(), vec![1, 10, 255]);
         assert_eq!(parse_hex("01 0a\nff").unwrap(), vec![1, 10, 255]);
         assert!(parse_hex("zz").unwrap_err().contains("not a hex byte"));
@@ -150,6 +161,9 @@ mod tests {
         assert!(advert(&[0x15, 1, 2]).is_err());
         assert!(advert(&[0x25; 10]).is_err(), "version 2 is refused");
         assert!(card(&[1; 100]).is_err());
-        assert!(ad(&[0x05, 0x21, 1]).is_err(), "a structure running past the end");
+        assert!(
+            ad(&[0x05, 0x21, 1]).is_err(),
+            "a structure running past the end"
+        );
     }
 }

@@ -2,9 +2,9 @@
 
 mod chat;
 mod config;
+mod decode;
 mod demo;
 mod doctor;
-mod decode;
 mod id;
 mod out;
 mod peers;

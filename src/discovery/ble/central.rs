@@ -78,7 +78,11 @@ impl Central {
             .start_scan(ScanFilter::default())
             .await
             .map_err(|e| DiscoveryError::Browse(format!("LE scan: {e}")))?;
-        let (adapter, devices, events) = (self.adapter.clone(), self.devices.clone(), self.events.clone());
+        let (adapter, devices, events) = (
+            self.adapter.clone(),
+            self.devices.clone(),
+            self.events.clone(),
+        );
         let task = tokio::spawn(async move {
             // BlueZ signals a device's properties only when they change: an
             // advert repeated unchanged (RSSI 127 on emulated air) or seen
@@ -124,7 +128,11 @@ impl Central {
     }
 
     /// Writes an invitation and waits for the reply notification.
-    pub(super) async fn invite(&self, device: DeviceId, invitation: Vec<u8>) -> Result<Vec<u8>, DiscoveryError> {
+    pub(super) async fn invite(
+        &self,
+        device: DeviceId,
+        invitation: Vec<u8>,
+    ) -> Result<Vec<u8>, DiscoveryError> {
         let (p, chars) = self.connect(device).await?;
         let r = exchange(&p, &chars, &invitation).await;
         debug(|| format!("invitation answered: {:?}", r.as_ref().map(Vec::len)));
@@ -138,7 +146,10 @@ impl Central {
     /// Connects (pausing the scan: many controllers, emulated ones among
     /// them, cannot initiate a connection while scanning, and the kernel
     /// then waits for the scan to stop) and finds the airhop service.
-    async fn connect(&self, device: DeviceId) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
+    async fn connect(
+        &self,
+        device: DeviceId,
+    ) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
         self.bump(device);
         let scanning = lock(&self.scan).is_some();
         if scanning {
@@ -151,8 +162,15 @@ impl Central {
         r
     }
 
-    async fn connect_inner(&self, device: DeviceId) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
-        let pid = lock(&self.devices).ids.get(&device).cloned().ok_or(DiscoveryError::Gone)?;
+    async fn connect_inner(
+        &self,
+        device: DeviceId,
+    ) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
+        let pid = lock(&self.devices)
+            .ids
+            .get(&device)
+            .cloned()
+            .ok_or(DiscoveryError::Gone)?;
         let p = tokio::time::timeout(OP_TIMEOUT, self.adapter.peripheral(&pid))
             .await
             .map_err(|_| DiscoveryError::TimedOut)?
@@ -179,8 +197,11 @@ impl Central {
             .await
             .map_err(|_| DiscoveryError::TimedOut)?
             .map_err(gone)?;
-        let chars: Vec<Characteristic> =
-            p.characteristics().into_iter().filter(|c| c.service_uuid == SERVICE_UUID).collect();
+        let chars: Vec<Characteristic> = p
+            .characteristics()
+            .into_iter()
+            .filter(|c| c.service_uuid == SERVICE_UUID)
+            .collect();
         if chars.is_empty() {
             let _ = p.disconnect().await;
             return Err(DiscoveryError::Other(
@@ -211,7 +232,11 @@ impl Central {
 }
 
 /// Reports an advert if it carries airhop service data.
-async fn look(adapter: &Adapter, devices: &StdMutex<Devices>, id: &PeripheralId) -> Option<DiscoveryEvent> {
+async fn look(
+    adapter: &Adapter,
+    devices: &StdMutex<Devices>,
+    id: &PeripheralId,
+) -> Option<DiscoveryEvent> {
     let p = adapter.peripheral(id).await.ok()?;
     let props = p.properties().await.ok()??;
     // Untrusted bytes: the session core decodes and checks them.
@@ -226,16 +251,29 @@ async fn look(adapter: &Adapter, devices: &StdMutex<Devices>, id: &PeripheralId)
         }
     }
     if !d.last.contains_key(&device) {
-        debug(|| format!("seen {} with airhop service data {advert:02x?}", props.address));
+        debug(|| {
+            format!(
+                "seen {} with airhop service data {advert:02x?}",
+                props.address
+            )
+        });
     }
     d.last.insert(device, (advert.clone(), now));
     // Emulated controllers report 127, "not available".
     let rssi = props.rssi.filter(|r| *r != 127);
-    Some(DiscoveryEvent::Seen { device, advert, rssi })
+    Some(DiscoveryEvent::Seen {
+        device,
+        advert,
+        rssi,
+    })
 }
 
 /// Subscribe, write the segments, reassemble the reply of our transaction.
-async fn exchange(p: &Peripheral, chars: &[Characteristic], invitation: &[u8]) -> Result<Vec<u8>, DiscoveryError> {
+async fn exchange(
+    p: &Peripheral,
+    chars: &[Characteristic],
+    invitation: &[u8],
+) -> Result<Vec<u8>, DiscoveryError> {
     let write = find(chars, INVITE_CHAR_UUID)?;
     let reply = find(chars, REPLY_CHAR_UUID)?;
     let mut notes = p.notifications().await.map_err(gone)?;
@@ -273,7 +311,11 @@ async fn exchange(p: &Peripheral, chars: &[Characteristic], invitation: &[u8]) -
     Err(DiscoveryError::Gone)
 }
 
-async fn write_all(p: &Peripheral, to: &Characteristic, segs: &[Vec<u8>]) -> Result<(), DiscoveryError> {
+async fn write_all(
+    p: &Peripheral,
+    to: &Characteristic,
+    segs: &[Vec<u8>],
+) -> Result<(), DiscoveryError> {
     for seg in segs {
         tokio::time::timeout(OP_TIMEOUT, p.write(to, seg, WriteType::WithResponse))
             .await
@@ -284,10 +326,9 @@ async fn write_all(p: &Peripheral, to: &Characteristic, segs: &[Vec<u8>]) -> Res
 }
 
 fn find(chars: &[Characteristic], uuid: uuid::Uuid) -> Result<&Characteristic, DiscoveryError> {
-    chars
-        .iter()
-        .find(|c| c.uuid == uuid)
-        .ok_or_else(|| DiscoveryError::Other(format!("the airhop service lacks characteristic {uuid}")))
+    chars.iter().find(|c| c.uuid == uuid).ok_or_else(|| {
+        DiscoveryError::Other(format!("the airhop service lacks characteristic {uuid}"))
+    })
 }
 
 /// One retry of a GATT operation, each try with its own deadline.

@@ -64,7 +64,9 @@ pub struct Ble {
 
 impl std::fmt::Debug for Ble {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ble").field("adapter", &self.name).finish_non_exhaustive()
+        f.debug_struct("Ble")
+            .field("adapter", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +79,9 @@ impl Ble {
             return Err(DiscoveryError::Unavailable(why));
         }
         let session = bluer::Session::new().await.map_err(|e| {
-            DiscoveryError::Unavailable(format!("cannot reach the system D-Bus ({e}); is dbus-daemon running?"))
+            DiscoveryError::Unavailable(format!(
+                "cannot reach the system D-Bus ({e}); is dbus-daemon running?"
+            ))
         })?;
         let adapter = match &config.adapter {
             Some(name) => session.adapter(name).map_err(bluez_error)?,
@@ -90,7 +94,11 @@ impl Ble {
             .await
             .map_err(|e| DiscoveryError::Unavailable(format!("BLE central: {e}")))?;
         let mut chosen = None;
-        for a in manager.adapters().await.map_err(|e| DiscoveryError::Unavailable(format!("BLE central: {e}")))? {
+        for a in manager
+            .adapters()
+            .await
+            .map_err(|e| DiscoveryError::Unavailable(format!("BLE central: {e}")))?
+        {
             // "hci0 (usb:v1D6Bp0246d0540)"
             let info = a.adapter_info().await.unwrap_or_default();
             if info.split_whitespace().next() == Some(name.as_str()) {
@@ -123,16 +131,20 @@ impl Ble {
 pub fn kernel_status(adapter: Option<&str>) -> Option<String> {
     let sys = Path::new("/sys/class/bluetooth");
     let adapters: Vec<String> = std::fs::read_dir(sys)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     if !sys.exists() {
         Some("this kernel has no Bluetooth support (no /sys/class/bluetooth)".into())
     } else if adapters.is_empty() {
         Some("no Bluetooth adapter found".into())
-    } else if let Some(a) = adapter.filter(|a| !adapters.iter().any(|x| x == a)) {
-        Some(format!("no adapter {a} (found: {})", adapters.join(", ")))
     } else {
-        None
+        adapter
+            .filter(|a| !adapters.iter().any(|x| x == a))
+            .map(|a| format!("no adapter {a} (found: {})", adapters.join(", ")))
     }
 }
 
@@ -141,7 +153,8 @@ pub fn kernel_status(adapter: Option<&str>) -> Option<String> {
 pub(crate) fn debug(what: impl FnOnce() -> String) {
     use std::sync::OnceLock;
     static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
-    let start = START.get_or_init(|| std::env::var_os("AIRHOP_BLE_DEBUG").map(|_| std::time::Instant::now()));
+    let start = START
+        .get_or_init(|| std::env::var_os("AIRHOP_BLE_DEBUG").map(|_| std::time::Instant::now()));
     if let Some(t) = start {
         eprintln!("[ble {:8.3}] {}", t.elapsed().as_secs_f64(), what());
     }
@@ -149,13 +162,15 @@ pub(crate) fn debug(what: impl FnOnce() -> String) {
 
 fn bluez_error(e: bluer::Error) -> DiscoveryError {
     let text = e.to_string();
-    DiscoveryError::Unavailable(if text.contains("ServiceUnknown") || text.contains("org.bluez was not provided") {
-        "bluetoothd is not running (org.bluez is not on the system D-Bus)".into()
-    } else if matches!(e.kind, bluer::ErrorKind::NotFound) {
-        "BlueZ has no such adapter".into()
-    } else {
-        format!("BlueZ: {text}")
-    })
+    DiscoveryError::Unavailable(
+        if text.contains("ServiceUnknown") || text.contains("org.bluez was not provided") {
+            "bluetoothd is not running (org.bluez is not on the system D-Bus)".into()
+        } else if matches!(e.kind, bluer::ErrorKind::NotFound) {
+            "BlueZ has no such adapter".into()
+        } else {
+            format!("BlueZ: {text}")
+        },
+    )
 }
 
 impl Discovery for Ble {
@@ -175,7 +190,11 @@ impl Discovery for Ble {
         Box::pin(self.central.read_card(device))
     }
 
-    fn invite(&self, device: DeviceId, invitation: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+    fn invite(
+        &self,
+        device: DeviceId,
+        invitation: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
         Box::pin(self.central.invite(device, invitation))
     }
 
@@ -200,7 +219,10 @@ mod tests {
             return;
         }
         let err = Ble::start(BleConfig::default()).await.unwrap_err();
-        assert_eq!(err.reason(), crate::wire::Reason::WirelessInterfaceNotAvailable);
+        assert_eq!(
+            err.reason(),
+            crate::wire::Reason::WirelessInterfaceNotAvailable
+        );
         let text = err.to_string();
         assert!(text.contains("no Bluetooth support"), "{text}");
         assert!(!text.contains('\n'));

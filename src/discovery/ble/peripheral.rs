@@ -149,7 +149,8 @@ fn cut_name(name: &str) -> String {
 }
 
 fn application(state: &Arc<State>) -> Application {
-    let (s_read, s_write, s_notify, s_reply) = (state.clone(), state.clone(), state.clone(), state.clone());
+    let (s_read, s_write, s_notify, s_reply) =
+        (state.clone(), state.clone(), state.clone(), state.clone());
     let card = Characteristic {
         uuid: CARD_CHAR_UUID,
         read: Some(CharacteristicRead {
@@ -182,7 +183,10 @@ fn application(state: &Arc<State>) -> Application {
                 let s = s_reply.clone();
                 Box::pin(async move {
                     let replies = lock(&s.replies);
-                    read_at(replies.get(&req.device_address).map_or(&[][..], |r| r), &req)
+                    read_at(
+                        replies.get(&req.device_address).map_or(&[][..], |r| r),
+                        &req,
+                    )
                 }) as Pending<_>
             }),
             ..Default::default()
@@ -222,26 +226,42 @@ fn read_at(value: &[u8], req: &CharacteristicReadRequest) -> Result<Vec<u8>, Req
 }
 
 /// One ATT write to the invitation characteristic.
-fn on_write(state: &Arc<State>, value: Vec<u8>, req: CharacteristicWriteRequest) -> Result<(), ReqError> {
+fn on_write(
+    state: &Arc<State>,
+    value: Vec<u8>,
+    req: CharacteristicWriteRequest,
+) -> Result<(), ReqError> {
     let now = Instant::now();
     let mut inbound = lock(&state.inbound);
     inbound.retain(|_, i| now.duration_since(i.last) < INBOUND_STALE);
     if !inbound.contains_key(&req.device_address) && inbound.len() >= MAX_INBOUND {
         return Err(ReqError::InProgress);
     }
-    let entry = inbound.entry(req.device_address).or_insert_with(|| Inbound {
-        reassembly: Reassembly::new(MAX_INVITATION_LEN),
-        last: now,
-    });
+    let entry = inbound
+        .entry(req.device_address)
+        .or_insert_with(|| Inbound {
+            reassembly: Reassembly::new(MAX_INVITATION_LEN),
+            last: now,
+        });
     entry.last = now;
     match entry.reassembly.push(req.offset, &value) {
         Ok(None) => Ok(()),
         Ok(Some((txn, invitation))) => {
             inbound.remove(&req.device_address);
             drop(inbound);
-            debug(|| format!("invitation of {} B from {} (mtu {})", invitation.len(), req.device_address, req.mtu));
+            debug(|| {
+                format!(
+                    "invitation of {} B from {} (mtu {})",
+                    invitation.len(),
+                    req.device_address,
+                    req.mtu
+                )
+            });
             let (responder, rx) = Responder::channel();
-            let sent = state.events.send(DiscoveryEvent::Invitation { invitation, responder });
+            let sent = state.events.send(DiscoveryEvent::Invitation {
+                invitation,
+                responder,
+            });
             if sent.is_err() {
                 return Err(ReqError::Failed);
             }
@@ -261,7 +281,6 @@ fn on_write(state: &Arc<State>, value: Vec<u8>, req: CharacteristicWriteRequest)
     }
 }
 
-
 /// Sends a reply as notifications (or indications) sized for the inviter's
 /// MTU, and keeps it readable.
 async fn send_reply(state: &State, to: Address, txn: u8, reply: &[u8], mtu: u16) {
@@ -271,7 +290,12 @@ async fn send_reply(state: &State, to: Address, txn: u8, reply: &[u8], mtu: u16)
     }
     let mut notifier = state.notifier.lock().await;
     let Some(n) = notifier.as_mut() else {
-        debug(|| format!("reply of {} B for {to}: nobody subscribed, left readable", reply.len()));
+        debug(|| {
+            format!(
+                "reply of {} B for {to}: nobody subscribed, left readable",
+                reply.len()
+            )
+        });
         return;
     };
     for seg in segments(txn, reply, segment_size(mtu)) {
@@ -296,17 +320,30 @@ mod tests {
     #[test]
     fn the_advertisement_fits_a_legacy_advert() {
         let payload = [0x15, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-        let adv = advertisement(&payload, "A very long device name that goes on and on", false);
+        let adv = advertisement(
+            &payload,
+            "A very long device name that goes on and on",
+            false,
+        );
         assert_eq!(adv.service_data.get(&SERVICE_UUID).map(Vec::len), Some(10));
-        assert!(adv.service_uuids.is_empty(), "a UUID list would overflow 31 bytes");
+        assert!(
+            adv.service_uuids.is_empty(),
+            "a UUID list would overflow 31 bytes"
+        );
         assert!(adv.manufacturer_data.is_empty());
         // flags (3) + service data (2 + 16 + 10) = 31.
         assert_eq!(3 + 2 + 16 + payload.len(), 31);
         assert_eq!(adv.local_name.as_deref().map(str::len), Some(MAX_ADV_NAME));
         assert!(adv.secondary_channel.is_none());
         let ext = advertisement(&payload, "Ada", true);
-        assert!(ext.local_name.is_none(), "no scan response on a connectable extended advert");
-        assert!(matches!(ext.secondary_channel, Some(SecondaryChannel::OneM)));
+        assert!(
+            ext.local_name.is_none(),
+            "no scan response on a connectable extended advert"
+        );
+        assert!(matches!(
+            ext.secondary_channel,
+            Some(SecondaryChannel::OneM)
+        ));
     }
 
     #[test]

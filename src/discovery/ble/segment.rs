@@ -137,7 +137,11 @@ impl Reassembly {
     ///
     /// On an error the partial message is dropped; the next segment 0
     /// starts afresh.
-    pub fn push(&mut self, offset: u16, value: &[u8]) -> Result<Option<(u8, Vec<u8>)>, SegmentError> {
+    pub fn push(
+        &mut self,
+        offset: u16,
+        value: &[u8],
+    ) -> Result<Option<(u8, Vec<u8>)>, SegmentError> {
         let r = self.push_inner(usize::from(offset), value);
         if !matches!(r, Ok(None)) {
             self.reset();
@@ -145,7 +149,11 @@ impl Reassembly {
         r
     }
 
-    fn push_inner(&mut self, offset: usize, value: &[u8]) -> Result<Option<(u8, Vec<u8>)>, SegmentError> {
+    fn push_inner(
+        &mut self,
+        offset: usize,
+        value: &[u8],
+    ) -> Result<Option<(u8, Vec<u8>)>, SegmentError> {
         let data = if offset == 0 {
             if value.len() <= SEGMENT_HEADER {
                 return Err(SegmentError::Short(value.len()));
@@ -156,7 +164,12 @@ impl Reassembly {
                 self.txn = Some(txn);
             } else {
                 match self.txn {
-                    None => return Err(SegmentError::OutOfOrder { expected: 0, got: seq }),
+                    None => {
+                        return Err(SegmentError::OutOfOrder {
+                            expected: 0,
+                            got: seq,
+                        })
+                    }
                     Some(t) if t != txn => return Err(SegmentError::WrongTransaction),
                     Some(_) if seq != self.next_seq => {
                         return Err(SegmentError::OutOfOrder {
@@ -189,7 +202,10 @@ impl Reassembly {
         // cannot make us hold more than `max + 2` bytes.
         let have = self.buf.len() + data.len();
         if have > self.max + 2 {
-            return Err(SegmentError::TooLong { max: self.max, got: have.saturating_sub(2) });
+            return Err(SegmentError::TooLong {
+                max: self.max,
+                got: have.saturating_sub(2),
+            });
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() < 2 {
@@ -197,7 +213,10 @@ impl Reassembly {
         }
         let len = usize::from(u16::from_le_bytes([self.buf[0], self.buf[1]]));
         if len > self.max {
-            return Err(SegmentError::TooLong { max: self.max, got: len });
+            return Err(SegmentError::TooLong {
+                max: self.max,
+                got: len,
+            });
         }
         let total = len + 2;
         match self.buf.len().cmp(&total) {
@@ -242,7 +261,11 @@ mod tests {
             let segs = segments(0x5a, &body, size);
             assert!(segs.iter().all(|s| s.len() <= size));
             let mut r = Reassembly::new(2048);
-            assert_eq!(feed(&mut r, &segs), Ok(Some((0x5a, body.clone()))), "size {size}");
+            assert_eq!(
+                feed(&mut r, &segs),
+                Ok(Some((0x5a, body.clone()))),
+                "size {size}"
+            );
             assert!(!r.in_progress());
         }
     }
@@ -284,18 +307,42 @@ mod tests {
         assert_eq!(r.push(0, &[]), Err(SegmentError::Short(0)));
         assert_eq!(r.push(0, &[1, 0]), Err(SegmentError::Short(2)));
         // A continuation with nothing started.
-        assert_eq!(r.push(0, &[1, 1, 5]), Err(SegmentError::OutOfOrder { expected: 0, got: 1 }));
-        assert_eq!(r.push(5, &[1]), Err(SegmentError::BadOffset { expected: 0, got: 5 }));
+        assert_eq!(
+            r.push(0, &[1, 1, 5]),
+            Err(SegmentError::OutOfOrder {
+                expected: 0,
+                got: 1
+            })
+        );
+        assert_eq!(
+            r.push(5, &[1]),
+            Err(SegmentError::BadOffset {
+                expected: 0,
+                got: 5
+            })
+        );
         // A length over the cap, announced in the first segment.
         assert_eq!(
             r.push(0, &[1, 0, 0xff, 0xff]),
-            Err(SegmentError::TooLong { max: 100, got: 0xffff })
+            Err(SegmentError::TooLong {
+                max: 100,
+                got: 0xffff
+            })
         );
         // Bytes past the end.
-        assert_eq!(r.push(0, &[1, 0, 1, 0, 7, 8]), Err(SegmentError::Trailing(1)));
+        assert_eq!(
+            r.push(0, &[1, 0, 1, 0, 7, 8]),
+            Err(SegmentError::Trailing(1))
+        );
         // A gap in seq, then another transaction mid-message.
         assert_eq!(r.push(0, &[1, 0, 50, 0, 1]), Ok(None));
-        assert_eq!(r.push(0, &[1, 2, 1]), Err(SegmentError::OutOfOrder { expected: 1, got: 2 }));
+        assert_eq!(
+            r.push(0, &[1, 2, 1]),
+            Err(SegmentError::OutOfOrder {
+                expected: 1,
+                got: 2
+            })
+        );
         assert!(!r.in_progress(), "an error drops the partial message");
         assert_eq!(r.push(0, &[1, 0, 50, 0, 1]), Ok(None));
         assert_eq!(r.push(0, &[2, 1, 1]), Err(SegmentError::WrongTransaction));
@@ -318,7 +365,10 @@ mod tests {
         // 64 bytes announced, 8 per segment: the 8th completes it exactly.
         assert_eq!(err, Ok(Some((1, vec![0xaa; 64]))));
         assert_eq!(r.push(0, &[1, 0, 10, 0]), Ok(None));
-        assert!(matches!(r.push(0, &[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(SegmentError::Trailing(1))));
+        assert!(matches!(
+            r.push(0, &[1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(SegmentError::Trailing(1))
+        ));
     }
 
     proptest! {

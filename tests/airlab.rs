@@ -1,0 +1,46 @@
+//! The air lab: the real `airhop` binary on real BlueZ (bluetoothd, btvirt
+//! emulated controllers) inside a qemu VM, by `scripts/airlab/run.sh`.
+//! Discovery over BLE, the card read and sealed invitation over GATT, then
+//! the file over QUIC between two network namespaces; a decline and a
+//! timeout reach the sender; bluetoothctl reads and decodes the card; a
+//! garbage advertiser confuses nothing; the same over extended advertising.
+//!
+//! It needs root (apt-get, network namespaces) and takes a few minutes.
+//! A lab that cannot start fails this test. `AIRHOP_SKIP_AIRLAB=1` skips it
+//! on a workstation, as `AIRHOP_SKIP_NETNS=1` does the namespace tests.
+
+use std::process::Command;
+
+#[test]
+fn the_air_lab_passes_every_scenario() {
+    if std::env::var_os("AIRHOP_SKIP_AIRLAB").is_some() {
+        eprintln!("AIRHOP_SKIP_AIRLAB is set: the air lab is skipped");
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/airlab/run.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("bash runs scripts/airlab/run.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "the air lab failed:\n{stdout}{stderr}"
+    );
+    // Every scenario reported, none failed.
+    for line in [
+        "OK   le accept:",
+        "OK   le bluetoothctl read the card",
+        "OK   le decline: sender exit 4",
+        "OK   le timeout:",
+        "OK   le garbage advertiser",
+        "OK   ext accept:",
+        "ext adv properties 0x0001 -> EXTENDED (non-legacy) PDU",
+        "== airlab: all passed",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
