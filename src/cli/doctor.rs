@@ -131,12 +131,22 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
                 "install and start BlueZ: `apt install bluez && systemctl start bluetooth`",
             ),
         );
-        r.check(
-            Level::Warn,
-            "BLE backend",
-            "this build of airhop has no BLE backend yet",
-            Some("use the LAN (`--transport lan`) until it lands"),
-        );
+        // The real thing: both roles on the adapter, as send and receive
+        // would start them.
+        match super::setup::start_ble(g).await {
+            Ok(_) => r.check(
+                Level::Ok,
+                "BLE backend",
+                "advertising and scanning can start",
+                None,
+            ),
+            Err(e) => r.check(
+                Level::Fail,
+                "BLE backend",
+                &e.to_string(),
+                Some("meanwhile airhop uses the LAN (`--transport auto`)"),
+            ),
+        }
     }
 
     // Wi-Fi and hotspots.

@@ -122,8 +122,11 @@ pub async fn discovery(g: &Global) -> Result<Arc<dyn Discovery>, CliError> {
     Ok(Arc::new(lan))
 }
 
+/// Starts the BLE backend for `--adapter`, or says why it cannot.
 #[cfg(target_os = "linux")]
-async fn start_ble(g: &Global) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
+pub async fn start_ble(
+    g: &Global,
+) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
     use airhop::discovery::ble::{Ble, BleConfig};
     let config = BleConfig {
         adapter: g.adapter.clone(),
@@ -133,8 +136,11 @@ async fn start_ble(g: &Global) -> Result<Arc<dyn Discovery>, airhop::discovery::
     Ok(Arc::new(Ble::start(config).await?))
 }
 
+/// Starts the BLE backend for `--adapter`, or says why it cannot.
 #[cfg(not(target_os = "linux"))]
-async fn start_ble(_: &Global) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
+pub async fn start_ble(
+    _: &Global,
+) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
     Err(airhop::discovery::DiscoveryError::Unavailable(
         "this build has Bluetooth LE on Linux (BlueZ) only".into(),
     ))
