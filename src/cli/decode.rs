@@ -5,6 +5,7 @@ use airhop::crypto::handshake::verify_card;
 use airhop::wire::advert::{ad_structures, AdvertPayload};
 use serde_json::{json, Value};
 
+use super::config::hex;
 use super::out::Out;
 use super::CliError;
 
@@ -135,10 +136,6 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
             u8::from_str_radix(txt, 16).map_err(|_| format!("{txt:?} is not a hex byte"))
         })
         .collect()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

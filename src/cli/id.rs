@@ -6,6 +6,7 @@ use airhop::crypto::identity::IDENTITY_FILE;
 use airhop::crypto::Identity;
 use ring::rand::SystemRandom;
 
+use super::config::hex;
 use super::CliError;
 
 /// Arguments of `airhop id`.
@@ -27,8 +28,4 @@ pub fn run(config_dir: &Path, args: IdArgs) -> Result<(), CliError> {
         println!("file:     {}", config_dir.join(IDENTITY_FILE).display());
     }
     Ok(())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -44,7 +44,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,7 +53,8 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::{
-    BoxFuture, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder, Transport,
+    lock, BoxFuture, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder,
+    Transport,
 };
 use crate::wire::card::MAX_CARD_LEN;
 use crate::wire::invite::{MAX_INVITATION_LEN, MAX_REPLY_LEN};
@@ -186,10 +187,6 @@ struct Devices {
     by_key: HashMap<(Ipv4Addr, [u8; 8]), DeviceId>,
     /// Device → where its rendezvous is, and when it was added (for eviction).
     addr: HashMap<DeviceId, (SocketAddr, u64)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn multicast_err(what: &str, e: impl std::fmt::Display) -> DiscoveryError {

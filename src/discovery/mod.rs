@@ -239,6 +239,12 @@ pub async fn invite(
     capped(reply, MAX_REPLY_LEN)
 }
 
+/// Locks a std mutex, taking the data back from a panicked holder: the
+/// backends' maps stay usable (a poisoned lock is not a reason to stop).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn capped<T: AsRef<[u8]>>(bytes: T, max: usize) -> Result<T, DiscoveryError> {
     let got = bytes.as_ref().len();
     if got > max {

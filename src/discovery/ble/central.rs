@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::debug;
 use super::segment::{segments, Reassembly, MAX_SEGMENT};
-use crate::discovery::{DeviceId, DiscoveryError, DiscoveryEvent};
+use crate::discovery::{lock, DeviceId, DiscoveryError, DiscoveryEvent};
 use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
 use crate::wire::invite::MAX_REPLY_LEN;
 
@@ -354,8 +354,4 @@ fn gone(e: btleplug::Error) -> DiscoveryError {
         btleplug::Error::TimedOut(_) => DiscoveryError::TimedOut,
         other => DiscoveryError::Other(format!("BLE: {other}")),
     }
-}
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

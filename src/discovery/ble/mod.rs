@@ -203,7 +203,7 @@ impl Discovery for Ble {
     }
 
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<DiscoveryEvent>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
+        super::lock(&self.events).take()
     }
 }
 

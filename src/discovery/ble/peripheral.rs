@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::debug;
 use super::segment::{segment_size, segments, Reassembly, SEGMENT_HEADER};
-use crate::discovery::{DiscoveryError, DiscoveryEvent, Published, Responder};
+use crate::discovery::{lock, DiscoveryError, DiscoveryEvent, Published, Responder};
 use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
 use crate::wire::invite::MAX_INVITATION_LEN;
 
@@ -306,10 +306,6 @@ async fn send_reply(state: &State, to: Address, txn: u8, reply: &[u8], mtu: u16)
         }
     }
     debug(|| format!("reply of {} B notified to {to}", reply.len()));
-}
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
