@@ -23,6 +23,7 @@
 
 pub mod crypto;
 pub mod discovery;
+pub mod link;
 pub mod net;
 pub mod node;
 pub mod session;

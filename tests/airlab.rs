@@ -4,6 +4,12 @@
 //! the file over QUIC between two network namespaces; a decline and a
 //! timeout reach the sender; bluetoothctl reads and decodes the card; a
 //! garbage advertiser confuses nothing; the same over extended advertising.
+//! With two emulated Wi-Fi radios and no shared network, the transfer goes
+//! over a hotspot the receiver hosts (hostapd) and the sender joins
+//! (wpa_supplicant); a LAN that does not connect the two is probed and left
+//! for the hotspot; a wrong passphrase, a hotspot that never comes up and a
+//! join that times out each end with their stage, and every scenario leaves
+//! both devices' Wi-Fi as it was.
 //!
 //! It needs root (apt-get, network namespaces) and takes a few minutes.
 //! A lab that cannot start fails this test. `AIRHOP_SKIP_AIRLAB=1` skips it
@@ -38,6 +44,15 @@ fn the_air_lab_passes_every_scenario() {
         "OK   le garbage advertiser",
         "OK   ext accept:",
         "ext adv properties 0x0001 -> EXTENDED (non-legacy) PDU",
+        "OK   wifi hotspot: 8 MiB over BLE rendezvous + hotspot",
+        "OK   wifi hotspot: both sides report the hotspot removed",
+        "OK   wifi hotspot: both devices' Wi-Fi as before",
+        "OK   wifi probe: the announced LAN address was unreachable",
+        "OK   wifi wrongkey: sender exit 8",
+        "OK   wifi never: receiver",
+        "OK   wifi jointimeout: sender exit 8",
+        "OK   wifi jointimeout: both devices' Wi-Fi as before",
+        "TIME wifi accept -> hotspot up:",
         "== airlab: all passed",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

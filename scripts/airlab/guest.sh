@@ -5,6 +5,11 @@
 # written to out/. Scenarios (airlab.mode=, comma-separated):
 #   le   btvirt -L -l3: LE-only controllers, legacy advertising
 #   ext  btvirt -l3: Bluetooth 5.2 controllers, extended advertising
+#   wifi btvirt -l3 as in ext, plus two mac80211_hwsim radios, one in each
+#        namespace, and the veth pair removed: the peers share no network
+#        and the transfer goes over a hotspot (hostapd + wpa_supplicant
+#        backend): end to end, a LAN probe that fails, a wrong passphrase,
+#        a hotspot that never comes up, a join that times out.
 # In each: hci0 is the receiver (network namespace rx), hci1 the sender
 # (namespace tx, joined to rx by a veth pair: QUIC crosses it), hci2 a
 # third device that advertises garbage under the airhop UUID and runs
@@ -69,7 +74,7 @@ start_receiver() {
   rm -f $W/rx.in; mkfifo $W/rx.in
   sleep 900 > $W/rx.in &
   RX_START=$EPOCHREALTIME
-  (ip netns exec rx env AIRHOP_BLE_ADVERTISING=$ADV $AIRHOP --config-dir $W/rx-conf \
+  (ip netns exec rx env AIRHOP_BLE_ADVERTISING=$ADV $RX_ENV $AIRHOP --config-dir $W/rx-conf \
      --transport ble --adapter hci0 --name Bob --json receive --dir $W/inbox-$name "$@" \
      < $W/rx.in 2> "$O/rx-$name.err" | stamp > "$O/rx-$name.jsonl") &
   wait_for 60 "grep -q '\"event\":\"ready\"' $O/rx-$name.jsonl" \
@@ -79,29 +84,35 @@ start_receiver() {
 send() {
   local name=$1; shift
   TX_START=$EPOCHREALTIME
-  ip netns exec tx $AIRHOP --config-dir $W/tx-conf --transport ble --adapter hci1 --name Ada --json \
+  ip netns exec tx env $TX_ENV $AIRHOP --config-dir $W/tx-conf --transport ble --adapter hci1 --name Ada --json \
     send --to Bob "$@" 2> "$O/tx-$name.err" | stamp > "$O/tx-$name.jsonl"
   SEND_RC=${PIPESTATUS[0]}
 }
 
-bt_variant() {
-  V=$1; local btargs=$2; ADV=$3
-  O=$LAB/out/$V; mkdir -p "$O"
-  say "=== $V: btvirt $btargs, advertising $ADV ==="
+# bt_up BTVIRT_ARGS: btmon, btvirt with three controllers, bluetoothd.
+bt_up() {
+  local btargs=$1
   rm -rf /var/lib/bluetooth/* $W/inbox-* $W/*-conf
-  btmon -w "$O/hci.btsnoop" > /dev/null 2>&1 & local btmon=$!
+  btmon -w "$O/hci.btsnoop" > /dev/null 2>&1 &
   sleep 0.5
-  btvirt $btargs > "$O/btvirt.log" 2>&1 & local btvirt=$!
+  btvirt $btargs > "$O/btvirt.log" 2>&1 &
   # Each controller answers its HCI Reset only when the emulation gets to
   # it: a busy host makes that seconds. btmgmt can block on one that is
   # still initialising, hence its own timeout.
   wait_for 60 '[ -e /sys/class/bluetooth/hci2 ] && [ "$(timeout 5 btmgmt info 2>/dev/null | grep -c "^hci[0-9]")" -ge 3 ]' \
     && ok "btvirt: three controllers ($(ls /sys/class/bluetooth | tr '\n' ' '))" \
     || { bad "btvirt: controllers did not come up ($(ls /sys/class/bluetooth | tr '\n' ' ') $(cat "$O/btvirt.log"))"; bt_down; return 1; }
-  /usr/libexec/bluetooth/bluetoothd -n -E > "$O/bluetoothd.log" 2>&1 & local btd=$!
+  /usr/libexec/bluetooth/bluetoothd -n -E > "$O/bluetoothd.log" 2>&1 &
   wait_for 30 'dbus-send --system --print-reply --dest=org.bluez /org/bluez/hci2 org.freedesktop.DBus.Properties.Get string:org.bluez.Adapter1 string:Powered 2>/dev/null | grep -q true' \
     && ok "bluetoothd: hci0-2 on D-Bus and powered" \
     || { bad "bluetoothd did not come up: $(tail -3 "$O/bluetoothd.log")"; bt_down; return 1; }
+}
+
+bt_variant() {
+  V=$1; local btargs=$2; ADV=$3
+  O=$LAB/out/$V; mkdir -p "$O"
+  say "=== $V: btvirt $btargs, advertising $ADV ==="
+  bt_up "$btargs" || return 1
   local a0 a2; a0=$(addr 0); a2=$(addr 2)
 
   # A third device advertising garbage under the airhop UUID: a payload of
@@ -192,10 +203,154 @@ bluetoothctl_read() {
   fi
 }
 
+# ---- Wi-Fi hotspots --------------------------------------------------------
+
+# wlan_of NS: the namespace's Wi-Fi interface (sysfs as the namespace sees it).
+wlan_of() { ip netns exec "$1" sh -c 'for i in /sys/class/net/*; do [ -e "$i/phy80211" ] && basename "$i"; done' | head -1; }
+# wifi_state NS: what a namespace's Wi-Fi looks like (to compare before and after).
+wifi_state() {
+  local ns=$1 ifc; ifc=$(wlan_of "$ns")
+  echo "link=$(ip -n "$ns" -o link show "$ifc" | grep -o '<[^>]*>' | grep -qw UP && echo up || echo down)" \
+       "addrs=[$(ip -n "$ns" -o -4 addr show dev "$ifc" | awk '{print $4}' | tr '\n' ' ')]" \
+       "daemons=[$(for p in $(ip netns pids "$ns"); do c=$(cat /proc/$p/comm 2>/dev/null); case $c in hostapd|wpa_supplicant) echo -n "$c ";; esac; done)]" \
+       "run=[$(ls /run/airhop 2>/dev/null | tr '\n' ' ')]"
+}
+# same_state NAME: both namespaces are back as they were before the scenario.
+same_state() {
+  local name=$1 now_rx now_tx
+  now_rx=$(wifi_state rx); now_tx=$(wifi_state tx)
+  if [ "$now_rx" = "$RX_BEFORE" ] && [ "$now_tx" = "$TX_BEFORE" ]; then
+    ok "$name: both devices' Wi-Fi as before ($now_rx)"
+  else
+    bad "$name: left behind: rx $now_rx (was $RX_BEFORE); tx $now_tx (was $TX_BEFORE)"
+  fi
+}
+# jfield FILE STAGE ROLE: the first hotspot event of that stage and role, as its time.
+hs_at() { awk -v s="\"stage\":\"$2\"" -v r="\"role\":\"$3\"" 'index($0, "\"event\":\"hotspot\"") && index($0, s) && index($0, r) {print $1; exit}' "$1"; }
+# stop_receiver: SIGTERM, as a service manager would; airhop tears down first.
+stop_receiver() {
+  for p in $(ip netns pids rx); do [ "$(cat /proc/$p/comm 2>/dev/null)" = airhop ] && kill -TERM $p; done
+  wait_for 30 "! ip netns pids rx | xargs -r -n1 -I{} cat /proc/{}/comm 2>/dev/null | grep -qx airhop"
+  kill_ns rx
+}
+
+wifi_variant() {
+  V=wifi; ADV=extended
+  O=$LAB/out/$V; mkdir -p "$O"
+  say "=== wifi: btvirt -l3, two mac80211_hwsim radios, no shared network ==="
+  modprobe mac80211_hwsim radios=2 || { bad "mac80211_hwsim did not load"; return 1; }
+  wait_for 10 '[ "$(ls /sys/class/ieee80211 | wc -l)" -ge 2 ]' || { bad "no hwsim radios"; return 1; }
+  local phys; phys=($(ls /sys/class/ieee80211))
+  iw phy "${phys[0]}" set netns name rx && iw phy "${phys[1]}" set netns name tx \
+    || { bad "could not move the radios into the namespaces"; return 1; }
+  ip -n rx link del vrx 2>/dev/null   # no shared network any more
+  ok "hwsim: ${phys[0]} in rx ($(wlan_of rx)), ${phys[1]} in tx ($(wlan_of tx)); no veth"
+  RX_BEFORE=$(wifi_state rx); TX_BEFORE=$(wifi_state tx)
+  bt_up "-l3" || return 1
+  local H="--hotspot-backend hostapd"
+
+  # 1. End to end: BLE rendezvous, the receiver hosts, the sender joins, 8 MiB.
+  RX_ENV= TX_ENV=
+  start_receiver hotspot --yes --once $H && {
+    send hotspot --wait 90 $H $W/payload.bin
+    wait_for 40 "! ip netns pids rx | grep -q ."
+    local rxf=$O/rx-hotspot.jsonl txf=$O/tx-hotspot.jsonl
+    if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-hotspot/payload.bin; then
+      ok "hotspot: 8 MiB over BLE rendezvous + hotspot (hostapd/wpa_supplicant) + QUIC, bytes identical"
+    else
+      bad "hotspot: send exit $SEND_RC: $(tail -3 "$O/tx-hotspot.err" | tr '\n' ' ')"
+    fi
+    if grep -q '"stage":"closed"' "$rxf" && grep -q '"stage":"closed"' "$txf" && ! grep -q '"problem"' "$rxf" "$txf"; then
+      ok "hotspot: both sides report the hotspot removed and the interface restored"
+    else
+      bad "hotspot: no clean teardown event: $(grep -h '"hotspot"' "$rxf" "$txf" | tail -2 | tr '\n' ' ')"
+    fi
+    same_state hotspot
+    local acc up joined first
+    acc=$(hs_at "$rxf" starting host); up=$(hs_at "$rxf" up host); joined=$(hs_at "$txf" up join); first=$(at "$rxf" started)
+    result "TIME wifi accept -> hotspot up: $(secs "$acc" "$up") s"
+    result "TIME wifi hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
+    result "TIME wifi joined -> first byte: $(secs "$joined" "$first") s"
+    result "TIME wifi first byte -> 8 MiB done: $(secs "$first" "$(at "$rxf" done)") s"
+    kill_ns rx
+  }
+
+  # 2. Both on "a LAN" that does not connect them: the probe fails, then the hotspot.
+  ip link add vrx type veth peer name vtx; ip link set vrx netns rx; ip link set vtx netns tx
+  ip -n rx addr add 10.78.0.1/24 dev vrx; ip -n rx link set vrx up
+  ip -n tx addr add 10.79.0.2/24 dev vtx; ip -n tx link set vtx up
+  start_receiver probe --yes --once $H && {
+    send probe --wait 90 $H $W/payload.bin
+    if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-probe/payload.bin \
+       && grep -q '"role":"join"' "$O/tx-probe.jsonl"; then
+      ok "probe: the announced LAN address was unreachable, the hotspot took over, bytes identical"
+    else
+      bad "probe: send exit $SEND_RC: $(tail -3 "$O/tx-probe.err" | tr '\n' ' ')"
+    fi
+    wait_for 40 "! ip netns pids rx | grep -q ."; kill_ns rx
+  }
+  ip -n rx link del vrx 2>/dev/null
+  same_state probe
+
+  # 3. A wrong passphrase: the access point runs with another key than the
+  # one sealed in the reply (a hostapd wrapper edits its config).
+  mkdir -p $W/shim-key $W/shim-never
+  printf '#!/bin/sh\nsed -i "s/^wpa_psk=.*/wpa_psk=%s/" "$1"\nexec /usr/sbin/hostapd "$@"\n' \
+    "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > $W/shim-key/hostapd
+  # 4. A hotspot that never comes up: hostapd that never enables its AP.
+  printf '#!/bin/sh\necho "nl80211: Could not configure driver mode"\nexec sleep 600\n' > $W/shim-never/hostapd
+  chmod +x $W/shim-key/hostapd $W/shim-never/hostapd
+  RX_ENV="PATH=$W/shim-key:$PATH"
+  start_receiver wrongkey --yes --once $H --hotspot-timeout 30 && {
+    send wrongkey --wait 90 $H --hotspot-timeout 30 $W/payload.bin
+    if [ "$SEND_RC" = 8 ] && grep -q '"failed_stage":"join"' "$O/tx-wrongkey.jsonl" \
+       && grep -q 'wrong passphrase' "$O/tx-wrongkey.err"; then
+      ok "wrongkey: sender exit 8, \"$(tail -1 "$O/tx-wrongkey.err")\""
+    else
+      bad "wrongkey: sender exit $SEND_RC: $(tail -2 "$O/tx-wrongkey.err" | tr '\n' ' ')"
+    fi
+    stop_receiver
+  }
+  same_state wrongkey
+  RX_ENV="PATH=$W/shim-never:$PATH"
+  start_receiver never --yes --once $H --hotspot-timeout 15 && {
+    send never --wait 90 $H --hotspot-timeout 20 $W/payload.bin
+    wait_for 30 "! ip netns pids rx | grep -q ."
+    if [ "$SEND_RC" = 8 ] && grep -q '"failed_stage":"create"' "$O/rx-never.jsonl" \
+       && grep -q '"failed_stage":"join"' "$O/tx-never.jsonl"; then
+      ok "never: receiver \"$(grep -h 'hotspot create' "$O/rx-never.err" | tail -1)\"; sender exit 8, \"$(tail -1 "$O/tx-never.err")\""
+    else
+      bad "never: sender exit $SEND_RC: $(tail -2 "$O/tx-never.err" | tr '\n' ' '); receiver: $(tail -2 "$O/rx-never.err" | tr '\n' ' ')"
+    fi
+    kill_ns rx
+  }
+  same_state never
+  # 5. A join that times out: the joiner's wpa_supplicant takes 10 s to
+  # start (a slow radio), the sender allows 4.
+  mkdir -p $W/shim-slow
+  printf '#!/bin/sh\nsleep 10\nexec /usr/sbin/wpa_supplicant "$@"\n' > $W/shim-slow/wpa_supplicant
+  chmod +x $W/shim-slow/wpa_supplicant
+  RX_ENV= TX_ENV="PATH=$W/shim-slow:$PATH"
+  start_receiver jointimeout --yes --once $H --hotspot-timeout 30 && {
+    send jointimeout --wait 90 $H --hotspot-timeout 4 $W/payload.bin
+    if [ "$SEND_RC" = 8 ] && grep -q '"failed_stage":"join"' "$O/tx-jointimeout.jsonl" \
+       && grep -q 'within 4 s' "$O/tx-jointimeout.err"; then
+      ok "jointimeout: sender exit 8, \"$(tail -1 "$O/tx-jointimeout.err")\""
+    else
+      bad "jointimeout: sender exit $SEND_RC: $(tail -2 "$O/tx-jointimeout.err" | tr '\n' ' ')"
+    fi
+    stop_receiver
+  }
+  TX_ENV=
+  same_state jointimeout
+  bt_down
+}
+
 for m in $(echo "$MODE" | tr ',' ' '); do
   case $m in
-    le)  bt_variant le "-L -l3" legacy ;;
-    ext) bt_variant ext "-l3" extended ;;
+    le)   bt_variant le "-L -l3" legacy ;;
+    ext)  bt_variant ext "-l3" extended ;;
+    wifi) wifi_variant ;;
   esac
 done
 dmesg > "$LAB/out/dmesg.txt"

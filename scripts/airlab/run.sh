@@ -6,22 +6,25 @@
 # summary, the timings and the HCI counts, and exits non-zero if any step
 # failed or the lab could not start.
 #
-#   usage: scripts/airlab/run.sh [MODES]     MODES: le,ext (default: both)
+#   usage: scripts/airlab/run.sh [MODES]     MODES: le,ext,wifi (default: all)
 #     le   btvirt -L: two LE-only controllers (and a third for the
 #          garbage advertiser and bluetoothctl), legacy advertising
 #     ext  btvirt without -L: Bluetooth 5.2 controllers, extended advertising
+#     wifi as ext, plus two mac80211_hwsim radios and no shared network: the
+#          transfer goes over a hotspot (hostapd + wpa_supplicant backend)
 #   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 900)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/scripts/airlab
-MODES=${1:-le,ext}
+MODES=${1:-le,ext,wifi}
 LAB=${AIRLAB_DIR:-/tmp/airhop-airlab}
 T0=$(date +%s.%N)
 fail() { echo "airlab: $*" >&2; exit 1; }
 
 # Debian packages: qemu, a stock kernel with Bluetooth modules, the BlueZ
 # userland (bluetoothd, btvirt, btmgmt, bluetoothctl, btmon), D-Bus.
-pkgs=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static dbus iproute2 kmod cpio)
+pkgs=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static dbus iproute2 kmod cpio
+      hostapd wpasupplicant iw)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

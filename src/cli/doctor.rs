@@ -183,8 +183,27 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
         if nm { Level::Ok } else { Level::Warn },
         "NetworkManager",
         if nm { "running" } else { "not running" },
-        (!nm).then_some("hotspots need NetworkManager, or hostapd + wpa_supplicant"),
+        None,
     );
+    // The hotspot backend as send and receive would pick it.
+    let choice: airhop::link::BackendChoice = g.hotspot_backend.parse().unwrap_or_default();
+    match airhop::link::detect(choice, g.wifi_interface.as_deref()) {
+        Ok(b) => r.check(
+            Level::Ok,
+            "hotspots",
+            &format!("{} on {}", b.name(), b.interface()),
+            None,
+        ),
+        Err(why) => r.check(
+            Level::Warn,
+            "hotspots",
+            &why,
+            Some(
+                "devices with no shared network need a hotspot: a Wi-Fi device with NetworkManager, \
+                 or hostapd + wpa_supplicant (apt install hostapd wpasupplicant)",
+            ),
+        ),
+    }
 
     // LAN multicast, per interface.
     // `--interface` picks which (loopback too); by default every one up.

@@ -81,6 +81,29 @@ pub struct Global {
         default_value_t = airhop::discovery::lan::DEFAULT_GROUP.port()
     )]
     pub lan_port: u16,
+    /// Wi-Fi: the interface hotspots use [default: the first Wi-Fi
+    /// interface].
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_WIFI_INTERFACE",
+        hide_env_values = true,
+        value_name = "IFACE"
+    )]
+    pub wifi_interface: Option<String>,
+    /// Wi-Fi: how hotspots are made: `networkmanager` (over D-Bus),
+    /// `hostapd` (hostapd + wpa_supplicant), `none`, or `auto` (the first
+    /// of these that works here).
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_HOTSPOT_BACKEND",
+        hide_env_values = true,
+        value_name = "BACKEND",
+        default_value = "auto",
+        value_parser = ["auto", "networkmanager", "hostapd", "none"]
+    )]
+    pub hotspot_backend: String,
     /// One JSON object per line on standard output, for scripts and apps
     /// (the README documents the events).
     #[arg(long, global = true)]
@@ -152,7 +175,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  done                       6  cancelled by the other side
   1  unexpected failure         7  network: peer lost, no multicast, unreachable
-  2  bad command line           8  no usable Bluetooth or Wi-Fi
+  2  bad command line           8  no usable Bluetooth or Wi-Fi; hotspot not created/joined
   3  config or identity         9  files: no space, unreadable, corrupt
   4  declined                  10  security: authentication, pairing, protocol
   5  nobody found, timed out   11  busy: the peer is busy or its session full
@@ -196,12 +219,17 @@ impl Exit {
     pub fn of(reason: Reason) -> Exit {
         use Reason::*;
         match reason {
-            WirelessInterfaceNotAvailable | WirelessInterfaceNotConnected => Exit::Wireless,
+            WirelessInterfaceNotAvailable
+            | WirelessInterfaceNotConnected
+            | HotspotCreateFailed
+            | HotspotJoinFailed
+            | HotspotAddressFailed => Exit::Wireless,
             DiscoveryFailure
             | AdvertisementFailure
             | ContentServerFailure
             | UnableToSetUpMulticast
             | PeerLost
+            | HotspotConnectFailed
             | Disconnected
             | Kicked => Exit::Network,
             SpaceNotAvailable | ContentUnavailable | NoFilesToSend | IntegrityMismatch => {

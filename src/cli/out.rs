@@ -124,6 +124,82 @@ impl Out {
         stdout_line(&v.to_string());
     }
 
+    /// A hotspot step: one line for people, a `hotspot` event for scripts.
+    pub fn hotspot(&self, e: &airhop::node::HotspotEvent) {
+        use airhop::node::{HotspotRole, HotspotStage};
+        let host = e.role == HotspotRole::Host;
+        let mut f = json!({
+            "peer": e.peer.to_string(),
+            "role": if host { "host" } else { "join" },
+            "ssid": e.ssid,
+            "interface": e.interface,
+            "backend": e.backend,
+        });
+        let (stage, line) = match &e.stage {
+            HotspotStage::Starting if host => (
+                "starting",
+                format!(
+                    "No shared network: creating Wi-Fi hotspot {} on {} ({})...",
+                    e.ssid, e.interface, e.backend
+                ),
+            ),
+            HotspotStage::Starting => (
+                "starting",
+                format!(
+                    "No shared network: joining Wi-Fi hotspot {} on {} ({})...",
+                    e.ssid, e.interface, e.backend
+                ),
+            ),
+            HotspotStage::Up(addr) => {
+                f["addr"] = json!(addr.to_string());
+                let verb = if host { "is up" } else { "joined" };
+                (
+                    "up",
+                    format!("Hotspot {} {verb}; this device is {addr} on it", e.ssid),
+                )
+            }
+            HotspotStage::Failed(err) => {
+                f["failed_stage"] = json!(err.stage.as_str());
+                f["detail"] = json!(err.detail);
+                f["reason"] = json!(reason_name(err.stage.reason()));
+                f["code"] = json!(err.stage.reason().code());
+                ("failed", format!("{err}; {} is as it was", e.interface))
+            }
+            HotspotStage::Closed(Ok(())) => (
+                "closed",
+                format!(
+                    "Hotspot {} removed; {} is back as it was",
+                    e.ssid, e.interface
+                ),
+            ),
+            HotspotStage::Closed(Err(problem)) => {
+                f["problem"] = json!(problem);
+                (
+                    "closed",
+                    format!("Hotspot {} removed, but: {problem}", e.ssid),
+                )
+            }
+        };
+        f["stage"] = json!(stage);
+        self.event("hotspot", f);
+        if stage == "failed" || (stage == "closed" && line.contains(", but:")) {
+            self.warn(line);
+        } else {
+            self.say(line);
+        }
+    }
+
+    /// Prints the hotspot events still queued once the node stopped (the
+    /// teardowns report while it stops).
+    pub async fn drain_hotspots(&self, events: &mut airhop::node::Events) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, events.next()).await {
+            if let airhop::node::NodeEvent::Hotspot(h) = e {
+                self.hotspot(&h);
+            }
+        }
+    }
+
     /// A reason as JSON fields: its stable name and code.
     pub fn reason_fields(reason: Reason) -> Value {
         json!({ "reason": reason_name(reason), "code": reason.code() })

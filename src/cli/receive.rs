@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::config::Policy;
 use super::out::{rate, took};
-use super::setup::{ctrl_c, download_dir, stdin_lines, Ctx};
+use super::setup::{ctrl_c, download_dir, stdin_lines, Ctx, HotspotArgs};
 use super::{CliError, Global, Out};
 
 /// Arguments of `airhop receive`.
@@ -28,7 +28,17 @@ Examples:
   airhop receive --stdout > file        write the one item received to stdout
 On this machine it changes nothing but the download folder: files arrive as
 NAME.part and take their final name only once their BLAKE3 hash checks out;
-a taken name becomes `NAME (1).ext` unless --overwrite. Stop with Ctrl-C.")]
+a taken name becomes `NAME (1).ext` unless --overwrite. Stop with Ctrl-C.
+
+Hotspots: when the sender shares no network with this device (or either
+side says --hotspot), this device creates a Wi-Fi hotspot for that one
+transfer: a fresh random name and passphrase that leave only inside the
+encrypted Bluetooth reply, on its Wi-Fi interface (which leaves its current
+network meanwhile), at 10.42.N.1/24. NetworkManager holds it as an
+in-memory profile that it deletes by itself should airhop die; the hostapd
+backend keeps only the derived key, in /run. When the transfer ends, fails
+or is interrupted, the hotspot is removed and the interface goes back to
+the network it was on. --no-hotspot never touches the Wi-Fi.")]
 pub struct ReceiveArgs {
     /// Where received files go [default: config file, $XDG_DOWNLOAD_DIR,
     /// ~/Downloads, or the current folder].
@@ -50,6 +60,8 @@ pub struct ReceiveArgs {
     /// it (implies --once; status stays on standard error).
     #[arg(long, conflicts_with = "dir", conflicts_with = "overwrite")]
     pub stdout: bool,
+    #[command(flatten)]
+    pub hotspot: HotspotArgs,
 }
 
 /// Runs `airhop receive`.
@@ -77,8 +89,10 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
         )
     })?;
     let overwrite = args.overwrite;
+    let hotspot = super::setup::hotspot(g, &out, &args.hotspot)?;
     let (node, mut events) = ctx
         .start(g, dir.clone(), |c| {
+            hotspot.apply(c);
             c.overwrite = overwrite;
             c.progress_every = Duration::from_millis(200);
             c.session.card.caps = Capabilities::ACCEPTING;
@@ -106,6 +120,7 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
         out.say("cancelled; what arrived is kept as .part and resumes next time");
     }
     node.stop().await;
+    out.drain_hotspots(&mut events).await;
     if let Some(s) = scratch {
         let _ = std::fs::remove_dir_all(s);
     }
@@ -164,6 +179,13 @@ impl Receiver<'_> {
                 }
                 NodeEvent::InviteExpired { .. } => {
                     out.say("the invitation expired before an answer")
+                }
+                NodeEvent::Hotspot(h) => {
+                    out.hotspot(&h);
+                    if let (true, airhop::node::HotspotStage::Failed(err)) = (self.once, &h.stage) {
+                        // --once: a transfer that could not even start is its outcome.
+                        return Err(CliError::reason(err.stage.reason(), err.to_string()));
+                    }
                 }
                 NodeEvent::PeerState {
                     peer,

@@ -12,7 +12,7 @@ use airhop::wire::{Capabilities, ItemKind, OfferItem};
 use serde_json::json;
 
 use super::out::{rate, took};
-use super::setup::{ctrl_c, Ctx};
+use super::setup::{ctrl_c, Ctx, HotspotArgs};
 use super::{CliError, Global, Out};
 
 /// Arguments of `airhop send`.
@@ -24,7 +24,17 @@ Examples:
   airhop send --text 'the wifi code is 4711'
   tar c dir | airhop send - --as dir.tar
 The receiver runs `airhop receive`. Both screens show the same pairing code
-on first contact: compare them. Nothing is changed on this machine.")]
+on first contact: compare them.
+
+What it changes on this machine: nothing, when both devices share a network.
+When they do not (or with --hotspot), the receiver creates a Wi-Fi hotspot
+for this transfer only (fresh random name and passphrase, sent only inside
+the encrypted Bluetooth reply) and this device joins it: its Wi-Fi interface
+leaves its current network for the transfer and gets an address 10.42.N.2.
+Afterwards the hotspot profile (NetworkManager: in memory only) or the
+wpa_supplicant process and its key file (hostapd backend: in /run) are
+removed, the address is deleted and the interface goes back to the network
+it was on. --no-hotspot never touches the Wi-Fi.")]
 pub struct SendArgs {
     /// Files and folders to send; `-` reads standard input.
     #[arg(value_name = "PATH", required_unless_present = "text")]
@@ -41,6 +51,8 @@ pub struct SendArgs {
     /// Seconds to look for a receiver, and to wait for its answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
+    #[command(flatten)]
+    pub hotspot: HotspotArgs,
 }
 
 /// Runs `airhop send`.
@@ -49,10 +61,12 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
     let sources = prepare(&out, &args).await?;
     let items: Vec<OfferItem> = sources.iter().map(|s| s.item.clone()).collect();
     let summary = offer::summary(&items);
+    let hotspot = super::setup::hotspot(g, &out, &args.hotspot)?;
     let (node, mut events) = ctx
         .start(g, std::env::temp_dir(), |c| {
             c.progress_every = Duration::from_millis(200);
             c.session.invite_timeout = Duration::from_secs(args.wait.max(1));
+            hotspot.apply(c);
         })
         .await?;
     let mut current = None;
@@ -67,6 +81,7 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
         out.say("cancelled; the receiver keeps what it has and can resume");
     }
     node.stop().await;
+    out.drain_hotspots(&mut events).await;
     r
 }
 
@@ -127,10 +142,17 @@ async fn flow(
 
     // Invite with the offer's summary; wait for the answer.
     node.invite(peer.id, summary.as_bytes().to_vec()).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1) + 5);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1) + 5);
+    let mut hotspot_failure = None;
     loop {
         let e = next(events, deadline, "the receiver to answer").await?;
         match e {
+            NodeEvent::Hotspot(h) if h.peer == peer.id => {
+                out.hotspot(&h);
+                if let airhop::node::HotspotStage::Failed(err) = h.stage {
+                    hotspot_failure = Some(err);
+                }
+            }
             NodeEvent::InviteSent {
                 peer: p,
                 pairing_code,
@@ -166,12 +188,22 @@ async fn flow(
                     break;
                 }
                 PeerState::NotConnected(reason) => {
+                    let why = match hotspot_failure {
+                        Some(e) => e.to_string(),
+                        None => reason.to_string(),
+                    };
                     return Err(CliError::reason(
                         reason,
-                        format!("could not connect to {}: {reason}", peer.name),
-                    ))
+                        format!("could not connect to {}: {why}", peer.name),
+                    ));
                 }
-                PeerState::Connecting => out.detail("accepted; connecting over QUIC..."),
+                PeerState::Connecting => {
+                    out.detail("accepted; connecting over QUIC...");
+                    // A hotspot may have to come up and be joined first;
+                    // the node gives up on its own before this.
+                    deadline = tokio::time::Instant::now()
+                        + Duration::from_secs(args.hotspot.hotspot_timeout + 60);
+                }
             },
             _ => {}
         }
@@ -198,6 +230,7 @@ async fn flow(
             NodeEvent::Progress(p) if p.transfer == transfer => {
                 out.progress(&p);
             }
+            NodeEvent::Hotspot(h) => out.hotspot(&h),
             NodeEvent::TransferDone {
                 transfer: t,
                 bytes,

@@ -122,6 +122,76 @@ pub async fn discovery(g: &Global) -> Result<Arc<dyn Discovery>, CliError> {
     Ok(Arc::new(lan))
 }
 
+/// The hotspot options of `send` and `receive`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Hotspot options")]
+pub struct HotspotArgs {
+    /// Always go over a Wi-Fi hotspot, even when both devices share a
+    /// network (the other side must be able to host or join one).
+    #[arg(long, conflicts_with = "no_hotspot")]
+    pub hotspot: bool,
+    /// Never create or join a hotspot: only a network both devices share.
+    #[arg(long)]
+    pub no_hotspot: bool,
+    /// Seconds that creating or joining a hotspot may take.
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub hotspot_timeout: u64,
+}
+
+/// What the node needs for hotspots.
+pub struct HotspotSetup {
+    mode: airhop::link::HotspotMode,
+    backend: Option<Arc<dyn airhop::link::HotspotBackend>>,
+    timeout: std::time::Duration,
+}
+
+impl HotspotSetup {
+    /// Puts it into a node's config.
+    pub fn apply(&self, c: &mut NodeConfig) {
+        c.hotspot_mode = self.mode;
+        c.hotspot = self.backend.clone();
+        c.hotspot_timeout = self.timeout;
+    }
+}
+
+/// The hotspot set-up for these options: the mode, a backend (none when it
+/// is forbidden or there is none here; `--hotspot` without one is an
+/// error), and the timeout.
+pub fn hotspot(g: &Global, out: &super::Out, a: &HotspotArgs) -> Result<HotspotSetup, CliError> {
+    use airhop::link::{BackendChoice, HotspotMode};
+    let mode = if a.hotspot {
+        HotspotMode::Force
+    } else if a.no_hotspot {
+        HotspotMode::Never
+    } else {
+        HotspotMode::Auto
+    };
+    let timeout = std::time::Duration::from_secs(a.hotspot_timeout.max(1));
+    let setup = |backend| HotspotSetup {
+        mode,
+        backend,
+        timeout,
+    };
+    if mode == HotspotMode::Never {
+        return Ok(setup(None));
+    }
+    let choice: BackendChoice = g.hotspot_backend.parse().map_err(CliError::Usage)?;
+    match airhop::link::detect(choice, g.wifi_interface.as_deref()) {
+        Ok(b) => {
+            out.detail(format!("hotspots: {} on {}", b.name(), b.interface()));
+            Ok(setup(Some(b)))
+        }
+        Err(why) if mode == HotspotMode::Force => Err(CliError::reason(
+            airhop::wire::Reason::WirelessInterfaceNotAvailable,
+            format!("--hotspot: no way to make a hotspot here: {why} (`airhop doctor` tells more)"),
+        )),
+        Err(why) => {
+            out.detail(format!("no hotspots: {why}"));
+            Ok(setup(None))
+        }
+    }
+}
+
 /// Starts the BLE backend for `--adapter`, or says why it cannot.
 #[cfg(target_os = "linux")]
 pub async fn start_ble(
@@ -213,9 +283,25 @@ pub fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
     rx
 }
 
-/// Waits for Ctrl-C (never returns if the handler cannot be installed).
+/// Waits for Ctrl-C, or SIGTERM on Unix (what service managers and `kill`
+/// send): either stops the command the same orderly way, so a hotspot is
+/// removed and the network put back. Never returns if no handler can be
+/// installed.
 pub async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => if r.is_err() { std::future::pending::<()>().await },
+        _ = term => {}
     }
 }

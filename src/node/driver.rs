@@ -13,19 +13,23 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::link::{self, code, Link, NewLink};
+use super::link::{self, code, Dial, Link, NewLink};
 use super::transfer::{self, Phase, Plan, Receipt, Received, Sink, Transfer, Transfers};
-use super::{Command, Direction, NodeConfig, NodeError, NodeEvent, Progress, TransferId};
+use super::{
+    Command, Direction, HotspotEvent, HotspotRole, HotspotStage, NodeConfig, NodeError, NodeEvent,
+    Progress, TransferId,
+};
 use crate::crypto::Identity;
 use crate::discovery::{
     self, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder,
 };
-use crate::session::{Endpoint, Event, InviteId, PeerState, Transmit};
+use crate::link::{ActiveHotspot, HotspotError, HotspotPlan, Path};
+use crate::session::{Endpoint, Event, InviteId, LinkOffer, PeerState, Transmit};
 use crate::transfer::offer::{OfferError, Source};
 use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 use crate::transfer::stream::StreamHeader;
 use crate::wire::frame::MAX_FRAME_LEN;
-use crate::wire::{Frame, IdentityKey, ItemStart, PeerId, Reason};
+use crate::wire::{Capabilities, Frame, IdentityKey, ItemStart, PeerId, Reason};
 
 /// What the driver's helper tasks report.
 pub(super) enum Input {
@@ -41,6 +45,18 @@ pub(super) enum Input {
     Sent(TransferId, Result<(), Reason>),
     Received(TransferId, u32, Result<Received, Reason>),
     Error(Reason, String),
+    /// An event a helper task wants emitted as is.
+    Emit(NodeEvent),
+    /// The LAN probe window of a peer we may host a hotspot for is over.
+    ProbeOver(PeerId),
+    /// A hotspot came up (or did not) for a session peer.
+    Hotspot(
+        PeerId,
+        HotspotRole,
+        String,
+        std::net::Ipv4Addr,
+        Result<Box<dyn ActiveHotspot>, HotspotError>,
+    ),
 }
 
 fn now() -> std::time::Instant {
@@ -67,6 +83,25 @@ pub(super) struct Driver {
     publish: watch::Sender<Option<Published>>,
     closing: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
+    /// The link offer put in acceptances without a hotspot.
+    default_link: LinkOffer,
+    /// One dial's deadline (the session's connect timeout, before the
+    /// hotspot budget was added to it).
+    dial_timeout: Duration,
+    /// Hotspots we host or joined, per session peer.
+    hotspots: HashMap<PeerId, (HotspotRole, HotspotInfo, Box<dyn ActiveHotspot>)>,
+    /// Hotspots we will host if the LAN probe finds no path.
+    hosting: HashMap<PeerId, HotspotPlan>,
+    /// Hotspot teardowns under way.
+    teardowns: Vec<JoinHandle<()>>,
+}
+
+/// What events say about a hotspot.
+#[derive(Clone)]
+struct HotspotInfo {
+    ssid: String,
+    interface: String,
+    backend: &'static str,
 }
 
 impl Driver {
@@ -121,13 +156,28 @@ impl Driver {
                 .map(|ip| SocketAddr::new(ip, local.port()))
                 .collect()
         });
+        let mut config = config;
+        let lan = addrs.iter().any(|a| !a.ip().is_loopback());
+        let caps = crate::link::capabilities(config.hotspot_mode, lan, config.hotspot.is_some());
+        config.session.card.caps = config.session.card.caps | caps;
+        let dial_timeout = config.session.connect_timeout;
+        if config
+            .session
+            .card
+            .caps
+            .contains(Capabilities::HOTSPOT_JOIN)
+        {
+            // Bringing a hotspot up and joining it come before the link.
+            config.session.connect_timeout += config.hotspot_timeout + crate::link::PROBE * 2;
+        }
         let rng = Box::new(ring::rand::SystemRandom::new());
         let mut endpoint = Endpoint::new(config.session.clone(), identity, rng)?;
-        endpoint.set_link(crate::session::LinkOffer {
+        let default_link = LinkOffer {
             addrs,
             cert_fingerprint: me.fingerprint(),
             hotspot: None,
-        });
+        };
+        endpoint.set_link(default_link.clone());
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let (publish, _) = watch::channel(None);
         Ok(Driver {
@@ -150,6 +200,11 @@ impl Driver {
             publish,
             closing: Vec::new(),
             tasks: JoinSet::new(),
+            default_link,
+            dial_timeout,
+            hotspots: HashMap::new(),
+            hosting: HashMap::new(),
+            teardowns: Vec::new(),
         })
     }
 
@@ -274,15 +329,26 @@ impl Driver {
                 identity,
                 accept,
             } => {
-                let (q, me, tr, tx) = (
-                    self.quic.clone(),
-                    self.me.clone(),
-                    self.transport.clone(),
-                    self.inputs.clone(),
-                );
-                let deadline = self.config.session.connect_timeout;
+                let theirs = self
+                    .endpoint
+                    .card_info(peer)
+                    .map_or(Capabilities::empty(), |p| p.caps);
+                let path = Path::choose(theirs, self.config.session.card.caps);
+                let dial = Dial {
+                    quic: self.quic.clone(),
+                    me: self.me.clone(),
+                    transport: self.transport.clone(),
+                    identity,
+                    deadline: self.dial_timeout,
+                    backend: self.config.hotspot.clone().filter(|_| path.hotspot()),
+                    hotspot_timeout: self.config.hotspot_timeout,
+                    inputs: self.inputs.clone(),
+                    peer,
+                    path,
+                };
+                let tx = self.inputs.clone();
                 self.tasks.spawn(async move {
-                    let r = link::dial(q, me, tr, identity, accept, deadline).await;
+                    let r = dial.run(accept).await;
                     let _ = tx.send(Input::Dialed(peer, r));
                 });
             }
@@ -344,8 +410,12 @@ impl Driver {
             Event::InviteFailed { peer, reason } => NodeEvent::InviteFailed { peer, reason },
             Event::PeerState { peer, state } => {
                 if let PeerState::NotConnected(reason) = state {
-                    if let Some(l) = self.links.remove(&peer) {
-                        self.closing.extend(l.close(reason));
+                    let writer = self.links.remove(&peer).and_then(|l| l.close(reason));
+                    self.hosting.remove(&peer);
+                    match self.hotspots.remove(&peer) {
+                        // The link's last frames go out before its hotspot goes.
+                        Some(h) => self.tear_down(peer, h, writer),
+                        None => self.closing.extend(writer),
                     }
                     if let Some(pin) = self.pinned.remove(&peer) {
                         self.pins.remove(&pin);
@@ -408,7 +478,7 @@ impl Driver {
                 let _ = r.send(self.endpoint.cancel_invite(peer));
             }
             Command::Accept(i, r) => {
-                let _ = r.send(self.endpoint.accept(t, i).map_err(Into::into));
+                let _ = r.send(self.accept(i));
             }
             Command::Decline(i, reason, r) => {
                 let _ = r.send(self.endpoint.decline(i, reason).map_err(Into::into));
@@ -570,7 +640,191 @@ impl Driver {
             }
             Input::Received(id, index, r) => self.received(id, index, r),
             Input::Error(reason, message) => self.emit(NodeEvent::Error { reason, message }),
+            Input::Emit(e) => self.emit(e),
+            Input::ProbeOver(peer) => {
+                if let Some(plan) = self.hosting.remove(&peer) {
+                    if !self.links.contains_key(&peer) {
+                        self.host(peer, plan);
+                    }
+                }
+            }
+            Input::Hotspot(peer, role, ssid, addr, r) => {
+                self.hotspot_result(peer, role, &ssid, addr, r)
+            }
         }
+    }
+
+    // ---- hotspots -------------------------------------------------------------
+
+    fn hotspot_info(&self, ssid: &str) -> Option<HotspotInfo> {
+        self.config.hotspot.as_ref().map(|b| HotspotInfo {
+            ssid: ssid.to_string(),
+            interface: b.interface().to_string(),
+            backend: b.name(),
+        })
+    }
+
+    fn hotspot_event(
+        &self,
+        peer: PeerId,
+        role: HotspotRole,
+        info: &HotspotInfo,
+        stage: HotspotStage,
+    ) {
+        self.emit(NodeEvent::Hotspot(HotspotEvent {
+            peer,
+            role,
+            ssid: info.ssid.clone(),
+            interface: info.interface.clone(),
+            backend: info.backend,
+            stage,
+        }));
+    }
+
+    /// Accepts an invitation; with a hotspot in the path, with fresh
+    /// credentials in the sealed reply and the hotspot to bring up.
+    fn accept(&mut self, invite: InviteId) -> Result<(), NodeError> {
+        let t = now();
+        let inviter = self.endpoint.inviter(invite);
+        let path = inviter.as_ref().map_or(Path::Lan, |p| {
+            Path::choose(self.config.session.card.caps, p.caps)
+        });
+        let plan = match (&inviter, path.hotspot(), &self.config.hotspot) {
+            (Some(_), true, Some(_)) => {
+                let rng = ring::rand::SystemRandom::new();
+                let mut in_use = crate::net::interfaces()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|i| i.addr)
+                    .collect::<Vec<_>>();
+                in_use.extend(self.hotspot_addrs());
+                crate::link::host_address(&rng, &in_use).map(|local| HotspotPlan {
+                    creds: crate::link::credentials(&rng),
+                    local,
+                })
+            }
+            _ => None,
+        };
+        if let Some(p) = &plan {
+            let port = self.quic_addr().port();
+            let mut addrs = vec![SocketAddr::new(IpAddr::V4(p.local), port)];
+            if path.lan() {
+                addrs.extend(
+                    self.default_link
+                        .addrs
+                        .iter()
+                        .take(crate::wire::invite::MAX_ADDRS - 1),
+                );
+            }
+            self.endpoint.set_link(LinkOffer {
+                addrs,
+                cert_fingerprint: self.me.fingerprint(),
+                hotspot: Some(p.creds.clone()),
+            });
+        }
+        let r = self.endpoint.accept(t, invite).map_err(NodeError::from);
+        if plan.is_some() {
+            self.endpoint.set_link(self.default_link.clone());
+        }
+        if let (Ok(()), Some(plan), Some(inviter)) = (&r, plan, inviter) {
+            if path == Path::Hotspot {
+                self.host(inviter.id, plan);
+            } else {
+                // Host only if the inviter's LAN probe finds no path.
+                self.hosting.insert(inviter.id, plan);
+                let tx = self.inputs.clone();
+                let wait = crate::link::PROBE + crate::link::PROBE_GRACE;
+                self.tasks.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Input::ProbeOver(inviter.id));
+                });
+            }
+        }
+        r
+    }
+
+    /// Our addresses on hotspots (not yet on an interface while starting).
+    fn hotspot_addrs(&self) -> Vec<std::net::Ipv4Addr> {
+        self.hosting.values().map(|p| p.local).collect()
+    }
+
+    fn host(&mut self, peer: PeerId, plan: HotspotPlan) {
+        let Some(backend) = self.config.hotspot.clone() else {
+            return;
+        };
+        let Some(info) = self.hotspot_info(&plan.creds.ssid) else {
+            return;
+        };
+        self.hotspot_event(peer, HotspotRole::Host, &info, HotspotStage::Starting);
+        let (tx, timeout) = (self.inputs.clone(), self.config.hotspot_timeout);
+        self.tasks.spawn(async move {
+            let r = backend.host(&plan, timeout).await;
+            let _ = tx.send(Input::Hotspot(
+                peer,
+                HotspotRole::Host,
+                plan.creds.ssid.clone(),
+                plan.local,
+                r,
+            ));
+        });
+    }
+
+    fn hotspot_result(
+        &mut self,
+        peer: PeerId,
+        role: HotspotRole,
+        ssid: &str,
+        addr: std::net::Ipv4Addr,
+        r: Result<Box<dyn ActiveHotspot>, HotspotError>,
+    ) {
+        let Some(info) = self.hotspot_info(ssid) else {
+            return;
+        };
+        match r {
+            Ok(active) => {
+                let in_session = self.endpoint.sessions().iter().any(|s| s.peer == peer);
+                if in_session {
+                    self.hotspot_event(peer, role, &info, HotspotStage::Up(addr));
+                    if let Some(old) = self.hotspots.insert(peer, (role, info, active)) {
+                        self.tear_down(peer, old, None);
+                    }
+                } else {
+                    // The peer left while it was coming up.
+                    self.tear_down(peer, (role, info, active), None);
+                }
+            }
+            Err(e) => {
+                let reason = e.stage.reason();
+                self.hotspot_event(peer, role, &info, HotspotStage::Failed(e));
+                if role == HotspotRole::Host {
+                    self.endpoint.handle_link_down(now(), peer, reason);
+                }
+            }
+        }
+    }
+
+    fn tear_down(
+        &mut self,
+        peer: PeerId,
+        (role, info, active): (HotspotRole, HotspotInfo, Box<dyn ActiveHotspot>),
+        writer: Option<JoinHandle<()>>,
+    ) {
+        // Straight to the app's stream: teardowns also run while stopping.
+        let tx = self.events.clone();
+        self.teardowns.push(tokio::spawn(async move {
+            if let Some(w) = writer {
+                let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+            }
+            let r = active.close().await;
+            let _ = tx.send(NodeEvent::Hotspot(HotspotEvent {
+                peer,
+                role,
+                ssid: info.ssid,
+                interface: info.interface,
+                backend: info.backend,
+                stage: HotspotStage::Closed(r),
+            }));
+        }));
     }
 
     fn install(&mut self, peer: PeerId, new: NewLink) {
@@ -993,6 +1247,22 @@ impl Driver {
         let _ = tokio::time::timeout(grace, async {
             for c in closing {
                 let _ = c.await;
+            }
+        })
+        .await;
+        // Hotspots go last, once the links' last frames are out, and are
+        // given the time to put the network back.
+        self.hosting.clear();
+        let left: Vec<PeerId> = self.hotspots.keys().copied().collect();
+        for peer in left {
+            if let Some(h) = self.hotspots.remove(&peer) {
+                self.tear_down(peer, h, None);
+            }
+        }
+        let teardowns = std::mem::take(&mut self.teardowns);
+        let _ = tokio::time::timeout(Duration::from_secs(20), async {
+            for t in teardowns {
+                let _ = t.await;
             }
         })
         .await;

@@ -9,6 +9,8 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::driver::Input;
+use super::{HotspotEvent, HotspotRole, HotspotStage, NodeEvent};
+use crate::link::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
 use crate::transfer::quic::{self, Pin, QuicIdentity};
 use crate::transfer::stream;
 use crate::wire::{Accept, Frame, IdentityKey, PeerId, Reason};
@@ -280,6 +282,113 @@ pub(super) async fn dial(
     .await
     .map_err(|_| Reason::PeerLost)?;
     Ok(NewLink { conn, send, recv })
+}
+
+/// An inviter's way to the responder: the LAN, a hotspot, or the LAN
+/// probed first (see [`crate::link`]).
+pub(super) struct Dial {
+    pub quic: quinn::Endpoint,
+    pub me: Arc<QuicIdentity>,
+    pub transport: Arc<quinn::TransportConfig>,
+    pub identity: IdentityKey,
+    /// One QUIC dial's deadline.
+    pub deadline: Duration,
+    /// Present when the path allows a hotspot.
+    pub backend: Option<Arc<dyn HotspotBackend>>,
+    pub hotspot_timeout: Duration,
+    pub inputs: mpsc::UnboundedSender<Input>,
+    pub peer: PeerId,
+    pub path: Path,
+}
+
+impl Dial {
+    fn event(&self, ssid: &str, stage: HotspotStage) {
+        if let Some(b) = &self.backend {
+            let _ = self
+                .inputs
+                .send(Input::Emit(NodeEvent::Hotspot(HotspotEvent {
+                    peer: self.peer,
+                    role: HotspotRole::Join,
+                    ssid: ssid.to_string(),
+                    interface: b.interface().to_string(),
+                    backend: b.name(),
+                    stage,
+                })));
+        }
+    }
+
+    async fn quic(&self, accept: Accept, deadline: Duration) -> Result<NewLink, Reason> {
+        dial(
+            self.quic.clone(),
+            self.me.clone(),
+            self.transport.clone(),
+            self.identity,
+            accept,
+            deadline,
+        )
+        .await
+    }
+
+    /// Dials: the announced addresses; or, when the reply carries a hotspot,
+    /// the LAN addresses for [`crate::link::PROBE`] (if the path says so),
+    /// then joins the hotspot and dials the host's address on it (the
+    /// reply's first).
+    pub async fn run(self, accept: Accept) -> Result<NewLink, Reason> {
+        let (Some(backend), Some(creds)) = (self.backend.clone(), accept.hotspot.clone()) else {
+            let deadline = self.deadline;
+            return self.quic(accept, deadline).await;
+        };
+        let Some(host) = accept.addrs.first().copied() else {
+            return Err(Reason::ProtocolViolation);
+        };
+        let lan = accept.addrs[1..].to_vec();
+        if self.path.lan() && !lan.is_empty() {
+            let probe = Accept {
+                addrs: lan,
+                ..accept.clone()
+            };
+            if let Ok(l) = self.quic(probe, crate::link::PROBE).await {
+                return Ok(l);
+            }
+        }
+        let std::net::IpAddr::V4(host_ip) = host.ip() else {
+            return Err(Reason::ProtocolViolation);
+        };
+        let ssid = creds.ssid.clone();
+        let plan = HotspotPlan {
+            creds,
+            local: crate::link::joiner_address(host_ip),
+        };
+        self.event(&ssid, HotspotStage::Starting);
+        let joined = backend.join(&plan, self.hotspot_timeout).await;
+        let failed = joined.as_ref().err().map(|e| e.stage.reason());
+        let _ = self.inputs.send(Input::Hotspot(
+            self.peer,
+            HotspotRole::Join,
+            ssid.clone(),
+            plan.local,
+            joined,
+        ));
+        if let Some(reason) = failed {
+            return Err(reason);
+        }
+        let only = Accept {
+            addrs: vec![host],
+            ..accept
+        };
+        let deadline = self.deadline;
+        self.quic(only, deadline).await.map_err(|r| {
+            if r == Reason::AuthenticationFailed {
+                return r;
+            }
+            let e = HotspotError::new(
+                Stage::Connect,
+                format!("QUIC to {host} over the hotspot: {}", r.description()),
+            );
+            self.event(&ssid, HotspotStage::Failed(e));
+            Reason::HotspotConnectFailed
+        })
+    }
 }
 
 /// Accepts incoming connections (certificates already checked against the

@@ -63,6 +63,7 @@ use tokio::task::JoinHandle;
 
 use crate::crypto::{Identity, PairingCode};
 use crate::discovery::{Discovery, DiscoveryError};
+use crate::link::{HotspotBackend, HotspotError, HotspotMode};
 use crate::session::{
     AnswerError, Config, InviteError, InviteId, PeerInfo, PeerState, Recipients, SendError,
     SessionInfo,
@@ -99,6 +100,14 @@ pub struct NodeConfig {
     pub streams: usize,
     /// How often progress is reported. Default 250 ms.
     pub progress_every: Duration,
+    /// Whether a pair may, or must, use a Wi-Fi hotspot (see [`crate::link`]).
+    /// Default [`HotspotMode::Auto`].
+    pub hotspot_mode: HotspotMode,
+    /// The hotspot backend ([`crate::link::detect`] finds one). Default
+    /// `None`: no hotspots, and the card says so.
+    pub hotspot: Option<Arc<dyn HotspotBackend>>,
+    /// How long creating or joining a hotspot may take. Default 45 s.
+    pub hotspot_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -115,6 +124,9 @@ impl NodeConfig {
             link_idle_timeout: Duration::from_secs(30),
             streams: 8,
             progress_every: Duration::from_millis(250),
+            hotspot_mode: HotspotMode::Auto,
+            hotspot: None,
+            hotspot_timeout: crate::link::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -307,6 +319,8 @@ pub enum NodeEvent {
         /// Why (cancelled by either side, integrity, space, link lost...).
         reason: Reason,
     },
+    /// A hotspot for a session peer: starting, up, failed, closed.
+    Hotspot(HotspotEvent),
     /// Something in the background failed (advertising, browsing).
     Error {
         /// The reason family.
@@ -314,6 +328,45 @@ pub enum NodeEvent {
         /// What happened, in one line.
         message: String,
     },
+}
+
+/// Which side of a hotspot we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotspotRole {
+    /// We host it (the responder).
+    Host,
+    /// We join it (the inviter).
+    Join,
+}
+
+/// A hotspot step for one session peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotspotEvent {
+    /// For whom.
+    pub peer: PeerId,
+    /// Host or join.
+    pub role: HotspotRole,
+    /// The hotspot's SSID.
+    pub ssid: String,
+    /// The Wi-Fi interface.
+    pub interface: String,
+    /// The backend (`networkmanager`, `hostapd`).
+    pub backend: &'static str,
+    /// What happened.
+    pub stage: HotspotStage,
+}
+
+/// What happened to a hotspot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HotspotStage {
+    /// Creating or joining it; the LAN probe (if any) found no path.
+    Starting,
+    /// Up (host) or joined (joiner), with our address on it.
+    Up(std::net::Ipv4Addr),
+    /// A stage failed; everything it did is undone.
+    Failed(HotspotError),
+    /// Torn down; `Err` says what could not be put back.
+    Closed(Result<(), String>),
 }
 
 /// Why a node call failed.

@@ -383,6 +383,18 @@ impl Endpoint {
         }
     }
 
+    /// The card of a peer we read or were invited by, if we have it.
+    pub fn card_info(&self, peer: PeerId) -> Option<PeerInfo> {
+        self.peer_info(peer, None)
+    }
+
+    /// Who a pending invitation is from.
+    pub fn inviter(&self, invite: InviteId) -> Option<PeerInfo> {
+        self.incoming
+            .get(&invite)
+            .map(|i| info_of(&i.from.card, None))
+    }
+
     fn peer_info(&self, peer: PeerId, device: Option<DeviceId>) -> Option<PeerInfo> {
         let c = &self.cards.get(&peer)?.card;
         Some(info_of(c, device))

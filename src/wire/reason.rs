@@ -73,11 +73,20 @@ pub enum Reason {
     CrossedInvitation = 29,
     /// The peer's service type is not ours.
     ServiceTypeMismatch = 30,
+    /// The hotspot for this transfer could not be created (stage: create).
+    HotspotCreateFailed = 31,
+    /// The hotspot could not be joined: not found, wrong passphrase, no
+    /// association in time (stage: join).
+    HotspotJoinFailed = 32,
+    /// No IPv4 address could be set on the hotspot (stage: address).
+    HotspotAddressFailed = 33,
+    /// QUIC could not connect over the hotspot (stage: connect).
+    HotspotConnectFailed = 34,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 34] = [
         Reason::WirelessInterfaceNotAvailable,
         Reason::DiscoveryFailure,
         Reason::AdvertisementFailure,
@@ -108,6 +117,10 @@ impl Reason {
         Reason::SessionFull,
         Reason::CrossedInvitation,
         Reason::ServiceTypeMismatch,
+        Reason::HotspotCreateFailed,
+        Reason::HotspotJoinFailed,
+        Reason::HotspotAddressFailed,
+        Reason::HotspotConnectFailed,
     ];
 
     /// The wire code.
@@ -160,6 +173,10 @@ impl Reason {
                 "both sides invited each other; the other invitation goes on"
             }
             Reason::ServiceTypeMismatch => "the peer uses another service type",
+            Reason::HotspotCreateFailed => "the hotspot could not be created",
+            Reason::HotspotJoinFailed => "the hotspot could not be joined",
+            Reason::HotspotAddressFailed => "no address could be set on the hotspot",
+            Reason::HotspotConnectFailed => "no connection over the hotspot",
         }
     }
 }

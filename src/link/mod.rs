@@ -1,0 +1,378 @@
+//! Link selection and Wi-Fi hotspots: how two peers that accepted each other
+//! over Bluetooth get an IP path for QUIC.
+//!
+//! # Which path
+//!
+//! Each card says what its device can do ([`Capabilities`]): `ON_LAN` (it has
+//! a non-loopback address and will be dialled there), `HOTSPOT_HOST` and
+//! `HOTSPOT_JOIN`. Both sides compute the same [`Path`] from the responder's
+//! and the inviter's cards, so no extra round trip is needed:
+//!
+//! - both on a LAN, a hotspot possible: [`Path::LanThenHotspot`]. The inviter
+//!   *probes* the LAN by dialling the announced addresses for [`PROBE`]
+//!   (client isolation and separate networks are common, so nothing is
+//!   assumed); only when that fails does it join the hotspot, which the
+//!   responder brings up once [`PROBE`] plus [`PROBE_GRACE`] pass with no
+//!   connection;
+//! - a hotspot possible and not both on a LAN: [`Path::Hotspot`] at once;
+//! - otherwise [`Path::Lan`]: dial what was announced.
+//!
+//! `--hotspot` ([`HotspotMode::Force`]) leaves `ON_LAN` off our card, and
+//! `--no-hotspot` ([`HotspotMode::Never`]) leaves both hotspot bits off, so
+//! either side's choice holds for the pair.
+//!
+//! # The hotspot
+//!
+//! The responder hosts; the inviter joins. The responder draws fresh
+//! [`HotspotCredentials`] (a random SSID and a 24-character passphrase) and
+//! a free `10.42.N.0/24` for each accepted invitation, and they travel only
+//! inside the sealed reply: the host's address on the hotspot is the reply's
+//! first address, the joiner takes [`joiner_address`] next to it. The
+//! backends ([`HotspotBackend`]: NetworkManager over D-Bus, or hostapd and
+//! wpa_supplicant) keep no credential on disk: NetworkManager holds a
+//! volatile in-memory profile bound to our D-Bus connection, hostapd and
+//! wpa_supplicant get the derived WPA key in a file in a private folder on
+//! a tmpfs (`/run`), deleted with the hotspot. Every step that fails undoes
+//! the ones before it, and names its [`Stage`].
+
+#[cfg(target_os = "linux")]
+pub mod hostapd;
+#[cfg(target_os = "linux")]
+pub mod nm;
+#[cfg(target_os = "linux")]
+mod sys;
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::SecureRandom;
+
+use crate::wire::{Capabilities, HotspotCredentials, Reason};
+
+/// How long the inviter tries the LAN before it joins the hotspot.
+pub const PROBE: Duration = Duration::from_secs(3);
+/// How much longer the responder waits before it brings the hotspot up (the
+/// reply takes a moment to cross Bluetooth).
+pub const PROBE_GRACE: Duration = Duration::from_secs(2);
+/// The prefix length of a hotspot's IPv4 network.
+pub const PREFIX: u8 = 24;
+/// The default time allowed to create or join a hotspot.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Whether transfers may use a hotspot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HotspotMode {
+    /// The LAN when both can reach each other there, a hotspot otherwise.
+    #[default]
+    Auto,
+    /// Always a hotspot, even on a shared LAN (`--hotspot`).
+    Force,
+    /// Never a hotspot (`--no-hotspot`).
+    Never,
+}
+
+/// The path a pair takes after acceptance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Dial the announced addresses.
+    Lan,
+    /// Probe the LAN for [`PROBE`], then the hotspot.
+    LanThenHotspot,
+    /// Straight to the hotspot.
+    Hotspot,
+}
+
+impl Path {
+    /// The path for a responder and an inviter with these capabilities.
+    pub fn choose(responder: Capabilities, inviter: Capabilities) -> Path {
+        let lan =
+            responder.contains(Capabilities::ON_LAN) && inviter.contains(Capabilities::ON_LAN);
+        let hotspot = responder.contains(Capabilities::HOTSPOT_HOST)
+            && inviter.contains(Capabilities::HOTSPOT_JOIN);
+        match (lan, hotspot) {
+            (true, true) => Path::LanThenHotspot,
+            (false, true) => Path::Hotspot,
+            _ => Path::Lan,
+        }
+    }
+
+    /// Whether the LAN is tried.
+    pub fn lan(self) -> bool {
+        self != Path::Hotspot
+    }
+
+    /// Whether a hotspot may be used.
+    pub fn hotspot(self) -> bool {
+        self != Path::Lan
+    }
+
+    /// A word for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Lan => "lan",
+            Path::LanThenHotspot => "lan-then-hotspot",
+            Path::Hotspot => "hotspot",
+        }
+    }
+}
+
+/// The link bits of our card: `lan` is whether we have a non-loopback
+/// address, `hotspot` whether a backend is available.
+pub fn capabilities(mode: HotspotMode, lan: bool, hotspot: bool) -> Capabilities {
+    let mut c = Capabilities::empty();
+    if lan && mode != HotspotMode::Force {
+        c = c | Capabilities::ON_LAN;
+    }
+    if hotspot && mode != HotspotMode::Never {
+        c = c | Capabilities::HOTSPOT_HOST | Capabilities::HOTSPOT_JOIN;
+    }
+    c
+}
+
+/// The step of a hotspot transfer that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Bringing the access point up (host).
+    Create,
+    /// Associating with it (joiner).
+    Join,
+    /// Putting our address on it.
+    Address,
+    /// QUIC over it.
+    Connect,
+}
+
+impl Stage {
+    /// The reason both ends see.
+    pub fn reason(self) -> Reason {
+        match self {
+            Stage::Create => Reason::HotspotCreateFailed,
+            Stage::Join => Reason::HotspotJoinFailed,
+            Stage::Address => Reason::HotspotAddressFailed,
+            Stage::Connect => Reason::HotspotConnectFailed,
+        }
+    }
+
+    /// The stage's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Create => "create",
+            Stage::Join => "join",
+            Stage::Address => "address",
+            Stage::Connect => "connect",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hotspot step failed; whatever it had done is undone.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("hotspot {stage}: {detail}")]
+pub struct HotspotError {
+    /// Which step.
+    pub stage: Stage,
+    /// What went wrong, for people (never the passphrase).
+    pub detail: String,
+}
+
+impl HotspotError {
+    /// An error at `stage`.
+    pub fn new(stage: Stage, detail: impl Into<String>) -> Self {
+        HotspotError {
+            stage,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What a backend brings up: the credentials and our address on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HotspotPlan {
+    /// SSID, passphrase, band and channel.
+    pub creds: HotspotCredentials,
+    /// Our IPv4 address on the hotspot (prefix [`PREFIX`]).
+    pub local: Ipv4Addr,
+}
+
+/// A boxed future, as the backends return (the trait is used as an object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A way to create and join hotspots on one Wi-Fi interface.
+///
+/// `host` and `join` return once the link is usable (access point enabled
+/// or association complete, address set), or an error that names the stage
+/// after undoing what they did.
+pub trait HotspotBackend: Send + Sync + std::fmt::Debug {
+    /// The backend's name (`networkmanager`, `hostapd`).
+    fn name(&self) -> &'static str;
+    /// The Wi-Fi interface it drives.
+    fn interface(&self) -> &str;
+    /// Brings an access point up with these credentials and address.
+    fn host<'a>(
+        &'a self,
+        plan: &'a HotspotPlan,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>>;
+    /// Joins an access point with these credentials and takes this address.
+    fn join<'a>(
+        &'a self,
+        plan: &'a HotspotPlan,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>>;
+}
+
+/// A hotspot we host or joined. [`ActiveHotspot::close`] removes it and puts
+/// the interface back as it was (dropping it does the same, best effort
+/// and without waiting).
+pub trait ActiveHotspot: Send {
+    /// Tears down and restores; says what could not be restored.
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// Which backend to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// NetworkManager when it runs and manages the interface, else hostapd
+    /// and wpa_supplicant when installed, else none.
+    #[default]
+    Auto,
+    /// NetworkManager over D-Bus.
+    NetworkManager,
+    /// hostapd + wpa_supplicant.
+    Hostapd,
+    /// No hotspots.
+    None,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "networkmanager" | "nm" => Ok(BackendChoice::NetworkManager),
+            "hostapd" => Ok(BackendChoice::Hostapd),
+            "none" => Ok(BackendChoice::None),
+            _ => Err(format!(
+                "unknown hotspot backend {s:?}: auto, networkmanager, hostapd or none"
+            )),
+        }
+    }
+}
+
+/// Finds a hotspot backend: the choice, on `interface` or the first Wi-Fi
+/// interface. The error says why there is none.
+pub fn detect(
+    choice: BackendChoice,
+    interface: Option<&str>,
+) -> Result<Arc<dyn HotspotBackend>, String> {
+    #[cfg(target_os = "linux")]
+    {
+        if choice == BackendChoice::None {
+            return Err("hotspots are turned off (hotspot backend none)".into());
+        }
+        let iface = match interface {
+            Some(i) => {
+                if !sys::is_wireless(i) {
+                    return Err(format!("{i} is not a Wi-Fi interface"));
+                }
+                i.to_string()
+            }
+            None => sys::wifi_interfaces()
+                .into_iter()
+                .next()
+                .ok_or("no Wi-Fi interface")?,
+        };
+        let nm = || nm::NetworkManager::open(&iface);
+        let hostapd = || hostapd::Hostapd::new(&iface);
+        match choice {
+            BackendChoice::NetworkManager => Ok(Arc::new(nm()?)),
+            BackendChoice::Hostapd => Ok(Arc::new(hostapd()?)),
+            _ => match nm() {
+                Ok(b) => Ok(Arc::new(b)),
+                Err(why_nm) => match hostapd() {
+                    Ok(b) => Ok(Arc::new(b)),
+                    Err(why) => Err(format!("{why_nm}; {why}")),
+                },
+            },
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (choice, interface);
+        Err("no hotspot backend on this platform".into())
+    }
+}
+
+const SSID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+const PASS_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789";
+
+fn pick(rng: &dyn SecureRandom, alphabet: &[u8], n: usize) -> String {
+    let mut out = String::with_capacity(n);
+    let mut b = [0u8; 1];
+    while out.len() < n {
+        let _ = rng.fill(&mut b);
+        // Rejection sampling keeps every character equally likely.
+        let limit = 256 - 256 % alphabet.len();
+        if usize::from(b[0]) < limit {
+            out.push(char::from(alphabet[usize::from(b[0]) % alphabet.len()]));
+        }
+    }
+    out
+}
+
+/// Fresh credentials for one transfer: SSID `airhop-xxxxxx`, a
+/// 24-character passphrase (about 138 bits), 2.4 GHz channel 6 (the one
+/// band every Wi-Fi device has).
+pub fn credentials(rng: &dyn SecureRandom) -> HotspotCredentials {
+    HotspotCredentials {
+        ssid: format!("airhop-{}", pick(rng, SSID_ALPHABET, 6)),
+        passphrase: pick(rng, PASS_ALPHABET, 24),
+        band: 0,
+        channel: 6,
+    }
+}
+
+/// A host address `10.42.N.1` whose /24 overlaps none of `in_use` (our
+/// interfaces' addresses), or `None` when all 254 are taken.
+pub fn host_address(rng: &dyn SecureRandom, in_use: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    let taken = |n: u8| in_use.iter().any(|a| a.octets()[..3] == [10, 42, n][..]);
+    let mut b = [0u8; 1];
+    let _ = rng.fill(&mut b);
+    let start = b[0];
+    (0..=255u8)
+        .map(|i| start.wrapping_add(i))
+        .filter(|n| (1..=254).contains(n))
+        .find(|n| !taken(*n))
+        .map(|n| Ipv4Addr::new(10, 42, n, 1))
+}
+
+/// The joiner's address next to the host's: `.2`, or `.3` if the host is `.2`.
+pub fn joiner_address(host: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, d] = host.octets();
+    Ipv4Addr::new(a, b, c, if d == 2 { 3 } else { 2 })
+}
+
+/// The WPA2 pre-shared key: PBKDF2-HMAC-SHA1(passphrase, SSID, 4096, 32),
+/// so that only the derived key (never the passphrase) reaches a file.
+pub fn wpa_psk(creds: &HotspotCredentials) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA1,
+        std::num::NonZeroU32::new(4096).expect("non-zero"),
+        creds.ssid.as_bytes(),
+        creds.passphrase.as_bytes(),
+        &mut out,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+use super::*;
+use crate::wire::Capabilities as C;
+
+#[test]
+fn both_sides_pick_the_same_path() {
+    let lan = C::ON_LAN;
+    let hs = C::HOTSPOT_HOST | C::HOTSPOT_JOIN;
+    assert_eq!(Path::choose(lan | hs, lan | hs), Path::LanThenHotspot);
+    assert_eq!(Path::choose(hs, lan | hs), Path::Hotspot);
+    assert_eq!(Path::choose(lan | hs, hs), Path::Hotspot);
+    assert_eq!(Path::choose(lan, lan | hs), Path::Lan);
+    assert_eq!(Path::choose(lan | hs, lan), Path::Lan);
+    assert_eq!(Path::choose(C::empty(), C::empty()), Path::Lan);
+    // The inviter must be able to join, the responder to host.
+    assert_eq!(Path::choose(C::HOTSPOT_JOIN, C::HOTSPOT_HOST), Path::Lan);
+}
+
+#[test]
+fn modes_shape_the_card() {
+    use HotspotMode::*;
+    assert_eq!(
+        capabilities(Auto, true, true),
+        C::ON_LAN | C::HOTSPOT_HOST | C::HOTSPOT_JOIN
+    );
+    assert_eq!(
+        capabilities(Force, true, true),
+        C::HOTSPOT_HOST | C::HOTSPOT_JOIN
+    );
+    assert_eq!(capabilities(Never, true, true), C::ON_LAN);
+    assert_eq!(capabilities(Auto, false, false), C::empty());
+    // --hotspot on one side is enough to skip the LAN for the pair.
+    let forced = capabilities(Force, true, true);
+    let auto = capabilities(Auto, true, true);
+    assert_eq!(Path::choose(auto, forced), Path::Hotspot);
+    assert_eq!(Path::choose(forced, auto), Path::Hotspot);
+    // --no-hotspot on either side forbids it.
+    assert_eq!(
+        Path::choose(capabilities(Never, true, true), auto),
+        Path::Lan
+    );
+    assert_eq!(
+        Path::choose(auto, capabilities(Never, false, true)),
+        Path::Lan
+    );
+}
+
+#[test]
+fn stages_have_their_own_reasons() {
+    let r: Vec<_> = [Stage::Create, Stage::Join, Stage::Address, Stage::Connect]
+        .iter()
+        .map(|s| s.reason())
+        .collect();
+    let set: std::collections::HashSet<_> = r.iter().collect();
+    assert_eq!(set.len(), 4);
+    let e = HotspotError::new(Stage::Join, "x did not appear");
+    assert_eq!(e.to_string(), "hotspot join: x did not appear");
+}
+
+#[test]
+fn credentials_are_fresh_and_valid_on_the_wire() {
+    let rng = ring::rand::SystemRandom::new();
+    let a = credentials(&rng);
+    let b = credentials(&rng);
+    assert_ne!(a.ssid, b.ssid);
+    assert_ne!(a.passphrase, b.passphrase);
+    assert!(a.ssid.starts_with("airhop-") && a.ssid.len() == 13);
+    assert_eq!(a.passphrase.len(), 24);
+    assert!(a.passphrase.bytes().all(|c| c.is_ascii_alphanumeric()));
+    // The reply's own checks accept them.
+    let body = crate::wire::ReplyBody::Accept(crate::wire::Accept {
+        addrs: vec!["10.42.7.1:4000".parse().unwrap()],
+        cert_fingerprint: [1; 32],
+        token: [2; 16],
+        hotspot: Some(a.clone()),
+        resolving_key: crate::wire::ResolvingKey([3; 16]),
+    });
+    assert_eq!(
+        crate::wire::ReplyBody::decode(&body.encode()).unwrap(),
+        body
+    );
+    // The passphrase never reaches Debug output.
+    assert!(!format!("{a:?}").contains(&a.passphrase));
+}
+
+#[test]
+fn subnets_avoid_what_is_in_use() {
+    let rng = ring::rand::SystemRandom::new();
+    for _ in 0..50 {
+        let h = host_address(&rng, &[Ipv4Addr::new(192, 168, 1, 5)]).unwrap();
+        let [a, b, c, d] = h.octets();
+        assert_eq!((a, b, d), (10, 42, 1));
+        assert!((1..=254).contains(&c));
+    }
+    // Every /24 but one taken: that one is picked.
+    let used: Vec<Ipv4Addr> = (1..=254u8)
+        .filter(|n| *n != 77)
+        .map(|n| Ipv4Addr::new(10, 42, n, 9))
+        .collect();
+    assert_eq!(
+        host_address(&rng, &used),
+        Some(Ipv4Addr::new(10, 42, 77, 1))
+    );
+    let all: Vec<Ipv4Addr> = (1..=254u8).map(|n| Ipv4Addr::new(10, 42, n, 9)).collect();
+    assert_eq!(host_address(&rng, &all), None);
+    assert_eq!(
+        joiner_address(Ipv4Addr::new(10, 42, 3, 1)),
+        Ipv4Addr::new(10, 42, 3, 2)
+    );
+    assert_eq!(
+        joiner_address(Ipv4Addr::new(10, 42, 3, 2)),
+        Ipv4Addr::new(10, 42, 3, 3)
+    );
+}
+
+#[test]
+fn wpa_psk_matches_the_ieee_test_vector() {
+    // IEEE 802.11i-2004, H.4.3: passphrase "password", SSID "IEEE".
+    let c = HotspotCredentials {
+        ssid: "IEEE".into(),
+        passphrase: "password".into(),
+        band: 0,
+        channel: 0,
+    };
+    assert_eq!(
+        crate::wire::ids::hex(&wpa_psk(&c)),
+        "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn daemon_configs_hold_no_passphrase_and_no_raw_ssid() {
+    let c = HotspotCredentials {
+        ssid: "evil\nctrl_interface=/tmp/x".into(),
+        passphrase: "correct horse battery".into(),
+        band: 0,
+        channel: 6,
+    };
+    let h = hostapd::hostapd_conf("wlan0", &c);
+    let w = hostapd::wpa_conf(&c);
+    for conf in [&h, &w] {
+        assert!(!conf.contains("correct horse"));
+        assert!(!conf.contains("ctrl_interface"));
+        assert!(conf.contains(&crate::wire::ids::hex(&wpa_psk(&c))));
+    }
+    assert!(h.contains("channel=6\n") && h.contains("hw_mode=g\n"));
+    assert!(w.contains("scan_freq=2437"));
+    assert_eq!(hostapd::frequency(0, 1), 2412);
+    assert_eq!(hostapd::frequency(0, 14), 2484);
+    assert_eq!(hostapd::frequency(1, 36), 5180);
+    assert_eq!(hostapd::frequency(0, 0), 0);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn networkmanager_profiles() {
+    let plan = HotspotPlan {
+        creds: HotspotCredentials {
+            ssid: "airhop-abc".into(),
+            passphrase: "p".repeat(24),
+            band: 0,
+            channel: 6,
+        },
+        local: Ipv4Addr::new(10, 42, 9, 1),
+    };
+    let host = nm::settings("wlan0", Stage::Create, &plan);
+    let get = |m: &std::collections::HashMap<&str, dbus::arg::PropMap>, s: &str, k: &str| {
+        m[s][k].0.as_str().map(str::to_string)
+    };
+    assert_eq!(get(&host, "802-11-wireless", "mode").as_deref(), Some("ap"));
+    assert_eq!(get(&host, "ipv4", "method").as_deref(), Some("shared"));
+    assert_eq!(
+        get(&host, "802-11-wireless-security", "key-mgmt").as_deref(),
+        Some("wpa-psk")
+    );
+    let join = nm::settings("wlan0", Stage::Join, &plan);
+    assert_eq!(
+        get(&join, "802-11-wireless", "mode").as_deref(),
+        Some("infrastructure")
+    );
+    assert_eq!(get(&join, "ipv4", "method").as_deref(), Some("manual"));
+}
+
+#[test]
+fn backend_names_parse() {
+    assert_eq!(
+        "nm".parse::<BackendChoice>(),
+        Ok(BackendChoice::NetworkManager)
+    );
+    assert_eq!(
+        "hostapd".parse::<BackendChoice>(),
+        Ok(BackendChoice::Hostapd)
+    );
+    assert!("wifi"
+        .parse::<BackendChoice>()
+        .unwrap_err()
+        .contains("auto"));
+}
+
+#[test]
+fn no_wifi_here_says_so() {
+    // These machines have no Wi-Fi: detection explains, never panics.
+    if cfg!(target_os = "linux")
+        && std::path::Path::new("/sys/class/ieee80211")
+            .read_dir()
+            .map_or(true, |mut d| d.next().is_none())
+    {
+        let e = detect(BackendChoice::Auto, None).unwrap_err();
+        assert!(e.contains("Wi-Fi"), "{e}");
+        let e = detect(BackendChoice::Hostapd, Some("lo")).unwrap_err();
+        assert!(e.contains("not a Wi-Fi interface"), "{e}");
+    }
+}
