@@ -9,7 +9,8 @@
 //! (wpa_supplicant); a LAN that does not connect the two is probed and left
 //! for the hotspot; a wrong passphrase, a hotspot that never comes up and a
 //! join that times out each end with their stage, and every scenario leaves
-//! both devices' Wi-Fi as it was.
+//! both devices' Wi-Fi as it was. The same transfer over the NetworkManager
+//! backend, a NetworkManager per device, leaves no profile behind.
 //!
 //! It needs root (apt-get, network namespaces) and takes a few minutes.
 //! A lab that cannot start fails this test. `AIRHOP_SKIP_AIRLAB=1` skips it
@@ -53,6 +54,9 @@ fn the_air_lab_passes_every_scenario() {
         "OK   wifi jointimeout: sender exit 8",
         "OK   wifi jointimeout: both devices' Wi-Fi as before",
         "TIME wifi accept -> hotspot up:",
+        "OK   nm nm-rx: NetworkManager",
+        "OK   nm nm: 8 MiB over BLE rendezvous + NetworkManager hotspot",
+        "OK   nm nm: no profile left, both devices as before",
         "== airlab: all passed",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

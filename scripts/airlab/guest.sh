@@ -10,6 +10,9 @@
 #        and the transfer goes over a hotspot (hostapd + wpa_supplicant
 #        backend): end to end, a LAN probe that fails, a wrong passphrase,
 #        a hotspot that never comes up, a join that times out.
+#   nm   the hotspot transfer over the NetworkManager backend: in each
+#        namespace a NetworkManager 1.42 with its own D-Bus, udevd and
+#        wpa_supplicant (private /run/NetworkManager, /run/udev).
 # In each: hci0 is the receiver (network namespace rx), hci1 the sender
 # (namespace tx, joined to rx by a veth pair: QUIC crosses it), hci2 a
 # third device that advertises garbage under the airhop UUID and runs
@@ -346,11 +349,97 @@ wifi_variant() {
   bt_down
 }
 
+# ---- NetworkManager -----------------------------------------------------------
+
+# nm_up NS: a NetworkManager of its own for the namespace: its own D-Bus
+# (NetworkManager and its wpa_supplicant on it; BlueZ stays on the system
+# bus) and, in its own mount namespace, its own /run/NetworkManager and
+# /var/lib/NetworkManager. airhop finds it through AIRHOP_NM_DBUS_ADDRESS.
+nm_up() {
+  local ns=$1 d=/run/nm-$1
+  mkdir -p $d/conf $d/connections /run/NetworkManager /var/lib/NetworkManager
+  printf '[main]\nplugins=keyfile\ndhcp=internal\n[keyfile]\npath=%s\nunmanaged-devices=interface-name:lo;interface-name:v*\n[logging]\nlevel=INFO\n' \
+    "$d/connections" > $d/conf/NetworkManager.conf
+  dbus-daemon --config-file=/usr/share/dbus-1/system.conf --address=unix:path=$d/bus --nopidfile --fork --print-pid > $d/dbus.pid
+  wait_for 10 "[ -S $d/bus ]" || { bad "nm-$ns: its D-Bus did not start"; return 1; }
+  ip netns exec "$ns" unshare -m sh -c "
+    mount -t tmpfs none /run/NetworkManager && mount -t tmpfs none /var/lib/NetworkManager &&
+    mount -t tmpfs none /run/udev && /lib/systemd/systemd-udevd --daemon &&
+    udevadm trigger --action=add --subsystem-match=net && udevadm settle --timeout=20 &&
+    export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus &&
+    { wpa_supplicant -u -s > $O/wpa-$ns.log 2>&1 & } &&
+    exec NetworkManager --debug --log-level=INFO --config $d/conf/NetworkManager.conf" > "$O/nm-$ns.log" 2>&1 &
+  local wl; wl=$(wlan_of "$ns")
+  wait_for 20 "DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus nmcli -t -f DEVICE device 2>/dev/null | grep -qx $wl"
+  DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus nmcli device set "$wl" managed yes >> "$O/nm-$ns.log" 2>&1
+  if wait_for 40 "DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus nmcli -t -f DEVICE,STATE device 2>/dev/null | grep -q '^$wl:disconnected'"; then
+    ok "nm-$ns: NetworkManager $(NetworkManager --version) manages $wl ($(DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus nmcli -t -f DEVICE,TYPE,STATE device | tr '\n' ' '))"
+  else
+    bad "nm-$ns: NetworkManager did not manage $wl: $(DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus nmcli -t device 2>&1 | tr '\n' ' ') $(grep -iE 'error|warn|fail' "$O/nm-$ns.log" | tail -4 | tr '\n' ' ')"
+    return 1
+  fi
+}
+nm_down() {
+  kill_ns rx tx
+  for ns in rx tx; do [ -s /run/nm-$ns/dbus.pid ] && kill "$(cat /run/nm-$ns/dbus.pid)"; done
+}
+# nm_state NS: NetworkManager's profiles and the interface's state.
+nm_state() {
+  DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/nm-$1/bus nmcli -t -f NAME,DEVICE connection show 2>&1 | tr '\n' ' '
+  echo -n "| $(wifi_state "$1" | sed 's/ daemons=[^]]*]//; s/link=[a-z]* //')"
+}
+
+nm_variant() {
+  V=nm; ADV=extended
+  O=$LAB/out/$V; mkdir -p "$O"
+  say "=== nm: the NetworkManager backend, a NetworkManager per device ==="
+  ip -n rx link del vrx 2>/dev/null
+  # NetworkManager manages only devices udev has seen: each namespace runs
+  # a udevd of its own (net uevents reach only their own namespace).
+  mkdir -p /run/udev
+  if [ ! -e /sys/module/mac80211_hwsim ]; then
+    modprobe mac80211_hwsim radios=2 || { bad "mac80211_hwsim did not load"; return 1; }
+    wait_for 10 '[ "$(ls /sys/class/ieee80211 | wc -l)" -ge 2 ]'
+    local phys; phys=($(ls /sys/class/ieee80211))
+    iw phy "${phys[0]}" set netns name rx && iw phy "${phys[1]}" set netns name tx
+  fi
+  nm_up rx && nm_up tx || { nm_down; return 1; }
+  local rxb txb; rxb=$(nm_state rx); txb=$(nm_state tx)
+  bt_up "-l3" || { nm_down; return 1; }
+  local H="--hotspot-backend networkmanager"
+  RX_ENV="AIRHOP_NM_DBUS_ADDRESS=unix:path=/run/nm-rx/bus" TX_ENV="AIRHOP_NM_DBUS_ADDRESS=unix:path=/run/nm-tx/bus"
+  start_receiver nm --yes --once $H && {
+    send nm --wait 90 $H $W/payload.bin
+    wait_for 40 "! ip netns pids rx | xargs -r -n1 -I{} cat /proc/{}/comm 2>/dev/null | grep -qx airhop"
+    local rxf=$O/rx-nm.jsonl txf=$O/tx-nm.jsonl
+    if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-nm/payload.bin; then
+      ok "nm: 8 MiB over BLE rendezvous + NetworkManager hotspot (ipv4.method shared) + QUIC, bytes identical"
+    else
+      bad "nm: send exit $SEND_RC: $(tail -3 "$O/tx-nm.err" | tr '\n' ' ') / receiver: $(tail -2 "$O/rx-nm.err" | tr '\n' ' ')"
+    fi
+    local acc up joined first
+    acc=$(hs_at "$rxf" starting host); up=$(hs_at "$rxf" up host); joined=$(hs_at "$txf" up join); first=$(at "$rxf" started)
+    result "TIME nm accept -> hotspot up: $(secs "$acc" "$up") s"
+    result "TIME nm hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
+    result "TIME nm joined -> first byte: $(secs "$joined" "$first") s"
+  }
+  sleep 2
+  local rxa txa; rxa=$(nm_state rx); txa=$(nm_state tx)
+  if [ "$rxa" = "$rxb" ] && [ "$txa" = "$txb" ]; then
+    ok "nm: no profile left, both devices as before (rx: $rxa; tx: $txa)"
+  else
+    bad "nm: left behind: rx $rxa (was $rxb); tx $txa (was $txb)"
+  fi
+  RX_ENV= TX_ENV=
+  bt_down; nm_down
+}
+
 for m in $(echo "$MODE" | tr ',' ' '); do
   case $m in
     le)   bt_variant le "-L -l3" legacy ;;
     ext)  bt_variant ext "-l3" extended ;;
     wifi) wifi_variant ;;
+    nm)   nm_variant ;;
   esac
 done
 dmesg > "$LAB/out/dmesg.txt"

@@ -6,17 +6,19 @@
 # summary, the timings and the HCI counts, and exits non-zero if any step
 # failed or the lab could not start.
 #
-#   usage: scripts/airlab/run.sh [MODES]     MODES: le,ext,wifi (default: all)
+#   usage: scripts/airlab/run.sh [MODES]     MODES: le,ext,wifi,nm (default: all)
 #     le   btvirt -L: two LE-only controllers (and a third for the
 #          garbage advertiser and bluetoothctl), legacy advertising
 #     ext  btvirt without -L: Bluetooth 5.2 controllers, extended advertising
 #     wifi as ext, plus two mac80211_hwsim radios and no shared network: the
 #          transfer goes over a hotspot (hostapd + wpa_supplicant backend)
+#     nm   the same over the NetworkManager backend: a NetworkManager (with
+#          its own D-Bus, udevd and wpa_supplicant) per device
 #   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 900)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/scripts/airlab
-MODES=${1:-le,ext,wifi}
+MODES=${1:-le,ext,wifi,nm}
 LAB=${AIRLAB_DIR:-/tmp/airhop-airlab}
 T0=$(date +%s.%N)
 fail() { echo "airlab: $*" >&2; exit 1; }
@@ -24,7 +26,7 @@ fail() { echo "airlab: $*" >&2; exit 1; }
 # Debian packages: qemu, a stock kernel with Bluetooth modules, the BlueZ
 # userland (bluetoothd, btvirt, btmgmt, bluetoothctl, btmon), D-Bus.
 pkgs=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static dbus iproute2 kmod cpio
-      hostapd wpasupplicant iw)
+      hostapd wpasupplicant iw network-manager dnsmasq-base nftables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

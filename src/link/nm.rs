@@ -331,6 +331,18 @@ impl Activated {
                     problems.push(format!("deactivating the hotspot profile: {e}"));
                 }
             }
+            // Deactivating takes a moment; the volatile profile is deleted
+            // when it is done. Only then is the interface as it was.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                match c.with_proxy(NM, &a, CALL).get::<u32>(ACTIVE, "State") {
+                    Ok(s) if s < DEACTIVATED => std::thread::sleep(Duration::from_millis(200)),
+                    _ => break,
+                }
+            }
+            if Instant::now() >= deadline {
+                problems.push("the hotspot profile was still deactivating after 20 s".into());
+            }
         }
         if let Some(prev) = self.before.take() {
             let r: Result<(Path<'static>,), _> = nm.method_call(
