@@ -153,7 +153,7 @@ impl Hostapd {
         Ok(())
     }
 
-    async fn start(
+    async fn launch(
         &self,
         stage: Stage,
         plan: &HotspotPlan,
@@ -193,20 +193,13 @@ impl HotspotBackend for Hostapd {
         &self.iface
     }
 
-    fn host<'a>(
+    fn start<'a>(
         &'a self,
+        stage: Stage,
         plan: &'a HotspotPlan,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
-        Box::pin(self.start(Stage::Create, plan, timeout))
-    }
-
-    fn join<'a>(
-        &'a self,
-        plan: &'a HotspotPlan,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
-        Box::pin(self.start(Stage::Join, plan, timeout))
+        Box::pin(self.launch(stage, plan, timeout))
     }
 }
 

@@ -215,18 +215,30 @@ pub trait HotspotBackend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// The Wi-Fi interface it drives.
     fn interface(&self) -> &str;
+    /// Brings the link up: an access point ([`Stage::Create`]) or an
+    /// association with one ([`Stage::Join`]), with this address.
+    fn start<'a>(
+        &'a self,
+        stage: Stage,
+        plan: &'a HotspotPlan,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>>;
     /// Brings an access point up with these credentials and address.
     fn host<'a>(
         &'a self,
         plan: &'a HotspotPlan,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>>;
+    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
+        self.start(Stage::Create, plan, timeout)
+    }
     /// Joins an access point with these credentials and takes this address.
     fn join<'a>(
         &'a self,
         plan: &'a HotspotPlan,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>>;
+    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
+        self.start(Stage::Join, plan, timeout)
+    }
 }
 
 /// A hotspot we host or joined. [`ActiveHotspot::close`] removes it and puts

@@ -61,7 +61,7 @@ impl NetworkManager {
         })
     }
 
-    async fn start(
+    async fn bring_up(
         &self,
         stage: Stage,
         plan: &HotspotPlan,
@@ -81,20 +81,13 @@ impl HotspotBackend for NetworkManager {
         &self.iface
     }
 
-    fn host<'a>(
+    fn start<'a>(
         &'a self,
+        stage: Stage,
         plan: &'a HotspotPlan,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
-        Box::pin(self.start(Stage::Create, plan, timeout))
-    }
-
-    fn join<'a>(
-        &'a self,
-        plan: &'a HotspotPlan,
-        timeout: Duration,
-    ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
-        Box::pin(self.start(Stage::Join, plan, timeout))
+        Box::pin(self.bring_up(stage, plan, timeout))
     }
 }
 
