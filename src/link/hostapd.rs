@@ -99,7 +99,7 @@ impl Hostapd {
         let lines = output(&mut child);
         r.child = Some(child);
         let ssid = &plan.creds.ssid;
-        watch(lines, timeout, program, stage, |l, seen| {
+        watch(lines, timeout, program, |l, seen| {
             if program == "hostapd" {
                 if l.contains("AP-ENABLED") {
                     return Some(Ok(()));
@@ -310,7 +310,6 @@ async fn watch(
     mut lines: mpsc::UnboundedReceiver<String>,
     timeout: Duration,
     program: &str,
-    _stage: Stage,
     mut verdict: impl FnMut(&str, &mut bool) -> Option<Result<(), String>>,
 ) -> Result<(), (String, bool)> {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -68,7 +68,14 @@ impl NetworkManager {
         timeout: Duration,
     ) -> Result<Box<dyn ActiveHotspot>, HotspotError> {
         let (iface, plan) = (self.iface.clone(), plan.clone());
-        blocking(move || activate(&iface, stage, &plan, timeout)).await
+        tokio::task::spawn_blocking(move || activate(&iface, stage, &plan, timeout))
+            .await
+            .unwrap_or_else(|e| {
+                Err(HotspotError::new(
+                    stage,
+                    format!("NetworkManager call: {e}"),
+                ))
+            })
     }
 }
 
@@ -89,17 +96,6 @@ impl HotspotBackend for NetworkManager {
     ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>> {
         Box::pin(self.bring_up(stage, plan, timeout))
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HotspotError> + Send + 'static,
-) -> Result<T, HotspotError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(HotspotError::new(
-            Stage::Create,
-            format!("NetworkManager call: {e}"),
-        ))
-    })
 }
 
 fn connect() -> Result<Connection, dbus::Error> {

@@ -92,6 +92,8 @@ pub(super) struct Driver {
     hotspots: HashMap<PeerId, (HotspotRole, HotspotInfo, Box<dyn ActiveHotspot>)>,
     /// Hotspots we will host if the LAN probe finds no path.
     hosting: HashMap<PeerId, HotspotPlan>,
+    /// Our addresses on hotspots being created (not on an interface yet).
+    creating: HashMap<PeerId, std::net::Ipv4Addr>,
     /// Hotspot teardowns under way.
     teardowns: Vec<JoinHandle<()>>,
 }
@@ -204,6 +206,7 @@ impl Driver {
             dial_timeout,
             hotspots: HashMap::new(),
             hosting: HashMap::new(),
+            creating: HashMap::new(),
             teardowns: Vec::new(),
         })
     }
@@ -743,9 +746,11 @@ impl Driver {
         r
     }
 
-    /// Our addresses on hotspots (not yet on an interface while starting).
+    /// Our addresses on hotspots planned or coming up: not on an
+    /// interface yet, but taken (two accepts must not pick one subnet).
     fn hotspot_addrs(&self) -> Vec<std::net::Ipv4Addr> {
-        self.hosting.values().map(|p| p.local).collect()
+        let planned = self.hosting.values().map(|p| p.local);
+        planned.chain(self.creating.values().copied()).collect()
     }
 
     fn host(&mut self, peer: PeerId, plan: HotspotPlan) {
@@ -756,6 +761,7 @@ impl Driver {
             return;
         };
         self.hotspot_event(peer, HotspotRole::Host, &info, HotspotStage::Starting);
+        self.creating.insert(peer, plan.local);
         let (tx, timeout) = (self.inputs.clone(), self.config.hotspot_timeout);
         self.tasks.spawn(async move {
             let r = backend.host(&plan, timeout).await;
@@ -777,6 +783,9 @@ impl Driver {
         addr: std::net::Ipv4Addr,
         r: Result<Box<dyn ActiveHotspot>, HotspotError>,
     ) {
+        if role == HotspotRole::Host {
+            self.creating.remove(&peer);
+        }
         let Some(info) = self.hotspot_info(ssid) else {
             return;
         };
