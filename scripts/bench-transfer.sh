@@ -194,8 +194,10 @@ PY
   ssh-keygen -q -t ed25519 -N '' -f "$WORK/hostkey"
   mkdir -p /run/sshd
   B /usr/sbin/sshd -p 2222 -h "$WORK/hostkey" -o PidFile="$WORK/sshd.pid"
-  B twist wormhole-mailbox --port tcp:4000 >/dev/null 2>&1 &
-  B twist transitrelay --port tcp:4001 >/dev/null 2>&1 &
+  # The mailbox server writes its database (relay.sqlite) into its working
+  # folder: keep it in $WORK, never in the checkout the script was run from.
+  (cd "$WORK" && B twist wormhole-mailbox --port tcp:4000 --channel-db "$WORK/relay.sqlite" >/dev/null 2>&1) &
+  (cd "$WORK" && B twist transitrelay --port tcp:4001 >/dev/null 2>&1) &
   sleep 2
 
   for SHAPED in 0 1; do
