@@ -190,7 +190,9 @@ fn a_file_a_folder_and_stdin_cross_with_json_events() {
     );
     let inv = r.event(5, "invited", |v| v["event"] == "invited");
     assert_eq!(inv["name"], "Ada");
-    assert_eq!(inv["context"], "1 file, 3.0 MB");
+    assert_eq!(inv["summary"], "1 file, 3.0 MB");
+    assert_eq!(inv["offer"]["names"][0], "photo.jpg");
+    assert_eq!(inv["offer"]["bytes"], 3_000_000);
     assert_eq!(inv["pairing_code"].as_str().unwrap().len(), 7, "{inv}");
     let started = r.event(5, "started", |v| v["event"] == "started");
     assert_eq!(started["bytes"], 3_000_000);
@@ -489,4 +491,83 @@ fn doctor_reports_no_bluetooth_here_and_the_lan_working() {
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["transports"][0], "LAN");
     assert_eq!(out.status.code(), Some(0));
+}
+
+/// The consent case a new user would try: the receiver's prompt says
+/// "1 file, 12 B", and the sender (here a library node, since the real
+/// `send` cannot lie) then offers something else. `receive --yes` declines
+/// it with a reason the sender sees and writes nothing; asked again, the
+/// user sees the real offer.
+#[test]
+fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
+    let (t, port) = (TempDir::new("cli-consent"), port());
+    let b = t.path().join("b");
+    let small = t.path().join("small.txt");
+    std::fs::write(&small, b"hello, Bob!\n").unwrap();
+    let big = t.path().join("payload.sh");
+    random_file(&big, 300_000, 7);
+    std::fs::set_permissions(&big, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (policy, answer) in [(&["--yes"][..], None), (&[][..], Some("n"))] {
+        let inbox = t.path().join(format!("in-{}", policy.len()));
+        let mut r = receiver(&b, port, &inbox, policy);
+        rt.block_on(async {
+            let mut m = common::start(
+                common::config("Mallory", "airhop", t.path()),
+                port,
+                common::identity(0x4d),
+            )
+            .await;
+            m.node.browse(true).await.unwrap();
+            let bob = common::wait(&mut m.events, 10, "Bob", |e| match e {
+                airhop::node::NodeEvent::PeerFound(p) if p.name.as_str() == "Bob" => Some(p.id),
+                _ => None,
+            })
+            .await;
+            let shown = airhop::transfer::offer::build(std::slice::from_ref(&small)).unwrap();
+            let real = airhop::transfer::offer::build(std::slice::from_ref(&big)).unwrap();
+            m.node
+                .invite_with_offer(bob, &shown, Vec::new())
+                .await
+                .unwrap();
+            let inv =
+                tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
+            assert_eq!(inv["summary"], "1 file, 12 B");
+            assert_eq!(inv["offer"]["names"][0], "small.txt");
+            if answer.is_some() {
+                r.say("y");
+            }
+            common::wait(&mut m.events, 10, "connected", |e| match e {
+                airhop::node::NodeEvent::PeerState {
+                    peer,
+                    state: airhop::session::PeerState::Connected,
+                } if *peer == bob => Some(()),
+                _ => None,
+            })
+            .await;
+            let tid = m.node.send_sources(bob, real).await.unwrap();
+            let offer =
+                tokio::task::block_in_place(|| r.event(10, "offer", |v| v["event"] == "offer"));
+            assert_eq!(offer["consented"], false);
+            if let Some(a) = answer {
+                r.say(a);
+            }
+            let reason = common::wait(&mut m.events, 10, "the decline", common::failed).await;
+            let _ = tid;
+            let want = if answer.is_some() {
+                airhop::wire::Reason::UserNotInterested
+            } else {
+                airhop::wire::Reason::OfferMismatch
+            };
+            assert_eq!(reason, want);
+            m.node.stop().await;
+        });
+        drop(r);
+        assert!(
+            files_under(&inbox).is_empty(),
+            "nothing written: {:?}",
+            files_under(&inbox)
+        );
+    }
 }

@@ -485,3 +485,84 @@ async fn a_text_is_shown_not_saved_and_piped_bytes_arrive_as_a_file() {
     a.node.stop().await;
     b.node.stop().await;
 }
+
+/// Consent is bound to the offer: the invitation carries a summary built
+/// from the real sources, and only the first offer whose items match it
+/// arrives `consented`; a repeat or a different offer must be asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_offer_the_invitation_showed_arrives_consented() {
+    let dir = TempDir::new("consent");
+    let (x, y) = (dir.path().join("x.txt"), dir.path().join(".y"));
+    std::fs::write(&x, b"twelve bytes").unwrap();
+    std::fs::write(&y, b"hidden").unwrap();
+    let port = port();
+    let mut a = start(config("Ada", "it-consent", dir.path()), port, identity(40)).await;
+    let mut b = start(config("Bob", "it-consent", dir.path()), port, identity(41)).await;
+    b.node.advertise(true).await.unwrap();
+    a.node.browse(true).await.unwrap();
+    let b_id = b.node.peer_id();
+    wait(&mut a.events, 10, "found", |e| {
+        matches!(e, NodeEvent::PeerFound(p) if p.id == b_id).then_some(())
+    })
+    .await;
+    let shown = airhop::transfer::offer::build(&[x.clone(), y.clone()]).unwrap();
+    a.node
+        .invite_with_offer(b_id, &shown, b"for you".to_vec())
+        .await
+        .unwrap();
+    let (invite, offer, context) = wait(&mut b.events, 10, "invited", |e| match e {
+        NodeEvent::Invited {
+            invite,
+            offer,
+            context,
+            ..
+        } => Some((*invite, offer.clone(), context.clone())),
+        _ => None,
+    })
+    .await;
+    let offer = offer.expect("the invitation carries the offer's summary");
+    assert_eq!((offer.files, offer.bytes, offer.hidden), (2, 18, 1));
+    assert_eq!(offer.names, ["x.txt", ".y"]);
+    assert_eq!(context, b"for you");
+    b.node.accept(invite).await.unwrap();
+    let a_id = a.node.peer_id();
+    wait(&mut a.events, 10, "connected", |e| {
+        matches!(e, NodeEvent::PeerState { peer, state: airhop::session::PeerState::Connected } if *peer == b_id).then_some(())
+    })
+    .await;
+    let consented = |e: &NodeEvent| match e {
+        NodeEvent::OfferReceived {
+            from,
+            consented,
+            transfer,
+            ..
+        } if *from == a_id => Some((*transfer, *consented)),
+        _ => None,
+    };
+    // Something else first: not consented, declined; the consent stays.
+    let other = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
+    a.node.send_sources(b_id, other).await.unwrap();
+    let (t, ok) = wait(&mut b.events, 10, "the other offer", consented).await;
+    assert!(!ok, "an offer other than the invitation's is not consented");
+    b.node
+        .decline_offer(t, Reason::OfferMismatch)
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&mut a.events, 10, "the decline", failed).await,
+        Reason::OfferMismatch
+    );
+    // The offer shown: consented, once.
+    for want in [true, false] {
+        a.node.send_sources(b_id, shown.clone()).await.unwrap();
+        let (t, ok) = wait(&mut b.events, 10, "the offer", consented).await;
+        assert_eq!(ok, want);
+        b.node
+            .decline_offer(t, Reason::UserNotInterested)
+            .await
+            .unwrap();
+        wait(&mut a.events, 10, "the decline", failed).await;
+    }
+    a.node.stop().await;
+    b.node.stop().await;
+}

@@ -322,6 +322,7 @@ impl Sim {
                     context,
                     pairing_code,
                     from,
+                    ..
                 } => Some((*invite, context.clone(), pairing_code.0, from.id)),
                 _ => None,
             })

@@ -236,7 +236,9 @@ impl Exit {
                 Exit::Files
             }
             ReceiveCancelled | SendCancelled => Exit::Cancelled,
-            ReceivingSameContent | ContentAlreadyDownloaded | UserNotInterested => Exit::Declined,
+            ReceivingSameContent | ContentAlreadyDownloaded | UserNotInterested | OfferMismatch => {
+                Exit::Declined
+            }
             AuthenticationFailed | PairingCodeMismatch | ProtocolViolation | UnsupportedVersion
             | StaleCard | ServiceTypeMismatch => Exit::Security,
             TimedOut => Exit::NotFound,

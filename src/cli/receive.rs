@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{InviteId, PeerInfo, PeerState};
-use airhop::transfer::offer::{human_bytes, summary};
-use airhop::wire::{Capabilities, PeerId, Reason};
+use airhop::transfer::offer::{details, headline, human_bytes, printable, summary};
+use airhop::wire::{Capabilities, OfferItem, OfferSummary, PeerId, Reason};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -172,9 +172,11 @@ impl Receiver<'_> {
                     invite,
                     from,
                     context,
+                    offer,
                     pairing_code,
                 } => {
-                    self.invited(invite, from, &context, &pairing_code.to_string())
+                    let code = pairing_code.to_string();
+                    self.invited(invite, from, &context, offer.as_ref(), &code)
                         .await?;
                 }
                 NodeEvent::InviteExpired { .. } => {
@@ -209,8 +211,9 @@ impl Receiver<'_> {
                     transfer,
                     from,
                     items,
+                    consented,
                 } => {
-                    out.event("offer", json!({"from": from.to_string(), "items": items.iter().map(|i| json!({"path": i.path, "size": i.size, "kind": if i.kind == airhop::wire::ItemKind::Text {"text"} else {"file"}})).collect::<Vec<_>>()}));
+                    out.event("offer", json!({"from": from.to_string(), "items": items.iter().map(|i| json!({"path": i.path, "size": i.size, "kind": if i.kind == airhop::wire::ItemKind::Text {"text"} else {"file"}})).collect::<Vec<_>>(), "consented": consented}));
                     if !self.accepted.contains(&from) || self.current.is_some() {
                         let reason = if self.current.is_some() {
                             Reason::Busy
@@ -219,6 +222,19 @@ impl Receiver<'_> {
                         };
                         let _ = node.decline_offer(transfer, reason).await;
                         continue;
+                    }
+                    if !consented {
+                        if let Err(reason) = self.reconsent(from, &items).await {
+                            let _ = node.decline_offer(transfer, reason).await;
+                            out.event("declined", Out::reason_fields(reason));
+                            if self.once {
+                                return Err(CliError::reason(
+                                    reason,
+                                    "declined the only offer (--once)",
+                                ));
+                            }
+                            continue;
+                        }
                     }
                     if self.to_stdout && items.len() != 1 {
                         let _ = node
@@ -359,25 +375,39 @@ impl Receiver<'_> {
         invite: InviteId,
         from: PeerInfo,
         context: &[u8],
+        offer: Option<&OfferSummary>,
         code: &str,
     ) -> Result<(), CliError> {
         let (out, node) = (self.out, self.node);
         let trusted = self.ctx.trust.trusts(&from.identity.0);
-        let what = String::from_utf8_lossy(context)
+        let note = printable(&String::from_utf8_lossy(context))
             .chars()
-            .filter(|c| !c.is_control())
             .take(120)
             .collect::<String>();
+        // What the prompt shows comes from the offer's summary (built by the
+        // inviting node from the real items), never from free text alone.
+        let (what, lines) = match offer {
+            Some(o) => {
+                let mut lines = details(o);
+                if !note.is_empty() {
+                    lines.push(format!("\"{note}\""));
+                }
+                (headline(o), lines)
+            }
+            None if note.is_empty() => ("nothing yet (a session)".to_string(), Vec::new()),
+            None => (note.clone(), Vec::new()),
+        };
         out.event(
             "invited",
-            json!({"from": from.id.to_string(), "name": from.name.as_str(), "context": what, "pairing_code": code, "trusted": trusted}),
+            json!({"from": from.id.to_string(), "name": from.name.as_str(), "summary": what, "offer": offer.map(offer_json), "context": note, "pairing_code": code, "trusted": trusted}),
         );
         let who = format!(
             "{} ({}{})",
-            out.bold(from.name.as_str()),
+            out.bold(&printable(from.name.as_str())),
             from.id,
             if trusted { ", trusted" } else { "" }
         );
+        let shown: String = lines.iter().map(|l| format!("\n  {l}")).collect();
         let accept = if self.current.is_some() {
             out.say(format!(
                 "{who} wants to send {what}: busy with another transfer, declining"
@@ -388,12 +418,12 @@ impl Receiver<'_> {
             match self.policy {
                 Policy::Yes => {
                     out.say(format!(
-                        "{who} sends {what}; pairing code {code}: accepting (--yes)"
+                        "{who} sends {what}; pairing code {code}: accepting (--yes){shown}"
                     ));
                     true
                 }
                 Policy::Trusted if trusted => {
-                    out.say(format!("{who} sends {what}: accepting (trusted)"));
+                    out.say(format!("{who} sends {what}: accepting (trusted){shown}"));
                     true
                 }
                 Policy::Trusted => {
@@ -411,7 +441,10 @@ impl Receiver<'_> {
                             out.bold(code)
                         )
                     };
-                    let q = format!("{who} wants to send you {what}.{code_part}\n  Accept? [y/N] ");
+                    let q = format!(
+                        "{who} wants to send you {what}{}{shown}{code_part}\n  Accept? [y/N] ",
+                        if shown.is_empty() { "." } else { ":" }
+                    );
                     self.ask(&q).await
                 }
             }
@@ -432,6 +465,37 @@ impl Receiver<'_> {
             }
         }
         Ok(())
+    }
+
+    /// An offer from an accepted peer that is not the one its invitation
+    /// showed: asked again, or (by policy, unattended) declined with
+    /// [`Reason::OfferMismatch`], which the sender sees.
+    async fn reconsent(&mut self, from: PeerId, items: &[OfferItem]) -> Result<(), Reason> {
+        let name = printable(&self.name_of(from).await);
+        let Ok(s) = OfferSummary::of(items) else {
+            return Err(Reason::ProtocolViolation);
+        };
+        let what = headline(&s);
+        let shown: String = details(&s).iter().map(|l| format!("\n  {l}")).collect();
+        match self.policy {
+            Policy::Ask => {
+                let q = format!(
+                    "{name} now offers {what}, which is not what you accepted:{shown}\n  Accept this instead? [y/N] "
+                );
+                if self.ask(&q).await {
+                    Ok(())
+                } else {
+                    self.out.say("declined");
+                    Err(Reason::UserNotInterested)
+                }
+            }
+            Policy::Yes | Policy::Trusted => {
+                self.out.warn(format!(
+                    "{name} offers {what}, not what its invitation showed: declining"
+                ));
+                Err(Reason::OfferMismatch)
+            }
+        }
     }
 
     /// Asks a yes/no question on the terminal (standard error) and reads
@@ -455,6 +519,11 @@ impl Receiver<'_> {
             }
         }
     }
+}
+
+/// An offer summary as the `invited` event carries it.
+fn offer_json(o: &OfferSummary) -> serde_json::Value {
+    json!({"files": o.files, "texts": o.texts, "bytes": o.bytes, "names": o.names, "hidden": o.hidden, "executables": o.executables})
 }
 
 fn copy_to_stdout(path: &std::path::Path) -> Result<(), CliError> {

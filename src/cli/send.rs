@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState};
 use airhop::transfer::offer::{self, human_bytes, Source};
+use airhop::wire::invite::MAX_CONTEXT_LEN;
 use airhop::wire::{Capabilities, ItemKind, OfferItem};
 use serde_json::json;
 
@@ -48,6 +49,9 @@ pub struct SendArgs {
     /// The file name the receiver saves standard input as.
     #[arg(long = "as", value_name = "NAME", default_value = "stdin")]
     pub name_as: String,
+    /// A line of text shown under the offer on the receiver's prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
     /// Seconds to look for a receiver, and to wait for its answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
@@ -58,6 +62,12 @@ pub struct SendArgs {
 /// Runs `airhop send`.
 pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
     let ctx = Ctx::load(g)?;
+    if let Some(n) = args.note.as_ref().filter(|n| n.len() > MAX_CONTEXT_LEN) {
+        return Err(CliError::Usage(format!(
+            "--note is {} bytes; at most {MAX_CONTEXT_LEN}",
+            n.len()
+        )));
+    }
     let sources = prepare(&out, &args).await?;
     let items: Vec<OfferItem> = sources.iter().map(|s| s.item.clone()).collect();
     let summary = offer::summary(&items);
@@ -140,8 +150,10 @@ async fn flow(
     let peer = pick(out, node, events, args).await?;
     let trusted = ctx.trust.trusts(&peer.identity.0);
 
-    // Invite with the offer's summary; wait for the answer.
-    node.invite(peer.id, summary.as_bytes().to_vec()).await?;
+    // Invite with the offer itself: the receiver's prompt is built from it,
+    // and what it accepts is bound to exactly these items.
+    let note = args.note.clone().unwrap_or_default().into_bytes();
+    node.invite_with_offer(peer.id, &sources, note).await?;
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1) + 5);
     let mut hotspot_failure = None;
     loop {
@@ -159,7 +171,7 @@ async fn flow(
             } if p == peer.id => {
                 out.event(
                     "invite_sent",
-                    json!({"peer": p.to_string(), "name": peer.name.as_str(), "context": summary, "pairing_code": pairing_code.to_string(), "trusted": trusted}),
+                    json!({"peer": p.to_string(), "name": peer.name.as_str(), "context": summary, "note": args.note, "pairing_code": pairing_code.to_string(), "trusted": trusted}),
                 );
                 if trusted {
                     out.say(format!(

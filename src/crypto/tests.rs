@@ -79,6 +79,7 @@ fn fields(name: &str) -> CardFields {
 fn payload(context: &[u8]) -> InvitePayload {
     InvitePayload {
         context: context.to_vec(),
+        offer: None,
         cert_fingerprint: [9; 32],
         resolving_key: ResolvingKey([3; 16]),
     }

@@ -29,7 +29,7 @@ use crate::transfer::offer::{OfferError, Source};
 use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 use crate::transfer::stream::StreamHeader;
 use crate::wire::frame::MAX_FRAME_LEN;
-use crate::wire::{Capabilities, Frame, IdentityKey, ItemStart, PeerId, Reason};
+use crate::wire::{Capabilities, Frame, IdentityKey, ItemStart, OfferSummary, PeerId, Reason};
 
 /// What the driver's helper tasks report.
 pub(super) enum Input {
@@ -77,6 +77,11 @@ pub(super) struct Driver {
     links: HashMap<PeerId, Link>,
     pinned: HashMap<PeerId, Pin>,
     responders: HashMap<InviteId, Responder>,
+    /// The offer summaries of invitations not yet answered.
+    invited: HashMap<InviteId, (PeerId, OfferSummary)>,
+    /// The offer each accepted inviter may make without asking again: the
+    /// summary its invitation showed, taken by the first matching offer.
+    consented: HashMap<PeerId, OfferSummary>,
     next_invite: u64,
     next_serial: u64,
     transfers: Transfers,
@@ -196,6 +201,8 @@ impl Driver {
             links: HashMap::new(),
             pinned: HashMap::new(),
             responders: HashMap::new(),
+            invited: HashMap::new(),
+            consented: HashMap::new(),
             next_invite: 0,
             next_serial: 0,
             transfers: Transfers::default(),
@@ -399,20 +406,29 @@ impl Driver {
                 invite,
                 from,
                 context,
+                offer,
                 pairing_code,
-            } => NodeEvent::Invited {
-                invite,
-                from,
-                context,
-                pairing_code,
-            },
+            } => {
+                if let Some(o) = &offer {
+                    self.invited.insert(invite, (from.id, o.clone()));
+                }
+                NodeEvent::Invited {
+                    invite,
+                    from,
+                    context,
+                    offer,
+                    pairing_code,
+                }
+            }
             Event::InviteExpired { invite } => {
                 self.responders.remove(&invite);
+                self.invited.remove(&invite);
                 NodeEvent::InviteExpired { invite }
             }
             Event::InviteFailed { peer, reason } => NodeEvent::InviteFailed { peer, reason },
             Event::PeerState { peer, state } => {
                 if let PeerState::NotConnected(reason) = state {
+                    self.consented.remove(&peer);
                     let writer = self.links.remove(&peer).and_then(|l| l.close(reason));
                     self.hosting.remove(&peer);
                     match self.hotspots.remove(&peer) {
@@ -474,8 +490,9 @@ impl Driver {
                 let res = self.discovery.browse(on).await.map_err(NodeError::from);
                 let _ = r.send(res);
             }
-            Command::Invite(peer, ctx, r) => {
-                let _ = r.send(self.endpoint.invite(t, peer, ctx).map_err(Into::into));
+            Command::Invite(peer, ctx, offer, r) => {
+                let res = self.endpoint.invite_with_offer(t, peer, ctx, offer);
+                let _ = r.send(res.map_err(Into::into));
             }
             Command::CancelInvite(peer, r) => {
                 let _ = r.send(self.endpoint.cancel_invite(peer));
@@ -484,6 +501,7 @@ impl Driver {
                 let _ = r.send(self.accept(i));
             }
             Command::Decline(i, reason, r) => {
+                self.invited.remove(&i);
                 let _ = r.send(self.endpoint.decline(i, reason).map_err(Into::into));
             }
             Command::Message(to, data, r) => {
@@ -726,6 +744,9 @@ impl Driver {
             });
         }
         let r = self.endpoint.accept(t, invite).map_err(NodeError::from);
+        if let (Ok(()), Some((peer, offer))) = (&r, self.invited.remove(&invite)) {
+            self.consented.insert(peer, offer);
+        }
         if plan.is_some() {
             self.endpoint.set_link(self.default_link.clone());
         }
@@ -906,6 +927,12 @@ impl Driver {
                     );
                     return;
                 }
+                // Consent given to an invitation covers the first offer
+                // whose items are exactly what its prompt showed, once.
+                let consented = self.consented.get(&peer).is_some_and(|s| s.matches(&items));
+                if consented {
+                    self.consented.remove(&peer);
+                }
                 let tid = self
                     .transfers
                     .insert(Transfer::incoming(peer, id, items.clone()));
@@ -916,6 +943,7 @@ impl Driver {
                         transfer: tid,
                         from: peer,
                         items,
+                        consented,
                     });
                 }
             }
@@ -1279,6 +1307,8 @@ impl Driver {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
         self.tasks.shutdown().await;
         self.responders.clear();
+        self.invited.clear();
+        self.consented.clear();
     }
 }
 

@@ -70,7 +70,7 @@ use crate::session::{
 };
 use crate::transfer::offer::{OfferError, Source};
 use crate::transfer::quic::QuicError;
-use crate::wire::{DisplayName, OfferItem, PeerId, Reason, ServiceType};
+use crate::wire::{DisplayName, OfferItem, OfferSummary, PeerId, Reason, ServiceType};
 
 /// How a node is set up. [`NodeConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -83,9 +83,11 @@ pub struct NodeConfig {
     /// Replace existing files with received ones instead of picking
     /// `name (1).ext`. Default off.
     pub overwrite: bool,
-    /// Take every offer from a session peer without asking (for headless
-    /// receivers that accepted the invitation already). Default off: an
-    /// offer is a [`NodeEvent::OfferReceived`] to answer.
+    /// Take every offer from a session peer without asking, whether or not
+    /// it matches the invitation that was accepted (for tests and pipelines
+    /// between devices one owns). Default off: an offer is a
+    /// [`NodeEvent::OfferReceived`] to answer, with `consented` saying
+    /// whether the user already agreed to exactly it.
     pub auto_accept_offers: bool,
     /// Where the QUIC endpoint binds. Default `0.0.0.0:0`.
     pub quic_bind: SocketAddr,
@@ -200,13 +202,20 @@ pub enum NodeEvent {
         pairing_code: PairingCode,
     },
     /// Someone invites us: [`Node::accept`] or [`Node::decline`].
+    ///
+    /// Show `offer` (it is built from the real items by the inviting node)
+    /// rather than `context` (free text): accepting consents to exactly
+    /// that offer, and only an offer that matches it arrives with
+    /// [`NodeEvent::OfferReceived::consented`] set.
     Invited {
         /// The handle to answer with.
         invite: InviteId,
         /// Who.
         from: PeerInfo,
-        /// What they want (e.g. "3 files, 1.2 GB").
+        /// A note from the inviting app (free text, binds nothing).
         context: Vec<u8>,
+        /// The offer the inviter will make, if it invited to send one.
+        offer: Option<OfferSummary>,
         /// The code both screens show.
         pairing_code: PairingCode,
     },
@@ -252,6 +261,10 @@ pub enum NodeEvent {
         from: PeerId,
         /// What (paths are as sent: sanitised only when planned).
         items: Vec<OfferItem>,
+        /// These items are exactly the offer shown with the invitation the
+        /// user accepted (the first such offer only): take it without asking
+        /// again. Any other offer needs a fresh answer.
+        consented: bool,
     },
     /// A transfer is moving: the receiver has planned it and said what it
     /// wants.
@@ -438,7 +451,12 @@ type Reply<T> = oneshot::Sender<T>;
 enum Command {
     Advertise(bool, Reply<Result<(), NodeError>>),
     Browse(bool, Reply<Result<(), NodeError>>),
-    Invite(PeerId, Vec<u8>, Reply<Result<(), NodeError>>),
+    Invite(
+        PeerId,
+        Vec<u8>,
+        Option<OfferSummary>,
+        Reply<Result<(), NodeError>>,
+    ),
     CancelInvite(PeerId, Reply<bool>),
     Accept(InviteId, Reply<Result<(), NodeError>>),
     Decline(InviteId, Reason, Reply<Result<(), NodeError>>),
@@ -562,7 +580,25 @@ impl Node {
     /// prompt (at most 1 KiB). The answer comes as [`NodeEvent::PeerState`]
     /// or [`NodeEvent::InviteFailed`].
     pub async fn invite(&self, peer: PeerId, context: Vec<u8>) -> Result<(), NodeError> {
-        self.call(|r| Command::Invite(peer, context, r)).await?
+        self.call(|r| Command::Invite(peer, context, None, r))
+            .await?
+    }
+
+    /// Invites a nearby peer to take `sources`: its prompt shows a summary
+    /// built from them (counts, size, first names, hidden files and
+    /// executables), bound to them by a digest, with `context` as an extra
+    /// line. Once accepted, [`Node::send_sources`] with the same sources is
+    /// taken without a second question; anything else is asked again.
+    pub async fn invite_with_offer(
+        &self,
+        peer: PeerId,
+        sources: &[Source],
+        context: Vec<u8>,
+    ) -> Result<(), NodeError> {
+        let items: Vec<OfferItem> = sources.iter().map(|s| s.item.clone()).collect();
+        let summary = OfferSummary::of(&items).map_err(|_| OfferError::Empty)?;
+        self.call(|r| Command::Invite(peer, context, Some(summary), r))
+            .await?
     }
 
     /// Withdraws a pending invitation; `false` if there was none.

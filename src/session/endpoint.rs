@@ -17,8 +17,8 @@ use crate::crypto::{
 use crate::wire::frame::MAX_MESSAGE_LEN;
 use crate::wire::invite::MAX_CONTEXT_LEN;
 use crate::wire::{
-    Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, PeerId, Reason, Reply,
-    ReplyBody, ResolvingKey,
+    Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, OfferSummary, PeerId,
+    Reason, Reply, ReplyBody, ResolvingKey,
 };
 
 /// One device's advertise / browse / invite / session state. See the module doc.
@@ -56,10 +56,17 @@ struct Nearby {
 
 struct Outgoing {
     device: DeviceId,
-    context: Vec<u8>,
+    ask: Ask,
     state: OutState,
     deadline: Instant,
     retried: bool,
+}
+
+/// What an invitation asks for: sealed into its payload, kept for a resend.
+#[derive(Clone)]
+struct Ask {
+    context: Vec<u8>,
+    offer: Option<OfferSummary>,
 }
 
 enum OutState {
@@ -328,12 +335,11 @@ impl Endpoint {
         // An invitation waiting for a fresh card goes out now.
         if let Some(out) = self.outgoing.get(&peer) {
             if matches!(out.state, OutState::ReadingCard) {
-                let context = out.context.clone();
+                let ask = out.ask.clone();
                 let deadline = out.deadline;
                 let retried = out.retried;
                 self.outgoing.remove(&peer);
-                if let Err(e) = self.send_invitation(now, peer, device, context, deadline, retried)
-                {
+                if let Err(e) = self.send_invitation(now, peer, device, ask, deadline, retried) {
                     // The card was fine; our side could not invite (no link,
                     // a bad ephemeral key in the card). The app must hear it.
                     let reason = match e {
@@ -414,12 +420,27 @@ impl Endpoint {
 
     // ---- inviting ----------------------------------------------------------
 
-    /// Invites a nearby peer into our session, with a context for its prompt.
+    /// Invites a nearby peer into our session, with a context for its
+    /// prompt and no offer in view (a chat, messages).
     pub fn invite(
         &mut self,
         now: Instant,
         peer: PeerId,
         context: Vec<u8>,
+    ) -> Result<(), InviteError> {
+        self.invite_with_offer(now, peer, context, None)
+    }
+
+    /// Invites a nearby peer to take an offer: `offer` (built from the real
+    /// items, [`OfferSummary::of`]) is what the peer's prompt shows and what
+    /// the offer made after acceptance must match; `context` is an extra
+    /// line of free text.
+    pub fn invite_with_offer(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        context: Vec<u8>,
+        offer: Option<OfferSummary>,
     ) -> Result<(), InviteError> {
         if context.len() > MAX_CONTEXT_LEN {
             return Err(InviteError::ContextTooLong);
@@ -458,7 +479,8 @@ impl Endpoint {
             self.answer(invite, ReplyBody::Decline(Reason::CrossedInvitation));
         }
         let deadline = now + self.config.invite_timeout;
-        self.send_invitation(now, peer, device, context, deadline, false)
+        let ask = Ask { context, offer };
+        self.send_invitation(now, peer, device, ask, deadline, false)
     }
 
     fn send_invitation(
@@ -466,7 +488,7 @@ impl Endpoint {
         _now: Instant,
         peer: PeerId,
         device: DeviceId,
-        context: Vec<u8>,
+        ask: Ask,
         deadline: Instant,
         retried: bool,
     ) -> Result<(), InviteError> {
@@ -476,7 +498,8 @@ impl Endpoint {
             .ok_or(InviteError::UnknownPeer(peer))?;
         let link = self.link.as_ref().ok_or(InviteError::NoLink)?;
         let payload = InvitePayload {
-            context: context.clone(),
+            context: ask.context.clone(),
+            offer: ask.offer.clone(),
             cert_fingerprint: link.cert_fingerprint,
             resolving_key: self.identity.resolving_key(),
         };
@@ -497,7 +520,7 @@ impl Endpoint {
             peer,
             Outgoing {
                 device,
-                context,
+                ask,
                 state: OutState::AwaitingReply(keys),
                 deadline,
                 retried,
@@ -664,6 +687,7 @@ impl Endpoint {
             invite,
             from: info_of(&i.from.card, device),
             context: i.payload.context.clone(),
+            offer: i.payload.offer.clone(),
             pairing_code: i.keys.pairing_code,
         });
     }

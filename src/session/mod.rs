@@ -176,8 +176,12 @@ pub enum Event {
         invite: InviteId,
         /// Who.
         from: PeerInfo,
-        /// What they want (e.g. "3 files, 1.2 GB").
+        /// A note from the inviting app (free text, binds nothing).
         context: Vec<u8>,
+        /// The offer the inviter will make, as the prompt must show it; an
+        /// offer that arrives later is taken on this consent only if
+        /// [`OfferSummary::matches`] its items.
+        offer: Option<crate::wire::OfferSummary>,
         /// The pairing code the inviter's screen shows too.
         pairing_code: PairingCode,
     },

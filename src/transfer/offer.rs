@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::names::{safe_create_parent, sanitize, unique, NameError};
 use super::store::{hash_file, part_path};
-use crate::wire::{ItemKind, OfferItem, Reason, MAX_TEXT_LEN};
+use crate::wire::{ItemKind, OfferItem, OfferSummary, Reason, MAX_TEXT_LEN};
 
 /// Why an offer could not be built or planned.
 #[derive(Debug, thiserror::Error)]
@@ -235,20 +235,77 @@ fn source(path: &Path, rel: String) -> Result<Source, OfferError> {
     })
 }
 
-/// "1 file, 12 B" / "3 files, 1.2 GB": the invitation context.
+/// "1 file, 12 B" / "3 files, 1.2 GB": the headline of these items.
 pub fn summary(items: &[OfferItem]) -> String {
-    let total: u64 = items.iter().map(|i| i.size).sum();
-    if let [one] = items {
-        if one.kind == ItemKind::Text {
-            return format!("a text, {}", human_bytes(total));
-        }
+    match OfferSummary::of(items) {
+        Ok(s) => headline(&s),
+        Err(_) => format!("{} items of impossible sizes", items.len()),
     }
-    let n = items.len();
-    format!(
-        "{n} file{}, {}",
-        if n == 1 { "" } else { "s" },
-        human_bytes(total)
-    )
+}
+
+/// "1 file, 12 B" / "3 files, 1.2 GB" / "a text, 5 B" / "2 files and a
+/// text, 3.1 kB": the first line of a consent prompt.
+pub fn headline(s: &OfferSummary) -> String {
+    let count = |n: u32, one: &str, many: &str| match n {
+        1 => format!("{} {one}", if one == "text" { "a" } else { "1" }),
+        n => format!("{n} {many}"),
+    };
+    let what = match (s.files, s.texts) {
+        (0, 0) => "nothing".to_string(),
+        (f, 0) => count(f, "file", "files"),
+        (0, t) => count(t, "text", "texts"),
+        (f, t) => format!(
+            "{} and {}",
+            count(f, "file", "files"),
+            count(t, "text", "texts")
+        ),
+    };
+    format!("{what}, {}", human_bytes(s.bytes))
+}
+
+/// The lines a consent prompt shows under the headline: the first names
+/// (control and bidi characters removed), then what deserves a second look
+/// (hidden files, executables).
+pub fn details(s: &OfferSummary) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !s.names.is_empty() {
+        let names: Vec<String> = s.names.iter().map(|n| printable(n)).collect();
+        let more = s.items().saturating_sub(s.names.len() as u64);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        lines.push(format!("{}{tail}", names.join(", ")));
+    }
+    let plural = |n: u32| if n == 1 { "" } else { "s" };
+    if s.hidden > 0 {
+        lines.push(format!(
+            "includes {} hidden item{} (a name starting with a dot)",
+            s.hidden,
+            plural(s.hidden)
+        ));
+    }
+    if s.executables > 0 {
+        lines.push(format!(
+            "includes {} executable file{}",
+            s.executables,
+            plural(s.executables)
+        ));
+    }
+    lines
+}
+
+/// `s` without the characters that can move a terminal's cursor, change its
+/// colours or reorder what follows: control characters, bidi overrides and
+/// isolates, zero-width characters.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|&c| {
+            !c.is_control()
+                && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+        })
+        .collect()
 }
 
 /// Bytes for people, in SI units like file managers: 999 B, 1.2 kB, 3.4 GB.
@@ -404,6 +461,34 @@ mod tests {
         assert_eq!(human_bytes(1_234_567_890), "1.2 GB");
         assert_eq!(human_bytes(999_999_999), "1.0 GB");
         assert_eq!(human_bytes(u64::MAX), "18.4 EB");
+    }
+
+    #[test]
+    fn a_consent_prompt_shows_counts_names_and_what_to_look_at_twice() {
+        let mut exe = item("run.sh", b"#!/bin/sh");
+        exe.mode = 0o755;
+        let mut text = item("text.txt", b"hi");
+        text.kind = ItemKind::Text;
+        let items = [
+            item("a\u{202e}gpj.exe", b"x"),
+            item("docs/.env", b"KEY=1"),
+            exe,
+            item("d", b""),
+            text,
+        ];
+        let s = OfferSummary::of(&items).unwrap();
+        assert_eq!(headline(&s), "4 files and a text, 17 B");
+        assert_eq!(
+            details(&s),
+            [
+                "agpj.exe, docs/.env, run.sh and 2 more",
+                "includes 1 hidden item (a name starting with a dot)",
+                "includes 1 executable file",
+            ]
+        );
+        assert_eq!(summary(&items[..1]), "1 file, 1 B");
+        assert_eq!(summary(&items[4..]), "a text, 2 B");
+        assert_eq!(printable("\x1b[31mred\u{200b}\u{2066}"), "[31mred");
     }
 
     fn item(path: &str, body: &[u8]) -> OfferItem {

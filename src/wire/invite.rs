@@ -4,14 +4,14 @@
 //! # Invitation
 //!
 //! ```text
-//! 01                          # version
+//! 02                          # version (1 had no offer summary; refused since)
 //! <postcard Invitation>       # inviter's signed card, hash of the card it answers, nonce, sealed payload
 //! <64 bytes>                  # Ed25519 signature by the inviter over
 //!                             #   "airhop/1 invitation" | SHA-256(responder card) | version | body
 //! ```
 //!
-//! The payload (context, the inviter's QUIC certificate fingerprint, its
-//! resolving key) is sealed with ChaCha20-Poly1305 under a key derived from
+//! The payload (context, the summary of the offer to come, the inviter's
+//! QUIC certificate fingerprint, its resolving key) is sealed with ChaCha20-Poly1305 under a key derived from
 //! X25519(inviter ephemeral, responder card ephemeral) and both cards, so a
 //! BLE sniffer learns neither what is offered nor how to find the inviter.
 //!
@@ -31,11 +31,12 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::advert::ResolvingKey;
+use super::consent::OfferSummary;
 use super::reason::Reason;
 use super::{split_signed, take_exact, WireError, SIGNATURE_LEN};
 
-/// The invitation format version.
-pub const INVITE_VERSION: u8 = 1;
+/// The invitation format version: 2 added [`InvitePayload::offer`].
+pub const INVITE_VERSION: u8 = 2;
 /// The largest invitation: a card, a 1 KiB context and overheads.
 pub const MAX_INVITATION_LEN: usize = 2048;
 /// The largest context an inviter may attach.
@@ -87,8 +88,14 @@ impl Invitation {
 /// What the invitation seals.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvitePayload {
-    /// What the inviter wants, for the responder's prompt (e.g. "3 files, 1.2 GB").
+    /// A note from the inviting app, shown as an extra line of the prompt
+    /// (free text: it binds nothing).
     pub context: Vec<u8>,
+    /// The offer the inviter will make once accepted: what the responder's
+    /// prompt shows, and what the offer must match to be taken without
+    /// asking again (see [`super::consent`]). `None` for a session with no
+    /// offer in view (a chat).
+    pub offer: Option<OfferSummary>,
     /// SHA-256 of the inviter's QUIC certificate (DER), pinned by the responder.
     pub cert_fingerprint: [u8; 32],
     /// The inviter's resolving key, so the responder can recognise it later.
@@ -210,7 +217,7 @@ impl InvitePayload {
         postcard::to_stdvec(self).expect("postcard to Vec")
     }
 
-    /// Parses a plaintext and checks the context cap.
+    /// Parses a plaintext and checks the context and summary caps.
     pub fn decode(bytes: &[u8]) -> Result<InvitePayload, WireError> {
         let p: InvitePayload = take_exact(bytes)?;
         if p.context.len() > MAX_CONTEXT_LEN {
@@ -218,6 +225,9 @@ impl InvitePayload {
                 max: MAX_CONTEXT_LEN,
                 got: p.context.len(),
             });
+        }
+        if let Some(offer) = &p.offer {
+            offer.check()?;
         }
         Ok(p)
     }

@@ -36,6 +36,7 @@
 
 pub mod advert;
 pub mod card;
+pub mod consent;
 pub mod frame;
 pub mod ids;
 pub mod invite;
@@ -46,6 +47,7 @@ mod tests;
 
 pub use advert::{AdvertPayload, ResolvingKey, RotatingId};
 pub use card::Card;
+pub use consent::OfferSummary;
 pub use frame::{Frame, ItemKind, ItemStart, OfferItem, MAX_TEXT_LEN};
 pub use ids::{
     Capabilities, DiscoveryInfo, DisplayName, IdentityKey, NameError, PeerId, ServiceType,

@@ -82,11 +82,14 @@ pub enum Reason {
     HotspotAddressFailed = 33,
     /// QUIC could not connect over the hotspot (stage: connect).
     HotspotConnectFailed = 34,
+    /// The offer is not the one shown with the invitation the user accepted
+    /// (declined without asking again: `--yes`, `--from-trusted`).
+    OfferMismatch = 35,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::WirelessInterfaceNotAvailable,
         Reason::DiscoveryFailure,
         Reason::AdvertisementFailure,
@@ -121,6 +124,7 @@ impl Reason {
         Reason::HotspotJoinFailed,
         Reason::HotspotAddressFailed,
         Reason::HotspotConnectFailed,
+        Reason::OfferMismatch,
     ];
 
     /// The wire code.
@@ -177,6 +181,7 @@ impl Reason {
             Reason::HotspotJoinFailed => "the hotspot could not be joined",
             Reason::HotspotAddressFailed => "no address could be set on the hotspot",
             Reason::HotspotConnectFailed => "no connection over the hotspot",
+            Reason::OfferMismatch => "the offer is not the one the receiver accepted",
         }
     }
 }

@@ -268,7 +268,7 @@ fn invitation_golden() {
     let got = annotate(
         &bytes,
         &[
-            (1, "version 1"),
+            (1, "version 2"),
             (4, "inviter card: len 3, bytes (a signed card in real life)"),
             (8, "for_card: SHA-256(responder card)[..8]"),
             (16, "nonce"),
@@ -283,6 +283,79 @@ fn invitation_golden() {
     let (inv, _, sig) = Invitation::decode_unverified(&bytes).unwrap();
     assert_eq!(inv, sample_invitation());
     assert_eq!(sig, [0x51; 64]);
+}
+
+/// Version 1 (no offer summary in the sealed payload) is kept as a golden
+/// and refused by version: a v1 inviter hears "incompatible version" rather
+/// than a prompt that could not show what it offers.
+#[test]
+fn invitation_v1_is_refused_by_its_version() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/wire/golden/invitation-v1.txt");
+    let v1 = std::fs::read_to_string(path).unwrap();
+    let bytes: Vec<u8> = v1
+        .lines()
+        .flat_map(|l| {
+            l.split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(bytes[0], 1);
+    assert_eq!(
+        Invitation::decode_unverified(&bytes).unwrap_err(),
+        WireError::UnsupportedVersion(1)
+    );
+    assert_eq!(
+        WireError::UnsupportedVersion(1).reason(),
+        Reason::UnsupportedVersion
+    );
+}
+
+#[test]
+fn invite_payload_golden() {
+    let offer = OfferSummary {
+        digest: [0xd1; 32],
+        files: 2,
+        texts: 0,
+        bytes: 1_200,
+        names: vec!["a.jpg".into(), ".b".into()],
+        hidden: 1,
+        executables: 0,
+    };
+    let p = InvitePayload {
+        context: b"hi".to_vec(),
+        offer: Some(offer),
+        cert_fingerprint: [0xfb; 32],
+        resolving_key: ResolvingKey([0x4b; 16]),
+    };
+    let bytes = p.encode();
+    let got = annotate(
+        &bytes,
+        &[
+            (3, "context: len 2, \"hi\""),
+            (1, "offer: Some"),
+            (32, "offer.digest: SHA-256 over the items (wire/consent.rs)"),
+            (1, "offer.files: 2"),
+            (1, "offer.texts: 0"),
+            (2, "offer.bytes: 1200 (varint)"),
+            (1, "offer.names: 2"),
+            (6, "\"a.jpg\""),
+            (3, "\".b\""),
+            (1, "offer.hidden: 1"),
+            (1, "offer.executables: 0"),
+            (
+                32,
+                "cert_fingerprint: SHA-256 of the inviter's QUIC certificate",
+            ),
+            (16, "resolving_key"),
+        ],
+    );
+    golden("invite-payload.txt", &got);
+    assert_eq!(InvitePayload::decode(&bytes).unwrap(), p);
 }
 
 #[test]
@@ -589,7 +662,7 @@ proptest! {
     #[test]
     fn invite_payload_round_trips(context in proptest::collection::vec(any::<u8>(), 0..1024),
                                   fp in any::<[u8; 32]>(), rk in any::<[u8; 16]>()) {
-        let p = InvitePayload { context, cert_fingerprint: fp, resolving_key: ResolvingKey(rk) };
+        let p = InvitePayload { context, offer: None, cert_fingerprint: fp, resolving_key: ResolvingKey(rk) };
         prop_assert_eq!(InvitePayload::decode(&p.encode()).unwrap(), p);
     }
 
