@@ -571,3 +571,103 @@ fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
         );
     }
 }
+
+/// Peak resident memory of a process, from /proc (kB).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A session peer floods a receiver with 128 MB of messages and 40 MB of
+/// datagrams while the receiver's user is looking at a prompt (so nothing
+/// reads the node's events): its peak RSS stays under the stated bound (the
+/// link's 8 MiB input budget is held by unread events, then QUIC flow
+/// control stops the peer; datagrams past the budget are dropped), and it
+/// still answers and takes a real send afterwards.
+#[test]
+fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
+    const BOUND_KIB: u64 = 96 << 10;
+    let (t, port) = (TempDir::new("cli-flood"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let inbox = t.path().join("in");
+    let (x, y) = (t.path().join("x.txt"), t.path().join("y.txt"));
+    std::fs::write(&x, b"shown").unwrap();
+    std::fs::write(&y, b"something else").unwrap();
+    let mut r = receiver(&b, port, &inbox, &[]);
+    let pid = r.child.id();
+    let before = peak_rss_kib(pid);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let peak = rt.block_on(async {
+        let mut m = common::start(
+            common::config("Mallory", "airhop", t.path()),
+            port,
+            common::identity(0x66),
+        )
+        .await;
+        m.node.browse(true).await.unwrap();
+        let bob = common::wait(&mut m.events, 10, "Bob", |e| match e {
+            airhop::node::NodeEvent::PeerFound(p) if p.name.as_str() == "Bob" => Some(p.id),
+            _ => None,
+        })
+        .await;
+        let shown = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
+        m.node
+            .invite_with_offer(bob, &shown, Vec::new())
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
+        r.say("y");
+        common::wait(&mut m.events, 10, "connected", |e| match e {
+            airhop::node::NodeEvent::PeerState {
+                peer,
+                state: airhop::session::PeerState::Connected,
+            } if *peer == bob => Some(()),
+            _ => None,
+        })
+        .await;
+        // Another offer: the receiver asks its user again, and waits.
+        let other = airhop::transfer::offer::build(std::slice::from_ref(&y)).unwrap();
+        m.node.send_sources(bob, other).await.unwrap();
+        tokio::task::block_in_place(|| r.event(10, "offer", |v| v["event"] == "offer"));
+        let to = airhop::session::Recipients::Some(vec![bob]);
+        let chunk = vec![0x41u8; 64 << 10];
+        for i in 0..2000 {
+            m.node
+                .send_message(to.clone(), chunk.clone())
+                .await
+                .unwrap();
+            if i % 4 == 0 {
+                for _ in 0..80 {
+                    let _ = m.node.send_datagram(bob, vec![0x42; 1000]).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let peak = peak_rss_kib(pid);
+        // The user answers; the receiver is still there to hear it.
+        r.say("n");
+        let reason = common::wait(&mut m.events, 20, "the decline", common::failed).await;
+        assert_eq!(reason, airhop::wire::Reason::UserNotInterested);
+        m.node.stop().await;
+        peak
+    });
+    eprintln!("receiver peak RSS: {before} kB before the flood, {peak} kB during it");
+    assert!(peak < BOUND_KIB, "peak RSS {peak} kB over {BOUND_KIB} kB");
+    // Still serving: a real send goes through.
+    random_file(&t.path().join("after.bin"), 100_000, 3);
+    let s = send(&a, port, &[t.path().join("after.bin").to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    r.event(10, "invited", |v| v["event"] == "invited");
+    r.say("y");
+    r.event(10, "done", |v| v["event"] == "done");
+    assert_eq!(s.wait_with_output().unwrap().status.code(), Some(0));
+    assert!(same_bytes(
+        &t.path().join("after.bin"),
+        &inbox.join("after.bin")
+    ));
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::link::{self, code, Dial, Link, NewLink};
+use super::link::{self, code, Budget, Dial, Link, NewLink};
 use super::transfer::{self, Phase, Plan, Receipt, Received, Sink, Transfer, Transfers};
 use super::{
     Command, Direction, HotspotEvent, HotspotRole, HotspotStage, NodeConfig, NodeError, NodeEvent,
@@ -37,9 +37,10 @@ pub(super) enum Input {
     Reply(PeerId, Result<Vec<u8>, DiscoveryError>),
     Dialed(PeerId, Result<NewLink, Reason>),
     Incoming(IdentityKey, [u8; 16], NewLink),
-    Frame(PeerId, u64, Frame),
+    /// A control frame; its budget share is released once it is handled.
+    Frame(PeerId, u64, Frame, Budget),
     LinkDown(PeerId, u64, Reason),
-    Datagram(PeerId, Vec<u8>),
+    Datagram(PeerId, Vec<u8>, Budget),
     Stream(PeerId, u64, StreamHeader, quinn::RecvStream),
     Planned(TransferId, Result<Plan, OfferError>),
     Sent(TransferId, Result<(), Reason>),
@@ -59,6 +60,11 @@ pub(super) enum Input {
     ),
 }
 
+/// Offers from one peer waiting for an answer at once; more are declined
+/// with [`Reason::RateLimited`]. (An offer's size is capped by the frame
+/// cap, 4 MiB, so this bounds what a peer can make us hold.)
+const MAX_PENDING_OFFERS: usize = 4;
+
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -71,7 +77,11 @@ pub(super) struct Driver {
     me: Arc<QuicIdentity>,
     pins: Arc<PinSet>,
     transport: Arc<quinn::TransportConfig>,
-    events: mpsc::UnboundedSender<NodeEvent>,
+    events: mpsc::UnboundedSender<(NodeEvent, Option<Budget>)>,
+    /// The budget share of the control frame being handled: a message it
+    /// carries holds it until the app reads the event, so a peer cannot
+    /// queue more than the link's budget in front of a slow app.
+    held: Option<Budget>,
     inputs: mpsc::UnboundedSender<Input>,
     inputs_rx: Option<mpsc::UnboundedReceiver<Input>>,
     links: HashMap<PeerId, Link>,
@@ -116,7 +126,7 @@ impl Driver {
         config: NodeConfig,
         identity: Arc<Identity>,
         discovery: Arc<dyn Discovery>,
-        events: mpsc::UnboundedSender<NodeEvent>,
+        events: mpsc::UnboundedSender<(NodeEvent, Option<Budget>)>,
     ) -> Result<Self, NodeError> {
         let me = Arc::new(QuicIdentity::new(&identity)?);
         let pins = Arc::new(PinSet::default());
@@ -196,6 +206,7 @@ impl Driver {
             pins,
             transport,
             events,
+            held: None,
             inputs,
             inputs_rx: Some(inputs_rx),
             links: HashMap::new(),
@@ -231,7 +242,13 @@ impl Driver {
     }
 
     fn emit(&self, e: NodeEvent) {
-        let _ = self.events.send(e);
+        let _ = self.events.send((e, None));
+    }
+
+    /// Emits an event that holds a share of a link's input budget until the
+    /// app reads it.
+    fn emit_holding(&self, e: NodeEvent, budget: Option<Budget>) {
+        let _ = self.events.send((e, budget));
     }
 
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
@@ -443,7 +460,11 @@ impl Driver {
                 }
                 NodeEvent::PeerState { peer, state }
             }
-            Event::Message { from, data } => NodeEvent::Message { from, data },
+            Event::Message { from, data } => {
+                let held = self.held.take();
+                self.emit_holding(NodeEvent::Message { from, data }, held);
+                return;
+            }
         };
         self.emit(out);
     }
@@ -618,11 +639,15 @@ impl Driver {
                         .close(code(reason), reason.description().as_bytes()),
                 }
             }
-            Input::Frame(peer, serial, frame) => {
+            Input::Frame(peer, serial, frame, budget) => {
                 if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
+                    self.held = Some(budget);
                     if let Some(f) = self.endpoint.handle_frame(t, peer, frame) {
                         self.transfer_frame(peer, f);
                     }
+                    // A message it carried took the share with it.
+                    self.flush();
+                    self.held = None;
                 }
             }
             Input::LinkDown(peer, serial, reason) => {
@@ -631,10 +656,10 @@ impl Driver {
                     self.endpoint.handle_link_down(t, peer, reason);
                 }
             }
-            Input::Datagram(peer, data) => {
+            Input::Datagram(peer, data, budget) => {
                 if self.links.contains_key(&peer) {
                     self.endpoint.touch(t, peer);
-                    self.emit(NodeEvent::Datagram { from: peer, data });
+                    self.emit_holding(NodeEvent::Datagram { from: peer, data }, Some(budget));
                 }
             }
             Input::Stream(peer, serial, header, recv) => {
@@ -846,14 +871,15 @@ impl Driver {
                 let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
             }
             let r = active.close().await;
-            let _ = tx.send(NodeEvent::Hotspot(HotspotEvent {
+            let e = NodeEvent::Hotspot(HotspotEvent {
                 peer,
                 role,
                 ssid: info.ssid,
                 interface: info.interface,
                 backend: info.backend,
                 stage: HotspotStage::Closed(r),
-            }));
+            });
+            let _ = tx.send((e, None));
         }));
     }
 
@@ -917,14 +943,23 @@ impl Driver {
                 if self.transfers.find(peer, id).is_some() {
                     return;
                 }
-                if items.is_empty() {
-                    self.send_frame(
-                        peer,
-                        &Frame::OfferDecline {
-                            id,
-                            reason: Reason::NoFilesToSend,
-                        },
-                    );
+                let pending = self
+                    .transfers
+                    .by_id
+                    .values()
+                    .filter(|t| t.peer == peer && !t.outgoing && matches!(t.phase, Phase::Offered))
+                    .count();
+                let refuse = if items.is_empty() {
+                    Some(Reason::NoFilesToSend)
+                } else if pending >= MAX_PENDING_OFFERS {
+                    // Unanswered offers are held (items and all) until the
+                    // user answers: a peer may not pile them up.
+                    Some(Reason::RateLimited)
+                } else {
+                    None
+                };
+                if let Some(reason) = refuse {
+                    self.send_frame(peer, &Frame::OfferDecline { id, reason });
                     return;
                 }
                 // Consent given to an invitation covers the first offer

@@ -21,6 +21,22 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// How long closing waits for queued frames (a Bye) to be delivered.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(2);
+/// Bytes of decoded frames and datagrams one link may have waiting for the
+/// driver. A frame waits for room (so the control stream stops being read
+/// and QUIC flow control slows the peer down); a datagram that finds no
+/// room is dropped, as datagrams may be. The largest frame fits.
+pub(super) const LINK_INPUT_BUDGET: usize = 8 << 20;
+
+/// A share of a link's [`LINK_INPUT_BUDGET`], held by an input until the
+/// driver has handled it.
+pub(super) type Budget = tokio::sync::OwnedSemaphorePermit;
+
+/// What a frame or datagram of `len` bytes costs against the budget (a
+/// floor, so that a flood of empty ones is bounded by count too).
+fn cost(len: usize) -> u32 {
+    // LINK_INPUT_BUDGET is far below u32::MAX.
+    len.clamp(64, LINK_INPUT_BUDGET) as u32
+}
 
 /// The streams of a new link: the connection and its control stream.
 pub(super) struct NewLink {
@@ -98,10 +114,18 @@ pub(super) fn start(
     let NewLink { conn, send, recv } = new;
     let (out, out_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
+    let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INPUT_BUDGET));
     let mut readers = JoinSet::new();
-    readers.spawn(read_loop(serial, peer, conn.clone(), recv, inputs.clone()));
+    let r = Reader {
+        serial,
+        peer,
+        conn: conn.clone(),
+        inputs: inputs.clone(),
+        budget: budget.clone(),
+    };
+    readers.spawn(read_loop(r, recv));
     readers.spawn(uni_loop(serial, peer, conn.clone(), inputs.clone()));
-    readers.spawn(datagram_loop(peer, conn.clone(), inputs));
+    readers.spawn(datagram_loop(peer, conn.clone(), inputs, budget));
     Link {
         serial,
         conn,
@@ -146,8 +170,12 @@ async fn write_loop(
     conn.close(code(Reason::Disconnected), b"");
 }
 
-/// Reads one length-prefixed frame, capped.
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, Reason> {
+/// Reads one length-prefixed frame, capped, once the link's input budget
+/// has room for it.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<Option<(Frame, Budget)>, Reason> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -158,27 +186,45 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<Frame>, Reaso
         Err(_) => return Err(Reason::PeerLost),
     }
     let len = Frame::body_len(prefix).map_err(|_| Reason::ProtocolViolation)?;
+    let permit = budget
+        .clone()
+        .acquire_many_owned(cost(len))
+        .await
+        .map_err(|_| Reason::Disconnected)?;
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await.map_err(|e| match e {
         quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e)) => reason_of(&e),
         _ => Reason::PeerLost,
     })?;
     Frame::decode_body(&body)
-        .map(Some)
+        .map(|f| Some((f, permit)))
         .map_err(|_| Reason::ProtocolViolation)
 }
 
-async fn read_loop(
+/// What the control stream's reader needs.
+struct Reader {
     serial: u64,
     peer: PeerId,
     conn: quinn::Connection,
-    mut recv: quinn::RecvStream,
     inputs: mpsc::UnboundedSender<Input>,
-) {
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+async fn read_loop(r: Reader, mut recv: quinn::RecvStream) {
+    let Reader {
+        serial,
+        peer,
+        conn,
+        inputs,
+        budget,
+    } = r;
     let reason = loop {
-        match read_frame(&mut recv).await {
-            Ok(Some(frame)) => {
-                if inputs.send(Input::Frame(peer, serial, frame)).is_err() {
+        match read_frame(&mut recv, &budget).await {
+            Ok(Some((frame, permit))) => {
+                if inputs
+                    .send(Input::Frame(peer, serial, frame, permit))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -224,9 +270,17 @@ async fn datagram_loop(
     peer: PeerId,
     conn: quinn::Connection,
     inputs: mpsc::UnboundedSender<Input>,
+    budget: Arc<tokio::sync::Semaphore>,
 ) {
     while let Ok(d) = conn.read_datagram().await {
-        if inputs.send(Input::Datagram(peer, d.to_vec())).is_err() {
+        // No room: the driver is behind, and a datagram may be lost.
+        let Ok(permit) = budget.clone().try_acquire_many_owned(cost(d.len())) else {
+            continue;
+        };
+        if inputs
+            .send(Input::Datagram(peer, d.to_vec(), permit))
+            .is_err()
+        {
             return;
         }
     }
@@ -418,8 +472,12 @@ async fn admit(incoming: quinn::Incoming) -> Option<(IdentityKey, [u8; 16], NewL
     let conn = incoming.await.ok()?;
     let identity = quic::peer_identity(&conn)?;
     let (send, mut recv) = conn.accept_bi().await.ok()?;
-    match read_frame(&mut recv).await {
-        Ok(Some(Frame::Hello { token })) => Some((identity, token, NewLink { conn, send, recv })),
+    // One frame, read before the link exists: a budget of its own.
+    let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INPUT_BUDGET));
+    match read_frame(&mut recv, &budget).await {
+        Ok(Some((Frame::Hello { token }, _))) => {
+            Some((identity, token, NewLink { conn, send, recv }))
+        }
         _ => {
             conn.close(code(Reason::ProtocolViolation), b"expected hello");
             None

@@ -490,18 +490,23 @@ struct Inner {
 }
 
 /// The node's event stream.
-pub struct Events(mpsc::UnboundedReceiver<NodeEvent>);
+///
+/// Messages and datagrams from a peer count against that link's input
+/// budget (8 MiB) until they are read here: an app that stops reading stops
+/// the peer (its control stream is no longer read; datagrams are dropped),
+/// rather than letting it fill this queue.
+pub struct Events(mpsc::UnboundedReceiver<(NodeEvent, Option<link::Budget>)>);
 
 impl Events {
     /// The next event; `None` once the node has stopped and every event
     /// was read.
     pub async fn next(&mut self) -> Option<NodeEvent> {
-        self.0.recv().await
+        self.0.recv().await.map(|(e, _budget)| e)
     }
 
     /// The next event if one is ready.
     pub fn try_next(&mut self) -> Option<NodeEvent> {
-        self.0.try_recv().ok()
+        self.0.try_recv().ok().map(|(e, _budget)| e)
     }
 }
 

@@ -21,8 +21,27 @@
 //!   default caps one stream near 100 Mbit/s at 100 ms RTT; measured on a
 //!   veth link here, file to file, the tuned window took raw quinn from 2.75
 //!   to 4.5 Gbit/s.
-//! - GSO, MTU discovery, Cubic and the connection window stay at quinn's
-//!   defaults: turning GSO off halved throughput, BBR lost packets.
+//! - GSO, MTU discovery and Cubic stay at quinn's defaults: turning GSO off
+//!   halved throughput, BBR lost packets.
+//!
+//! # What a peer can make us buffer
+//!
+//! Every peer is a stranger until its key says otherwise, so the receive
+//! side is bounded by configuration, not by the peer's good manners:
+//!
+//! | limit | value | bounds |
+//! |---|---|---|
+//! | connection receive window | [`CONN_RECEIVE_WINDOW`] 48 MiB | unread stream data across all streams (quinn's default is unlimited) |
+//! | stream receive window | 16 MiB | one stream's unread data |
+//! | concurrent unidirectional streams | [`MAX_UNI_STREAMS`] 16 | file streams open at once (the sender uses at most 8) |
+//! | concurrent bidirectional streams | 1 | the control stream |
+//! | datagram receive buffer | [`DATAGRAM_BUFFER`] 256 KiB | unread datagrams; quinn drops the oldest past it |
+//!
+//! So one connection holds at most about 48 MiB of stream data plus 256 KiB
+//! of datagrams that the node has not consumed, however many streams or
+//! datagrams the peer sends; the node's link tasks add at most
+//! `LINK_INPUT_BUDGET` (8 MiB, `node::link`) of decoded frames and datagrams
+//! waiting for the driver.
 //! - Keep-alive every 5 s and a 30 s idle timeout: a Wi-Fi link that goes away
 //!   is noticed within the invite timeout, not minutes later.
 
@@ -308,6 +327,13 @@ impl ClientCertVerifier for ClientPins {
     }
 }
 
+/// The connection-level receive window: all streams' unread data together.
+pub const CONN_RECEIVE_WINDOW: u32 = 48 << 20;
+/// File streams a peer may have open towards us at once.
+pub const MAX_UNI_STREAMS: u32 = 16;
+/// Unread datagrams kept, in bytes.
+pub const DATAGRAM_BUFFER: usize = 256 << 10;
+
 /// The transport settings (see the module doc for why).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
     transport(Duration::from_secs(30))
@@ -318,7 +344,11 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
 pub fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window((16u32 << 20).into());
+    t.receive_window(CONN_RECEIVE_WINDOW.into());
     t.send_window(32 << 20);
+    t.max_concurrent_uni_streams(MAX_UNI_STREAMS.into());
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
     t.keep_alive_interval(Some((idle / 3).min(Duration::from_secs(5))));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
     Arc::new(t)
