@@ -110,6 +110,19 @@ impl Proc {
         }
     }
 
+    /// Waits until standard error has a line containing `what`.
+    fn wait_stderr(&self, secs: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.stderr.lock().unwrap().contains(what) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} on stderr within {secs} s:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn stderr(&self) -> String {
         // Give the reader thread a moment to drain.
         std::thread::sleep(Duration::from_millis(50));
@@ -265,7 +278,7 @@ fn a_text_goes_to_stdout_and_once_exits() {
     let mut c = cmd(&b, port, "Bob");
     c.args(["receive", "--yes", "--stdout"]);
     let mut r = Proc::spawn(c);
-    std::thread::sleep(Duration::from_millis(300));
+    r.wait_stderr(10, "Ready to receive");
     send_ok(&a, port, &["--text", "the wifi code is 4711 ✓"]);
     assert_eq!(r.wait(10), 0, "--stdout implies --once");
     let got: Vec<String> = r.lines.try_iter().collect();

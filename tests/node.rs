@@ -15,7 +15,11 @@ use common::*;
 async fn invite_accept_message_datagram_and_a_folder() {
     let (src, dst) = (TempDir::new("src"), TempDir::new("dst"));
     let port = port();
-    let mut a = start(config("Ada", "it-folder", dst.path()), port, identity(1)).await;
+    // Ada remembers the roots she computes while sending.
+    let cache = std::sync::Arc::new(airhop::transfer::hashcache::HashCache::in_memory());
+    let mut cfg = config("Ada", "it-folder", dst.path());
+    cfg.hash_cache = Some(cache.clone());
+    let mut a = start(cfg, port, identity(1)).await;
     let mut b = start(config("Bob", "it-folder", dst.path()), port, identity(2)).await;
     let (a_id, b_id) = connect(&mut a, &mut b, b"2 files, 1.3 MB").await;
 
@@ -93,8 +97,12 @@ async fn invite_accept_message_datagram_and_a_folder() {
         .filter(|p| p.extension().is_some_and(|e| e == "part"))
         .count();
     assert_eq!(parts, 0);
-    // The same offer again: the receiver has it all, nothing moves.
+    // The same offer again: Ada's cache now knows every root, so the offer
+    // carries them and Bob sees he has it all: nothing moves.
     let _ = t;
+    let roots =
+        airhop::transfer::offer::build_with(std::slice::from_ref(&root), Some(&cache)).unwrap();
+    assert!(roots.iter().all(|s| s.item.hash.is_some()), "{roots:?}");
     a.node.send_files(b_id, vec![root.clone()]).await.unwrap();
     let (sent, _, already) = wait(&mut a.events, 30, "sender done", |e| {
         done(e, Direction::Send)

@@ -1,9 +1,13 @@
-//! QUIC on real sockets (127.0.0.1): pinning in both directions.
+//! QUIC on real sockets (127.0.0.1): pinning in both directions, and one
+//! file on one stream (root before or after its bytes, resume, integrity).
 
 use std::sync::Arc;
 
 use airhop::crypto::Identity;
 use airhop::transfer::quic::{self, Pin, PinSet, QuicIdentity};
+use airhop::transfer::store::{hash_file, part_path, Incoming};
+use airhop::transfer::stream::{self, StreamHeader};
+use airhop::wire::Reason;
 
 struct Side {
     id: QuicIdentity,
@@ -143,68 +147,165 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
-#[tokio::test]
-async fn a_file_crosses_and_is_verified() {
-    use airhop::transfer::store::{hash_file, Incoming};
-    use airhop::transfer::stream::{self, StreamHeader};
-    let d = tmp("file");
-    let src = d.join("src.bin");
-    let body: Vec<u8> = (0..(8 << 20))
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
-        .collect();
-    std::fs::write(&src, &body).unwrap();
-    let (hash, size) = hash_file(&src).unwrap();
+fn outgoing(src: &std::path::Path, size: u64, offset: u64, trailer: bool) -> stream::Outgoing {
+    stream::Outgoing {
+        header: StreamHeader {
+            offer: 7,
+            index: 0,
+            offset,
+        },
+        path: src.to_path_buf(),
+        size,
+        trailer,
+    }
+}
+
+fn incoming(
+    dest: &std::path::Path,
+    size: u64,
+    offset: u64,
+    root: Option<[u8; 32]>,
+) -> stream::IncomingFile {
+    stream::IncomingFile {
+        dest: dest.to_path_buf(),
+        size,
+        offset,
+        root,
+        overwrite: false,
+        mode: 0o640,
+        mtime: 1_700_000_000,
+    }
+}
+
+fn never() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+/// Sends `src` on a stream of a fresh pinned pair and receives it into
+/// `dest`; returns (what the sender reported, bytes the receiver counted,
+/// the receiver's result).
+async fn cross(
+    out: stream::Outgoing,
+    inc: stream::IncomingFile,
+) -> (
+    Result<Option<[u8; 32]>, Reason>,
+    u64,
+    Result<std::path::PathBuf, Reason>,
+) {
     let (_a, _b, c, s) = pinned_pair().await;
-    let header = StreamHeader {
-        offer: 7,
-        index: 0,
-        offset: 0,
-    };
-    let sender = tokio::spawn({
-        let src = src.clone();
-        async move { stream::send_file(&c, header, &src, |_| {}).await.unwrap() }
+    let header = out.header;
+    let sender = tokio::spawn(async move {
+        let r = stream::send_file(&c, &out, |_| {}, never()).await;
+        // Keep the connection until the receiver has read everything.
+        c.closed().await;
+        r
     });
     let mut recv = s.accept_uni().await.unwrap();
     assert_eq!(stream::read_header(&mut recv).await.unwrap(), header);
-    let dest = d.join("out").join("dst.bin");
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    let inc = Incoming::open(&dest, size, hash).unwrap();
-    let mut last = 0;
-    let out = stream::receive_file(&mut recv, inc, false, |n| last = n)
-        .await
-        .unwrap();
-    assert_eq!(sender.await.unwrap(), size);
-    assert_eq!(last, size, "progress reached the end");
-    assert_eq!(std::fs::read(out).unwrap(), body);
+    let got = std::sync::atomic::AtomicU64::new(0);
+    let r = stream::receive_file(
+        recv,
+        inc,
+        |n| {
+            got.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        },
+        never(),
+    )
+    .await;
+    s.close(0u32.into(), b"done");
+    (sender.await.unwrap(), got.into_inner(), r)
+}
+
+fn body(len: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_file_sent_before_it_is_hashed_carries_its_root_after_its_bytes() {
+    let d = tmp("trailer");
+    let src = d.join("src.bin");
+    let data = body(8 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let (root, size) = hash_file(&src).unwrap();
+    let dest = d.join("dst.bin");
+    let (sent, got, r) = cross(
+        outgoing(&src, size, 0, true),
+        incoming(&dest, size, 0, None),
+    )
+    .await;
+    assert_eq!(sent.unwrap(), Some(root), "the sender hashed while sending");
+    assert_eq!(got, size, "progress counts the file's bytes, not the root");
+    assert_eq!(r.unwrap(), dest);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[tokio::test]
+async fn a_known_root_needs_no_trailer_and_a_wrong_one_publishes_nothing() {
+    let d = tmp("known");
+    let src = d.join("src.bin");
+    let data = body(3 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let (root, size) = hash_file(&src).unwrap();
+    let dest = d.join("dst.bin");
+    let (sent, _, r) = cross(
+        outgoing(&src, size, 0, false),
+        incoming(&dest, size, 0, Some(root)),
+    )
+    .await;
+    assert_eq!(
+        sent.unwrap(),
+        None,
+        "nothing hashed: the offer had the root"
+    );
+    assert_eq!(std::fs::read(r.unwrap()).unwrap(), data);
+
+    let dest = d.join("wrong.bin");
+    let (_, _, r) = cross(
+        outgoing(&src, size, 0, false),
+        incoming(&dest, size, 0, Some([9; 32])),
+    )
+    .await;
+    assert_eq!(r.unwrap_err(), Reason::IntegrityMismatch);
+    assert!(!dest.exists() && !part_path(&dest).exists());
+    // A sender that appends a root nobody asked for broke the protocol.
+    let (_, _, r) = cross(
+        outgoing(&src, size, 0, true),
+        incoming(&dest, size, 0, Some(root)),
+    )
+    .await;
+    assert_eq!(r.unwrap_err(), Reason::ProtocolViolation);
     std::fs::remove_dir_all(&d).unwrap();
 }
 
 #[tokio::test]
 async fn a_cut_stream_resumes_from_the_part_file() {
-    use airhop::transfer::store::{hash_file, part_path, Incoming};
-    use airhop::transfer::stream::{self, StreamHeader};
     let d = tmp("resume");
     let src = d.join("src.bin");
-    let body: Vec<u8> = (0..(6 << 20)).map(|i: u32| (i % 253) as u8).collect();
-    std::fs::write(&src, &body).unwrap();
-    let (hash, size) = hash_file(&src).unwrap();
+    let data: Vec<u8> = (0..(6 << 20)).map(|i: u32| (i % 253) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let (root, size) = hash_file(&src).unwrap();
     let dest = d.join("dst.bin");
 
     // First attempt: the link dies after about 2 MiB.
     {
         let (_a, _b, c, s) = pinned_pair().await;
-        let header = StreamHeader {
-            offer: 1,
-            index: 0,
-            offset: 0,
-        };
-        let src2 = src.clone();
+        let out = outgoing(&src, size, 0, true);
         let sender = tokio::spawn(async move {
-            let _ = stream::send_file(&c, header, &src2, |_| {}).await;
+            let _ = stream::send_file(&c, &out, |_| {}, never()).await;
         });
         let mut recv = s.accept_uni().await.unwrap();
         stream::read_header(&mut recv).await.unwrap();
-        let mut inc = Incoming::open(&dest, size, hash).unwrap();
+        let mut inc = Incoming::open(&dest, size).unwrap();
         let mut buf = vec![0u8; 64 << 10];
         while inc.offset() < 2 << 20 {
             let n = recv.read(&mut buf).await.unwrap().unwrap();
@@ -218,30 +319,19 @@ async fn a_cut_stream_resumes_from_the_part_file() {
     let kept = std::fs::metadata(part_path(&dest)).unwrap().len();
     assert!(kept >= 2 << 20 && kept < size);
 
-    // Second attempt on a new connection: only the rest crosses.
-    let (_a, _b, c, s) = pinned_pair().await;
-    let inc = Incoming::open(&dest, size, hash).unwrap();
-    let header = StreamHeader {
-        offer: 1,
-        index: 0,
-        offset: inc.offset(),
-    };
-    let src2 = src.clone();
-    let sender =
-        tokio::spawn(async move { stream::send_file(&c, header, &src2, |_| {}).await.unwrap() });
-    let mut recv = s.accept_uni().await.unwrap();
-    assert_eq!(stream::read_header(&mut recv).await.unwrap().offset, kept);
-    stream::receive_file(&mut recv, inc, false, |_| {})
-        .await
-        .unwrap();
-    assert_eq!(
-        sender.await.unwrap(),
-        size - kept,
-        "only the missing bytes were sent"
-    );
+    // Second attempt: only the rest crosses, and the sender, which had no
+    // root, hashes its whole file (the prefix too) for the trailer.
+    let (sent, got, r) = cross(
+        outgoing(&src, size, kept, true),
+        incoming(&dest, size, kept, None),
+    )
+    .await;
+    assert_eq!(sent.unwrap(), Some(root));
+    assert_eq!(got, size - kept, "only the missing bytes were sent");
+    r.unwrap();
     assert_eq!(
         std::fs::read(&dest).unwrap(),
-        body,
+        data,
         "identical bytes after resume"
     );
     std::fs::remove_dir_all(&d).unwrap();

@@ -3,10 +3,12 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState};
+use airhop::transfer::hashcache::HashCache;
 use airhop::transfer::offer::{self, human_bytes, Source};
 use airhop::wire::invite::MAX_CONTEXT_LEN;
 use airhop::wire::{Capabilities, ItemKind, OfferItem};
@@ -68,7 +70,11 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
             n.len()
         )));
     }
-    let sources = prepare(&out, &args).await?;
+    // Roots of files sent before: a repeat send offers them up front.
+    let cache = Arc::new(
+        HashCache::default_path().map_or_else(HashCache::in_memory, |p| HashCache::open(&p)),
+    );
+    let sources = prepare(&out, &args, &cache).await?;
     let items: Vec<OfferItem> = sources.iter().map(|s| s.item.clone()).collect();
     let summary = offer::summary(&items);
     let hotspot = super::setup::hotspot(g, &out, &args.hotspot)?;
@@ -76,6 +82,7 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
         .start(g, std::env::temp_dir(), |c| {
             c.progress_every = Duration::from_millis(200);
             c.session.invite_timeout = Duration::from_secs(args.wait.max(1));
+            c.hash_cache = Some(cache.clone());
             hotspot.apply(c);
         })
         .await?;
@@ -95,9 +102,14 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
     r
 }
 
-/// Builds the offer: hashes files (on a blocking thread), or spools a text
-/// or standard input to a private temporary file.
-async fn prepare(out: &Out, args: &SendArgs) -> Result<Vec<Source>, CliError> {
+/// Builds the offer: walks files and folders (on a blocking thread; no file
+/// is read, roots come from `cache` or are computed while sending), or
+/// spools a text or standard input to a private temporary file.
+async fn prepare(
+    out: &Out,
+    args: &SendArgs,
+    cache: &Arc<HashCache>,
+) -> Result<Vec<Source>, CliError> {
     let text = args.text.clone();
     let paths = args.paths.clone();
     let stdin = paths.len() == 1 && paths[0].as_os_str() == "-";
@@ -116,12 +128,13 @@ async fn prepare(out: &Out, args: &SendArgs) -> Result<Vec<Source>, CliError> {
         )));
     }
     let t = Instant::now();
+    let cache = cache.clone();
     let built = tokio::task::spawn_blocking(move || match text {
         Some(t) => offer::text(&t).map(|s| vec![s]),
         None if stdin => {
             offer::spool(&mut std::io::stdin().lock(), &name, ItemKind::File).map(|s| vec![s])
         }
-        None => offer::build(&paths),
+        None => offer::build_with(&paths, Some(&cache)),
     })
     .await
     .map_err(|e| CliError::Other(e.to_string()))?;

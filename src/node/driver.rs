@@ -1043,14 +1043,23 @@ impl Driver {
             let i = w.index as usize;
             tr.offsets.insert(w.index, w.offset);
             tr.total += tr.items[i].size;
-            list.push((w.index, tr.sources[i].clone(), w.offset, tr.items[i].size));
+            list.push(transfer::Wanted {
+                header: StreamHeader {
+                    offer: tr.offer,
+                    index: w.index,
+                    offset: w.offset,
+                },
+                path: tr.sources[i].clone(),
+                size: tr.items[i].size,
+                trailer: tr.items[i].hash.is_none(),
+            });
         }
         tr.already = tr.items.len() - wanted.len();
         tr.started = tokio::time::Instant::now();
         let (cancel, cancel_rx) = watch::channel(false);
         tr.phase = Phase::Moving { cancel };
         let resumed = tr.offsets.values().sum();
-        let (peer, offer, total, counters) = (tr.peer, tr.offer, tr.total, tr.counters.clone());
+        let (peer, total, counters) = (tr.peer, tr.total, tr.counters.clone());
         self.emit(NodeEvent::TransferStarted {
             transfer: id,
             peer,
@@ -1061,8 +1070,13 @@ impl Driver {
         });
         let tx = self.inputs.clone();
         let streams = self.config.streams;
+        let cache = self.config.hash_cache.clone();
         self.tasks.spawn(async move {
-            let r = transfer::send_items(conn, offer, list, counters, cancel_rx, streams).await;
+            let r =
+                transfer::send_items(conn, list, counters, cancel_rx, streams, cache.clone()).await;
+            if let Some(cache) = cache {
+                let _ = tokio::task::spawn_blocking(move || cache.save()).await;
+            }
             let _ = tx.send(Input::Sent(id, r));
         });
     }

@@ -12,6 +12,7 @@ use super::driver::Input;
 use super::{HotspotEvent, HotspotRole, HotspotStage, NodeEvent};
 use crate::link::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
 use crate::transfer::quic::{self, Pin, QuicIdentity};
+pub(super) use crate::transfer::quic::{code, reason_of};
 use crate::transfer::stream;
 use crate::wire::{Accept, Frame, IdentityKey, PeerId, Reason};
 
@@ -76,31 +77,6 @@ impl Link {
     pub fn close(mut self, reason: Reason) -> Option<JoinHandle<()>> {
         let _ = self.out.send(Out::Close(reason));
         self.writer.take()
-    }
-}
-
-/// The QUIC close code for a reason.
-pub(super) fn code(reason: Reason) -> quinn::VarInt {
-    quinn::VarInt::from_u32(u32::from(reason.code()))
-}
-
-/// Why a connection ended, as a reason.
-pub(super) fn reason_of(e: &quinn::ConnectionError) -> Reason {
-    use quinn::ConnectionError as E;
-    match e {
-        E::ApplicationClosed(c) => {
-            Reason::from_code_lossy(u16::try_from(c.error_code.into_inner()).unwrap_or(0))
-        }
-        E::ConnectionClosed(c) if (0x100..0x200).contains(&u64::from(c.error_code)) => {
-            Reason::AuthenticationFailed
-        }
-        E::TransportError(t) if (0x100..0x200).contains(&u64::from(t.code)) => {
-            Reason::AuthenticationFailed
-        }
-        E::TimedOut => Reason::PeerLost,
-        E::LocallyClosed => Reason::Disconnected,
-        E::VersionMismatch => Reason::UnsupportedVersion,
-        _ => Reason::PeerLost,
     }
 }
 

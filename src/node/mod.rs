@@ -68,6 +68,7 @@ use crate::session::{
     AnswerError, Config, InviteError, InviteId, PeerInfo, PeerState, Recipients, SendError,
     SessionInfo,
 };
+use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{OfferError, Source};
 use crate::transfer::quic::QuicError;
 use crate::wire::{DisplayName, OfferItem, OfferSummary, PeerId, Reason, ServiceType};
@@ -89,6 +90,11 @@ pub struct NodeConfig {
     /// [`NodeEvent::OfferReceived`] to answer, with `consented` saying
     /// whether the user already agreed to exactly it.
     pub auto_accept_offers: bool,
+    /// Roots of files sent before ([`crate::transfer::hashcache`]): read
+    /// when an offer is built with [`Node::send_files`], and filled with
+    /// what sending computes. Default none (every root is computed while
+    /// sending).
+    pub hash_cache: Option<Arc<HashCache>>,
     /// Where the QUIC endpoint binds. Default `0.0.0.0:0`.
     pub quic_bind: SocketAddr,
     /// The QUIC addresses put in our acceptances. Default: the discovery
@@ -121,6 +127,7 @@ impl NodeConfig {
             download_dir,
             overwrite: false,
             auto_accept_offers: false,
+            hash_cache: None,
             quic_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             advertise_addrs: None,
             link_idle_timeout: Duration::from_secs(30),
@@ -486,6 +493,7 @@ struct Inner {
     quic_addr: SocketAddr,
     cert_fingerprint: [u8; 32],
     transport: crate::discovery::Transport,
+    hash_cache: Option<Arc<HashCache>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -522,6 +530,7 @@ impl Node {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let transport = discovery.transport();
+        let hash_cache = config.hash_cache.clone();
         let driver = driver::Driver::new(config, identity, discovery, events)?;
         let peer_id = driver.peer_id();
         let quic_addr = driver.quic_addr();
@@ -535,6 +544,7 @@ impl Node {
                     quic_addr,
                     cert_fingerprint,
                     transport,
+                    hash_cache,
                     task: Mutex::new(Some(task)),
                 }),
             },
@@ -633,17 +643,21 @@ impl Node {
         self.call(|r| Command::Datagram(to, data, r)).await?
     }
 
-    /// Offers files and folders to a session peer. Hashes them first (off
-    /// the async threads), then sends the offer; returns the transfer's
-    /// handle at once, and the rest comes as events.
+    /// Offers files and folders to a session peer: walks them (off the
+    /// async threads, reading no file: roots come from the hash cache or
+    /// are computed while sending), then sends the offer; returns the
+    /// transfer's handle at once, and the rest comes as events.
     pub async fn send_files(
         &self,
         to: PeerId,
         paths: Vec<PathBuf>,
     ) -> Result<TransferId, NodeError> {
-        let sources = tokio::task::spawn_blocking(move || crate::transfer::offer::build(&paths))
-            .await
-            .map_err(|_| NodeError::Stopped)??;
+        let cache = self.inner.hash_cache.clone();
+        let sources = tokio::task::spawn_blocking(move || {
+            crate::transfer::offer::build_with(&paths, cache.as_deref())
+        })
+        .await
+        .map_err(|_| NodeError::Stopped)??;
         self.send_sources(to, sources).await
     }
 

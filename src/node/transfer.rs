@@ -14,17 +14,18 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::link::code;
 use super::{FileProgress, TransferId};
+use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{self, OfferError, Source, Step};
-use crate::transfer::store::{part_path, Incoming, StoreError, BUF};
-use crate::transfer::stream::StreamHeader;
+use crate::transfer::quic::{code, read_reason};
+use crate::transfer::store::part_path;
+use crate::transfer::stream;
 use crate::wire::{OfferItem, PeerId, Reason};
 
 /// MiB of file data a sender keeps in flight at once.
@@ -262,20 +263,26 @@ pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<
     Ok(out)
 }
 
+/// One item to send: what [`stream::send_file`] needs.
+pub(super) type Wanted = stream::Outgoing;
+
 /// Sends the wanted items, `streams` at a time within the byte budget.
+/// Roots computed while sending (items the offer had no root for) go into
+/// `cache`, for the next send of the same files.
 pub(super) async fn send_items(
     conn: quinn::Connection,
-    offer: u64,
-    wanted: Vec<(u32, PathBuf, u64, u64)>,
+    wanted: Vec<Wanted>,
     counters: Arc<Counters>,
     cancel: watch::Receiver<bool>,
     streams: usize,
+    cache: Option<Arc<HashCache>>,
 ) -> Result<(), Reason> {
     let slots = Arc::new(Semaphore::new(streams.max(1)));
     let budget = Arc::new(Semaphore::new(BUDGET_MB as usize));
     let mut tasks = JoinSet::new();
-    for (index, path, offset, size) in wanted {
-        let mb = (size.saturating_sub(offset).div_ceil(1 << 20)).clamp(1, 16) as u32;
+    for out in wanted {
+        let left = out.size.saturating_sub(out.header.offset);
+        let mb = (left.div_ceil(1 << 20)).clamp(1, 16) as u32;
         let (Ok(slot), Ok(mb_permit)) = (
             slots.clone().acquire_owned().await,
             budget.clone().acquire_many_owned(mb).await,
@@ -288,16 +295,25 @@ pub(super) async fn send_items(
                 return Err(reason);
             }
         }
-        let header = StreamHeader {
-            offer,
-            index,
-            offset,
-        };
-        let (conn, counters, cancel) = (conn.clone(), counters.clone(), cancel.clone());
+        let (conn, counters, cancel, cache) = (
+            conn.clone(),
+            counters.clone(),
+            cancel.clone(),
+            cache.clone(),
+        );
         tasks.spawn(async move {
-            let r = send_one(&conn, header, &path, size, &counters, cancel).await;
+            let index = out.header.index;
+            // The file's state before it is read: a root is remembered
+            // only if the file is still in this state afterwards.
+            let before = std::fs::metadata(&out.path).ok();
+            counters.set_active(index, true);
+            let r = stream::send_file(&conn, &out, |n| counters.add(index, n), cancel).await;
+            counters.set_active(index, false);
+            if let (Ok(Some(root)), Some(cache), Some(before)) = (&r, cache, before) {
+                cache.insert(&out.path, &before, *root);
+            }
             drop((slot, mb_permit));
-            r
+            r.map(|_| ())
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -310,101 +326,6 @@ pub(super) async fn send_items(
     Ok(())
 }
 
-/// Reads a file from `offset` on a blocking thread, two buffers ahead.
-fn read_ahead(path: PathBuf, offset: u64, size: u64) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel(2);
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek};
-        let mut f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        if let Err(e) = f.seek(std::io::SeekFrom::Start(offset)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let mut left = size.saturating_sub(offset);
-        loop {
-            // A small file gets a small buffer: zeroing 1 MiB for a 4 KiB
-            // file was most of the sender's time with many small files.
-            let len = (left.max(1) as usize).min(BUF);
-            let mut buf = vec![0u8; len];
-            let mut n = 0;
-            // Fill the buffer (short reads happen on some file systems).
-            while n < len {
-                match f.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-            if n == 0 {
-                return;
-            }
-            buf.truncate(n);
-            left = left.saturating_sub(n as u64);
-            if tx.blocking_send(Ok(buf)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-async fn send_one(
-    conn: &quinn::Connection,
-    header: StreamHeader,
-    path: &Path,
-    size: u64,
-    counters: &Counters,
-    mut cancel: watch::Receiver<bool>,
-) -> Result<(), Reason> {
-    let index = header.index;
-    counters.set_active(index, true);
-    let mut chunks = read_ahead(path.to_path_buf(), header.offset, size);
-    let mut send = conn
-        .open_uni()
-        .await
-        .map_err(|e| super::link::reason_of(&e))?;
-    let result = async {
-        send.write_all(&header.encode())
-            .await
-            .map_err(write_reason)?;
-        while let Some(chunk) = chunks.recv().await {
-            let chunk = chunk.map_err(|_| Reason::ContentUnavailable)?;
-            tokio::select! {
-                r = send.write_all(&chunk) => r.map_err(write_reason)?,
-                _ = cancel.wait_for(|c| *c) => return Err(Reason::SendCancelled),
-            }
-            counters.add(index, chunk.len() as u64);
-        }
-        send.finish().map_err(|_| Reason::PeerLost)
-    }
-    .await;
-    counters.set_active(index, false);
-    if let Err(reason) = result {
-        let _ = send.reset(code(reason));
-    }
-    result
-}
-
-fn write_reason(e: quinn::WriteError) -> Reason {
-    match e {
-        quinn::WriteError::Stopped(c) => {
-            Reason::from_code_lossy(u16::try_from(c.into_inner()).unwrap_or(0))
-        }
-        quinn::WriteError::ConnectionLost(e) => super::link::reason_of(&e),
-        _ => Reason::PeerLost,
-    }
-}
-
 /// What a receive task needs to know about its item.
 pub(super) struct Receipt {
     pub index: u32,
@@ -414,42 +335,52 @@ pub(super) struct Receipt {
     pub overwrite: bool,
 }
 
-/// Receives one item: a file into its `.part`, verified, published, with
-/// its permission bits and modification time; a text into memory, verified.
+/// Receives one item: a file through [`stream::receive_file`]; a text into
+/// memory, verified.
 pub(super) async fn receive_item(
     recv: quinn::RecvStream,
     r: Receipt,
     counters: Arc<Counters>,
     cancel: watch::Receiver<bool>,
 ) -> Result<Received, Reason> {
-    match r.dest {
+    counters.set_active(r.index, true);
+    let index = r.index;
+    let got = match r.dest {
         Sink::File(ref dest) => {
-            let dest = dest.clone();
-            receive_file(recv, r, dest, counters, cancel)
+            let file = stream::IncomingFile {
+                dest: dest.clone(),
+                size: r.item.size,
+                offset: r.offset,
+                root: r.item.hash,
+                overwrite: r.overwrite,
+                mode: r.item.mode,
+                mtime: r.item.mtime,
+            };
+            stream::receive_file(recv, file, |n| counters.add(index, n), cancel)
                 .await
                 .map(Received::File)
         }
-        Sink::Text => receive_text(recv, r, counters, cancel)
+        Sink::Text => receive_text(recv, &r, &counters, cancel)
             .await
             .map(Received::Text),
-    }
+    };
+    counters.set_active(index, false);
+    got
 }
 
 async fn receive_text(
     mut recv: quinn::RecvStream,
-    r: Receipt,
-    counters: Arc<Counters>,
+    r: &Receipt,
+    counters: &Counters,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<String, Reason> {
-    // The plan refused a text over MAX_TEXT_LEN; the stream may not be
-    // longer than the offer said.
+    // The plan refused a text over MAX_TEXT_LEN or without a hash; the
+    // stream may not be longer than the offer said.
     let limit = r.item.size.min(crate::wire::MAX_TEXT_LEN) as usize;
-    counters.set_active(r.index, true);
     let read = tokio::select! {
         b = recv.read_to_end(limit) => Some(b),
         _ = cancel.wait_for(|c| *c) => None,
     };
-    counters.set_active(r.index, false);
     let Some(read) = read else {
         let _ = recv.stop(code(Reason::ReceiveCancelled));
         return Err(Reason::ReceiveCancelled);
@@ -463,119 +394,10 @@ async fn receive_text(
         Err(quinn::ReadToEndError::Read(e)) => return Err(read_reason(e)),
     };
     counters.add(r.index, bytes.len() as u64);
-    if bytes.len() as u64 != r.item.size || *blake3::hash(&bytes).as_bytes() != r.item.hash {
+    if bytes.len() as u64 != r.item.size || Some(*blake3::hash(&bytes).as_bytes()) != r.item.hash {
         return Err(Reason::IntegrityMismatch);
     }
     String::from_utf8(bytes).map_err(|_| Reason::ProtocolViolation)
-}
-
-fn read_reason(e: quinn::ReadError) -> Reason {
-    match e {
-        quinn::ReadError::Reset(c) => {
-            Reason::from_code_lossy(u16::try_from(c.into_inner()).unwrap_or(0))
-        }
-        quinn::ReadError::ConnectionLost(e) => super::link::reason_of(&e),
-        _ => Reason::PeerLost,
-    }
-}
-
-async fn receive_file(
-    mut recv: quinn::RecvStream,
-    r: Receipt,
-    dest: PathBuf,
-    counters: Arc<Counters>,
-    mut cancel: watch::Receiver<bool>,
-) -> Result<PathBuf, Reason> {
-    let index = r.index;
-    let cap = (r.item.size.saturating_sub(r.offset).max(1) as usize).min(BUF);
-    counters.set_active(index, true);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
-    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::task::spawn_blocking(move || -> Result<PathBuf, Reason> {
-        let mut inc =
-            Incoming::open(&dest, r.item.size, r.item.hash).map_err(|e| store_reason(&e))?;
-        if inc.offset() != r.offset {
-            // The .part changed since the plan (another transfer?): refuse
-            // rather than guess.
-            return Err(Reason::Generic);
-        }
-        while let Some(buf) = rx.blocking_recv() {
-            inc.write(&buf).map_err(|e| store_reason(&e))?;
-            let _ = back_tx.send(buf);
-        }
-        let path = inc.finish(r.overwrite).map_err(|e| store_reason(&e))?;
-        apply_meta(&path, r.item.mode, r.item.mtime);
-        Ok(path)
-    });
-    let read = async {
-        loop {
-            let mut buf = back_rx
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(cap));
-            buf.clear();
-            let mut end = false;
-            while buf.len() < cap {
-                let chunk = tokio::select! {
-                    c = recv.read_chunk(cap - buf.len(), true) => c,
-                    _ = cancel.wait_for(|c| *c) => return Err(Reason::ReceiveCancelled),
-                };
-                match chunk {
-                    Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
-                    Ok(None) => {
-                        end = true;
-                        break;
-                    }
-                    Err(e) => return Err(read_reason(e)),
-                }
-            }
-            let n = buf.len() as u64;
-            if n > 0 {
-                if tx.send(buf).await.is_err() {
-                    // The writer stopped: its error says why.
-                    return Ok(());
-                }
-                counters.add(index, n);
-            }
-            if end {
-                return Ok(());
-            }
-        }
-    };
-    let read_result = read.await;
-    drop(tx);
-    let result = match read_result {
-        Ok(()) => writer.await.unwrap_or(Err(Reason::Generic)),
-        Err(reason) => {
-            // Keep the .part: the writer flushes what it has and stops.
-            let _ = writer.await;
-            Err(reason)
-        }
-    };
-    counters.set_active(index, false);
-    if let Err(reason) = result {
-        let _ = recv.stop(code(reason));
-    }
-    result
-}
-
-fn store_reason(e: &StoreError) -> Reason {
-    e.reason()
-}
-
-/// Applies the offered permission bits (never setuid/setgid/sticky) and
-/// modification time; best effort: the bytes are what matters.
-fn apply_meta(path: &Path, mode: u32, mtime: i64) {
-    use std::os::unix::fs::PermissionsExt;
-    if mtime >= 0 {
-        if let Ok(f) = std::fs::File::open(path) {
-            let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime as u64));
-        }
-    }
-    let mode = mode & 0o777;
-    if mode != 0 {
-        // Keep the owner able to read and write what it received.
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o600));
-    }
 }
 
 /// Transfers by id, and the wire-id index.

@@ -7,11 +7,13 @@
 //!   no symlink followed, `name (1).ext` on collision.
 //! - [`offer`]: offers built from files and folders; the receiver's plan
 //!   (names, duplicates, already-have, free space) before any byte moves.
-//! - [`stream`]: one file on one QUIC stream, from an offset.
+//! - [`stream`]: one file on one QUIC stream, from an offset, its root
+//!   before it (in the offer) or after it (hashed while sending): the one
+//!   implementation of sending and receiving a file's bytes.
 //! - [`store`]: writing a received file: `.part`, BLAKE3, atomic publish, resume.
-//!
-//! The streams that carry files, and the offer/accept flow, come next (issue 3).
+//! - [`hashcache`]: roots of files sent before, so a repeat send knows them.
 
+pub mod hashcache;
 pub mod names;
 pub mod offer;
 pub mod quic;

@@ -2,7 +2,9 @@
 //! plans from an offer before any byte moves.
 //!
 //! Sender: [`build`] walks the paths (folders recursively, in name order;
-//! symlinks are skipped, never followed), hashes each file with BLAKE3,
+//! symlinks are skipped, never followed) without reading them: a file's
+//! BLAKE3 root goes in the offer only when the hash cache knows it, and is
+//! otherwise computed while the file is sent ([`super::stream`]),
 //! and keeps relative paths, permission bits and modification times.
 //! [`summary`] makes the invitation context ("3 files, 1.2 GB"). [`text`]
 //! and [`spool`] offer a text, or bytes from a pipe, by copying them to a
@@ -20,6 +22,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::hashcache::HashCache;
 use super::names::{safe_create_parent, sanitize, unique, NameError};
 use super::store::{hash_file, part_path};
 use crate::wire::{ItemKind, OfferItem, OfferSummary, Reason, MAX_TEXT_LEN};
@@ -60,6 +63,9 @@ pub enum OfferError {
     /// A text item is longer than [`MAX_TEXT_LEN`].
     #[error("a text of {0} bytes is too long (at most {MAX_TEXT_LEN}): send it as a file")]
     TextTooLong(u64),
+    /// A text item came without its hash.
+    #[error("refusing the offer: a text without its hash")]
+    TextWithoutHash,
     /// Spooling a text or a pipe to a temporary file failed.
     #[error("spooling to a temporary file: {0}")]
     Spool(std::io::Error),
@@ -74,7 +80,7 @@ impl OfferError {
             OfferError::BadName(_) | OfferError::Duplicate(_) => Reason::ProtocolViolation,
             OfferError::NoSpace { .. } => Reason::SpaceNotAvailable,
             OfferError::Folder(_) | OfferError::Spool(_) => Reason::Generic,
-            OfferError::TextTooLong(_) => Reason::ProtocolViolation,
+            OfferError::TextTooLong(_) | OfferError::TextWithoutHash => Reason::ProtocolViolation,
         }
     }
 }
@@ -156,7 +162,7 @@ pub fn spool(reader: &mut dyn Read, name: &str, kind: ItemKind) -> Result<Source
         item: OfferItem {
             path: name.to_string(),
             size,
-            hash: *hasher.finalize().as_bytes(),
+            hash: Some(*hasher.finalize().as_bytes()),
             mode: 0o644,
             mtime,
             kind,
@@ -166,8 +172,15 @@ pub fn spool(reader: &mut dyn Read, name: &str, kind: ItemKind) -> Result<Source
     })
 }
 
-/// Builds an offer from files and folders.
+/// Builds an offer from files and folders, reading none of them: no root
+/// is known, each is hashed as it is sent.
 pub fn build(paths: &[PathBuf]) -> Result<Vec<Source>, OfferError> {
+    build_with(paths, None)
+}
+
+/// Builds an offer from files and folders, with the roots `cache` knows
+/// (a file sent before and unchanged since).
+pub fn build_with(paths: &[PathBuf], cache: Option<&HashCache>) -> Result<Vec<Source>, OfferError> {
     let mut out = Vec::new();
     for p in paths {
         let meta = std::fs::symlink_metadata(p).map_err(|source| OfferError::Unreadable {
@@ -180,9 +193,9 @@ pub fn build(paths: &[PathBuf]) -> Result<Vec<Source>, OfferError> {
             .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "file".to_string());
         if meta.is_dir() {
-            walk(p, &name, &mut out)?;
+            walk(p, &name, &mut out, cache)?;
         } else if meta.is_file() {
-            out.push(source(p, name)?);
+            out.push(source(p, name, cache)?);
         }
     }
     if out.is_empty() {
@@ -191,7 +204,12 @@ pub fn build(paths: &[PathBuf]) -> Result<Vec<Source>, OfferError> {
     Ok(out)
 }
 
-fn walk(dir: &Path, rel: &str, out: &mut Vec<Source>) -> Result<(), OfferError> {
+fn walk(
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<Source>,
+    cache: Option<&HashCache>,
+) -> Result<(), OfferError> {
     let unreadable = |source| OfferError::Unreadable {
         path: dir.to_path_buf(),
         source,
@@ -205,27 +223,28 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<Source>) -> Result<(), OfferError> 
         let ty = e.file_type().map_err(unreadable)?;
         let child = format!("{rel}/{}", e.file_name().to_string_lossy());
         if ty.is_dir() {
-            walk(&e.path(), &child, out)?;
+            walk(&e.path(), &child, out, cache)?;
         } else if ty.is_file() {
-            out.push(source(&e.path(), child)?);
+            out.push(source(&e.path(), child, cache)?);
         }
         // Symlinks and special files are skipped: never followed out of the folder.
     }
     Ok(())
 }
 
-fn source(path: &Path, rel: String) -> Result<Source, OfferError> {
+fn source(path: &Path, rel: String, cache: Option<&HashCache>) -> Result<Source, OfferError> {
     let unreadable = |source| OfferError::Unreadable {
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    let (hash, size) = hash_file(path).map_err(unreadable)?;
+    // Opened, not only stat'ed: an unreadable file is refused up front.
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
     Ok(Source {
         item: OfferItem {
             path: rel,
-            size,
-            hash,
+            size: meta.len(),
+            hash: cache.and_then(|c| c.get(&meta)),
             mode: meta.permissions().mode() & 0o777,
             mtime: meta.mtime(),
             kind: ItemKind::File,
@@ -360,6 +379,10 @@ pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Ste
             if item.size > MAX_TEXT_LEN {
                 return Err(OfferError::TextTooLong(item.size));
             }
+            if item.hash.is_none() {
+                // A text is read into memory whole and checked there.
+                return Err(OfferError::TextWithoutHash);
+            }
             steps.push(Step::Text { index: i as u32 });
             continue;
         }
@@ -369,7 +392,8 @@ pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Ste
         }
         let dest = safe_create_parent(root, &rel).map_err(OfferError::Folder)?;
         let index = i as u32;
-        if dest.is_file() && hash_file(&dest).is_ok_and(|(h, _)| h == item.hash) {
+        let same = |h: &[u8; 32]| hash_file(&dest).is_ok_and(|(d, _)| d == *h);
+        if dest.is_file() && item.hash.as_ref().is_some_and(same) {
             steps.push(Step::AlreadyHave { index, path: dest });
             continue;
         }
@@ -380,7 +404,13 @@ pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Ste
         } else {
             unique(&dest).map_err(OfferError::Folder)?
         };
-        need += item.size.saturating_sub(have.min(item.size));
+        // Sizes come from the peer: a sum that overflows is a lie.
+        need = need
+            .checked_add(item.size.saturating_sub(have.min(item.size)))
+            .ok_or(OfferError::NoSpace {
+                need: u64::MAX,
+                free: 0,
+            })?;
         steps.push(Step::Fetch { index, dest });
     }
     let free = free_space(root).map_err(OfferError::Folder)?;
@@ -439,7 +469,10 @@ mod tests {
             "sorted, symlink skipped"
         );
         assert_eq!(offer[1].item.mode, 0o751);
-        assert_eq!(offer[2].item.hash, *blake3::hash(b"hello").as_bytes());
+        assert_eq!(
+            offer[2].item.hash, None,
+            "nothing is read to build an offer"
+        );
         assert!(offer[0].item.mtime > 1_600_000_000);
         let items: Vec<OfferItem> = offer.into_iter().map(|s| s.item).collect();
         assert_eq!(summary(&items), "3 files, 8 B");
@@ -495,7 +528,7 @@ mod tests {
         OfferItem {
             path: path.into(),
             size: body.len() as u64,
-            hash: *blake3::hash(body).as_bytes(),
+            hash: Some(*blake3::hash(body).as_bytes()),
             mode: 0o644,
             mtime: 0,
             kind: ItemKind::File,
@@ -573,7 +606,7 @@ mod tests {
     fn texts_and_pipes_are_spooled_and_texts_are_planned_into_memory() {
         let t = text("hi there").unwrap();
         assert_eq!(t.item.kind, ItemKind::Text);
-        assert_eq!(t.item.hash, *blake3::hash(b"hi there").as_bytes());
+        assert_eq!(t.item.hash, Some(*blake3::hash(b"hi there").as_bytes()));
         assert_eq!(fs::read(&t.path).unwrap(), b"hi there");
         let mode = fs::metadata(&t.path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "a spool is private");

@@ -57,7 +57,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::crypto::Identity;
-use crate::wire::IdentityKey;
+use crate::wire::{IdentityKey, Reason};
 
 /// The ALPN protocol id.
 pub const ALPN: &[u8] = b"airhop/1";
@@ -324,6 +324,55 @@ impl ClientCertVerifier for ClientPins {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The QUIC close, stream reset and stop code for a reason.
+pub fn code(reason: Reason) -> quinn::VarInt {
+    quinn::VarInt::from_u32(u32::from(reason.code()))
+}
+
+/// Why a connection ended, as a reason.
+pub fn reason_of(e: &quinn::ConnectionError) -> Reason {
+    use quinn::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => {
+            Reason::from_code_lossy(u16::try_from(c.error_code.into_inner()).unwrap_or(0))
+        }
+        E::ConnectionClosed(c) if (0x100..0x200).contains(&u64::from(c.error_code)) => {
+            Reason::AuthenticationFailed
+        }
+        E::TransportError(t) if (0x100..0x200).contains(&u64::from(t.code)) => {
+            Reason::AuthenticationFailed
+        }
+        E::TimedOut => Reason::PeerLost,
+        E::LocallyClosed => Reason::Disconnected,
+        E::VersionMismatch => Reason::UnsupportedVersion,
+        _ => Reason::PeerLost,
+    }
+}
+
+/// Why a stream write failed, as a reason: the peer's stop code, or why
+/// the connection ended.
+pub fn write_reason(e: quinn::WriteError) -> Reason {
+    match e {
+        quinn::WriteError::Stopped(c) => {
+            Reason::from_code_lossy(u16::try_from(c.into_inner()).unwrap_or(0))
+        }
+        quinn::WriteError::ConnectionLost(e) => reason_of(&e),
+        _ => Reason::PeerLost,
+    }
+}
+
+/// Why a stream read failed, as a reason: the peer's reset code, or why
+/// the connection ended.
+pub fn read_reason(e: quinn::ReadError) -> Reason {
+    match e {
+        quinn::ReadError::Reset(c) => {
+            Reason::from_code_lossy(u16::try_from(c.into_inner()).unwrap_or(0))
+        }
+        quinn::ReadError::ConnectionLost(e) => reason_of(&e),
+        _ => Reason::PeerLost,
     }
 }
 

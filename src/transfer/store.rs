@@ -7,7 +7,8 @@
 //!   sender only for the rest.
 //! - [`Incoming::write`] appends; a peer that sends more than it announced is
 //!   refused, and nothing past the announced size is written.
-//! - [`Incoming::finish`] checks size and hash, flushes to disk, and moves
+//! - [`Incoming::finish`] checks size and the root (from the offer, or
+//!   from the end of the stream), flushes to disk, and moves
 //!   the file to its final name without replacing anything there (a hard
 //!   link then unlink: atomic, and fails if the name was taken meanwhile),
 //!   unless told to overwrite. A mismatch deletes the `.part`.
@@ -86,14 +87,13 @@ pub struct Incoming {
     hasher: blake3::Hasher,
     written: u64,
     size: u64,
-    expect: [u8; 32],
 }
 
 impl Incoming {
-    /// Opens `dest.part` for a file of `size` bytes hashing to `expect`,
-    /// resuming from what a previous attempt left. [`Incoming::offset`] says
-    /// where the sender should start.
-    pub fn open(dest: &Path, size: u64, expect: [u8; 32]) -> Result<Self, StoreError> {
+    /// Opens `dest.part` for a file of `size` bytes, resuming from what a
+    /// previous attempt left. [`Incoming::offset`] says where the sender
+    /// should start.
+    pub fn open(dest: &Path, size: u64) -> Result<Self, StoreError> {
         let part = part_path(dest);
         let err = |source| StoreError::Io {
             path: part.clone(),
@@ -130,7 +130,6 @@ impl Incoming {
             hasher,
             written,
             size,
-            expect,
         })
     }
 
@@ -158,16 +157,17 @@ impl Incoming {
         Ok(())
     }
 
-    /// Verifies and publishes the file under `dest`; with `overwrite` an
-    /// existing file there is replaced. Returns the final path.
-    pub fn finish(mut self, overwrite: bool) -> Result<PathBuf, StoreError> {
+    /// Verifies the file against its BLAKE3 `root` and publishes it under
+    /// `dest`; with `overwrite` an existing file there is replaced. Returns
+    /// the final path.
+    pub fn finish(mut self, root: &[u8; 32], overwrite: bool) -> Result<PathBuf, StoreError> {
         if self.written < self.size {
             return Err(StoreError::TooShort {
                 got: self.written,
                 size: self.size,
             });
         }
-        if *self.hasher.finalize().as_bytes() != self.expect {
+        if self.hasher.finalize().as_bytes() != root {
             let _ = fs::remove_file(&self.part);
             return Err(StoreError::IntegrityMismatch);
         }
@@ -285,14 +285,14 @@ mod tests {
         let body = data(3 << 20);
         let hash = *blake3::hash(&body).as_bytes();
         let dest = d.0.join("f.bin");
-        let mut inc = Incoming::open(&dest, body.len() as u64, hash).unwrap();
+        let mut inc = Incoming::open(&dest, body.len() as u64).unwrap();
         assert_eq!(inc.offset(), 0);
         for chunk in body.chunks(100_000) {
             inc.write(chunk).unwrap();
             assert!(!dest.exists(), "the final name appears only at the end");
         }
         assert!(part_path(&dest).exists());
-        assert_eq!(inc.finish(false).unwrap(), dest);
+        assert_eq!(inc.finish(&hash, false).unwrap(), dest);
         assert_eq!(fs::read(&dest).unwrap(), body);
         assert!(!part_path(&dest).exists());
         assert_eq!(hash_file(&dest).unwrap(), (hash, body.len() as u64));
@@ -302,10 +302,10 @@ mod tests {
     fn a_wrong_hash_leaves_nothing_under_the_final_name() {
         let d = dir("bad");
         let dest = d.0.join("f.bin");
-        let mut inc = Incoming::open(&dest, 4, [0; 32]).unwrap();
+        let mut inc = Incoming::open(&dest, 4).unwrap();
         inc.write(b"abcd").unwrap();
         assert!(matches!(
-            inc.finish(false),
+            inc.finish(&[0; 32], false),
             Err(StoreError::IntegrityMismatch)
         ));
         assert!(!dest.exists() && !part_path(&dest).exists());
@@ -315,7 +315,7 @@ mod tests {
     fn more_or_fewer_bytes_than_announced_are_refused() {
         let d = dir("len");
         let dest = d.0.join("f.bin");
-        let mut inc = Incoming::open(&dest, 4, *blake3::hash(b"abcd").as_bytes()).unwrap();
+        let mut inc = Incoming::open(&dest, 4).unwrap();
         inc.write(b"abc").unwrap();
         assert!(matches!(
             inc.write(b"de"),
@@ -327,7 +327,7 @@ mod tests {
             "nothing past the size written"
         );
         assert!(matches!(
-            inc.finish(false),
+            inc.finish(blake3::hash(b"abcd").as_bytes(), false),
             Err(StoreError::TooShort { got: 3, size: 4 })
         ));
         assert!(
@@ -344,19 +344,19 @@ mod tests {
         let dest = d.0.join("f.bin");
         let half = 2 * (1 << 20) + 12345;
         {
-            let mut inc = Incoming::open(&dest, body.len() as u64, hash).unwrap();
+            let mut inc = Incoming::open(&dest, body.len() as u64).unwrap();
             inc.write(&body[..half]).unwrap();
             // Dropped without finish: the process died.
         }
-        let mut inc = Incoming::open(&dest, body.len() as u64, hash).unwrap();
+        let mut inc = Incoming::open(&dest, body.len() as u64).unwrap();
         assert_eq!(inc.offset(), half as u64);
         inc.write(&body[half..]).unwrap();
-        inc.finish(false).unwrap();
+        inc.finish(&hash, false).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), body);
         // A stale .part longer than the file is discarded.
         let dest2 = d.0.join("g.bin");
         fs::write(part_path(&dest2), vec![1u8; 100]).unwrap();
-        let inc = Incoming::open(&dest2, 10, [0; 32]).unwrap();
+        let inc = Incoming::open(&dest2, 10).unwrap();
         assert_eq!(inc.offset(), 0);
     }
 
@@ -366,14 +366,14 @@ mod tests {
         let dest = d.0.join("f.txt");
         fs::write(&dest, b"mine").unwrap();
         let hash = *blake3::hash(b"theirs").as_bytes();
-        let mut inc = Incoming::open(&dest, 6, hash).unwrap();
+        let mut inc = Incoming::open(&dest, 6).unwrap();
         inc.write(b"theirs").unwrap();
-        assert!(inc.finish(false).is_err());
+        assert!(inc.finish(&hash, false).is_err());
         assert_eq!(fs::read(&dest).unwrap(), b"mine");
-        let mut inc = Incoming::open(&dest, 6, hash).unwrap();
+        let mut inc = Incoming::open(&dest, 6).unwrap();
         assert_eq!(inc.offset(), 6, "the verified .part is still there");
         inc.write(b"").unwrap();
-        inc.finish(true).unwrap();
+        inc.finish(&hash, true).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"theirs");
     }
 }

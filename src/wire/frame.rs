@@ -31,8 +31,11 @@ pub struct OfferItem {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// BLAKE3 hash of the content.
-    pub hash: [u8; 32],
+    /// BLAKE3 hash of the content, when the sender knows it before sending
+    /// (a cached or spooled file, a text). `None`: the sender hashes while
+    /// it sends, and the root follows the file's bytes on its stream
+    /// ([`crate::transfer::stream`]).
+    pub hash: Option<[u8; 32]>,
     /// Unix permission bits (0 when unknown).
     pub mode: u32,
     /// Modification time, seconds since the Unix epoch.

@@ -473,7 +473,7 @@ fn every_decoder_survives_truncation() {
         items: vec![OfferItem {
             path: "a/b.txt".into(),
             size: 5,
-            hash: [1; 32],
+            hash: Some([1; 32]),
             mode: 0o644,
             mtime: 1_700_000_000,
             kind: ItemKind::Text,
@@ -560,7 +560,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     let item = (
         "[a-z/.]{1,40}",
         any::<u64>(),
-        any::<[u8; 32]>(),
+        proptest::option::of(any::<[u8; 32]>()),
         any::<u32>(),
         any::<i64>(),
         any::<bool>(),
