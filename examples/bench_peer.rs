@@ -12,7 +12,10 @@
 //!
 //! Each prints one line `seconds=S bytes=N peak_rss_kib=K` on exit, timed
 //! from the first byte's offer (airhop: accept of the offer; quinn:
-//! connection up) to the receiver's confirmation.
+//! connection up) to the receiver's confirmation; airhop's receiver also
+//! prints `first_byte_ms=F`, from its accept of the invitation to the first
+//! byte received. With `BENCH_HASH_CACHE=FILE` airhop's sender keeps the
+//! roots it computes in FILE, as `airhop send` does.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -23,6 +26,7 @@ use airhop::crypto::Identity;
 use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
 use airhop::node::{names, Direction, Node, NodeConfig, NodeEvent};
 use airhop::session::PeerState;
+use airhop::transfer::hashcache::HashCache;
 use airhop::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -73,6 +77,13 @@ async fn node(name: &str, ip: &str, port: &str, dir: PathBuf) -> Res<(Node, airh
     let mut c = NodeConfig::new(n, s, dir);
     c.auto_accept_offers = true;
     c.overwrite = true;
+    // Fine-grained progress: the receiver times its first byte by it.
+    c.progress_every = Duration::from_millis(5);
+    // A sender remembers roots in this file, as `airhop send` does in the
+    // user's cache dir (the benchmark times a first and a repeat send).
+    if let Some(p) = std::env::var_os("BENCH_HASH_CACHE") {
+        c.hash_cache = Some(Arc::new(HashCache::open(std::path::Path::new(&p))));
+    }
     let id = Arc::new(Identity::generate(&ring::rand::SystemRandom::new())?);
     let lan = Lan::bind(lan(ip, port)?).await?;
     Ok(Node::start(c, id, Arc::new(lan)).await?)
@@ -81,9 +92,17 @@ async fn node(name: &str, ip: &str, port: &str, dir: PathBuf) -> Res<(Node, airh
 async fn airhop_recv(ip: &str, port: &str, dir: &str) -> Res<()> {
     let (n, mut ev) = node("recv", ip, port, dir.into()).await?;
     n.advertise(true).await?;
+    let mut accepted = None;
+    let mut first_byte = None;
     while let Some(e) = ev.next().await {
         match e {
-            NodeEvent::Invited { invite, .. } => n.accept(invite).await?,
+            NodeEvent::Invited { invite, .. } => {
+                accepted = Some(Instant::now());
+                n.accept(invite).await?
+            }
+            NodeEvent::Progress(p) if p.done > 0 && first_byte.is_none() => {
+                first_byte = accepted.map(|t| t.elapsed());
+            }
             NodeEvent::TransferDone {
                 direction: Direction::Receive,
                 bytes,
@@ -91,6 +110,9 @@ async fn airhop_recv(ip: &str, port: &str, dir: &str) -> Res<()> {
                 ..
             } => {
                 report(elapsed.as_secs_f64(), bytes);
+                if let Some(f) = first_byte {
+                    println!("first_byte_ms={:.1}", f.as_secs_f64() * 1e3);
+                }
                 // Let the Done frame reach the sender before leaving.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 n.stop().await;
