@@ -684,3 +684,116 @@ fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
         &inbox.join("after.bin")
     ));
 }
+
+/// A name is a label: two receivers called "Bob" make `--to Bob` an error
+/// that lists both ids (not a send to whichever answered first), and
+/// `--to ID` picks one.
+#[test]
+fn two_receivers_with_one_name_are_not_guessed_between() {
+    let (t, port) = (TempDir::new("cli-two-bobs"), port());
+    let a = t.path().join("a");
+    let (in1, in2) = (t.path().join("in1"), t.path().join("in2"));
+    let mut r1 = receiver(&t.path().join("b1"), port, &in1, &["--yes"]);
+    let mut r2 = receiver(&t.path().join("b2"), port, &in2, &["--yes"]);
+    let _ = &mut r1;
+    let file = t.path().join("x.bin");
+    random_file(&file, 10_000, 4);
+    let s = send(&a, port, &[file.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&s.stderr);
+    assert_eq!(s.status.code(), Some(2), "{err}");
+    assert!(err.contains("2 receivers match \"Bob\""), "{err}");
+    assert!(files_under(&in1).is_empty() && files_under(&in2).is_empty());
+    // By id: exactly that one. (The ids are in the error too.)
+    let id2 = {
+        let c = cmd(&t.path().join("b2"), port, "Bob")
+            .args(["id"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&c.stdout).to_string();
+        out.split_whitespace()
+            .find(|w| w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no id in {out:?}"))
+            .to_string()
+    };
+    assert!(err.contains(&id2), "the error lists the ids: {err}");
+    let mut c = cmd(&a, port, "Ada");
+    c.args(["send", "--to", &id2[..8], "--wait", "10"])
+        .arg(&file);
+    let s = c.output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    r2.event(10, "done", |v| v["event"] == "done");
+    assert!(same_bytes(&file, &in2.join("x.bin")));
+    assert!(files_under(&in1).is_empty());
+    // An id prefix shorter than 8 hex digits is not an id.
+    let mut c = cmd(&a, port, "Ada");
+    c.args(["send", "--to", &id2[..4], "--wait", "3"])
+        .arg(&file);
+    assert_eq!(c.output().unwrap().status.code(), Some(5));
+}
+
+/// Nobody answers the prompt: the question gives up before the invitation
+/// does, the sender hears "declined", and the receiver goes on to take the
+/// next transfer (it used to exit 1 with "no pending invitation").
+#[test]
+fn an_unanswered_invitation_does_not_end_receive() {
+    let (t, port) = (TempDir::new("cli-unanswered"), port());
+    let a = t.path().join("a");
+    let inbox = t.path().join("in");
+    let mut r = receiver(&t.path().join("b"), port, &inbox, &[]);
+    let file = t.path().join("x.bin");
+    random_file(&file, 10_000, 5);
+    let mut c = cmd(&a, port, "Ada");
+    c.args(["send", "--to", "Bob", "--wait", "45"]).arg(&file);
+    let s = c.output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    r.event(5, "declined", |v| v["event"] == "declined");
+    assert!(r.child.try_wait().unwrap().is_none(), "receive still runs");
+    // The next one goes through.
+    let s = send(&a, port, &[file.to_str().unwrap()]).spawn().unwrap();
+    r.event(10, "invited", |v| v["event"] == "invited");
+    r.say("y");
+    r.event(10, "done", |v| v["event"] == "done");
+    assert_eq!(s.wait_with_output().unwrap().status.code(), Some(0));
+    assert!(same_bytes(&file, &inbox.join("x.bin")));
+}
+
+/// What a peer sends is shown on a terminal without escape sequences or
+/// bidi tricks: a text that tries to retitle the terminal and colour it,
+/// and a name with a right-to-left override.
+#[test]
+fn escape_sequences_in_a_text_and_a_name_do_not_reach_the_terminal() {
+    let (t, port) = (TempDir::new("cli-escape"), port());
+    let mut c = cmd(&t.path().join("b"), port, "Bob");
+    c.args(["receive", "--yes", "--once"]);
+    let mut r = Proc::spawn(c);
+    r.wait_stderr(10, "Ready to receive");
+    let mut s = cmd(&t.path().join("a"), port, "Ada\u{202e}txt.exe");
+    s.args(["send", "--to", "Bob", "--wait", "10", "--text"])
+        .arg("hi\u{1b}]0;pwned\u{7}\u{1b}[31m red\u{202e}\nsecond line");
+    let s = s.output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert_eq!(r.wait(10), 0);
+    let shown: Vec<String> = r.lines.try_iter().collect();
+    assert_eq!(shown, ["hi]0;pwned[31m red", "second line"]);
+    let err = r.stderr();
+    assert!(err.contains("Text from Adatxt.exe"), "{err}");
+    assert!(
+        !err.contains('\u{202e}') && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
+}

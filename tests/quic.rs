@@ -302,6 +302,8 @@ async fn a_cut_stream_resumes_from_the_part_file() {
         let out = outgoing(&src, size, 0, true);
         let sender = tokio::spawn(async move {
             let _ = stream::send_file(&c, &out, |_| {}, never()).await;
+            // The connection lives until the receiver cuts it.
+            c.closed().await;
         });
         let mut recv = s.accept_uni().await.unwrap();
         stream::read_header(&mut recv).await.unwrap();

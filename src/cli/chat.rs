@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use airhop::node::NodeEvent;
 use airhop::session::{PeerState, Recipients};
+use airhop::transfer::offer::printable;
 use airhop::wire::{PeerId, Reason};
 use serde_json::json;
 
@@ -99,21 +100,21 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
                     NodeEvent::PeerState { peer, state: PeerState::Connected } if connected.insert(peer) => {
                         let name = names.get(&peer).cloned().unwrap_or_else(|| peer.to_string());
                         out.event("joined", json!({"peer": peer.to_string(), "name": name}));
-                        if !out.json { show(format!("* {name} joined")); }
+                        if !out.json { show(format!("* {} joined", printable(&name))); }
                     }
                     NodeEvent::PeerState { peer, state: PeerState::NotConnected(reason) } if connected.remove(&peer) => {
                         let name = names.get(&peer).cloned().unwrap_or_else(|| peer.to_string());
                         out.event("left", json!({"peer": peer.to_string(), "name": name, "reason": super::out::reason_name(reason)}));
                         if !out.json {
                             let why = if reason == Reason::Disconnected { String::new() } else { format!(" ({reason})") };
-                            show(format!("* {name} left{why}"));
+                            show(format!("* {} left{why}", printable(&name)));
                         }
                     }
                     NodeEvent::Message { from, data } => {
                         let name = names.get(&from).cloned().unwrap_or_else(|| from.to_string());
-                        let text: String = String::from_utf8_lossy(&data).chars().filter(|c| !c.is_control() || *c == '\t').collect();
+                        let text = String::from_utf8_lossy(&data);
                         out.event("message", json!({"from": from.to_string(), "name": name, "text": text}));
-                        if !out.json { show(format!("[{name}] {text}")); }
+                        if !out.json { show(format!("[{}] {}", printable(&name), printable(&text))); }
                     }
                     NodeEvent::Error { reason, message } => break Err(CliError::reason(reason, message)),
                     _ => {}

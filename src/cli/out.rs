@@ -182,6 +182,8 @@ impl Out {
         };
         f["stage"] = json!(stage);
         self.event("hotspot", f);
+        // The SSID (and a failure's detail) may come from the peer.
+        let line = airhop::transfer::offer::printable(&line);
         if stage == "failed" || (stage == "closed" && line.contains(", but:")) {
             self.warn(line);
         } else {

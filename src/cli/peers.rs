@@ -59,7 +59,7 @@ fn row(p: &PeerInfo) -> String {
     let c = caps(p.caps);
     format!(
         "{:<24} {}  {:<4} {:<22} {}",
-        p.name.as_str(),
+        airhop::transfer::offer::printable(p.name.as_str()),
         p.id,
         "LAN",
         if c.is_empty() {

@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use airhop::node::{Events, Node, NodeEvent, TransferId};
-use airhop::session::{InviteId, PeerInfo, PeerState};
-use airhop::transfer::offer::{details, headline, human_bytes, printable, summary};
+use airhop::node::{Events, Node, NodeError, NodeEvent, TransferId};
+use airhop::session::{AnswerError, InviteId, PeerInfo, PeerState};
+use airhop::transfer::offer::{details, headline, human_bytes, printable, printable_text, summary};
 use airhop::wire::{Capabilities, OfferItem, OfferSummary, PeerId, Reason};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -64,6 +64,12 @@ pub struct ReceiveArgs {
     pub hotspot: HotspotArgs,
 }
 
+/// How long an invitation to us stays answerable.
+const INVITE_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a question waits for its answer: shorter than the invitation's
+/// lifetime, so that a "no answer" can still be told to the inviter.
+const QUESTION_TIMEOUT: Duration = Duration::from_secs(27);
+
 /// Runs `airhop receive`.
 pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError> {
     let ctx = Ctx::load(g)?;
@@ -74,10 +80,17 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
     } else {
         ctx.config.receive_policy.unwrap_or(Policy::Ask)
     };
-    // --stdout receives into a private folder, copies out, and removes it.
-    let scratch = args
-        .stdout
-        .then(|| std::env::temp_dir().join(format!("airhop-stdout-{}", std::process::id())));
+    // --stdout receives into a private folder (a fresh, unguessable name,
+    // mode 0700, created here or not at all), copies out, and removes it.
+    let scratch = match args.stdout {
+        true => Some(private_dir().map_err(|e| {
+            CliError::reason(
+                Reason::SpaceNotAvailable,
+                format!("a private folder for --stdout: {e}"),
+            )
+        })?),
+        false => None,
+    };
     let dir = match &scratch {
         Some(s) => s.clone(),
         None => download_dir(args.dir.clone(), &ctx.config),
@@ -92,6 +105,7 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
     let hotspot = super::setup::hotspot(g, &out, &args.hotspot)?;
     let (node, mut events) = ctx
         .start(g, dir.clone(), |c| {
+            c.session.invite_timeout = INVITE_LIFETIME;
             hotspot.apply(c);
             c.overwrite = overwrite;
             c.progress_every = Duration::from_millis(200);
@@ -180,7 +194,7 @@ impl Receiver<'_> {
                         .await?;
                 }
                 NodeEvent::InviteExpired { .. } => {
-                    out.say("the invitation expired before an answer")
+                    out.say("an invitation expired before it was answered")
                 }
                 NodeEvent::Hotspot(h) => {
                     out.hotspot(&h);
@@ -213,6 +227,7 @@ impl Receiver<'_> {
                     items,
                     consented,
                 } => {
+                    self.drop_stale_answers();
                     out.event("offer", json!({"from": from.to_string(), "items": items.iter().map(|i| json!({"path": i.path, "size": i.size, "kind": if i.kind == airhop::wire::ItemKind::Text {"text"} else {"file"}})).collect::<Vec<_>>(), "consented": consented}));
                     if !self.accepted.contains(&from) || self.current.is_some() {
                         let reason = if self.current.is_some() {
@@ -286,9 +301,12 @@ impl Receiver<'_> {
                             out.say(format!("Text from {}:", self.name_of(from).await));
                         }
                         if self.to_stdout {
+                            // Asked for as bytes: exactly what arrived.
                             print_raw(&text);
                         } else {
-                            out.result(&text);
+                            // Shown on a terminal: no escape sequences,
+                            // no bidi tricks.
+                            out.result(printable_text(&text));
                         }
                     }
                 }
@@ -367,7 +385,7 @@ impl Receiver<'_> {
             .await
             .ok()
             .and_then(|s| s.into_iter().find(|i| i.peer == peer))
-            .map_or_else(|| peer.to_string(), |i| i.name.to_string())
+            .map_or_else(|| peer.to_string(), |i| printable(i.name.as_str()))
     }
 
     async fn invited(
@@ -378,6 +396,7 @@ impl Receiver<'_> {
         offer: Option<&OfferSummary>,
         code: &str,
     ) -> Result<(), CliError> {
+        self.drop_stale_answers();
         let (out, node) = (self.out, self.node);
         let trusted = self.ctx.trust.trusts(&from.identity.0);
         let note = printable(&String::from_utf8_lossy(context))
@@ -449,12 +468,30 @@ impl Receiver<'_> {
                 }
             }
         };
+        // The invitation may have ended while the question was up (expired,
+        // or the inviter gave up): that is an answer come too late, not a
+        // reason to stop receiving.
+        let answered = if accept {
+            node.accept(invite).await
+        } else {
+            node.decline(invite, Reason::UserNotInterested).await
+        };
+        match answered {
+            Err(NodeError::Answer(AnswerError::UnknownInvite(_))) => {
+                out.event("expired", json!({"from": from.id.to_string()}));
+                out.say("too late: the invitation had already ended");
+                return Ok(());
+            }
+            Err(NodeError::Answer(e)) => {
+                out.warn(format!("could not answer the invitation: {e}"));
+                return Ok(());
+            }
+            r => r?,
+        }
         if accept {
             self.accepted.insert(from.id);
-            node.accept(invite).await?;
             out.event("accepted", json!({"from": from.id.to_string()}));
         } else {
-            node.decline(invite, Reason::UserNotInterested).await?;
             out.event("declined", json!({"from": from.id.to_string()}));
             out.say("declined");
             if self.once {
@@ -498,17 +535,26 @@ impl Receiver<'_> {
         }
     }
 
+    /// Forgets lines typed since the last question gave up: they answer
+    /// nothing, and must not accept what is asked next. Called before a
+    /// question is shown (with --json, its event is the question).
+    fn drop_stale_answers(&mut self) {
+        if let Some(rx) = self.answers.as_mut() {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
     /// Asks a yes/no question on the terminal (standard error) and reads
-    /// the answer from standard input; end of input is "no".
+    /// the answer from standard input; end of input, or no answer within
+    /// [`QUESTION_TIMEOUT`], is "no".
     async fn ask(&mut self, q: &str) -> bool {
+        let rx = self.answers.get_or_insert_with(stdin_lines);
         // With --json the `invited` event is the question; a script answers
         // with a line on standard input just the same.
         if !self.out.json {
             eprint!("{q}");
         }
-        let rx = self.answers.get_or_insert_with(stdin_lines);
-        // The invitation itself expires in 30 s; so does the question.
-        let answer = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await;
+        let answer = tokio::time::timeout(QUESTION_TIMEOUT, rx.recv()).await;
         match answer {
             Ok(Some(a)) => matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
             _ => {
@@ -519,6 +565,18 @@ impl Receiver<'_> {
             }
         }
     }
+}
+
+/// A new folder only this user can enter, under the temp dir, with a
+/// random name: `create_dir` fails rather than reuse anything there.
+fn private_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| std::io::Error::other("no randomness"))?;
+    let dir = std::env::temp_dir().join(format!("airhop-stdout-{:016x}", u64::from_be_bytes(b)));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
 }
 
 /// An offer summary as the `invited` event carries it.

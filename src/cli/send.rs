@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState};
 use airhop::transfer::hashcache::HashCache;
-use airhop::transfer::offer::{self, human_bytes, Source};
+use airhop::transfer::offer::{self, human_bytes, printable, Source};
 use airhop::wire::invite::MAX_CONTEXT_LEN;
 use airhop::wire::{Capabilities, ItemKind, OfferItem};
 use serde_json::json;
@@ -45,7 +45,9 @@ pub struct SendArgs {
     /// Send this text instead of files (shown by the receiver, not saved).
     #[arg(long, conflicts_with = "paths")]
     pub text: Option<String>,
-    /// The receiver: its name (case-insensitive) or the start of its id.
+    /// The receiver: its name (case-insensitive) or its id (at least the
+    /// first 8 hex digits). A name shared by several devices nearby is
+    /// refused (or, on a terminal, asked), since a name is only a label.
     #[arg(long, value_name = "NAME|ID")]
     pub to: Option<String>,
     /// The file name the receiver saves standard input as.
@@ -161,6 +163,8 @@ async fn flow(
         node.peer_id()
     ));
     let peer = pick(out, node, events, args).await?;
+    // What a terminal shows of the peer's name (JSON keeps it exact).
+    let shown = printable(peer.name.as_str());
     let trusted = ctx.trust.trusts(&peer.identity.0);
 
     // Invite with the offer itself: the receiver's prompt is built from it,
@@ -187,16 +191,13 @@ async fn flow(
                     json!({"peer": p.to_string(), "name": peer.name.as_str(), "context": summary, "note": args.note, "pairing_code": pairing_code.to_string(), "trusted": trusted}),
                 );
                 if trusted {
-                    out.say(format!(
-                        "Asking {} (trusted) to accept {summary}...",
-                        peer.name
-                    ));
+                    out.say(format!("Asking {} (trusted) to accept {summary}...", shown));
                 } else {
                     out.say(format!(
                         "Asking {} to accept {summary}. Pairing code: {} (check it matches on {})",
-                        peer.name,
+                        shown,
                         out.bold(&pairing_code.to_string()),
-                        peer.name
+                        shown
                     ));
                 }
             }
@@ -204,7 +205,7 @@ async fn flow(
                 out.event("declined", Out::reason_fields(reason));
                 return Err(CliError::reason(
                     reason,
-                    format!("{} did not accept: {reason}", peer.name),
+                    format!("{} did not accept: {reason}", shown),
                 ));
             }
             NodeEvent::PeerState { peer: p, state } if p == peer.id => match state {
@@ -219,7 +220,7 @@ async fn flow(
                     };
                     return Err(CliError::reason(
                         reason,
-                        format!("could not connect to {}: {why}", peer.name),
+                        format!("could not connect to {}: {why}", shown),
                     ));
                 }
                 PeerState::Connecting => {
@@ -268,7 +269,7 @@ async fn flow(
                 let mut line = format!(
                     "{} {summary} to {} in {} ({})",
                     out.green("Sent"),
-                    peer.name,
+                    shown,
                     took(elapsed),
                     rate(bytes, elapsed)
                 );
@@ -288,7 +289,7 @@ async fn flow(
                 out.event("failed", Out::reason_fields(reason));
                 return Err(CliError::reason(
                     reason,
-                    format!("the transfer to {} failed: {reason}", peer.name),
+                    format!("the transfer to {} failed: {reason}", shown),
                 ));
             }
             NodeEvent::PeerState {
@@ -299,7 +300,7 @@ async fn flow(
                 out.event("failed", Out::reason_fields(reason));
                 return Err(CliError::reason(
                     reason,
-                    format!("{} went away: {reason}", peer.name),
+                    format!("{} went away: {reason}", shown),
                 ));
             }
             _ => {}
@@ -339,10 +340,16 @@ async fn pick(
                     continue; // a chat or an app, not a receiver
                 }
                 out.event("peer_found", super::peers::peer_json(&p, node.transport()));
-                out.detail(format!("found {} ({})", p.name, p.id));
+                out.detail(format!("found {} ({})", printable(p.name.as_str()), p.id));
                 if let Some(to) = &args.to {
-                    if matches(&p, to) {
+                    // A whole id names one device: no need to wait for more.
+                    if to.eq_ignore_ascii_case(&p.id.to_string()) {
                         return Ok(p);
+                    }
+                    // A name is only a label: another device may carry it
+                    // too. Wait a moment for them before choosing.
+                    if matches(&p, to) && settle.is_none() {
+                        settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
                     }
                 }
                 found.retain(|f| f.id != p.id);
@@ -361,6 +368,20 @@ async fn pick(
         }
     }
     let _ = node;
+    if let Some(to) = &args.to {
+        let named: Vec<PeerInfo> = found.iter().filter(|p| matches(p, to)).cloned().collect();
+        match named.len() {
+            0 => {}
+            1 => return Ok(named.into_iter().next().expect("one")),
+            _ if std::io::stdin().is_terminal() && !out.json => return choose(named).await,
+            n => {
+                return Err(CliError::Usage(format!(
+                    "{n} receivers match {to:?}: {}; a name is only a label: pick one by its id with --to ID",
+                    list(&named)
+                )))
+            }
+        }
+    }
     match (found.len(), &args.to) {
         (0, Some(to)) => Err(CliError::NotFound(format!(
             "no receiver named {to:?} nearby after {} s: is `airhop receive` running there, with the same --service-type?",
@@ -383,15 +404,19 @@ async fn pick(
     }
 }
 
+/// The shortest id prefix `--to` takes: 8 hex digits (32 bits) are not
+/// cheap to grind for a look-alike; fewer would be.
+const MIN_ID_PREFIX: usize = 8;
+
 fn matches(p: &PeerInfo, to: &str) -> bool {
     p.name.as_str().eq_ignore_ascii_case(to)
-        || (to.len() >= 4 && p.id.to_string().starts_with(&to.to_ascii_lowercase()))
+        || (to.len() >= MIN_ID_PREFIX && p.id.to_string().starts_with(&to.to_ascii_lowercase()))
 }
 
 fn list(found: &[PeerInfo]) -> String {
     found
         .iter()
-        .map(|p| format!("{} ({})", p.name, p.id))
+        .map(|p| format!("{} ({})", printable(p.name.as_str()), p.id))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -399,7 +424,7 @@ fn list(found: &[PeerInfo]) -> String {
 async fn choose(found: Vec<PeerInfo>) -> Result<PeerInfo, CliError> {
     eprintln!("Several receivers are nearby:");
     for (i, p) in found.iter().enumerate() {
-        eprintln!("  {}) {} ({})", i + 1, p.name, p.id);
+        eprintln!("  {}) {} ({})", i + 1, printable(p.name.as_str()), p.id);
     }
     loop {
         eprint!("Send to which? [1-{}] ", found.len());

@@ -21,6 +21,17 @@
 //! announcement, so a new browser sees everyone within a round trip. Leaving
 //! (withdrawing, or dropping the backend) sends a leave, as the LAN-peer seed
 //! does, so others drop the device at once instead of after a timeout.
+//!
+//! A leave must come from the device itself: the instance id is the first
+//! 8 bytes of `SHA-256("airhop/1 lan leave" | secret)` for 16 random secret
+//! bytes, and the leave carries the secret (in the advert field), which
+//! nobody else has seen. A leave whose secret does not hash to its instance
+//! is ignored; after leaving, a device draws a new secret and instance.
+//! (An instance id is as public as the announcements, and a source address
+//! is easy to spoof on a LAN: without this, anyone could make a real
+//! device vanish from everyone's list.) When the device table is full, the
+//! oldest entry is evicted and reported lost, so the layers above forget
+//! it too.
 //! Anything that is not a well-formed datagram of this shape is ignored.
 //!
 //! # Rendezvous (TCP, one request per connection)
@@ -166,9 +177,39 @@ pub struct Lan {
     tasks: Mutex<JoinSet<()>>,
 }
 
+/// This device's presence instance: its id, and the secret only a leave
+/// reveals.
+#[derive(Clone, Copy)]
+struct Instance {
+    id: [u8; 8],
+    secret: [u8; 16],
+}
+
+impl Instance {
+    fn new() -> Result<Instance, DiscoveryError> {
+        let mut secret = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
+        Ok(Instance {
+            id: leave_commitment(&secret),
+            secret,
+        })
+    }
+}
+
+/// The instance id a leave's secret must hash to.
+fn leave_commitment(secret: &[u8]) -> [u8; 8] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"airhop/1 lan leave");
+    ctx.update(secret);
+    ctx.finish().as_ref()[..8]
+        .try_into()
+        .expect("8 of 32 bytes")
+}
+
 struct Shared {
     config: LanConfig,
-    instance: [u8; 8],
+    instance: Mutex<Instance>,
     /// One sending socket per interface.
     senders: Vec<UdpSocket>,
     tcp_port: u16,
@@ -211,13 +252,11 @@ impl Lan {
             .await
             .map_err(|e| DiscoveryError::Unavailable(format!("rendezvous listener: {e}")))?;
         let tcp_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let mut instance = [0u8; 8];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut instance)
-            .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
+        let instance = Instance::new()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             config,
-            instance,
+            instance: Mutex::new(instance),
             senders,
             tcp_port,
             browsing: Mutex::new(false),
@@ -255,26 +294,43 @@ impl Lan {
 impl Drop for Lan {
     fn drop(&mut self) {
         if self.published.borrow().is_some() {
-            self.shared.send_now(LEAVE, Vec::new());
+            self.shared.send_now(LEAVE);
         }
         lock(&self.tasks).abort_all();
     }
 }
 
 impl Shared {
+    fn instance(&self) -> [u8; 8] {
+        lock(&self.instance).id
+    }
+
+    /// A datagram of `kind`; a leave carries our secret (and we take a new
+    /// instance, since the old secret is now public).
     fn datagram(&self, kind: u8, advert: Vec<u8>) -> Vec<u8> {
+        let mut instance = lock(&self.instance);
+        let (id, advert) = match kind {
+            LEAVE => {
+                let left = *instance;
+                if let Ok(fresh) = Instance::new() {
+                    *instance = fresh;
+                }
+                (left.id, left.secret.to_vec())
+            }
+            _ => (instance.id, advert),
+        };
         Datagram {
             kind,
-            instance: self.instance,
+            instance: id,
             port: if kind == QUERY { 0 } else { self.tcp_port },
             advert,
         }
         .encode()
     }
 
-    /// Sends on every interface without waiting (for Drop).
-    fn send_now(&self, kind: u8, advert: Vec<u8>) {
-        let d = self.datagram(kind, advert);
+    /// Sends a leave on every interface without waiting (for Drop).
+    fn send_now(&self, kind: u8) {
+        let d = self.datagram(kind, Vec::new());
         for s in &self.senders {
             let _ = s.try_send_to(&d, self.config.group.into());
         }
@@ -296,17 +352,20 @@ impl Shared {
         }
     }
 
-    fn device(&self, ip: Ipv4Addr, d: &Datagram) -> DeviceId {
+    /// The device a datagram is from, and one evicted to make room for it.
+    fn device(&self, ip: Ipv4Addr, d: &Datagram) -> (DeviceId, Option<DeviceId>) {
         let mut devs = lock(&self.devices);
         if let Some(id) = devs.by_key.get(&(ip, d.instance)).copied() {
             devs.addr.entry(id).and_modify(|(a, _)| a.set_port(d.port));
-            return id;
+            return (id, None);
         }
+        let mut evicted = None;
         if devs.addr.len() >= MAX_DEVICES {
             // Evict the oldest: a flood of forged instances cannot grow this.
             if let Some((&old, _)) = devs.addr.iter().min_by_key(|(_, (_, n))| *n) {
                 devs.addr.remove(&old);
                 devs.by_key.retain(|_, v| *v != old);
+                evicted = Some(old);
             }
         }
         devs.next += 1;
@@ -314,7 +373,7 @@ impl Shared {
         let n = devs.next;
         devs.by_key.insert((ip, d.instance), id);
         devs.addr.insert(id, (SocketAddr::from((ip, d.port)), n));
-        id
+        (id, evicted)
     }
 
     fn forget(&self, ip: Ipv4Addr, instance: [u8; 8]) -> Option<DeviceId> {
@@ -379,7 +438,8 @@ async fn probe(shared: &Shared, recv: &UdpSocket) -> Result<(), DiscoveryError> 
         loop {
             match tokio::time::timeout_at(until, recv.recv_from(&mut buf)).await {
                 Ok(Ok((n, _))) => {
-                    if Datagram::decode(&buf[..n]).is_some_and(|d| d.instance == shared.instance) {
+                    if Datagram::decode(&buf[..n]).is_some_and(|d| d.instance == shared.instance())
+                    {
                         return Ok(());
                     }
                 }
@@ -405,7 +465,7 @@ async fn receive_loop(shared: Arc<Shared>, recv: UdpSocket) {
         let (Some(d), SocketAddr::V4(from)) = (Datagram::decode(&buf[..n]), from) else {
             continue;
         };
-        if d.instance == shared.instance {
+        if d.instance == shared.instance() {
             continue;
         }
         let ip = *from.ip();
@@ -415,14 +475,18 @@ async fn receive_loop(shared: Arc<Shared>, recv: UdpSocket) {
                 if !*lock(&shared.browsing) {
                     continue;
                 }
-                let device = shared.device(ip, &d);
+                let (device, evicted) = shared.device(ip, &d);
+                if let Some(old) = evicted {
+                    let _ = shared.events.send(DiscoveryEvent::Lost { device: old });
+                }
                 let _ = shared.events.send(DiscoveryEvent::Seen {
                     device,
                     advert: d.advert,
                     rssi: None,
                 });
             }
-            LEAVE => {
+            // Only the device itself knows the secret behind its instance.
+            LEAVE if leave_commitment(&d.advert) == d.instance => {
                 if let Some(device) = shared.forget(ip, d.instance) {
                     let _ = shared.events.send(DiscoveryEvent::Lost { device });
                 }
@@ -568,6 +632,7 @@ impl Discovery for Lan {
             match advert {
                 Some(a) => self.shared.send(ANNOUNCE, a).await,
                 None if was => self.shared.send(LEAVE, Vec::new()).await,
+
                 None => Ok(()),
             }
         })
@@ -708,7 +773,33 @@ mod tests {
         };
         let (reply, ()) = tokio::join!(inviting, answering);
         assert_eq!(reply.unwrap(), b"reply");
-        // Withdrawing sends a leave.
+        // A forged leave (a's instance is public, its secret is not) from
+        // any address changes nothing.
+        let forger = send_socket(Ipv4Addr::LOCALHOST).unwrap();
+        for secret in [Vec::new(), vec![0u8; 16]] {
+            let forged = Datagram {
+                kind: LEAVE,
+                instance: a.shared.instance(),
+                port: 0,
+                advert: secret,
+            }
+            .encode();
+            forger
+                .send_to(&forged, SocketAddr::from(b.shared.config.group))
+                .await
+                .unwrap();
+        }
+        let quiet = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                if let DiscoveryEvent::Lost { .. } = next(&mut eb).await {
+                    break;
+                }
+            }
+        });
+        assert!(quiet.await.is_err(), "a forged leave removed a real device");
+        assert_eq!(b.read_card(device).await.unwrap(), b"card bytes");
+        // Withdrawing sends a real leave, then a new instance.
+        let before = a.shared.instance();
         a.publish(None).await.unwrap();
         loop {
             if let DiscoveryEvent::Lost { device: d } = next(&mut eb).await {
@@ -717,6 +808,26 @@ mod tests {
             }
         }
         assert_eq!(b.read_card(device).await, Err(DiscoveryError::Gone));
+        assert_ne!(a.shared.instance(), before, "a spent secret is not reused");
+    }
+
+    #[tokio::test]
+    async fn a_full_device_table_reports_what_it_evicts() {
+        let cfg = LanConfig::loopback(46001 + (std::process::id() % 1000) as u16);
+        let b = Lan::bind(cfg).await.unwrap();
+        let ip = Ipv4Addr::new(192, 0, 2, 1);
+        let d = |i: u64| Datagram {
+            kind: ANNOUNCE,
+            instance: i.to_be_bytes(),
+            port: 1,
+            advert: Vec::new(),
+        };
+        let first = b.shared.device(ip, &d(0)).0;
+        for i in 1..MAX_DEVICES as u64 {
+            assert_eq!(b.shared.device(ip, &d(i)).1, None);
+        }
+        let (_, evicted) = b.shared.device(ip, &d(MAX_DEVICES as u64));
+        assert_eq!(evicted, Some(first), "the oldest goes, and is named");
     }
 
     #[tokio::test]

@@ -366,10 +366,20 @@ pub fn host_address(rng: &dyn SecureRandom, in_use: &[Ipv4Addr]) -> Option<Ipv4A
         .map(|n| Ipv4Addr::new(10, 42, n, 1))
 }
 
-/// The joiner's address next to the host's: `.2`, or `.3` if the host is `.2`.
-pub fn joiner_address(host: Ipv4Addr) -> Ipv4Addr {
+/// The joiner's address next to the host's: `.2`, or `.3` if the host is
+/// `.2`. `None` unless the host is a hotspot address
+/// ([`crate::wire::invite::is_hotspot_host`]) in a /24 none of `in_use` (our
+/// interfaces' addresses) is in: a peer does not choose where our address
+/// lands.
+pub fn joiner_address(host: Ipv4Addr, in_use: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    if !crate::wire::invite::is_hotspot_host(host) {
+        return None;
+    }
     let [a, b, c, d] = host.octets();
-    Ipv4Addr::new(a, b, c, if d == 2 { 3 } else { 2 })
+    if in_use.iter().any(|u| u.octets()[..3] == [a, b, c][..]) {
+        return None;
+    }
+    Some(Ipv4Addr::new(a, b, c, if d == 2 { 3 } else { 2 }))
 }
 
 /// The WPA2 pre-shared key: PBKDF2-HMAC-SHA1(passphrase, SSID, 4096, 32),

@@ -103,13 +103,34 @@ fn subnets_avoid_what_is_in_use() {
     let all: Vec<Ipv4Addr> = (1..=254u8).map(|n| Ipv4Addr::new(10, 42, n, 9)).collect();
     assert_eq!(host_address(&rng, &all), None);
     assert_eq!(
-        joiner_address(Ipv4Addr::new(10, 42, 3, 1)),
-        Ipv4Addr::new(10, 42, 3, 2)
+        joiner_address(Ipv4Addr::new(10, 42, 3, 1), &[]),
+        Some(Ipv4Addr::new(10, 42, 3, 2))
     );
     assert_eq!(
-        joiner_address(Ipv4Addr::new(10, 42, 3, 2)),
-        Ipv4Addr::new(10, 42, 3, 3)
+        joiner_address(Ipv4Addr::new(10, 42, 3, 2), &[]),
+        Some(Ipv4Addr::new(10, 42, 3, 3))
     );
+}
+
+/// A hostile reply must not choose where the joiner's address lands: not
+/// on a LAN's gateway subnet, not loopback, not outside 10.42.1-254.x, not
+/// on a /24 this device already uses.
+#[test]
+fn a_hostile_host_address_is_refused() {
+    for bad in [
+        Ipv4Addr::new(192, 168, 1, 1),
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(10, 42, 0, 1),
+        Ipv4Addr::new(10, 42, 255, 1),
+        Ipv4Addr::new(10, 42, 7, 255),
+        Ipv4Addr::new(10, 42, 7, 0),
+        Ipv4Addr::new(10, 43, 7, 1),
+    ] {
+        assert_eq!(joiner_address(bad, &[]), None, "{bad}");
+    }
+    let ours = [Ipv4Addr::new(10, 42, 7, 20)];
+    assert_eq!(joiner_address(Ipv4Addr::new(10, 42, 7, 1), &ours), None);
+    assert!(joiner_address(Ipv4Addr::new(10, 42, 8, 1), &ours).is_some());
 }
 
 #[test]

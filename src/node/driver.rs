@@ -1042,7 +1042,7 @@ impl Driver {
         for w in &wanted {
             let i = w.index as usize;
             tr.offsets.insert(w.index, w.offset);
-            tr.total += tr.items[i].size;
+            tr.total = tr.total.saturating_add(tr.items[i].size);
             list.push(transfer::Wanted {
                 header: StreamHeader {
                     offer: tr.offer,
@@ -1058,7 +1058,7 @@ impl Driver {
         tr.started = tokio::time::Instant::now();
         let (cancel, cancel_rx) = watch::channel(false);
         tr.phase = Phase::Moving { cancel };
-        let resumed = tr.offsets.values().sum();
+        let resumed = tr.offsets.values().fold(0u64, |a, b| a.saturating_add(*b));
         let (peer, total, counters) = (tr.peer, tr.total, tr.counters.clone());
         self.emit(NodeEvent::TransferStarted {
             transfer: id,
@@ -1106,7 +1106,8 @@ impl Driver {
         tr.saved = plan.already;
         let mut starts = Vec::with_capacity(plan.fetch.len());
         for (index, dest, offset) in plan.fetch {
-            tr.total += tr.items[index as usize].size;
+            // Peer-supplied sizes (the plan checked their sum fits).
+            tr.total = tr.total.saturating_add(tr.items[index as usize].size);
             tr.offsets.insert(index, offset);
             tr.pending.insert(index, dest);
             starts.push(ItemStart { index, offset });
@@ -1114,7 +1115,7 @@ impl Driver {
         tr.remaining = starts.len();
         tr.started = tokio::time::Instant::now();
         let (files, total) = (starts.len(), tr.total);
-        let resumed = tr.offsets.values().sum();
+        let resumed = tr.offsets.values().fold(0u64, |a, b| a.saturating_add(*b));
         self.send_frame(
             peer,
             &Frame::OfferAccept {

@@ -384,11 +384,18 @@ impl Dial {
         let std::net::IpAddr::V4(host_ip) = host.ip() else {
             return Err(Reason::ProtocolViolation);
         };
-        let ssid = creds.ssid.clone();
-        let plan = HotspotPlan {
-            creds,
-            local: crate::link::joiner_address(host_ip),
+        let in_use: Vec<std::net::Ipv4Addr> = crate::net::interfaces()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.addr)
+            .collect();
+        let Some(local) = crate::link::joiner_address(host_ip, &in_use) else {
+            // The reply's decoder checked the range; what is left is a
+            // subnet we are already on.
+            return Err(Reason::HotspotAddressFailed);
         };
+        let ssid = creds.ssid.clone();
+        let plan = HotspotPlan { creds, local };
         self.event(&ssid, HotspotStage::Starting);
         let joined = backend.join(&plan, self.hotspot_timeout).await;
         let failed = joined.as_ref().err().map(|e| e.stage.reason());

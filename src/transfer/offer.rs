@@ -320,11 +320,21 @@ pub fn details(s: &OfferSummary) -> Vec<String> {
 /// isolates, zero-width characters.
 pub fn printable(s: &str) -> String {
     s.chars()
-        .filter(|&c| {
-            !c.is_control()
-                && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-        })
+        .filter(|&c| !c.is_control() && !invisible(c))
         .collect()
+}
+
+/// A received text as a terminal may show it: [`printable`], but keeping
+/// line breaks and tabs.
+pub fn printable_text(s: &str) -> String {
+    s.chars()
+        .filter(|&c| matches!(c, '\n' | '\t') || (!c.is_control() && !invisible(c)))
+        .collect()
+}
+
+/// Bidi overrides and isolates, zero-width characters and the BOM.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Bytes for people, in SI units like file managers: 999 B, 1.2 kB, 3.4 GB.
@@ -522,6 +532,10 @@ mod tests {
         assert_eq!(summary(&items[..1]), "1 file, 1 B");
         assert_eq!(summary(&items[4..]), "a text, 2 B");
         assert_eq!(printable("\x1b[31mred\u{200b}\u{2066}"), "[31mred");
+        assert_eq!(
+            printable_text("line 1\n\tline 2\x1b]0;pwned\x07\r\u{202e}"),
+            "line 1\n\tline 2]0;pwned"
+        );
     }
 
     fn item(path: &str, body: &[u8]) -> OfferItem {

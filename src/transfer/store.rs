@@ -18,6 +18,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::wire::Reason;
@@ -99,19 +100,31 @@ impl Incoming {
             path: part.clone(),
             source,
         };
-        if fs::symlink_metadata(&part).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "the .part file is a symlink",
-            )));
-        }
+        // One open that refuses a symlink (O_NOFOLLOW) and never blocks on
+        // a FIFO (O_NONBLOCK), then a check on what was opened: no gap
+        // between checking the name and using it.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .mode(0o600)
             .open(&part)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the .part file is a symlink",
+                ),
+                _ => e,
+            })
             .map_err(err)?;
+        if !file.metadata().map_err(err)?.is_file() {
+            return Err(err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the .part is not a regular file",
+            )));
+        }
         let mut hasher = blake3::Hasher::new();
         let have = file.metadata().map_err(err)?.len();
         let written = if have > size {
@@ -145,7 +158,7 @@ impl Incoming {
 
     /// Appends received bytes.
     pub fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        if self.written + buf.len() as u64 > self.size {
+        if self.written.saturating_add(buf.len() as u64) > self.size {
             return Err(StoreError::TooLong { size: self.size });
         }
         self.file.write_all(buf).map_err(|source| StoreError::Io {
@@ -155,6 +168,25 @@ impl Incoming {
         self.hasher.update(buf);
         self.written += buf.len() as u64;
         Ok(())
+    }
+
+    /// Sets the permission bits (never setuid, setgid or sticky; the owner
+    /// keeps read and write) and the modification time, on the open file:
+    /// never through a name that could have been swapped for a symlink.
+    /// Best effort: the bytes are what matters.
+    pub fn set_meta(&self, mode: u32, mtime: i64) {
+        use std::os::unix::fs::PermissionsExt;
+        if mtime >= 0 {
+            let t =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+            let _ = self.file.set_modified(t);
+        }
+        let mode = mode & 0o777;
+        if mode != 0 {
+            let _ = self
+                .file
+                .set_permissions(fs::Permissions::from_mode(mode | 0o600));
+        }
     }
 
     /// Verifies the file against its BLAKE3 `root` and publishes it under
@@ -358,6 +390,26 @@ mod tests {
         fs::write(part_path(&dest2), vec![1u8; 100]).unwrap();
         let inc = Incoming::open(&dest2, 10).unwrap();
         assert_eq!(inc.offset(), 0);
+    }
+
+    #[test]
+    fn a_part_that_is_a_symlink_or_a_fifo_is_refused_at_once() {
+        let d = dir("special");
+        // A symlink to a file outside: refused, and the target untouched.
+        let outside = d.0.join("outside.txt");
+        fs::write(&outside, b"precious").unwrap();
+        let dest = d.0.join("f.bin");
+        std::os::unix::fs::symlink(&outside, part_path(&dest)).unwrap();
+        assert!(Incoming::open(&dest, 8).is_err());
+        assert_eq!(fs::read(&outside).unwrap(), b"precious");
+        // A FIFO: refused without blocking.
+        let dest = d.0.join("g.bin");
+        let c = std::ffi::CString::new(part_path(&dest).to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let t = std::time::Instant::now();
+        assert!(Incoming::open(&dest, 8).is_err());
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

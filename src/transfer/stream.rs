@@ -28,8 +28,7 @@
 //! This is the one implementation of moving a file's bytes; the node's
 //! transfers call it.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -243,11 +242,9 @@ pub async fn receive_file(
         }
         // No root: the stream ended early (the reader said why).
         let root = root_rx.blocking_recv().map_err(|_| Reason::PeerLost)?;
-        let path = inc
-            .finish(&root, item.overwrite)
-            .map_err(|e| StoreError::reason(&e))?;
-        apply_meta(&path, item.mode, item.mtime);
-        Ok(path)
+        inc.set_meta(item.mode, item.mtime);
+        inc.finish(&root, item.overwrite)
+            .map_err(|e| StoreError::reason(&e))
     });
     // Bytes past the file's are its root (when the offer had none).
     let mut left = data_len;
@@ -336,20 +333,4 @@ enum Ended {
     Fin,
     /// The writer stopped taking bytes (it failed).
     WriterStopped,
-}
-
-/// Applies the offered permission bits (never setuid/setgid/sticky) and
-/// modification time; best effort: the bytes are what matters.
-fn apply_meta(path: &Path, mode: u32, mtime: i64) {
-    use std::os::unix::fs::PermissionsExt;
-    if mtime >= 0 {
-        if let Ok(f) = std::fs::File::open(path) {
-            let _ = f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime as u64));
-        }
-    }
-    let mode = mode & 0o777;
-    if mode != 0 {
-        // Keep the owner able to read and write what it received.
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o600));
-    }
 }

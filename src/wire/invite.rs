@@ -126,6 +126,13 @@ impl std::fmt::Debug for HotspotCredentials {
     }
 }
 
+/// Whether `ip` may be a hotspot host's address: `10.42.N.H` with N and H
+/// in 1-254 (the /24 the joiner joins is `10.42.N.0/24`, and nothing else).
+pub fn is_hotspot_host(ip: std::net::Ipv4Addr) -> bool {
+    let [a, b, n, h] = ip.octets();
+    a == 10 && b == 42 && (1..=254).contains(&n) && (1..=254).contains(&h)
+}
+
 /// An acceptance: how to reach the responder over QUIC, and what to pin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accept {
@@ -203,6 +210,15 @@ impl ReplyBody {
                 if !(8..=63).contains(&h.passphrase.len()) {
                     return Err(WireError::Malformed(
                         "hotspot passphrase must be 8-63 bytes",
+                    ));
+                }
+                // The joiner puts an address next to this one on its own
+                // interface: a peer must not choose where that lands (a
+                // LAN's gateway, loopback, someone else's subnet).
+                let host = a.addrs.first().map(SocketAddr::ip);
+                if !matches!(host, Some(std::net::IpAddr::V4(ip)) if is_hotspot_host(ip)) {
+                    return Err(WireError::Malformed(
+                        "a hotspot's host address must come first, in 10.42.1-254.1-254",
                     ));
                 }
             }

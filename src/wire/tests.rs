@@ -359,6 +359,43 @@ fn invite_payload_golden() {
 }
 
 #[test]
+fn a_hotspot_reply_whose_host_is_not_a_hotspot_address_is_refused() {
+    let creds = HotspotCredentials {
+        ssid: "airhop-abcdef".into(),
+        passphrase: "p".repeat(24),
+        band: 0,
+        channel: 6,
+    };
+    let reply = |addrs: Vec<std::net::SocketAddr>| {
+        ReplyBody::Accept(Accept {
+            addrs,
+            cert_fingerprint: [1; 32],
+            token: [2; 16],
+            hotspot: Some(creds.clone()),
+            resolving_key: ResolvingKey([3; 16]),
+        })
+        .encode()
+    };
+    for bad in [
+        "192.168.1.1:1",
+        "127.0.0.1:1",
+        "10.42.0.1:1",
+        "10.42.9.255:1",
+        "[::1]:1",
+    ] {
+        assert!(
+            ReplyBody::decode(&reply(vec![bad.parse().unwrap()])).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(
+        ReplyBody::decode(&reply(vec![])).is_err(),
+        "no host address"
+    );
+    assert!(ReplyBody::decode(&reply(vec!["10.42.9.1:1".parse().unwrap()])).is_ok());
+}
+
+#[test]
 fn reply_golden() {
     let sealed = Reply::Sealed(vec![0x5e; 3]).encode();
     let rejected = Reply::Rejected(Reason::UnsupportedVersion).encode();
@@ -625,7 +662,12 @@ fn arb_reply_body() -> impl Strategy<Value = ReplyBody> {
             hotspot,
             any::<[u8; 16]>()
         )
-            .prop_map(|(addrs, cert_fingerprint, token, hotspot, rk)| {
+            .prop_map(|(mut addrs, cert_fingerprint, token, hotspot, rk)| {
+                // A hotspot reply names its host first (decode checks).
+                if hotspot.is_some() {
+                    addrs.insert(0, "10.42.5.1:4433".parse().unwrap());
+                    addrs.truncate(8);
+                }
                 ReplyBody::Accept(Accept {
                     addrs,
                     cert_fingerprint,
