@@ -1,4 +1,6 @@
-//! The driver task: one tokio task that owns the session core and feeds it.
+//! The driver task: one tokio task that owns the two sans-IO cores (the
+//! session, [`crate::session::Endpoint`], and the transfers,
+//! [`crate::transfer::core::Core`]) and feeds them.
 //!
 //! Everything that waits (card reads, invitations, dials, handshakes, link
 //! readers, transfers) runs in its own task and reports back as an
@@ -14,10 +16,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::link::{self, code, Budget, Dial, Link, NewLink};
-use super::transfer::{self, Phase, Plan, Receipt, Received, Sink, Transfer, Transfers};
+use super::transfer::{self, Io, Receipt};
 use super::{
-    Command, Direction, HotspotEvent, HotspotRole, HotspotStage, NodeConfig, NodeError, NodeEvent,
-    Progress, TransferId,
+    Command, HotspotEvent, HotspotRole, HotspotStage, NodeConfig, NodeError, NodeEvent, Progress,
+    TransferId,
 };
 use crate::crypto::Identity;
 use crate::discovery::{
@@ -25,11 +27,11 @@ use crate::discovery::{
 };
 use crate::link::{ActiveHotspot, HotspotError, HotspotPlan, Path};
 use crate::session::{Endpoint, Event, InviteId, LinkOffer, PeerState, Transmit};
-use crate::transfer::offer::{OfferError, Source};
+use crate::transfer::core::{self as tcore, Core, CoreError, Plan, Received};
+use crate::transfer::offer::OfferError;
 use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 use crate::transfer::stream::StreamHeader;
-use crate::wire::frame::MAX_FRAME_LEN;
-use crate::wire::{Capabilities, Frame, IdentityKey, ItemStart, OfferSummary, PeerId, Reason};
+use crate::wire::{Capabilities, Frame, IdentityKey, OfferSummary, PeerId, Reason};
 
 /// What the driver's helper tasks report.
 pub(super) enum Input {
@@ -60,11 +62,6 @@ pub(super) enum Input {
     ),
 }
 
-/// Offers from one peer waiting for an answer at once; more are declined
-/// with [`Reason::RateLimited`]. (An offer's size is capped by the frame
-/// cap, 4 MiB, so this bounds what a peer can make us hold.)
-const MAX_PENDING_OFFERS: usize = 4;
-
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
@@ -89,12 +86,11 @@ pub(super) struct Driver {
     responders: HashMap<InviteId, Responder>,
     /// The offer summaries of invitations not yet answered.
     invited: HashMap<InviteId, (PeerId, OfferSummary)>,
-    /// The offer each accepted inviter may make without asking again: the
-    /// summary its invitation showed, taken by the first matching offer.
-    consented: HashMap<PeerId, OfferSummary>,
     next_invite: u64,
     next_serial: u64,
-    transfers: Transfers,
+    /// The transfer protocol (sans-IO), and each transfer's I/O side.
+    transfers: Core,
+    io: HashMap<TransferId, Io>,
     publish: watch::Sender<Option<Published>>,
     closing: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
@@ -129,6 +125,7 @@ impl Driver {
         events: mpsc::UnboundedSender<(NodeEvent, Option<Budget>)>,
     ) -> Result<Self, NodeError> {
         let me = Arc::new(QuicIdentity::new(&identity)?);
+        let config_auto_accept = config.auto_accept_offers;
         let pins = Arc::new(PinSet::default());
         let transport = quic::transport(config.link_idle_timeout);
         let mut server = quic::server_config(&me, pins.clone())?;
@@ -213,10 +210,10 @@ impl Driver {
             pinned: HashMap::new(),
             responders: HashMap::new(),
             invited: HashMap::new(),
-            consented: HashMap::new(),
             next_invite: 0,
             next_serial: 0,
-            transfers: Transfers::default(),
+            transfers: Core::new(config_auto_accept),
+            io: HashMap::new(),
             publish,
             closing: Vec::new(),
             tasks: JoinSet::new(),
@@ -271,10 +268,9 @@ impl Driver {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             let moving = self
-                .transfers
-                .by_id
-                .values()
-                .any(|t| matches!(t.phase, Phase::Moving { .. } | Phase::Sent));
+                .io
+                .keys()
+                .any(|id| self.transfers.moving(*id).is_some());
             tokio::select! {
                 c = commands.recv() => match c {
                     None => break,
@@ -309,9 +305,11 @@ impl Driver {
                 self.session_event(e);
             }
             if !any {
-                return;
+                break;
             }
         }
+        // Session events (a link lost) may have ended transfers.
+        self.pump_transfers();
     }
 
     fn published(&self) -> Option<Published> {
@@ -403,7 +401,7 @@ impl Driver {
                 if let Some(l) = self.links.remove(&peer) {
                     self.closing.extend(l.close(reason));
                 }
-                self.fail_transfers(peer, reason);
+                self.transfers.peer_lost(peer, reason);
             }
         }
     }
@@ -445,7 +443,6 @@ impl Driver {
             Event::InviteFailed { peer, reason } => NodeEvent::InviteFailed { peer, reason },
             Event::PeerState { peer, state } => {
                 if let PeerState::NotConnected(reason) = state {
-                    self.consented.remove(&peer);
                     let writer = self.links.remove(&peer).and_then(|l| l.close(reason));
                     self.hosting.remove(&peer);
                     match self.hotspots.remove(&peer) {
@@ -456,7 +453,7 @@ impl Driver {
                     if let Some(pin) = self.pinned.remove(&peer) {
                         self.pins.remove(&pin);
                     }
-                    self.fail_transfers(peer, reason);
+                    self.transfers.peer_lost(peer, reason);
                 }
                 NodeEvent::PeerState { peer, state }
             }
@@ -546,54 +543,33 @@ impl Driver {
                 let _ = r.send(res);
             }
             Command::Offer(peer, sources, r) => {
-                let _ = r.send(self.offer(peer, sources));
+                let res = if self.links.contains_key(&peer) {
+                    self.endpoint.touch(t, peer);
+                    let n = sources.len();
+                    let res = self.transfers.offer(t, peer, transfer::offer_id(), sources);
+                    if let Ok(id) = res {
+                        self.io.insert(id, Io::new(n));
+                    }
+                    res.map_err(|e| match e {
+                        CoreError::OfferTooLarge(n) => NodeError::OfferTooLarge(n),
+                        _ => NodeError::OfferTooLarge(n),
+                    })
+                } else {
+                    Err(NodeError::NotConnected(peer))
+                };
+                let _ = r.send(res);
             }
             Command::AcceptOffer(id, r) => {
-                let _ = r.send(self.accept_offer(id));
+                let res = self.transfers.accept(id);
+                let _ = r.send(res.map_err(|_| NodeError::UnknownTransfer(id)));
             }
             Command::DeclineOffer(id, reason, r) => {
-                let res = match self.transfers.by_id.get(&id) {
-                    Some(tr) if !tr.outgoing && matches!(tr.phase, Phase::Offered) => {
-                        self.send_frame(
-                            tr.peer,
-                            &Frame::OfferDecline {
-                                id: tr.offer,
-                                reason,
-                            },
-                        );
-                        self.end(id, Err(reason));
-                        Ok(())
-                    }
-                    _ => Err(NodeError::UnknownTransfer(id)),
-                };
-                let _ = r.send(res);
+                let res = self.transfers.decline(id, reason);
+                let _ = r.send(res.map_err(|_| NodeError::UnknownTransfer(id)));
             }
             Command::Cancel(id, r) => {
-                let res = match self.transfers.by_id.get(&id) {
-                    Some(tr) => {
-                        let reason = if tr.outgoing {
-                            Reason::SendCancelled
-                        } else {
-                            Reason::ReceiveCancelled
-                        };
-                        let frame = if !tr.outgoing && matches!(tr.phase, Phase::Offered) {
-                            Frame::OfferDecline {
-                                id: tr.offer,
-                                reason,
-                            }
-                        } else {
-                            Frame::Cancel {
-                                id: tr.offer,
-                                reason,
-                            }
-                        };
-                        self.send_frame(tr.peer, &frame);
-                        self.end(id, Err(reason));
-                        Ok(())
-                    }
-                    None => Err(NodeError::UnknownTransfer(id)),
-                };
-                let _ = r.send(res);
+                let res = self.transfers.cancel(id);
+                let _ = r.send(res.map_err(|_| NodeError::UnknownTransfer(id)));
             }
             Command::Kick(peer, r) => {
                 let _ = r.send(self.endpoint.kick(t, peer));
@@ -608,12 +584,6 @@ impl Driver {
                 let _ = r.send(self.endpoint.sessions());
             }
             Command::Stop(_) => unreachable!("handled by run"),
-        }
-    }
-
-    fn send_frame(&self, peer: PeerId, f: &Frame) {
-        if let Some(l) = self.links.get(&peer) {
-            l.send(f);
         }
     }
 
@@ -643,7 +613,7 @@ impl Driver {
                 if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
                     self.held = Some(budget);
                     if let Some(f) = self.endpoint.handle_frame(t, peer, frame) {
-                        self.transfer_frame(peer, f);
+                        self.transfers.handle_frame(t, peer, f);
                     }
                     // A message it carried took the share with it.
                     self.flush();
@@ -670,21 +640,9 @@ impl Driver {
                     let _ = recv.stop(code(Reason::ProtocolViolation));
                 }
             }
-            Input::Planned(id, r) => self.planned(id, r),
-            Input::Sent(id, r) => {
-                let Some(tr) = self.transfers.by_id.get_mut(&id) else {
-                    return;
-                };
-                match r {
-                    Ok(()) => tr.phase = Phase::Sent,
-                    Err(reason) => {
-                        let (peer, offer) = (tr.peer, tr.offer);
-                        self.send_frame(peer, &Frame::Cancel { id: offer, reason });
-                        self.end(id, Err(reason));
-                    }
-                }
-            }
-            Input::Received(id, index, r) => self.received(id, index, r),
+            Input::Planned(id, r) => self.transfers.handle_planned(t, id, r),
+            Input::Sent(id, r) => self.transfers.handle_sent(id, r),
+            Input::Received(id, index, r) => self.transfers.handle_received(t, id, index, r),
             Input::Error(reason, message) => self.emit(NodeEvent::Error { reason, message }),
             Input::Emit(e) => self.emit(e),
             Input::ProbeOver(peer) => {
@@ -770,7 +728,7 @@ impl Driver {
         }
         let r = self.endpoint.accept(t, invite).map_err(NodeError::from);
         if let (Ok(()), Some((peer, offer))) = (&r, self.invited.remove(&invite)) {
-            self.consented.insert(peer, offer);
+            self.transfers.consent(peer, offer);
         }
         if plan.is_some() {
             self.endpoint.set_link(self.default_link.clone());
@@ -893,352 +851,163 @@ impl Driver {
 
     // ---- transfers ----------------------------------------------------------
 
-    fn offer(&mut self, peer: PeerId, sources: Vec<Source>) -> Result<TransferId, NodeError> {
-        let Some(link) = self.links.get(&peer) else {
-            return Err(NodeError::NotConnected(peer));
-        };
-        let offer = transfer::offer_id();
-        let frame = Frame::Offer {
-            id: offer,
-            items: sources.iter().map(|s| s.item.clone()).collect(),
-        };
-        // Encoded once: an offer of many files is megabytes.
-        let bytes = frame.encode();
-        if bytes.len() > MAX_FRAME_LEN + 4 {
-            return Err(NodeError::OfferTooLarge(sources.len()));
+    // ---- transfers ------------------------------------------------------------
+
+    /// Carries out what the transfer core asks: frames to the links, tasks
+    /// to start, events to the app; until it asks nothing more.
+    fn pump_transfers(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some((peer, bytes)) = self.transfers.poll_transmit() {
+                any = true;
+                if let Some(l) = self.links.get(&peer) {
+                    l.send_encoded(bytes);
+                }
+            }
+            while let Some(a) = self.transfers.poll_action() {
+                any = true;
+                self.transfer_action(a);
+            }
+            while let Some(e) = self.transfers.poll_event() {
+                any = true;
+                self.transfer_event(e);
+            }
+            if !any {
+                return;
+            }
         }
-        link.send_encoded(bytes);
-        self.endpoint.touch(now(), peer);
-        Ok(self
-            .transfers
-            .insert(Transfer::outgoing(peer, offer, sources)))
     }
 
-    fn accept_offer(&mut self, id: TransferId) -> Result<(), NodeError> {
-        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
-            return Err(NodeError::UnknownTransfer(id));
-        };
-        if tr.outgoing || !matches!(tr.phase, Phase::Offered) {
-            return Err(NodeError::UnknownTransfer(id));
-        }
-        tr.phase = Phase::Planning;
-        let (root, items, overwrite) = (
-            self.config.download_dir.clone(),
-            tr.items.clone(),
-            self.config.overwrite,
-        );
+    fn io(&mut self, id: TransferId) -> &mut Io {
+        let n = self.transfers.item_count(id);
+        self.io.entry(id).or_insert_with(|| Io::new(n))
+    }
+
+    fn transfer_action(&mut self, a: tcore::Action) {
         let tx = self.inputs.clone();
-        self.tasks.spawn(async move {
-            let r = tokio::task::spawn_blocking(move || transfer::plan(&root, &items, overwrite))
-                .await
-                .unwrap_or_else(|e| Err(OfferError::Folder(std::io::Error::other(e.to_string()))));
-            let _ = tx.send(Input::Planned(id, r));
-        });
-        Ok(())
-    }
-
-    fn transfer_frame(&mut self, peer: PeerId, f: Frame) {
-        match f {
-            Frame::Offer { id, items } => {
-                if self.transfers.find(peer, id).is_some() {
-                    return;
-                }
-                let pending = self
-                    .transfers
-                    .by_id
-                    .values()
-                    .filter(|t| t.peer == peer && !t.outgoing && matches!(t.phase, Phase::Offered))
-                    .count();
-                let refuse = if items.is_empty() {
-                    Some(Reason::NoFilesToSend)
-                } else if pending >= MAX_PENDING_OFFERS {
-                    // Unanswered offers are held (items and all) until the
-                    // user answers: a peer may not pile them up.
-                    Some(Reason::RateLimited)
-                } else {
-                    None
-                };
-                if let Some(reason) = refuse {
-                    self.send_frame(peer, &Frame::OfferDecline { id, reason });
-                    return;
-                }
-                // Consent given to an invitation covers the first offer
-                // whose items are exactly what its prompt showed, once.
-                let consented = self.consented.get(&peer).is_some_and(|s| s.matches(&items));
-                if consented {
-                    self.consented.remove(&peer);
-                }
-                let tid = self
-                    .transfers
-                    .insert(Transfer::incoming(peer, id, items.clone()));
-                if self.config.auto_accept_offers {
-                    let _ = self.accept_offer(tid);
-                } else {
-                    self.emit(NodeEvent::OfferReceived {
-                        transfer: tid,
-                        from: peer,
-                        items,
-                        consented,
+        match a {
+            tcore::Action::Plan { id, items } => {
+                let (root, overwrite) = (self.config.download_dir.clone(), self.config.overwrite);
+                self.tasks.spawn(async move {
+                    let r = tokio::task::spawn_blocking(move || {
+                        transfer::plan(&root, &items, overwrite)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(OfferError::Folder(std::io::Error::other(e.to_string())))
                     });
-                }
-            }
-            Frame::OfferAccept { id, items } => {
-                if let Some(tid) = self.transfers.find(peer, id) {
-                    self.start_sending(tid, items);
-                }
-            }
-            Frame::OfferDecline { id, reason } | Frame::Cancel { id, reason } => {
-                if let Some(tid) = self.transfers.find(peer, id) {
-                    self.end(tid, Err(reason));
-                }
-            }
-            Frame::Done { id } => {
-                if let Some(tid) = self.transfers.find(peer, id) {
-                    let ok = self.transfers.by_id.get(&tid).is_some_and(|t| {
-                        t.outgoing && matches!(t.phase, Phase::Moving { .. } | Phase::Sent)
-                    });
-                    if ok {
-                        self.end(tid, Ok(()));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn start_sending(&mut self, id: TransferId, wanted: Vec<ItemStart>) {
-        let Some(conn) = self
-            .transfers
-            .by_id
-            .get(&id)
-            .and_then(|t| self.links.get(&t.peer).map(|l| l.conn.clone()))
-        else {
-            return;
-        };
-        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
-            return;
-        };
-        if !tr.outgoing || !matches!(tr.phase, Phase::Offered) {
-            return;
-        }
-        // The receiver's answer is input too: every index once, in range,
-        // every offset within its file.
-        let mut seen = std::collections::HashSet::new();
-        let valid = wanted.iter().all(|w| {
-            seen.insert(w.index)
-                && tr
-                    .items
-                    .get(w.index as usize)
-                    .is_some_and(|i| w.offset <= i.size)
-        });
-        if !valid {
-            let (peer, offer) = (tr.peer, tr.offer);
-            let reason = Reason::ProtocolViolation;
-            self.send_frame(peer, &Frame::Cancel { id: offer, reason });
-            self.end(id, Err(reason));
-            return;
-        }
-        let mut list = Vec::with_capacity(wanted.len());
-        for w in &wanted {
-            let i = w.index as usize;
-            tr.offsets.insert(w.index, w.offset);
-            tr.total = tr.total.saturating_add(tr.items[i].size);
-            list.push(transfer::Wanted {
-                header: StreamHeader {
-                    offer: tr.offer,
-                    index: w.index,
-                    offset: w.offset,
-                },
-                path: tr.sources[i].clone(),
-                size: tr.items[i].size,
-                trailer: tr.items[i].hash.is_none(),
-            });
-        }
-        tr.already = tr.items.len() - wanted.len();
-        tr.started = tokio::time::Instant::now();
-        let (cancel, cancel_rx) = watch::channel(false);
-        tr.phase = Phase::Moving { cancel };
-        let resumed = tr.offsets.values().fold(0u64, |a, b| a.saturating_add(*b));
-        let (peer, total, counters) = (tr.peer, tr.total, tr.counters.clone());
-        self.emit(NodeEvent::TransferStarted {
-            transfer: id,
-            peer,
-            direction: Direction::Send,
-            files: wanted.len(),
-            bytes: total,
-            resumed,
-        });
-        let tx = self.inputs.clone();
-        let streams = self.config.streams;
-        let cache = self.config.hash_cache.clone();
-        self.tasks.spawn(async move {
-            let r =
-                transfer::send_items(conn, list, counters, cancel_rx, streams, cache.clone()).await;
-            if let Some(cache) = cache {
-                let _ = tokio::task::spawn_blocking(move || cache.save()).await;
-            }
-            let _ = tx.send(Input::Sent(id, r));
-        });
-    }
-
-    fn planned(&mut self, id: TransferId, r: Result<Plan, OfferError>) {
-        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
-            return;
-        };
-        if !matches!(tr.phase, Phase::Planning) {
-            return;
-        }
-        let (peer, offer) = (tr.peer, tr.offer);
-        let plan = match r {
-            Ok(p) => p,
-            Err(e) => {
-                let reason = e.reason();
-                self.send_frame(peer, &Frame::OfferDecline { id: offer, reason });
-                self.emit(NodeEvent::Error {
-                    reason,
-                    message: e.to_string(),
+                    let _ = tx.send(Input::Planned(id, r));
                 });
-                self.end(id, Err(reason));
-                return;
             }
-        };
-        tr.already = plan.already.len();
-        tr.saved = plan.already;
-        let mut starts = Vec::with_capacity(plan.fetch.len());
-        for (index, dest, offset) in plan.fetch {
-            // Peer-supplied sizes (the plan checked their sum fits).
-            tr.total = tr.total.saturating_add(tr.items[index as usize].size);
-            tr.offsets.insert(index, offset);
-            tr.pending.insert(index, dest);
-            starts.push(ItemStart { index, offset });
-        }
-        tr.remaining = starts.len();
-        tr.started = tokio::time::Instant::now();
-        let (files, total) = (starts.len(), tr.total);
-        let resumed = tr.offsets.values().fold(0u64, |a, b| a.saturating_add(*b));
-        self.send_frame(
-            peer,
-            &Frame::OfferAccept {
-                id: offer,
-                items: starts,
-            },
-        );
-        if files == 0 {
-            self.send_frame(peer, &Frame::Done { id: offer });
-            self.end(id, Ok(()));
-            return;
-        }
-        let (cancel, _) = watch::channel(false);
-        if let Some(tr) = self.transfers.by_id.get_mut(&id) {
-            tr.phase = Phase::Moving { cancel };
-        }
-        self.emit(NodeEvent::TransferStarted {
-            transfer: id,
-            peer,
-            direction: Direction::Receive,
-            files,
-            bytes: total,
-            resumed,
-        });
-    }
-
-    fn incoming_stream(&mut self, peer: PeerId, h: StreamHeader, mut recv: quinn::RecvStream) {
-        let overwrite = self.config.overwrite;
-        let Some(id) = self.transfers.find(peer, h.offer) else {
-            let _ = recv.stop(code(Reason::ProtocolViolation));
-            return;
-        };
-        let tr = self.transfers.by_id.get_mut(&id).expect("found");
-        let cancel = match &tr.phase {
-            Phase::Moving { cancel } if !tr.outgoing => cancel.subscribe(),
-            _ => {
-                let _ = recv.stop(code(Reason::ProtocolViolation));
-                return;
-            }
-        };
-        let offset = tr.offsets.get(&h.index).copied();
-        let dest: Sink = match (offset, tr.pending.remove(&h.index)) {
-            (Some(o), Some(dest)) if o == h.offset => dest,
-            _ => {
-                let _ = recv.stop(code(Reason::ProtocolViolation));
-                return;
-            }
-        };
-        let receipt = Receipt {
-            index: h.index,
-            dest,
-            item: tr.items[h.index as usize].clone(),
-            offset: h.offset,
-            overwrite,
-        };
-        let counters = tr.counters.clone();
-        let tx = self.inputs.clone();
-        self.tasks.spawn(async move {
-            let index = receipt.index;
-            let r = transfer::receive_item(recv, receipt, counters, cancel).await;
-            let _ = tx.send(Input::Received(id, index, r));
-        });
-    }
-
-    fn received(&mut self, id: TransferId, index: u32, r: Result<Received, Reason>) {
-        let Some(tr) = self.transfers.by_id.get_mut(&id) else {
-            return;
-        };
-        let (peer, offer) = (tr.peer, tr.offer);
-        match r {
-            Ok(item) => {
-                tr.remaining = tr.remaining.saturating_sub(1);
-                let finished = tr.remaining == 0 && tr.pending.is_empty();
-                self.endpoint.touch(now(), peer);
-                let event = match item {
-                    Received::File(path) => {
-                        tr.saved.push(path.clone());
-                        NodeEvent::FileReceived {
-                            transfer: id,
-                            index,
-                            path,
-                        }
-                    }
-                    Received::Text(text) => NodeEvent::TextReceived {
-                        transfer: id,
-                        from: peer,
-                        index,
-                        text,
-                    },
+            tcore::Action::Send { id, peer, wanted } => {
+                let Some(conn) = self.links.get(&peer).map(|l| l.conn.clone()) else {
+                    self.transfers.handle_sent(id, Err(Reason::PeerLost));
+                    return;
                 };
-                self.emit(event);
-                if finished {
-                    self.send_frame(peer, &Frame::Done { id: offer });
-                    self.end(id, Ok(()));
+                let (streams, cache) = (self.config.streams, self.config.hash_cache.clone());
+                let io = self.io(id);
+                let (counters, cancel) = (io.counters.clone(), io.cancel.subscribe());
+                self.tasks.spawn(async move {
+                    let r = transfer::send_items(
+                        conn,
+                        wanted,
+                        counters,
+                        cancel,
+                        streams,
+                        cache.clone(),
+                    )
+                    .await;
+                    if let Some(cache) = cache {
+                        let _ = tokio::task::spawn_blocking(move || cache.save()).await;
+                    }
+                    let _ = tx.send(Input::Sent(id, r));
+                });
+            }
+        }
+    }
+
+    fn transfer_event(&mut self, e: tcore::Event) {
+        let event = match e {
+            tcore::Event::Offered {
+                id,
+                from,
+                items,
+                consented,
+            } => {
+                self.io(id);
+                NodeEvent::OfferReceived {
+                    transfer: id,
+                    from,
+                    items,
+                    consented,
                 }
             }
-            Err(reason) => {
-                self.send_frame(peer, &Frame::Cancel { id: offer, reason });
-                self.end(id, Err(reason));
+            tcore::Event::Started {
+                id,
+                peer,
+                direction,
+                files,
+                bytes,
+                resumed,
+            } => {
+                // The I/O side exists from here on (auto-accepted offers too).
+                self.io(id);
+                NodeEvent::TransferStarted {
+                    transfer: id,
+                    peer,
+                    direction,
+                    files,
+                    bytes,
+                    resumed,
+                }
             }
-        }
-    }
-
-    /// Ends a transfer: stops its tasks and reports the outcome.
-    fn end(&mut self, id: TransferId, outcome: Result<(), Reason>) {
-        let Some(mut tr) = self.transfers.by_id.remove(&id) else {
-            return;
-        };
-        tr.stop_tasks();
-        let direction = if tr.outgoing {
-            Direction::Send
-        } else {
-            Direction::Receive
-        };
-        let e = match outcome {
-            Ok(()) => {
-                if tr.total > 0 {
+            tcore::Event::FileReceived {
+                id,
+                from,
+                index,
+                path,
+            } => {
+                self.endpoint.touch(now(), from);
+                NodeEvent::FileReceived {
+                    transfer: id,
+                    index,
+                    path,
+                }
+            }
+            tcore::Event::TextReceived {
+                id,
+                from,
+                index,
+                text,
+            } => {
+                self.endpoint.touch(now(), from);
+                NodeEvent::TextReceived {
+                    transfer: id,
+                    from,
+                    index,
+                    text,
+                }
+            }
+            tcore::Event::Done {
+                id,
+                peer,
+                direction,
+                files,
+                already_had,
+                total,
+                elapsed,
+            } => {
+                // Dropping the I/O side stops whatever task is left.
+                let moved = self.io.remove(&id).map_or(0, |io| {
+                    io.counters.moved.load(std::sync::atomic::Ordering::Relaxed)
+                });
+                if total > 0 {
                     self.emit(NodeEvent::Progress(Progress {
                         transfer: id,
-                        peer: tr.peer,
+                        peer,
                         direction,
-                        done: tr.total,
-                        total: tr.total,
+                        done: total,
+                        total,
                         rate: 0.0,
                         eta: Some(Duration::ZERO),
                         files: Vec::new(),
@@ -1246,82 +1015,98 @@ impl Driver {
                 }
                 NodeEvent::TransferDone {
                     transfer: id,
-                    peer: tr.peer,
+                    peer,
                     direction,
-                    bytes: tr.counters.moved.load(std::sync::atomic::Ordering::Relaxed),
-                    elapsed: tr.started.elapsed(),
-                    files: tr.saved,
-                    already_had: tr.already,
+                    bytes: moved,
+                    elapsed,
+                    files,
+                    already_had,
                 }
             }
-            Err(reason) => NodeEvent::TransferFailed {
-                transfer: id,
-                peer: tr.peer,
+            tcore::Event::Failed {
+                id,
+                peer,
                 direction,
                 reason,
-            },
+            } => {
+                self.io.remove(&id);
+                NodeEvent::TransferFailed {
+                    transfer: id,
+                    peer,
+                    direction,
+                    reason,
+                }
+            }
+            tcore::Event::PlanFailed { reason, message } => NodeEvent::Error { reason, message },
+            // The transfer's failure (protocol violation) follows.
+            _ => return,
         };
-        self.emit(e);
+        self.emit(event);
     }
 
-    fn fail_transfers(&mut self, peer: PeerId, reason: Reason) {
-        let ids: Vec<TransferId> = self
-            .transfers
-            .by_id
-            .iter()
-            .filter(|(_, t)| t.peer == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.end(id, Err(reason));
-        }
+    fn incoming_stream(&mut self, peer: PeerId, h: StreamHeader, mut recv: quinn::RecvStream) {
+        let grant = match self.transfers.handle_stream(peer, &h) {
+            Ok(g) => g,
+            Err(reason) => {
+                let _ = recv.stop(code(reason));
+                return;
+            }
+        };
+        let receipt = Receipt {
+            index: grant.index,
+            dest: grant.dest,
+            item: grant.item,
+            offset: grant.offset,
+            overwrite: self.config.overwrite,
+        };
+        let io = self.io(grant.id);
+        let (counters, cancel) = (io.counters.clone(), io.cancel.subscribe());
+        let (tx, id) = (self.inputs.clone(), grant.id);
+        self.tasks.spawn(async move {
+            let index = receipt.index;
+            let r = transfer::receive_item(recv, receipt, counters, cancel).await;
+            let _ = tx.send(Input::Received(id, index, r));
+        });
     }
 
     fn progress(&mut self) {
         let t = tokio::time::Instant::now();
         let mut out = Vec::new();
-        for (id, tr) in self.transfers.by_id.iter_mut() {
-            if !matches!(tr.phase, Phase::Moving { .. } | Phase::Sent) {
+        for (id, io) in self.io.iter_mut() {
+            let Some(v) = self.transfers.moving(*id) else {
+                continue;
+            };
+            let resumed = v.offsets.values().fold(0u64, |a, b| a.saturating_add(*b));
+            let done = resumed
+                .saturating_add(io.counters.moved.load(std::sync::atomic::Ordering::Relaxed));
+            let rate = io.meter.sample(t, done);
+            if done == io.last_done {
                 continue;
             }
-            let done = tr.done();
-            let rate = tr.meter.sample(t, done);
-            if done == tr.last_done {
-                continue;
-            }
-            tr.last_done = done;
+            io.last_done = done;
             let eta = (rate > 0.0)
-                .then(|| Duration::from_secs_f64(tr.total.saturating_sub(done) as f64 / rate));
-            out.push((
-                tr.peer,
-                Progress {
-                    transfer: *id,
-                    peer: tr.peer,
-                    direction: if tr.outgoing {
-                        Direction::Send
-                    } else {
-                        Direction::Receive
-                    },
-                    done,
-                    total: tr.total,
-                    rate,
-                    eta,
-                    files: tr.counters.files(&tr.items, &tr.offsets),
-                },
-            ));
+                .then(|| Duration::from_secs_f64(v.total.saturating_sub(done) as f64 / rate));
+            out.push(Progress {
+                transfer: *id,
+                peer: v.peer,
+                direction: v.direction,
+                done,
+                total: v.total,
+                rate,
+                eta,
+                files: io.counters.files(v.items, v.offsets),
+            });
         }
-        for (peer, p) in out {
+        for p in out {
             // Bytes moving count as activity for the idle timeout.
-            self.endpoint.touch(now(), peer);
+            self.endpoint.touch(now(), p.peer);
             self.emit(NodeEvent::Progress(p));
         }
     }
 
     async fn shutdown(&mut self) {
-        let ids: Vec<TransferId> = self.transfers.by_id.keys().copied().collect();
-        for id in ids {
-            self.end(id, Err(Reason::Disconnected));
-        }
+        self.transfers.shutdown();
+        self.pump_transfers();
         self.endpoint.shutdown();
         self.flush();
         for (_, l) in self.links.drain() {
@@ -1358,7 +1143,6 @@ impl Driver {
         self.tasks.shutdown().await;
         self.responders.clear();
         self.invited.clear();
-        self.consented.clear();
     }
 }
 

@@ -140,24 +140,7 @@ impl NodeConfig {
     }
 }
 
-/// A node-local handle for one transfer, in either direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TransferId(pub u64);
-
-impl std::fmt::Display for TransferId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// Which way a transfer goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// We send.
-    Send,
-    /// We receive.
-    Receive,
-}
+pub use crate::transfer::core::{Direction, TransferId};
 
 /// One file in flight.
 #[derive(Clone, Debug, PartialEq, Eq)]

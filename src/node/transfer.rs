@@ -1,5 +1,7 @@
-//! Transfers on a link: the state the driver keeps per offer, and the tasks
-//! that move bytes between disk and QUIC streams.
+//! The I/O side of transfers: the tasks that plan an offer and move bytes
+//! between disk and QUIC streams, and each transfer's counters. The
+//! protocol (what may happen when, what a peer may send) is
+//! [`crate::transfer::core`]; the driver pumps one into the other.
 //!
 //! Disk I/O and hashing run on blocking threads, QUIC on the async ones, with
 //! a channel of two 1 MiB buffers between them: memory stays flat whatever
@@ -11,7 +13,7 @@
 //! [`NodeConfig::streams`]: super::NodeConfig::streams
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,13 +22,14 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{FileProgress, TransferId};
+use super::FileProgress;
+use crate::transfer::core::{Plan, Received, Sink};
 use crate::transfer::hashcache::HashCache;
-use crate::transfer::offer::{self, OfferError, Source, Step};
+use crate::transfer::offer::{self, OfferError, Step};
 use crate::transfer::quic::{code, read_reason};
 use crate::transfer::store::part_path;
 use crate::transfer::stream;
-use crate::wire::{OfferItem, PeerId, Reason};
+use crate::wire::{OfferItem, Reason};
 
 /// MiB of file data a sender keeps in flight at once.
 pub(super) const BUDGET_MB: u32 = 32;
@@ -109,97 +112,31 @@ impl Meter {
     }
 }
 
-/// What a transfer is doing.
-pub(super) enum Phase {
-    /// Offered, no answer yet.
-    Offered,
-    /// The receiver is planning (hashing what it has, checking space).
-    Planning,
-    /// Bytes are moving; `cancel` stops the tasks.
-    Moving { cancel: watch::Sender<bool> },
-    /// Sender: every stream is written; waiting for the receiver's Done.
-    Sent,
-}
-
-/// One transfer, either direction.
-pub(super) struct Transfer {
-    pub peer: PeerId,
-    /// The offer id on the wire.
-    pub offer: u64,
-    pub outgoing: bool,
-    pub items: Vec<OfferItem>,
-    /// Sender: where each item is on disk.
-    pub sources: Vec<PathBuf>,
-    /// Sender: spooled texts and pipes, removed when the transfer ends.
-    pub spools: Vec<Arc<offer::Spool>>,
-    pub phase: Phase,
+/// The I/O side of one transfer: its byte counters, the switch that stops
+/// its tasks, and its rate meter. (The protocol side is in
+/// [`crate::transfer::core`].)
+pub(super) struct Io {
     pub counters: Arc<Counters>,
-    /// Where each wanted item starts (resumed prefix).
-    pub offsets: HashMap<u32, u64>,
-    /// Receiver: wanted items not started yet, and where they go.
-    pub pending: HashMap<u32, Sink>,
-    /// Receiver: items not finished yet.
-    pub remaining: usize,
-    pub total: u64,
-    pub started: Instant,
+    pub cancel: watch::Sender<bool>,
     pub meter: Meter,
-    pub saved: Vec<PathBuf>,
-    pub already: usize,
     pub last_done: u64,
 }
 
-impl Transfer {
-    pub fn outgoing(peer: PeerId, offer: u64, sources: Vec<Source>) -> Self {
-        let spools = sources.iter().filter_map(|s| s.spool.clone()).collect();
-        let (items, paths) = sources.into_iter().map(|s| (s.item, s.path)).unzip();
-        let mut t = Self::new(peer, offer, true, items, paths);
-        t.spools = spools;
-        t
-    }
-
-    pub fn incoming(peer: PeerId, offer: u64, items: Vec<OfferItem>) -> Self {
-        Self::new(peer, offer, false, items, Vec::new())
-    }
-
-    fn new(
-        peer: PeerId,
-        offer: u64,
-        outgoing: bool,
-        items: Vec<OfferItem>,
-        sources: Vec<PathBuf>,
-    ) -> Self {
-        let n = items.len();
-        Transfer {
-            peer,
-            offer,
-            outgoing,
-            items,
-            sources,
-            spools: Vec::new(),
-            phase: Phase::Offered,
-            counters: Counters::new(n),
-            offsets: HashMap::new(),
-            pending: HashMap::new(),
-            remaining: 0,
-            total: 0,
-            started: Instant::now(),
+impl Io {
+    pub fn new(items: usize) -> Io {
+        Io {
+            counters: Counters::new(items),
+            cancel: watch::channel(false).0,
             meter: Meter::default(),
-            saved: Vec::new(),
-            already: 0,
             last_done: u64::MAX,
         }
     }
+}
 
-    /// Bytes done in all, counting resumed prefixes.
-    pub fn done(&self) -> u64 {
-        self.offsets.values().sum::<u64>() + self.counters.moved.load(Ordering::Relaxed)
-    }
-
-    /// Stops the tasks (they reset or stop their streams with `reason`).
-    pub fn stop_tasks(&mut self) {
-        if let Phase::Moving { cancel } = &self.phase {
-            let _ = cancel.send(true);
-        }
+impl Drop for Io {
+    fn drop(&mut self) {
+        // The tasks reset or stop their streams and finish.
+        let _ = self.cancel.send(true);
     }
 }
 
@@ -209,30 +146,6 @@ pub(super) fn offer_id() -> u64 {
     let mut b = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     u64::from_be_bytes(b)
-}
-
-/// Where a received item goes.
-#[derive(Clone, Debug)]
-pub(super) enum Sink {
-    /// A file: its final path (the bytes go to its `.part` first).
-    File(PathBuf),
-    /// A text: into memory.
-    Text,
-}
-
-/// A received item, verified.
-pub(super) enum Received {
-    /// A file under its final name.
-    File(PathBuf),
-    /// A text.
-    Text(String),
-}
-
-/// The receiver's plan: what to fetch (index, where, offset) and what it
-/// already has.
-pub(super) struct Plan {
-    pub fetch: Vec<(u32, Sink, u64)>,
-    pub already: Vec<PathBuf>,
 }
 
 /// Plans an offer into `root` (blocking: hashes existing files).
@@ -398,28 +311,4 @@ async fn receive_text(
         return Err(Reason::IntegrityMismatch);
     }
     String::from_utf8(bytes).map_err(|_| Reason::ProtocolViolation)
-}
-
-/// Transfers by id, and the wire-id index.
-#[derive(Default)]
-pub(super) struct Transfers {
-    next: u64,
-    pub by_id: HashMap<TransferId, Transfer>,
-}
-
-impl Transfers {
-    pub fn insert(&mut self, t: Transfer) -> TransferId {
-        self.next += 1;
-        let id = TransferId(self.next);
-        self.by_id.insert(id, t);
-        id
-    }
-
-    /// The transfer a peer's frame about `offer` refers to.
-    pub fn find(&self, peer: PeerId, offer: u64) -> Option<TransferId> {
-        self.by_id
-            .iter()
-            .find(|(_, t)| t.peer == peer && t.offer == offer)
-            .map(|(id, _)| *id)
-    }
 }

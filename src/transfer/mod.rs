@@ -12,7 +12,10 @@
 //!   implementation of sending and receiving a file's bytes.
 //! - [`store`]: writing a received file: `.part`, BLAKE3, atomic publish, resume.
 //! - [`hashcache`]: roots of files sent before, so a repeat send knows them.
+//! - [`core`]: the transfer protocol (offer, accept, streams, done, cancel)
+//!   as a sans-IO state machine; the node pumps it.
 
+pub mod core;
 pub mod hashcache;
 pub mod names;
 pub mod offer;
