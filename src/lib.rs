@@ -23,6 +23,8 @@
 
 pub mod crypto;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod net;
 pub mod node;

@@ -603,3 +603,35 @@ fn cancel_from_either_side_in_every_phase() {
         }
     }
 }
+
+/// Found by the fuzzer: a plan naming an item the offer does not have made
+/// the core index out of bounds. Such an entry is now dropped.
+#[test]
+fn a_plan_naming_an_item_the_offer_lacks_is_not_trusted() {
+    let mut core = Core::new(false);
+    let now = Instant::now();
+    core.handle_frame(
+        now,
+        A,
+        Frame::Offer {
+            id: 1,
+            items: vec![source("f", &[1, 2]).item],
+        },
+    );
+    let id = match core.poll_event() {
+        Some(Event::Offered { id, .. }) => id,
+        e => panic!("{e:?}"),
+    };
+    core.accept(id).unwrap();
+    let plan = Plan {
+        fetch: vec![(9, Sink::File("x".into()), 0)],
+        already: Vec::new(),
+    };
+    core.handle_planned(now, id, Ok(plan));
+    // Nothing valid to fetch: accepted with no item, and done.
+    let mut done = false;
+    while let Some(e) = core.poll_event() {
+        done |= matches!(e, Event::Done { files, .. } if files.is_empty());
+    }
+    assert!(done);
+}

@@ -169,6 +169,34 @@ impl Datagram {
     }
 }
 
+/// For the fuzz target: a datagram that decodes encodes back to exactly
+/// the same bytes (there is one way to write each).
+#[doc(hidden)]
+pub fn fuzz_datagram(data: &[u8]) {
+    if let Some(d) = Datagram::decode(data) {
+        assert_eq!(d.encode(), data);
+        let _ = leave_commitment(&d.advert) == d.instance;
+    }
+}
+
+/// For the fuzz corpus: a real announcement and a real leave.
+#[doc(hidden)]
+pub fn fuzz_seeds() -> Vec<Vec<u8>> {
+    let secret = [9u8; 16];
+    let announce = Datagram {
+        kind: ANNOUNCE,
+        instance: leave_commitment(&secret),
+        port: 4040,
+        advert: vec![0x15, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    };
+    let leave = Datagram {
+        kind: LEAVE,
+        advert: secret.to_vec(),
+        ..announce.clone()
+    };
+    vec![announce.encode(), leave.encode()]
+}
+
 /// The LAN backend. Dropping it sends a leave and stops every task.
 pub struct Lan {
     shared: Arc<Shared>,
@@ -724,6 +752,13 @@ mod tests {
         assert_eq!(e.reason(), crate::wire::Reason::UnableToSetUpMulticast);
     }
 
+    /// A multicast port per test and per process, in 30000-33999: below
+    /// the range the integration tests draw from (40000 and up), so test
+    /// binaries running at once cannot hear each other.
+    fn test_port(k: u16) -> u16 {
+        30000 + (std::process::id() % 1000) as u16 * 4 + k
+    }
+
     fn published(card: &[u8]) -> Published {
         Published {
             advert: AdvertPayload::decode(&[0x12, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap(),
@@ -741,7 +776,7 @@ mod tests {
 
     #[tokio::test]
     async fn seen_card_read_invitation_answered_and_leave() {
-        let cfg = LanConfig::loopback(47001 + (std::process::id() % 1000) as u16);
+        let cfg = LanConfig::loopback(test_port(0));
         let (a, b) = (
             Lan::bind(cfg.clone()).await.unwrap(),
             Lan::bind(cfg).await.unwrap(),
@@ -813,7 +848,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_device_table_reports_what_it_evicts() {
-        let cfg = LanConfig::loopback(46001 + (std::process::id() % 1000) as u16);
+        let cfg = LanConfig::loopback(test_port(1));
         let b = Lan::bind(cfg).await.unwrap();
         let ip = Ipv4Addr::new(192, 0, 2, 1);
         let d = |i: u64| Datagram {
@@ -832,7 +867,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_rendezvous_refuses_oversized_and_garbage_requests() {
-        let cfg = LanConfig::loopback(48001 + (std::process::id() % 1000) as u16);
+        let cfg = LanConfig::loopback(test_port(2));
         let a = Lan::bind(cfg).await.unwrap();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, a.rendezvous_port()));
         // Sends raw bytes and returns how many came back before the close.

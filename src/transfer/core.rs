@@ -519,8 +519,13 @@ impl Core {
         t.saved = plan.already;
         let mut starts = Vec::with_capacity(plan.fetch.len());
         for (index, dest, offset) in plan.fetch {
+            // The plan is made from these items; one that names another item
+            // is dropped rather than trusted (the fuzzer's point).
+            let Some(item) = t.items.get(index as usize) else {
+                continue;
+            };
             // Peer-supplied sizes (the plan checked that their sum fits).
-            t.total = t.total.saturating_add(t.items[index as usize].size);
+            t.total = t.total.saturating_add(item.size);
             t.offsets.insert(index, offset);
             t.pending.insert(index, dest);
             starts.push(ItemStart { index, offset });

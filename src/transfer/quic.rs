@@ -132,6 +132,11 @@ impl QuicIdentity {
     pub fn identity(&self) -> IdentityKey {
         self.identity
     }
+
+    /// The certificate (DER), as peers receive it.
+    pub fn certificate(&self) -> &[u8] {
+        &self.cert
+    }
 }
 
 /// SHA-256 of a DER certificate.
