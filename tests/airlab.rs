@@ -12,18 +12,16 @@
 //! both devices' Wi-Fi as it was. The same transfer over the NetworkManager
 //! backend, a NetworkManager per device, leaves no profile behind.
 //!
-//! It needs root (apt-get, network namespaces) and takes a few minutes.
-//! A lab that cannot start fails this test. `AIRHOP_SKIP_AIRLAB=1` skips it
-//! on a workstation, as `AIRHOP_SKIP_NETNS=1` does the namespace tests.
+//! It needs root (apt-get, network namespaces) and takes a few minutes, so
+//! plain `cargo test` lists it as ignored (with that reason) and
+//! `cargo test -- --include-ignored` (CI, the README's full command) runs
+//! it. A lab that cannot start fails this test.
 
 use std::process::Command;
 
 #[test]
+#[ignore = "needs root and a few minutes: real BlueZ in a qemu VM (cargo test -- --include-ignored)"]
 fn the_air_lab_passes_every_scenario() {
-    if std::env::var_os("AIRHOP_SKIP_AIRLAB").is_some() {
-        eprintln!("AIRHOP_SKIP_AIRLAB is set: the air lab is skipped");
-        return;
-    }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/airlab/run.sh");
     let out = Command::new("bash")
         .arg(&script)

@@ -496,13 +496,23 @@ fn doctor_reports_no_bluetooth_here_and_the_lan_working() {
             "{bt}"
         );
         assert!(bt["fix"].is_string());
+    } else {
+        // A machine with Bluetooth: whatever the adapter's state, the check
+        // says something a person can act on.
+        assert!(
+            ["ok", "warn", "fail"].contains(&bt["status"].as_str().unwrap()),
+            "{bt}"
+        );
+        assert!(!bt["detail"].as_str().unwrap().is_empty(), "{bt}");
     }
     assert_eq!(find("UDP multicast on lo")["status"], "ok", "{text}");
     assert_eq!(find("download folder")["status"], "ok", "{text}");
     assert_eq!(find("QUIC socket")["status"], "ok", "{text}");
     let summary = checks.last().unwrap();
     assert_eq!(summary["event"], "summary");
-    assert_eq!(summary["transports"][0], "LAN");
+    // The LAN works here; a machine with a radio may list Bluetooth too.
+    let transports = summary["transports"].as_array().unwrap();
+    assert!(transports.iter().any(|t| t == "LAN"), "{summary}");
     assert_eq!(out.status.code(), Some(0));
 }
 

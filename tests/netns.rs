@@ -106,10 +106,8 @@ async fn reconnect(a: &mut TestNode, b: &mut TestNode) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces and a veth pair (cargo test -- --include-ignored)"]
 async fn across_a_veth_a_file_and_a_folder_arrive_identical() {
-    if netns::skipped() {
-        return;
-    }
     let net = Pair::new();
     let (rt_a, rt_b) = (netns::runtime_in(&net.a), netns::runtime_in(&net.b));
     let (src, dst) = (TempDir::new("ns-src"), TempDir::new("ns-dst"));
@@ -162,10 +160,8 @@ async fn across_a_veth_a_file_and_a_folder_arrive_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces and a veth pair (cargo test -- --include-ignored)"]
 async fn a_cut_link_fails_with_a_reason_and_the_next_offer_resumes() {
-    if netns::skipped() {
-        return;
-    }
     let net = Pair::new();
     // About 200 Mbit/s, so the cut lands mid-file.
     net.limit_a("200mbit");
@@ -209,10 +205,8 @@ async fn a_cut_link_fails_with_a_reason_and_the_next_offer_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces and a veth pair (cargo test -- --include-ignored)"]
 async fn a_killed_receiver_restarted_resumes() {
-    if netns::skipped() {
-        return;
-    }
     let net = Pair::new();
     net.limit_a("200mbit");
     let rt_a = netns::runtime_in(&net.a);
@@ -272,10 +266,8 @@ async fn a_killed_receiver_restarted_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces and a veth pair (cargo test -- --include-ignored)"]
 async fn ten_thousand_files_arrive_complete() {
-    if netns::skipped() {
-        return;
-    }
     let net = Pair::new();
     let (rt_a, rt_b) = (netns::runtime_in(&net.a), netns::runtime_in(&net.b));
     let (src, dst) = (TempDir::new("many-src"), TempDir::new("many-dst"));
@@ -338,10 +330,8 @@ async fn ten_thousand_files_arrive_complete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: network namespaces and a veth pair (cargo test -- --include-ignored)"]
 async fn a_host_without_multicast_says_so() {
-    if netns::skipped() {
-        return;
-    }
     // A namespace with nothing up: not even loopback.
     let net = Pair::new();
     netns::exec(&net.a, &["ip", "link", "set", "lo", "down"]);

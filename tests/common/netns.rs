@@ -20,7 +20,7 @@ fn ip(args: &[&str]) {
         .unwrap_or_else(|e| panic!("`ip` is needed for the namespace tests (iproute2): {e}"));
     assert!(
         out.status.success(),
-        "ip {}: {} (the namespace tests need root; set AIRHOP_SKIP_NETNS=1 to skip them on a workstation)",
+        "ip {}: {} (the namespace tests need root; without root, run `cargo test` without --include-ignored)",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
@@ -37,11 +37,6 @@ pub fn exec(ns: &str, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-}
-
-/// Whether the namespace tests are to be skipped (only ever by request).
-pub fn skipped() -> bool {
-    std::env::var_os("AIRHOP_SKIP_NETNS").is_some_and(|v| v == "1")
 }
 
 impl Pair {
