@@ -8,6 +8,8 @@ fn main() -> std::process::ExitCode {
     let args = cli::Args::parse();
     match cli::run(args) {
         Ok(()) => cli::Exit::Ok.into(),
+        // `airhop ... | head`: stopped through the normal path, quietly.
+        Err(cli::CliError::StdoutClosed) => cli::Exit::Ok.into(),
         Err(e) => {
             // One clear line, never a backtrace.
             eprintln!("airhop: {e}");

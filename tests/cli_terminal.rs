@@ -32,7 +32,7 @@ fn a_send_in_tmux_shows_progress_then_a_clean_summary() {
     std::fs::write(
         &script,
         format!(
-            "export AIRHOP_LAN_PORT={port}\n\
+            "export AIRHOP_LAN_PORT={port} XDG_CACHE_HOME={p}/cache\n\
              AIRHOP_CONFIG_DIR={p}/b {bin} --name Bob --interface 127.0.0.1 receive --yes --once --dir {p}/in 2>{p}/recv.err &\n\
              until grep -q 'Ready to receive' {p}/recv.err 2>/dev/null; do sleep 0.05; done\n\
              AIRHOP_CONFIG_DIR={p}/a {bin} --name Ada --interface 127.0.0.1 send --to Bob {file}\n\

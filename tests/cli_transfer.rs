@@ -23,7 +23,9 @@ struct Proc {
 
 fn cmd(config: &Path, port: u16, name: &str) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("airhop"));
+    // The hash cache goes beside the config, not into the real ~/.cache.
     c.env("AIRHOP_CONFIG_DIR", config)
+        .env("XDG_CACHE_HOME", config)
         .env("AIRHOP_LAN_PORT", port.to_string())
         .env("NO_COLOR", "1")
         .args(["--name", name, "--interface", "127.0.0.1"]);
@@ -805,5 +807,119 @@ fn escape_sequences_in_a_text_and_a_name_do_not_reach_the_terminal() {
     assert!(
         !err.contains('\u{202e}') && !err.contains('\u{1b}'),
         "{err:?}"
+    );
+}
+
+/// A name is never enough to be trusted: a stranger calling itself by a
+/// trusted device's name is shown as unverified and declined by
+/// `--from-trusted`, and `trust add NAME` from a script (no terminal to
+/// confirm the id on) trusts nobody.
+#[test]
+fn a_name_is_never_enough_to_be_trusted() {
+    let (t, port) = (TempDir::new("cli-impostor"), port());
+    let (a, b, c) = (t.path().join("a"), t.path().join("b"), t.path().join("c"));
+    let inbox = t.path().join("in");
+    let x = t.path().join("x.bin");
+    random_file(&x, 5000, 2);
+    // Bob trusts the real Ada, by her key.
+    let id = cmd(&a, port, "Ada").arg("id").output().unwrap();
+    let id = String::from_utf8(id.stdout).unwrap();
+    let key = id
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let add = cmd(&b, port, "Bob")
+        .args(["trust", "add", "Ada", "--key", &key])
+        .output()
+        .unwrap();
+    assert!(add.status.success());
+    // Another device, also called Ada.
+    let mut r = receiver(&b, port, &inbox, &["--from-trusted"]);
+    let mut s = cmd(&c, port, "Ada");
+    s.args(["send", "--to", "Bob", "--wait", "10"]).arg(&x);
+    let s = s.output().unwrap();
+    assert_eq!(
+        s.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let inv = r.event(5, "invited", |v| v["event"] == "invited");
+    assert_eq!(
+        (inv["trusted"].as_bool(), inv["unverified_name"].as_bool()),
+        (Some(false), Some(true))
+    );
+    assert!(files_under(&inbox).is_empty());
+    // `trust add Bob` with no terminal: found, but not trusted.
+    let add = cmd(&c, port, "Cyd")
+        .args(["trust", "add", "Bob", "--wait", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&add.stderr);
+    assert_eq!(add.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs a check"), "{err}");
+    let list = cmd(&c, port, "Cyd")
+        .args(["trust", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("no trusted devices")
+            || String::from_utf8_lossy(&list.stderr).contains("no trusted devices")
+    );
+}
+
+/// `airhop receive --stdout | head -c 0`: the reader goes away. The
+/// receiver stops through its normal path (the node says goodbye, the
+/// private folder is removed) and exits 0, quietly, instead of calling
+/// exit(0) with everything still live.
+#[test]
+fn a_closed_stdout_ends_receive_cleanly() {
+    let (t, port) = (TempDir::new("cli-pipe"), port());
+    // Its private folder goes here: it must be gone afterwards, which only
+    // the normal stop path does.
+    let tmp = t.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut c = cmd(&t.path().join("b"), port, "Bob");
+    c.args(["receive", "--yes", "--stdout"])
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Nobody reads standard output: its pipe is closed from the start.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    while !err.contains("Ready to receive") {
+        assert!(stderr.read_line(&mut err).unwrap() > 0, "{err}");
+    }
+    let s = send(&t.path().join("a"), port, &["--text", "for nobody"])
+        .output()
+        .unwrap();
+    let _ = s;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    err.push_str(&rest);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !err.contains("airhop:"),
+        "a closed pipe is not an error: {err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the private folder was left behind: {left:?}"
     );
 }

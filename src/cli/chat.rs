@@ -121,6 +121,7 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
                 }
             }
             _ = ctrl_c() => break Ok(()),
+            _ = super::out::stdout_closed() => break Ok(()),
         }
     };
     if tty {

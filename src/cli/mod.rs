@@ -289,6 +289,9 @@ pub enum CliError {
     /// The node's event stream ended before the command was done.
     #[error("the node stopped unexpectedly")]
     Stopped,
+    /// Standard output was closed (`| head`): the command stopped cleanly.
+    #[error("standard output was closed")]
+    StdoutClosed,
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -304,6 +307,7 @@ impl CliError {
             CliError::Reason { reason, .. } => Exit::of(*reason),
             CliError::NotFound(_) => Exit::NotFound,
             CliError::Interrupted => Exit::Interrupted,
+            CliError::StdoutClosed => Exit::Ok,
         }
     }
 

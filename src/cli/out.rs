@@ -305,11 +305,33 @@ pub fn reason_name(r: Reason) -> String {
     s
 }
 
-/// Writes a line to standard output; a closed pipe ends the process quietly.
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STDOUT_CLOSED_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Notes that standard output was closed (`airhop ... | head`): the running
+/// command then stops through its normal path ([`stdout_closed`]), so the
+/// node says goodbye and a hotspot is taken down, and exits 0.
+pub fn mark_stdout_closed() {
+    STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::SeqCst);
+    STDOUT_CLOSED_WAKE.notify_one();
+}
+
+/// Resolves once standard output has been found closed.
+pub async fn stdout_closed() {
+    while !STDOUT_CLOSED.load(std::sync::atomic::Ordering::SeqCst) {
+        STDOUT_CLOSED_WAKE.notified().await;
+    }
+}
+
+/// Writes a line to standard output; a closed pipe is noted, not fatal
+/// here (see [`mark_stdout_closed`]).
 pub fn stdout_line(s: &str) {
+    if STDOUT_CLOSED.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let mut o = std::io::stdout().lock();
     if writeln!(o, "{s}").and_then(|_| o.flush()).is_err() {
-        std::process::exit(0);
+        mark_stdout_closed();
     }
 }
 

@@ -88,6 +88,7 @@ pub async fn run(g: &Global, out: Out, args: PeersArgs) -> Result<(), CliError> 
             e = events.next() => e,
             _ = tokio::time::sleep_until(deadline), if !args.watch => break Ok(()),
             _ = ctrl_c() => break Ok(()),
+            _ = super::out::stdout_closed() => break Ok(()),
         };
         let Some(e) = e else {
             break Err(CliError::Stopped);

@@ -127,6 +127,7 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
     let result = tokio::select! {
         res = r.serve(&mut events) => res,
         _ = ctrl_c() => Err(CliError::Interrupted),
+        _ = super::out::stdout_closed() => Err(CliError::StdoutClosed),
     };
     out.end_progress();
     if let (Err(CliError::Interrupted), Some(t)) = (&result, r.current) {
@@ -416,15 +417,30 @@ impl Receiver<'_> {
             None if note.is_empty() => ("nothing yet (a session)".to_string(), Vec::new()),
             None => (note.clone(), Vec::new()),
         };
+        // A stranger using the name of a device we trust: shown as such,
+        // and (being untrusted) never auto-accepted by --from-trusted.
+        let impostor = !trusted
+            && self
+                .ctx
+                .trust
+                .devices
+                .iter()
+                .any(|d| d.name.eq_ignore_ascii_case(from.name.as_str()));
         out.event(
             "invited",
-            json!({"from": from.id.to_string(), "name": from.name.as_str(), "summary": what, "offer": offer.map(offer_json), "context": note, "pairing_code": code, "trusted": trusted}),
+            json!({"from": from.id.to_string(), "name": from.name.as_str(), "summary": what, "offer": offer.map(offer_json), "context": note, "pairing_code": code, "trusted": trusted, "unverified_name": impostor}),
         );
         let who = format!(
             "{} ({}{})",
             out.bold(&printable(from.name.as_str())),
             from.id,
-            if trusted { ", trusted" } else { "" }
+            if trusted {
+                ", trusted"
+            } else if impostor {
+                ", UNVERIFIED: not the trusted device of that name"
+            } else {
+                ""
+            }
         );
         let shown: String = lines.iter().map(|l| format!("\n  {l}")).collect();
         let accept = if self.current.is_some() {
@@ -589,7 +605,10 @@ fn copy_to_stdout(path: &std::path::Path) -> Result<(), CliError> {
     let mut o = std::io::stdout().lock();
     match std::io::copy(&mut f, &mut o) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            super::out::mark_stdout_closed();
+            Err(CliError::StdoutClosed)
+        }
         Err(e) => Err(CliError::Other(format!("writing to standard output: {e}"))),
     }
 }
@@ -598,6 +617,6 @@ fn print_raw(s: &str) {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
     if o.write_all(s.as_bytes()).and_then(|_| o.flush()).is_err() {
-        std::process::exit(0);
+        super::out::mark_stdout_closed();
     }
 }

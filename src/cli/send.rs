@@ -92,6 +92,7 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
     let r = tokio::select! {
         r = flow(&ctx, &out, &node, &mut events, &args, sources, &summary, &mut current) => r,
         _ = ctrl_c() => Err(CliError::Interrupted),
+        _ = super::out::stdout_closed() => Err(CliError::StdoutClosed),
     };
     out.end_progress();
     if let (Err(CliError::Interrupted), Some(t)) = (&r, current) {

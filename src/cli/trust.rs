@@ -1,8 +1,12 @@
 //! `airhop trust`: remembered devices.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use airhop::node::NodeEvent;
+use airhop::session::PeerInfo;
+use airhop::transfer::offer::printable;
+use airhop::wire::Reason;
 use serde_json::json;
 
 use super::config::{hex, TrustStore, Trusted};
@@ -14,9 +18,11 @@ use super::{CliError, Global, Out};
 pub enum TrustCommand {
     /// List trusted devices.
     List,
-    /// Trust a device nearby (found by name or id), or one given by its key.
+    /// Trust a device nearby (found by name or id, then confirmed on this
+    /// terminal against the id `airhop id` shows on it), or one given by
+    /// its key. A name alone is never enough: anyone can announce it.
     Add {
-        /// Its name (case-insensitive) or id.
+        /// Its name (case-insensitive) or id (at least 8 hex digits).
         peer: String,
         /// Its identity key (64 hex digits, from `airhop id` on it): trusts
         /// it without looking for it nearby.
@@ -58,7 +64,7 @@ pub fn run(g: &Global, out: &Out, c: TrustCommand) -> Result<(), CliError> {
         TrustCommand::Add { peer, key, wait } => {
             let t = match key {
                 Some(k) => by_key(&peer, &k)?,
-                None => block_on(find(g, &peer, wait))?,
+                None => block_on(find(g, out, &peer, wait))?,
             };
             store.devices.retain(|d| d.key != t.key);
             out.say(format!("trusting {} ({})", t.name, t.id));
@@ -109,32 +115,79 @@ fn by_key(name: &str, k: &str) -> Result<Trusted, CliError> {
     })
 }
 
-async fn find(g: &Global, who: &str, wait: u64) -> Result<Trusted, CliError> {
+async fn find(g: &Global, out: &Out, who: &str, wait: u64) -> Result<Trusted, CliError> {
     let ctx = Ctx::load(g)?;
     let (node, mut events) = ctx.start(g, std::env::temp_dir(), |_| {}).await?;
     node.browse(true).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let r = loop {
-        match tokio::time::timeout_at(deadline, events.next()).await {
-            Ok(Some(NodeEvent::PeerFound(p)))
-                if p.name.as_str().eq_ignore_ascii_case(who)
-                    || (who.len() >= 4 && p.id.to_string().starts_with(&who.to_ascii_lowercase())) =>
-            {
-                break Ok(Trusted {
-                    id: p.id.to_string(),
-                    key: hex(&p.identity.0),
-                    name: p.name.to_string(),
-                })
+    let matches = |p: &PeerInfo| {
+        p.name.as_str().eq_ignore_ascii_case(who)
+            || (who.len() >= 8 && p.id.to_string().starts_with(&who.to_ascii_lowercase()))
+    };
+    // After the first match, a moment for others with the same name.
+    let mut settle: Option<tokio::time::Instant> = None;
+    let mut found: Vec<PeerInfo> = Vec::new();
+    loop {
+        let until = settle.map_or(deadline, |s| s.min(deadline));
+        match tokio::time::timeout_at(until, events.next()).await {
+            Ok(Some(NodeEvent::PeerFound(p))) if matches(&p) => {
+                found.retain(|f| f.id != p.id);
+                found.push(p);
+                settle.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(1500));
             }
             Ok(Some(_)) => {}
-            Ok(None) => break Err(CliError::Stopped),
-            Err(_) => {
-                break Err(CliError::NotFound(format!(
-                    "{who:?} is not nearby: run `airhop receive` (or `chat`) on it, or give its key with --key"
-                )))
+            Ok(None) => {
+                node.stop().await;
+                return Err(CliError::Stopped);
             }
+            Err(_) => break,
+        }
+    }
+    node.stop().await;
+    let p = match found.len() {
+        0 => {
+            return Err(CliError::NotFound(format!(
+                "{who:?} is not nearby: run `airhop receive` (or `chat`) on it, or give its key with --key"
+            )))
+        }
+        1 => found.remove(0),
+        n => {
+            let list: Vec<String> = found
+                .iter()
+                .map(|p| format!("{} ({})", printable(p.name.as_str()), p.id))
+                .collect();
+            return Err(CliError::Usage(format!(
+                "{n} devices nearby match {who:?}: {}; a name is only a label: give the id (8+ hex digits) that `airhop id` shows on the one you mean",
+                list.join(", ")
+            )));
         }
     };
-    node.stop().await;
-    r
+    // What was found is an announcement anyone could make: the person
+    // checks the id against the device itself before it is trusted.
+    if out.json || !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(format!(
+            "found {} ({}), but trusting a device needs a check: run this on a terminal to compare its id with `airhop id` on it, or give its key with --key",
+            printable(p.name.as_str()),
+            p.id
+        )));
+    }
+    eprint!(
+        "Found {} with id {}.\n  Run `airhop id` on that device: does it show peer id {}? [y/N] ",
+        printable(p.name.as_str()),
+        p.id,
+        p.id
+    );
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    if !matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        return Err(CliError::reason(
+            Reason::PairingCodeMismatch,
+            "not trusted: the ids were not confirmed to match",
+        ));
+    }
+    Ok(Trusted {
+        id: p.id.to_string(),
+        key: hex(&p.identity.0),
+        name: p.name.to_string(),
+    })
 }
