@@ -467,6 +467,60 @@ async fn invite_accept_message_disconnect() {
         .is_err());
 }
 
+/// Invitations are rate-limited before the card's key is spent: a fourth
+/// from one identity within the window is refused as RateLimited, Bob's
+/// card key is not used up by it, and after the window the same inviter
+/// gets through.
+#[tokio::test(flavor = "current_thread")]
+async fn an_inviter_over_its_rate_is_refused_without_burning_the_card() {
+    let mut sim = Sim::new();
+    let (a, b) = (sim.add("Alice", |_| {}), sim.add("Bob", |_| {}));
+    sim.meet(a, b).await;
+    let b_id = sim.id(b);
+    let invite_once = |sim: &mut Sim| {
+        let now = sim.now;
+        sim.nodes[a].ep.invite(now, b_id, vec![]).unwrap();
+    };
+    let mut failed = Vec::new();
+    let mut card = Vec::new();
+    for i in 0..4 {
+        if i == 3 {
+            card = sim.nodes[b].ep.card_bytes().to_vec();
+        }
+        invite_once(&mut sim);
+        sim.settle().await;
+        if let Some(invite) = sim.invited(b).last().map(|x| x.0) {
+            let _ = sim.nodes[b].ep.decline(invite, Reason::UserNotInterested);
+            sim.settle().await;
+        }
+        sim.nodes[b].log.clear();
+        failed.extend(sim.events(a).iter().filter_map(|e| match e {
+            Event::InviteFailed { reason, .. } => Some(*reason),
+            _ => None,
+        }));
+    }
+    assert_eq!(
+        failed,
+        [
+            Reason::UserNotInterested,
+            Reason::UserNotInterested,
+            Reason::UserNotInterested,
+            Reason::RateLimited
+        ]
+    );
+    // The refused one did not spend Bob's one-use key: his card is the same.
+    assert_eq!(sim.nodes[b].ep.card_bytes(), &card[..]);
+    // After the window the same inviter gets through.
+    sim.advance(airhop::session::INVITE_WINDOW + Duration::from_secs(1))
+        .await;
+    invite_once(&mut sim);
+    sim.settle().await;
+    assert!(
+        !sim.invited(b).is_empty(),
+        "after the window it gets through"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn every_decline_reason_reaches_the_inviter() {
     let mut sim = Sim::new();
@@ -479,6 +533,9 @@ async fn every_decline_reason_reaches_the_inviter() {
         }
         sim.events(a);
         sim.nodes[b].log.clear();
+        // One identity may have 3 invitations opened per 10 s: space them.
+        sim.advance(airhop::session::INVITE_WINDOW / 3 + Duration::from_millis(10))
+            .await;
         let now = sim.now;
         sim.nodes[a].ep.invite(now, b_id, vec![]).unwrap();
         sim.settle().await;

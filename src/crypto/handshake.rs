@@ -31,8 +31,8 @@ use ring::rand::SecureRandom;
 
 use super::identity::{verify, Identity};
 use crate::wire::{
-    Capabilities, Card, DiscoveryInfo, DisplayName, Invitation, InvitePayload, Reason, Reply,
-    ReplyBody, ServiceType, WireError,
+    Capabilities, Card, DiscoveryInfo, DisplayName, IdentityKey, Invitation, InvitePayload, Reason,
+    Reply, ReplyBody, ServiceType, WireError,
 };
 
 /// Why a handshake message was refused.
@@ -175,6 +175,23 @@ impl LocalCard {
     /// Whether the ephemeral key already answered an invitation.
     pub fn is_used(&self) -> bool {
         self.secret.is_none()
+    }
+
+    /// Checks an invitation without using the ephemeral key: it names this
+    /// card, the inviter's card verifies, and the inviter signed it.
+    /// Returns who signed it, so that a receiver can refuse (rate limits,
+    /// a kicked peer) before the key is spent on it.
+    pub fn check_invitation(&self, bytes: &[u8]) -> Result<IdentityKey, HandshakeError> {
+        let (inv, unsigned, sig) = Invitation::decode_unverified(bytes)?;
+        if inv.for_card != self.verified.short_hash() {
+            return Err(HandshakeError::StaleCard);
+        }
+        let inviter = verify_card(&inv.inviter_card)?;
+        let msg = invitation_signed_message(&self.verified.bytes, unsigned);
+        if !verify(&inviter.card.identity, &msg, &sig) {
+            return Err(HandshakeError::BadSignature);
+        }
+        Ok(inviter.card.identity)
     }
 
     /// Opens an invitation written to this card. Uses up the ephemeral key

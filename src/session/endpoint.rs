@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::rand::SecureRandom;
 
@@ -20,6 +20,16 @@ use crate::wire::{
     Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, OfferSummary, PeerId,
     Reason, Reply, ReplyBody, ResolvingKey,
 };
+
+/// Invitations that may wait for an answer at once; more are refused as
+/// [`Reason::RateLimited`] (each holds a prompt and a card's worth of keys).
+pub const MAX_PENDING_INVITATIONS: usize = 8;
+/// The window of the invitation rate limits.
+pub const INVITE_WINDOW: Duration = Duration::from_secs(10);
+/// Invitations one identity may have opened within [`INVITE_WINDOW`].
+pub const INVITES_PER_IDENTITY: usize = 3;
+/// Invitations opened in all within [`INVITE_WINDOW`].
+pub const INVITES_PER_WINDOW: usize = 24;
 
 /// One device's advertise / browse / invite / session state. See the module doc.
 pub struct Endpoint {
@@ -40,6 +50,9 @@ pub struct Endpoint {
     incoming: HashMap<InviteId, Incoming>,
     peers: HashMap<PeerId, SessionPeer>,
     kicked: HashMap<PeerId, Instant>,
+    /// Invitations opened lately (time, from whom), for the rate limits;
+    /// at most [`INVITES_PER_WINDOW`] long.
+    recent_invites: VecDeque<(Instant, PeerId)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -123,6 +136,7 @@ impl Endpoint {
             incoming: HashMap::new(),
             peers: HashMap::new(),
             kicked: HashMap::new(),
+            recent_invites: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         })
@@ -622,6 +636,21 @@ impl Endpoint {
             self.reject(invite, Reason::Busy);
             return;
         }
+        // Admission first, before the card's one-use key is spent: an
+        // inviter over its rate, or one too many waiting, is refused in the
+        // clear and leaves the key for the next (real) inviter.
+        match self.card.check_invitation(bytes) {
+            Ok(identity) => {
+                if let Some(reason) = self.admit(now, identity.peer_id()) {
+                    self.reject(invite, reason);
+                    return;
+                }
+            }
+            Err(e) => {
+                self.reject(invite, e.reason());
+                return;
+            }
+        }
         let opened = self.card.open_invitation(bytes);
         if self.card.is_used() {
             self.refresh_card();
@@ -690,6 +719,33 @@ impl Endpoint {
             offer: i.payload.offer.clone(),
             pairing_code: i.keys.pairing_code,
         });
+    }
+
+    /// Whether an invitation from `from` may be opened now; the reason to
+    /// refuse it otherwise. Limits: [`MAX_PENDING_INVITATIONS`] waiting for
+    /// an answer, [`INVITES_PER_IDENTITY`] per identity and
+    /// [`INVITES_PER_WINDOW`] in all within [`INVITE_WINDOW`].
+    fn admit(&mut self, now: Instant, from: PeerId) -> Option<Reason> {
+        while self
+            .recent_invites
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > INVITE_WINDOW)
+        {
+            self.recent_invites.pop_front();
+        }
+        let from_them = self
+            .recent_invites
+            .iter()
+            .filter(|(_, p)| *p == from)
+            .count();
+        let refuse = self.incoming.len() >= MAX_PENDING_INVITATIONS
+            || from_them >= INVITES_PER_IDENTITY
+            || self.recent_invites.len() >= INVITES_PER_WINDOW;
+        if refuse {
+            return Some(Reason::RateLimited);
+        }
+        self.recent_invites.push_back((now, from));
+        None
     }
 
     /// Accepts an invitation: the peer joins the session once its link is up.

@@ -43,7 +43,9 @@ mod endpoint;
 #[cfg(test)]
 mod tests;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{
+    Endpoint, INVITES_PER_IDENTITY, INVITES_PER_WINDOW, INVITE_WINDOW, MAX_PENDING_INVITATIONS,
+};
 
 use std::time::{Duration, Instant};
 
