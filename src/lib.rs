@@ -19,6 +19,7 @@
 //!   sockets, no clock reads), driven like `quinn-proto`.
 //! - [`crypto`]: identity keys, the handshake, sealing, the pairing code.
 //! - [`wire`]: every byte on the air or on a socket; no I/O.
+//! - [`util`]: hex, a poison-tolerant lock, a boxed future; used by all.
 #![deny(missing_docs)]
 
 pub mod crypto;
@@ -30,6 +31,7 @@ pub mod net;
 pub mod node;
 pub mod session;
 pub mod transfer;
+pub mod util;
 pub mod wire;
 
 /// The README's Rust examples, compiled as doctests so they stay true.

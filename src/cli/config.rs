@@ -115,10 +115,7 @@ impl TrustStore {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use airhop::util::hex;
 
 #[cfg(test)]
 mod tests {

@@ -76,7 +76,7 @@ impl Out {
     }
 
     fn eprint(&self, s: &str) {
-        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bars = airhop::util::lock(&self.bars);
         match bars.as_ref() {
             Some(b) => b.multi.suspend(|| eprintln!("{s}")),
             None => eprintln!("{s}"),
@@ -225,7 +225,7 @@ impl Out {
         if self.quiet || self.json || !std::io::stderr().is_terminal() {
             return;
         }
-        let mut guard = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = airhop::util::lock(&self.bars);
         let bars = guard.get_or_insert_with(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
             let total = multi.add(ProgressBar::new(p.total));
@@ -279,7 +279,7 @@ impl Out {
 
     /// Takes the bars down (before a summary line).
     pub fn end_progress(&self) {
-        if let Some(b) = self.bars.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(b) = airhop::util::lock(&self.bars).take() {
             for (_, f) in b.files {
                 f.finish_and_clear();
             }

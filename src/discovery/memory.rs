@@ -50,7 +50,7 @@ impl MemoryAir {
     fn lock(&self) -> MutexGuard<'_, Air> {
         // A panic while holding this lock can only come from a test assertion
         // elsewhere; the data is still consistent, so carry on.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::util::lock(&self.inner)
     }
 
     /// A new station on this air.
@@ -205,6 +205,6 @@ impl Discovery for MemoryStation {
     }
 
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<DiscoveryEvent>> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).take()
+        crate::util::lock(&self.events).take()
     }
 }

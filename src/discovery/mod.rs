@@ -26,8 +26,6 @@ pub mod ble;
 pub mod lan;
 pub mod memory;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -37,8 +35,7 @@ use crate::wire::card::MAX_CARD_LEN;
 use crate::wire::invite::{MAX_INVITATION_LEN, MAX_REPLY_LEN};
 use crate::wire::{AdvertPayload, Reason};
 
-/// A boxed future, for a trait that can be used as `dyn Discovery`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::util::BoxFuture;
 
 /// Which kind of backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -239,11 +236,7 @@ pub async fn invite(
     capped(reply, MAX_REPLY_LEN)
 }
 
-/// Locks a std mutex, taking the data back from a panicked holder: the
-/// backends' maps stay usable (a poisoned lock is not a reason to stop).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::util::lock;
 
 fn capped<T: AsRef<[u8]>>(bytes: T, max: usize) -> Result<T, DiscoveryError> {
     let got = bytes.as_ref().len();

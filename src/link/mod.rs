@@ -42,9 +42,7 @@ pub mod nm;
 #[cfg(target_os = "linux")]
 mod sys;
 
-use std::future::Future;
 use std::net::Ipv4Addr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,8 +200,7 @@ pub struct HotspotPlan {
     pub local: Ipv4Addr,
 }
 
-/// A boxed future, as the backends return (the trait is used as an object).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::util::BoxFuture;
 
 /// A way to create and join hotspots on one Wi-Fi interface.
 ///

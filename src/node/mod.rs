@@ -713,12 +713,7 @@ impl Node {
     /// stay for a resume). Returns once everything is released.
     pub async fn stop(&self) {
         let _ = self.call(Command::Stop).await;
-        let task = self
-            .inner
-            .task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let task = crate::util::lock(&self.inner.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }

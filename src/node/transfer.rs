@@ -61,7 +61,7 @@ impl Counters {
     }
 
     fn set_active(&self, index: u32, on: bool) {
-        let mut a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mut a = crate::util::lock(&self.active);
         if on {
             a.insert(index);
         } else {
@@ -71,7 +71,7 @@ impl Counters {
 
     /// Files in flight, for a progress event.
     pub fn files(&self, items: &[OfferItem], offsets: &HashMap<u32, u64>) -> Vec<FileProgress> {
-        let a = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let a = crate::util::lock(&self.active);
         a.iter()
             .take(8)
             .filter_map(|&i| {

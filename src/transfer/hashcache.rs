@@ -21,7 +21,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::lock;
+use crate::util::lock;
 
 /// The most roots kept (about 90 bytes each on disk).
 pub const MAX_ENTRIES: usize = 4096;
@@ -159,8 +159,8 @@ impl HashCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::lock;
     use crate::transfer::testdir::TestDir;
+    use crate::util::lock;
 
     #[test]
     fn a_root_survives_a_restart_and_any_change_to_the_file_forgets_it() {

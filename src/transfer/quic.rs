@@ -187,7 +187,7 @@ pub struct PinSet {
 impl PinSet {
     /// Admits a pin.
     pub fn insert(&self, pin: Pin) {
-        let mut p = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = crate::util::lock(&self.pins);
         if !p.contains(&pin) {
             p.push(pin);
         }
@@ -195,18 +195,11 @@ impl PinSet {
 
     /// Stops admitting a pin.
     pub fn remove(&self, pin: &Pin) {
-        self.pins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| p != pin);
+        crate::util::lock(&self.pins).retain(|p| p != pin);
     }
 
     fn admits(&self, cert: &[u8]) -> bool {
-        self.pins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|p| p.admits(cert))
+        crate::util::lock(&self.pins).iter().any(|p| p.admits(cert))
     }
 }
 
