@@ -162,6 +162,35 @@ fn send(cfg: &Path, port: u16, args: &[&str]) -> Command {
     c
 }
 
+/// A library node ("Mallory") on the test's LAN that has found the CLI
+/// receiver named Bob: for what the real `send` will not do (lie, flood).
+async fn mallory(dir: &Path, port: u16, seed: u8) -> (common::TestNode, airhop::wire::PeerId) {
+    let mut m = common::start(
+        common::config("Mallory", "airhop", dir),
+        port,
+        common::identity(seed),
+    )
+    .await;
+    m.node.browse(true).await.unwrap();
+    let bob = common::wait(&mut m.events, 10, "Bob", |e| match e {
+        airhop::node::NodeEvent::PeerFound(p) if p.name.as_str() == "Bob" => Some(p.id),
+        _ => None,
+    })
+    .await;
+    (m, bob)
+}
+
+/// For [`common::wait`]: the session with `peer` is up.
+fn connected_to(peer: airhop::wire::PeerId) -> impl FnMut(&airhop::node::NodeEvent) -> Option<()> {
+    move |e| match e {
+        airhop::node::NodeEvent::PeerState {
+            peer: p,
+            state: airhop::session::PeerState::Connected,
+        } if *p == peer => Some(()),
+        _ => None,
+    }
+}
+
 /// Runs a send to completion; it must exit 0.
 fn send_ok(cfg: &Path, port: u16, args: &[&str]) -> std::process::Output {
     let s = send(cfg, port, args).output().unwrap();
@@ -538,18 +567,7 @@ fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
         let inbox = t.path().join(format!("in-{}", policy.len()));
         let mut r = receiver(&b, port, &inbox, policy);
         rt.block_on(async {
-            let mut m = common::start(
-                common::config("Mallory", "airhop", t.path()),
-                port,
-                common::identity(0x4d),
-            )
-            .await;
-            m.node.browse(true).await.unwrap();
-            let bob = common::wait(&mut m.events, 10, "Bob", |e| match e {
-                airhop::node::NodeEvent::PeerFound(p) if p.name.as_str() == "Bob" => Some(p.id),
-                _ => None,
-            })
-            .await;
+            let (mut m, bob) = mallory(t.path(), port, 0x4d).await;
             let shown = airhop::transfer::offer::build(std::slice::from_ref(&small)).unwrap();
             let real = airhop::transfer::offer::build(std::slice::from_ref(&big)).unwrap();
             m.node
@@ -563,14 +581,7 @@ fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
             if answer.is_some() {
                 r.say("y");
             }
-            common::wait(&mut m.events, 10, "connected", |e| match e {
-                airhop::node::NodeEvent::PeerState {
-                    peer,
-                    state: airhop::session::PeerState::Connected,
-                } if *peer == bob => Some(()),
-                _ => None,
-            })
-            .await;
+            common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
             let tid = m.node.send_sources(bob, real).await.unwrap();
             let offer =
                 tokio::task::block_in_place(|| r.event(10, "offer", |v| v["event"] == "offer"));
@@ -627,18 +638,7 @@ fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
     let before = peak_rss_kib(pid);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let peak = rt.block_on(async {
-        let mut m = common::start(
-            common::config("Mallory", "airhop", t.path()),
-            port,
-            common::identity(0x66),
-        )
-        .await;
-        m.node.browse(true).await.unwrap();
-        let bob = common::wait(&mut m.events, 10, "Bob", |e| match e {
-            airhop::node::NodeEvent::PeerFound(p) if p.name.as_str() == "Bob" => Some(p.id),
-            _ => None,
-        })
-        .await;
+        let (mut m, bob) = mallory(t.path(), port, 0x66).await;
         let shown = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
         m.node
             .invite_with_offer(bob, &shown, Vec::new())
@@ -646,14 +646,7 @@ fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
             .unwrap();
         tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
         r.say("y");
-        common::wait(&mut m.events, 10, "connected", |e| match e {
-            airhop::node::NodeEvent::PeerState {
-                peer,
-                state: airhop::session::PeerState::Connected,
-            } if *peer == bob => Some(()),
-            _ => None,
-        })
-        .await;
+        common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
         // Another offer: the receiver asks its user again, and waits.
         let other = airhop::transfer::offer::build(std::slice::from_ref(&y)).unwrap();
         m.node.send_sources(bob, other).await.unwrap();

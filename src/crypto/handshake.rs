@@ -182,6 +182,16 @@ impl LocalCard {
     /// Returns who signed it, so that a receiver can refuse (rate limits,
     /// a kicked peer) before the key is spent on it.
     pub fn check_invitation(&self, bytes: &[u8]) -> Result<IdentityKey, HandshakeError> {
+        self.verify_invitation(bytes)
+            .map(|(_, inviter)| inviter.card.identity)
+    }
+
+    /// Parses an invitation and checks what needs no key: it names this
+    /// card, and the inviter's card and signature verify.
+    fn verify_invitation(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Invitation, VerifiedCard), HandshakeError> {
         let (inv, unsigned, sig) = Invitation::decode_unverified(bytes)?;
         if inv.for_card != self.verified.short_hash() {
             return Err(HandshakeError::StaleCard);
@@ -191,22 +201,14 @@ impl LocalCard {
         if !verify(&inviter.card.identity, &msg, &sig) {
             return Err(HandshakeError::BadSignature);
         }
-        Ok(inviter.card.identity)
+        Ok((inv, inviter))
     }
 
     /// Opens an invitation written to this card. Uses up the ephemeral key
     /// when the invitation names this card and is signed, even if it then
     /// fails to open: a key is never tried twice.
     pub fn open_invitation(&mut self, bytes: &[u8]) -> Result<OpenedInvitation, HandshakeError> {
-        let (inv, unsigned, sig) = Invitation::decode_unverified(bytes)?;
-        if inv.for_card != self.verified.short_hash() {
-            return Err(HandshakeError::StaleCard);
-        }
-        let inviter = verify_card(&inv.inviter_card)?;
-        let msg = invitation_signed_message(&self.verified.bytes, unsigned);
-        if !verify(&inviter.card.identity, &msg, &sig) {
-            return Err(HandshakeError::BadSignature);
-        }
+        let (inv, inviter) = self.verify_invitation(bytes)?;
         let secret = self.secret.take().ok_or(HandshakeError::StaleCard)?;
         let shared = agree(secret, &inviter.card.ephemeral)?;
         let keys = Keys::derive(
