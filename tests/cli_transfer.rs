@@ -191,6 +191,24 @@ fn connected_to(peer: airhop::wire::PeerId) -> impl FnMut(&airhop::node::NodeEve
     }
 }
 
+/// Bob (config `b`) trusts Ada (config `a`) by the key `airhop id` prints
+/// on her machine: the key, and `trust add`'s output.
+fn trust_by_key(a: &Path, b: &Path, port: u16) -> (String, std::process::Output) {
+    let id = cmd(a, port, "Ada").arg("id").output().unwrap();
+    let id = String::from_utf8(id.stdout).unwrap();
+    let key = id
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let add = cmd(b, port, "Bob")
+        .args(["trust", "add", "Ada", "--key", &key])
+        .output()
+        .unwrap();
+    (key, add)
+}
+
 /// Runs a send to completion; it must exit 0.
 fn send_ok(cfg: &Path, port: u16, args: &[&str]) -> std::process::Output {
     let s = send(cfg, port, args).output().unwrap();
@@ -354,18 +372,7 @@ fn a_trusted_peer_is_accepted_without_asking_and_strangers_are_not() {
     r.wait(10);
 
     // Trust Ada by her key, as `airhop id` on her machine prints it.
-    let id = cmd(&a, port, "Ada").arg("id").output().unwrap();
-    let id = String::from_utf8(id.stdout).unwrap();
-    let key = id
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let add = cmd(&b, port, "Bob")
-        .args(["trust", "add", "Ada", "--key", &key])
-        .output()
-        .unwrap();
+    let (key, add) = trust_by_key(&a, &b, port);
     assert!(
         add.status.success(),
         "{}",
@@ -815,18 +822,7 @@ fn a_name_is_never_enough_to_be_trusted() {
     let x = t.path().join("x.bin");
     random_file(&x, 5000, 2);
     // Bob trusts the real Ada, by her key.
-    let id = cmd(&a, port, "Ada").arg("id").output().unwrap();
-    let id = String::from_utf8(id.stdout).unwrap();
-    let key = id
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let add = cmd(&b, port, "Bob")
-        .args(["trust", "add", "Ada", "--key", &key])
-        .output()
-        .unwrap();
+    let (_, add) = trust_by_key(&a, &b, port);
     assert!(add.status.success());
     // Another device, also called Ada.
     let mut r = receiver(&b, port, &inbox, &["--from-trusted"]);
