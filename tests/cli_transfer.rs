@@ -912,3 +912,41 @@ fn a_closed_stdout_ends_receive_cleanly() {
         "the private folder was left behind: {left:?}"
     );
 }
+
+/// Eight senders at once toward one `receive --yes`: each ends with an
+/// answer it can act on, success or "busy" (exit 11), never a spurious
+/// "the card changed" (exit 10). That was 5 of 8 before: every sender read
+/// the same card, and the first invitation used up its key.
+#[test]
+fn eight_senders_at_once_get_an_answer_each() {
+    let (t, port) = (TempDir::new("cli-eight"), port());
+    let inbox = t.path().join("in");
+    let mut r = receiver(&t.path().join("b"), port, &inbox, &["--yes"]);
+    let x = t.path().join("x.bin");
+    random_file(&x, 100_000, 8);
+    let senders: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = cmd(&t.path().join(format!("s{i}")), port, &format!("S{i}"));
+            c.args(["send", "--to", "Bob", "--wait", "20"])
+                .arg(&x)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let codes: Vec<(Option<i32>, String)> = senders
+        .into_iter()
+        .map(|s| {
+            let o = s.wait_with_output().unwrap();
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .collect();
+    for (code, err) in &codes {
+        assert!(matches!(code, Some(0) | Some(11)), "{code:?}: {err}");
+    }
+    assert!(codes.iter().any(|(c, _)| *c == Some(0)), "{codes:?}");
+    r.event(10, "done", |v| v["event"] == "done");
+}

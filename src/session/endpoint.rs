@@ -24,6 +24,9 @@ use crate::wire::{
 /// Invitations that may wait for an answer at once; more are refused as
 /// [`Reason::RateLimited`] (each holds a prompt and a card's worth of keys).
 pub const MAX_PENDING_INVITATIONS: usize = 8;
+/// How many times an inviter re-reads a card that another invitation used
+/// up before it gives up (the invitation's deadline bounds it too).
+pub const MAX_STALE_RETRIES: u8 = 8;
 /// The window of the invitation rate limits.
 pub const INVITE_WINDOW: Duration = Duration::from_secs(10);
 /// Invitations one identity may have opened within [`INVITE_WINDOW`].
@@ -72,7 +75,8 @@ struct Outgoing {
     ask: Ask,
     state: OutState,
     deadline: Instant,
-    retried: bool,
+    /// Times the card was read again after a stale-card answer.
+    retries: u8,
 }
 
 /// What an invitation asks for: sealed into its payload, kept for a resend.
@@ -351,9 +355,9 @@ impl Endpoint {
             if matches!(out.state, OutState::ReadingCard) {
                 let ask = out.ask.clone();
                 let deadline = out.deadline;
-                let retried = out.retried;
+                let retries = out.retries;
                 self.outgoing.remove(&peer);
-                if let Err(e) = self.send_invitation(now, peer, device, ask, deadline, retried) {
+                if let Err(e) = self.send_invitation(now, peer, device, ask, deadline, retries) {
                     // The card was fine; our side could not invite (no link,
                     // a bad ephemeral key in the card). The app must hear it.
                     let reason = match e {
@@ -494,7 +498,7 @@ impl Endpoint {
         }
         let deadline = now + self.config.invite_timeout;
         let ask = Ask { context, offer };
-        self.send_invitation(now, peer, device, ask, deadline, false)
+        self.send_invitation(now, peer, device, ask, deadline, 0)
     }
 
     fn send_invitation(
@@ -504,7 +508,7 @@ impl Endpoint {
         device: DeviceId,
         ask: Ask,
         deadline: Instant,
-        retried: bool,
+        retries: u8,
     ) -> Result<(), InviteError> {
         let card = self
             .cards
@@ -537,7 +541,7 @@ impl Endpoint {
                 ask,
                 state: OutState::AwaitingReply(keys),
                 deadline,
-                retried,
+                retries,
             },
         );
         Ok(())
@@ -567,9 +571,12 @@ impl Endpoint {
                     reason: e.reason(),
                 });
             }
-            Ok(ReplyBody::Decline(Reason::StaleCard)) if !out.retried => {
-                // The card was used by someone else's invitation: read it again, once.
-                out.retried = true;
+            Ok(ReplyBody::Decline(Reason::StaleCard)) if out.retries < MAX_STALE_RETRIES => {
+                // The card was used by someone else's invitation (several
+                // senders at once): read it again and retry, a few times,
+                // within the invitation's deadline, so a race ends in an
+                // answer (accept, busy) rather than "card changed".
+                out.retries += 1;
                 out.state = OutState::ReadingCard;
                 let device = out.device;
                 if let Some(n) = self.nearby.get_mut(&device) {
