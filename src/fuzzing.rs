@@ -205,13 +205,8 @@ pub fn session(data: &[u8]) {
     let mut now = Instant::now();
     ep.advertise(now);
     ep.browse();
-    let mut rest = data;
     let mut invite = 0u64;
-    while rest.len() >= 2 {
-        let (op, len) = (rest[0] % 12, usize::from(rest[1]));
-        let len = len.min(rest.len() - 2);
-        let arg = &rest[2..2 + len];
-        rest = &rest[2 + len..];
+    for (op, arg) in ops(data, 12) {
         let device = crate::discovery::DeviceId(u64::from(op));
         let some_peer =
             PeerId(<[u8; 8]>::try_from(arg.get(..8).unwrap_or(&[0; 8])).unwrap_or([0; 8]));
@@ -262,18 +257,26 @@ pub fn session(data: &[u8]) {
     }
 }
 
+/// The stateful targets' input: `op | len | bytes`, repeated; `op` is taken
+/// modulo `kinds`, and a length past the end takes what is left.
+fn ops(data: &[u8], kinds: u8) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let (&op, tail) = rest.split_first()?;
+        let (&len, tail) = tail.split_first()?;
+        let (arg, next) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = next;
+        Some((op % kinds, arg))
+    })
+}
+
 /// A transfer core fed a sequence of hostile frames, streams and task
 /// results from one peer, with the user's accepts and cancels mixed in.
 pub fn transfer_core(data: &[u8]) {
     let peer = PeerId([7; 8]);
     let mut core = Core::new(false);
     let mut now = Instant::now();
-    let mut rest = data;
-    while rest.len() >= 2 {
-        let (op, len) = (rest[0] % 9, usize::from(rest[1]));
-        let len = len.min(rest.len() - 2);
-        let arg = &rest[2..2 + len];
-        rest = &rest[2 + len..];
+    for (op, arg) in ops(data, 9) {
         now += Duration::from_millis(1);
         let id = TransferId(u64::from(arg.first().copied().unwrap_or(1) % 8));
         match op {

@@ -133,13 +133,7 @@ async fn a_decline_reaches_the_inviter_with_its_reason() {
     let port = port();
     let mut a = start(config("Ada", "it-decline", dir.path()), port, identity(3)).await;
     let mut b = start(config("Bob", "it-decline", dir.path()), port, identity(4)).await;
-    b.node.advertise(true).await.unwrap();
-    a.node.browse(true).await.unwrap();
-    let b_id = b.node.peer_id();
-    wait(&mut a.events, 10, "found", |e| {
-        matches!(e, NodeEvent::PeerFound(p) if p.id == b_id).then_some(())
-    })
-    .await;
+    let b_id = meet(&mut a, &b).await;
     a.node.invite(b_id, b"1 file".to_vec()).await.unwrap();
     let invite = wait(&mut b.events, 10, "invited", |e| match e {
         NodeEvent::Invited { invite, .. } => Some(*invite),
@@ -514,13 +508,7 @@ async fn only_the_offer_the_invitation_showed_arrives_consented() {
     let port = port();
     let mut a = start(config("Ada", "it-consent", dir.path()), port, identity(40)).await;
     let mut b = start(config("Bob", "it-consent", dir.path()), port, identity(41)).await;
-    b.node.advertise(true).await.unwrap();
-    a.node.browse(true).await.unwrap();
-    let b_id = b.node.peer_id();
-    wait(&mut a.events, 10, "found", |e| {
-        matches!(e, NodeEvent::PeerFound(p) if p.id == b_id).then_some(())
-    })
-    .await;
+    let b_id = meet(&mut a, &b).await;
     let shown = airhop::transfer::offer::build(&[x.clone(), y.clone()]).unwrap();
     a.node
         .invite_with_offer(b_id, &shown, b"for you".to_vec())

@@ -115,9 +115,8 @@ pub async fn wait<T>(
     }
 }
 
-/// `a` browses, `b` advertises; `a` invites `b` with `context`, `b`
-/// accepts; returns once both see the other connected.
-pub async fn connect(a: &mut TestNode, b: &mut TestNode, context: &[u8]) -> (PeerId, PeerId) {
+/// `b` advertises, `a` browses; returns once `a` has found `b` (its id).
+pub async fn meet(a: &mut TestNode, b: &TestNode) -> PeerId {
     b.node.advertise(true).await.unwrap();
     a.node.browse(true).await.unwrap();
     let b_id = b.node.peer_id();
@@ -126,6 +125,13 @@ pub async fn connect(a: &mut TestNode, b: &mut TestNode, context: &[u8]) -> (Pee
         _ => None,
     })
     .await;
+    b_id
+}
+
+/// `a` browses, `b` advertises; `a` invites `b` with `context`, `b`
+/// accepts; returns once both see the other connected.
+pub async fn connect(a: &mut TestNode, b: &mut TestNode, context: &[u8]) -> (PeerId, PeerId) {
+    let b_id = meet(a, b).await;
     a.node.invite(b_id, context.to_vec()).await.unwrap();
     let (invite, ctx) = wait(&mut b.events, 10, "the invitation", |e| match e {
         NodeEvent::Invited {
