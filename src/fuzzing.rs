@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::crypto::Identity;
 use crate::session::{Config, Endpoint, InviteId, LinkOffer};
-use crate::transfer::core::{Core, Plan, Received, Sink, TransferId};
+use crate::transfer::core::{Core, Fetch, Plan, Received, Sink, TransferId};
 use crate::transfer::stream::StreamHeader;
 use crate::wire::{
     self, AdvertPayload, DisplayName, Frame, InvitePayload, OfferItem, PeerId, Reply, ReplyBody,
@@ -303,7 +303,12 @@ pub fn transfer_core(data: &[u8]) {
             5 => {
                 // A plan that fetches every item the offer could have.
                 let fetch = (0..u32::from(arg.get(1).copied().unwrap_or(1) % 4))
-                    .map(|i| (i, Sink::File(PathBuf::from(format!("f{i}"))), 0))
+                    .map(|i| Fetch {
+                        index: i,
+                        dest: Sink::File(PathBuf::from(format!("f{i}"))),
+                        offset: 0,
+                        spans: Vec::new(),
+                    })
                     .collect();
                 core.handle_planned(
                     now,
@@ -541,6 +546,7 @@ mod tests {
                 items: vec![ItemStart {
                     index: 0,
                     offset: 100,
+                    spans: Vec::new(),
                 }],
             },
             Frame::OfferDecline {
@@ -620,6 +626,7 @@ mod tests {
             items: vec![ItemStart {
                 index: 0,
                 offset: 0,
+                spans: Vec::new(),
             }],
         }
         .encode();

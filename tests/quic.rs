@@ -7,6 +7,7 @@ use airhop::crypto::Identity;
 use airhop::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 use airhop::transfer::store::{hash_file, part_path, Incoming};
 use airhop::transfer::stream::{self, StreamHeader};
+use airhop::transfer::verified::Outboards;
 use airhop::wire::Reason;
 
 struct Side {
@@ -157,6 +158,7 @@ fn outgoing(src: &std::path::Path, size: u64, offset: u64, trailer: bool) -> str
         path: src.to_path_buf(),
         size,
         trailer,
+        verified: None,
     }
 }
 
@@ -174,6 +176,7 @@ fn incoming(
         overwrite: false,
         mode: 0o640,
         mtime: 1_700_000_000,
+        spans: Vec::new(),
     }
 }
 
@@ -197,7 +200,7 @@ async fn cross(
     let (_a, _b, c, s) = pinned_pair().await;
     let header = out.header;
     let sender = tokio::spawn(async move {
-        let r = stream::send_file(&c, &out, |_| {}, never()).await;
+        let r = stream::send_file(&c, &out, &Outboards::none(), |_| {}, never()).await;
         // Keep the connection until the receiver has read everything.
         c.closed().await;
         r
@@ -301,7 +304,7 @@ async fn a_cut_stream_resumes_from_the_part_file() {
         let (_a, _b, c, s) = pinned_pair().await;
         let out = outgoing(&src, size, 0, true);
         let sender = tokio::spawn(async move {
-            let _ = stream::send_file(&c, &out, |_| {}, never()).await;
+            let _ = stream::send_file(&c, &out, &Outboards::none(), |_| {}, never()).await;
             // The connection lives until the receiver cuts it.
             c.closed().await;
         });

@@ -1,18 +1,26 @@
 //! Two transfer cores (`airhop::transfer::core`) driven against each other
 //! in simulated time, with the I/O simulated: files are byte vectors, a
-//! receiver's `.part` is a prefix it already holds, streams are delivered in
-//! an order drawn from a seed. Deterministic, and fast: no sockets, no disk.
+//! receiver's `.part` is a prefix it already holds (or, for a verified item,
+//! the chunk groups it holds), streams are delivered in an order drawn from
+//! a seed. Verified streams are real bao encodings (bao-tree, in memory),
+//! decoded and checked group by group. Deterministic, and fast: no
+//! sockets, no disk.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use airhop::transfer::core::{
-    Action, Core, Direction, Event, Misbehaviour, Plan, Received, Sink, TransferId,
+    is_verified, Action, Core, Direction, Event, Fetch, Misbehaviour, Plan, Received, Sink,
+    TransferId,
 };
 use airhop::transfer::offer::Source;
 use airhop::transfer::stream::{Outgoing, StreamHeader};
+use airhop::transfer::verified::{self, Span, GROUP_BYTES};
 use airhop::wire::{Frame, ItemKind, ItemStart, OfferItem, OfferSummary, PeerId, Reason};
+use bao_tree::io::outboard::PostOrderMemOutboard;
+use bao_tree::io::sync::{encode_ranges_validated, DecodeResponseIter};
+use bao_tree::io::BaoContentItem;
 
 const A: PeerId = PeerId([0xaa; 8]);
 const B: PeerId = PeerId([0xbb; 8]);
@@ -41,6 +49,11 @@ struct Side {
     files: BTreeMap<String, Vec<u8>>,
     /// Receiver: `.part` prefixes by path (resume), and what was published.
     parts: BTreeMap<String, Vec<u8>>,
+    /// Receiver: verified `.part`s by path: the file's bytes (zero where not
+    /// held) and the groups held.
+    held: BTreeMap<String, (Vec<u8>, Vec<Span>)>,
+    /// Receiver: the group where a verified stream was caught lying.
+    caught_at: Vec<u64>,
     published: BTreeMap<String, Vec<u8>>,
     events: Vec<Event>,
 }
@@ -51,6 +64,8 @@ impl Side {
             core: Core::new(auto_accept),
             files: BTreeMap::new(),
             parts: BTreeMap::new(),
+            held: BTreeMap::new(),
+            caught_at: Vec::new(),
             published: BTreeMap::new(),
             events: Vec::new(),
         }
@@ -137,13 +152,26 @@ impl Pair {
         }
     }
 
-    /// A offers these files (path, content) to B.
+    /// A offers these files (path, content) to B, roots unknown.
     fn offer(&mut self, files: &[(&str, Vec<u8>)]) -> TransferId {
+        self.offer_with(files, false)
+    }
+
+    /// A offers these files, with their roots known in advance (verified).
+    fn offer_known(&mut self, files: &[(&str, Vec<u8>)]) -> TransferId {
+        self.offer_with(files, true)
+    }
+
+    fn offer_with(&mut self, files: &[(&str, Vec<u8>)], known: bool) -> TransferId {
         let sources: Vec<Source> = files
             .iter()
             .map(|(p, c)| {
                 self.a.files.insert(p.to_string(), c.clone());
-                source(p, c)
+                let mut s = source(p, c);
+                if known {
+                    s.item.hash = Some(*blake3::hash(c).as_bytes());
+                }
+                s
             })
             .collect();
         let id = self
@@ -214,8 +242,23 @@ impl Pair {
                         ItemKind::Text => Sink::Text,
                         ItemKind::File => Sink::File(PathBuf::from(&item.path)),
                     };
-                    let have = side.parts.get(&item.path).map_or(0, |p| p.len() as u64);
-                    plan.fetch.push((i as u32, dest, have.min(item.size)));
+                    let (offset, spans) = if is_verified(item) {
+                        let held = side.held.get(&item.path).map_or(&[][..], |h| &h.1[..]);
+                        let missing = missing(held, item.size);
+                        (
+                            item.size - verified::span_bytes(&missing, item.size),
+                            missing,
+                        )
+                    } else {
+                        let have = side.parts.get(&item.path).map_or(0, |p| p.len() as u64);
+                        (have.min(item.size), Vec::new())
+                    };
+                    plan.fetch.push(Fetch {
+                        index: i as u32,
+                        dest,
+                        offset,
+                        spans,
+                    });
                 }
                 let now = self.now;
                 self.side(me).core.handle_planned(now, id, Ok(plan));
@@ -246,6 +289,9 @@ impl Pair {
             Ok(g) => g,
             Err(_) => return,
         };
+        if !grant.spans.is_empty() {
+            return self.deliver_verified(s, grant, &sender_file);
+        }
         let start = s.out.header.offset as usize;
         let mut sent = sender_file[start..s.out.size as usize].to_vec();
         if self.corrupt == Some(s.out.header.index) && !sent.is_empty() {
@@ -278,6 +324,105 @@ impl Pair {
             .core
             .handle_received(now, grant.id, grant.index, result);
     }
+
+    /// A verified stream: the sender's bao encoding of the spans asked
+    /// for, decoded by the receiver, which keeps each group that checks
+    /// out and stops at the first that does not.
+    fn deliver_verified(
+        &mut self,
+        s: Stream,
+        grant: airhop::transfer::core::StreamGrant,
+        file: &[u8],
+    ) {
+        let to = if s.from == A { B } else { A };
+        let (root, spans) = s.out.verified.clone().expect("a verified stream");
+        assert_eq!(spans, grant.spans, "the sender encodes what was asked");
+        let size = file.len() as u64;
+        let tree = verified::tree(size);
+        let ob = PostOrderMemOutboard::create(file, tree.block_size());
+        let ranges = verified::chunk_ranges(&spans, size);
+        let mut wire = Vec::new();
+        encode_ranges_validated(file, &ob, &ranges, &mut wire).unwrap();
+        if self.corrupt == Some(s.out.header.index) {
+            let mid = wire.len() / 2;
+            wire[mid] ^= 0x01;
+        }
+        self.moved += wire.len() as u64;
+        let rx = self.side(to);
+        let path = grant.item.path.clone();
+        let (mut data, mut held) = rx
+            .held
+            .remove(&path)
+            .unwrap_or_else(|| (vec![0; size as usize], Vec::new()));
+        let mut bad = None;
+        let hash = blake3::Hash::from_bytes(root);
+        for item in DecodeResponseIter::new(hash, tree, &wire[..], &ranges) {
+            match item {
+                Ok(BaoContentItem::Leaf(leaf)) => {
+                    let at = leaf.offset as usize;
+                    data[at..at + leaf.data.len()].copy_from_slice(&leaf.data);
+                    let g = leaf.offset / GROUP_BYTES;
+                    held.push((g, g + 1));
+                }
+                Ok(BaoContentItem::Parent(_)) => {}
+                Err(e) => {
+                    bad = Some(format!("{e:?}"));
+                    break;
+                }
+            }
+        }
+        held = merge(held);
+        let result = if let Some(_why) = bad {
+            let at = missing(&held, size).first().map_or(0, |m| m.0);
+            rx.caught_at.push(at);
+            rx.held.insert(path, (data, held));
+            Err(Reason::IntegrityMismatch)
+        } else if missing(&held, size).is_empty() {
+            assert_eq!(data, file, "only verified bytes were kept");
+            rx.published.insert(path, data);
+            match grant.dest {
+                Sink::File(p) => Ok(Received::File(p)),
+                Sink::Text => unreachable!("texts are not verified streams"),
+            }
+        } else {
+            rx.held.insert(path, (data, held));
+            Err(Reason::Generic)
+        };
+        let now = self.now;
+        self.side(to)
+            .core
+            .handle_received(now, grant.id, grant.index, result);
+    }
+}
+
+/// Sorted, merged spans.
+fn merge(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort();
+    let mut out: Vec<Span> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The groups of a file of `size` bytes not in `held`.
+fn missing(held: &[Span], size: u64) -> Vec<Span> {
+    let n = verified::groups(size);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &(a, b) in held {
+        if a > at {
+            out.push((at, a));
+        }
+        at = b;
+    }
+    if at < n {
+        out.push((at, n));
+    }
+    out
 }
 
 fn source(path: &str, content: &[u8]) -> Source {
@@ -366,8 +511,7 @@ fn a_resume_asks_only_for_what_is_missing() {
 #[test]
 fn a_corrupt_byte_fails_the_file_at_its_end_and_both_sides_hear_why() {
     // The root is not known in advance here (hashed while sending), so the
-    // check is at the file's end. (Per chunk group, with the root known
-    // ahead, is the next step of the transfer core.)
+    // check is at the file's end.
     let mut p = Pair::new(11, true);
     p.corrupt = Some(1);
     p.offer(&[("a.bin", bytes(1, 4000)), ("b.bin", bytes(2, 4000))]);
@@ -380,6 +524,76 @@ fn a_corrupt_byte_fails_the_file_at_its_end_and_both_sides_hear_why() {
         Some(Err(Reason::IntegrityMismatch))
     );
     assert!(!p.b.published.contains_key("b.bin"));
+}
+
+#[test]
+fn with_the_root_known_a_corrupt_group_is_caught_at_that_group_and_only_the_rest_moves_again() {
+    for seed in 1..=5 {
+        let mut p = Pair::new(seed, true);
+        let body = bytes(seed, 40 * GROUP_BYTES as usize + 777);
+        p.corrupt = Some(0);
+        p.offer_known(&[("big.bin", body.clone())]);
+        assert_eq!(
+            p.b.outcome(Direction::Receive),
+            Some(Err(Reason::IntegrityMismatch))
+        );
+        assert_eq!(
+            p.a.outcome(Direction::Send),
+            Some(Err(Reason::IntegrityMismatch))
+        );
+        // Caught at the group the flipped byte was in (the middle of the
+        // encoding is the middle of the file), not at the end of the file.
+        let at = p.b.caught_at[0];
+        assert!((18..23).contains(&at), "caught at group {at}");
+        assert_eq!(
+            p.b.held["big.bin"].1,
+            vec![(0, at)],
+            "every good group kept"
+        );
+        // The retry asks for, and moves, only what is missing.
+        p.corrupt = None;
+        p.a.events.clear();
+        p.b.events.clear();
+        let before = p.moved;
+        p.offer_known(&[("big.bin", body.clone())]);
+        assert_eq!(p.b.outcome(Direction::Receive), Some(Ok(())));
+        assert_eq!(p.b.published["big.bin"], body);
+        let moved = p.moved - before;
+        let missing = body.len() as u64 - at * GROUP_BYTES;
+        assert!(
+            moved >= missing && moved < missing + missing / 50,
+            "moved {moved} for {missing} missing bytes"
+        );
+    }
+}
+
+#[test]
+fn a_verified_resume_with_holes_asks_only_for_the_holes() {
+    let mut p = Pair::new(8, true);
+    let size = 30 * GROUP_BYTES as usize;
+    let body = bytes(12, size);
+    // The receiver holds groups 0..5 and 10..20 (verified earlier).
+    let mut data = vec![0u8; size];
+    for (a, b) in [(0usize, 5usize), (10, 20)] {
+        let (s, e) = (a * GROUP_BYTES as usize, b * GROUP_BYTES as usize);
+        data[s..e].copy_from_slice(&body[s..e]);
+    }
+    p.b.held
+        .insert("v.bin".into(), (data, vec![(0, 5), (10, 20)]));
+    p.offer_known(&[("v.bin", body.clone())]);
+    assert_eq!(p.b.outcome(Direction::Receive), Some(Ok(())));
+    assert_eq!(p.b.published["v.bin"], body);
+    let holes = 15 * GROUP_BYTES;
+    assert!(
+        p.moved >= holes && p.moved < holes + holes / 50,
+        "{}",
+        p.moved
+    );
+    let resumed = p.a.events.iter().find_map(|e| match e {
+        Event::Started { resumed, .. } => Some(*resumed),
+        _ => None,
+    });
+    assert_eq!(resumed, Some(15 * GROUP_BYTES));
 }
 
 #[test]
@@ -425,42 +639,45 @@ fn a_peer_cannot_pile_up_unanswered_offers() {
 
 #[test]
 fn a_lying_receiver_is_caught() {
+    let start = |index, offset, spans: &[Span]| ItemStart {
+        index,
+        offset,
+        spans: spans.to_vec(),
+    };
+    let big = 10 * GROUP_BYTES; // item 1: verified, 10 groups
     let cases: Vec<(Vec<ItemStart>, Misbehaviour)> = vec![
+        (vec![start(5, 0, &[])], Misbehaviour::AcceptOfUnknownItem(5)),
         (
-            vec![ItemStart {
-                index: 5,
-                offset: 0,
-            }],
-            Misbehaviour::AcceptOfUnknownItem(5),
-        ),
-        (
-            vec![
-                ItemStart {
-                    index: 0,
-                    offset: 0,
-                },
-                ItemStart {
-                    index: 0,
-                    offset: 0,
-                },
-            ],
+            vec![start(0, 0, &[]), start(0, 0, &[])],
             Misbehaviour::AcceptOfItemTwice(0),
         ),
         (
-            vec![ItemStart {
-                index: 0,
-                offset: 11,
-            }],
+            vec![start(0, 11, &[])],
             Misbehaviour::AcceptPastTheEnd {
                 index: 0,
                 offset: 11,
                 size: 10,
             },
         ),
+        // Spans on an item that is not verified.
+        (vec![start(0, 0, &[(0, 1)])], Misbehaviour::BadSpans(0)),
+        // No spans, out of order, past the end, or an offset that does not
+        // match them, on a verified one.
+        (vec![start(1, 0, &[])], Misbehaviour::BadSpans(1)),
+        (
+            vec![start(1, 0, &[(5, 10), (0, 5)])],
+            Misbehaviour::BadSpans(1),
+        ),
+        (vec![start(1, 0, &[(0, 11)])], Misbehaviour::BadSpans(1)),
+        (vec![start(1, 0, &[(2, 10)])], Misbehaviour::BadSpans(1)),
+        (
+            vec![start(1, 2 * GROUP_BYTES + 1, &[(2, 10)])],
+            Misbehaviour::BadSpans(1),
+        ),
     ];
     for (items, want) in cases {
         let mut p = Pair::new(6, false);
-        p.offer(&[("f", vec![0; 10])]);
+        p.offer_with(&[("f", vec![0; 10]), ("g", bytes(4, big as usize))], true);
         let now = p.now;
         p.a.core
             .handle_frame(now, B, Frame::OfferAccept { id: 7, items });
@@ -624,7 +841,12 @@ fn a_plan_naming_an_item_the_offer_lacks_is_not_trusted() {
     };
     core.accept(id).unwrap();
     let plan = Plan {
-        fetch: vec![(9, Sink::File("x".into()), 0)],
+        fetch: vec![Fetch {
+            index: 9,
+            dest: Sink::File("x".into()),
+            offset: 0,
+            spans: Vec::new(),
+        }],
         already: Vec::new(),
     };
     core.handle_planned(now, id, Ok(plan));

@@ -275,7 +275,7 @@ fn find_ap(
     let p = c.with_proxy(NM, dev, CALL);
     let mut last_scan: Option<Instant> = None;
     while Instant::now() < deadline {
-        if last_scan.map_or(true, |t| t.elapsed() > Duration::from_secs(5)) {
+        if last_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             // Fails while a scan runs; the next round asks again.
             let _: Result<(), _> = p.method_call(WIRELESS, "RequestScan", (PropMap::new(),));
             last_scan = Some(Instant::now());

@@ -1057,6 +1057,7 @@ impl Driver {
             dest: grant.dest,
             item: grant.item,
             offset: grant.offset,
+            spans: grant.spans,
             overwrite: self.config.overwrite,
         };
         let io = self.io(grant.id);

@@ -23,12 +23,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::FileProgress;
-use crate::transfer::core::{Plan, Received, Sink};
+use crate::transfer::core::{is_verified, Fetch, Plan, Received, Sink};
 use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{self, OfferError, Step};
 use crate::transfer::quic::{code, read_reason};
-use crate::transfer::store::part_path;
+use crate::transfer::store::{open_part, part_path};
 use crate::transfer::stream;
+use crate::transfer::verified::{sums_path, Outboards, PartSums, Span};
 use crate::wire::{OfferItem, Reason};
 
 /// MiB of file data a sender keeps in flight at once.
@@ -148,7 +149,8 @@ pub(super) fn offer_id() -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Plans an offer into `root` (blocking: hashes existing files).
+/// Plans an offer into `root` (blocking: hashes existing files, reads
+/// `.part` records).
 pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Plan, OfferError> {
     std::fs::create_dir_all(root).map_err(OfferError::Folder)?;
     let mut out = Plan {
@@ -158,22 +160,63 @@ pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<
     for step in offer::plan(root, items, overwrite)? {
         match step {
             Step::Fetch { index, dest } => {
-                let size = items[index as usize].size;
-                // A `.part` no longer than the file is a prefix to resume
-                // from; `Incoming::open` re-hashes it when the stream comes.
-                let have = std::fs::symlink_metadata(part_path(&dest))
-                    .ok()
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .filter(|&l| l <= size)
-                    .unwrap_or(0);
-                out.fetch.push((index, Sink::File(dest), have));
+                let item = &items[index as usize];
+                let (offset, spans) = match item.hash {
+                    Some(root) if is_verified(item) => {
+                        open_sums(&dest, &root, item.size).map_err(OfferError::Folder)?
+                    }
+                    _ => (raw_prefix(&dest, item.size), Vec::new()),
+                };
+                out.fetch.push(Fetch {
+                    index,
+                    dest: Sink::File(dest),
+                    offset,
+                    spans,
+                });
             }
-            Step::Text { index } => out.fetch.push((index, Sink::Text, 0)),
+            Step::Text { index } => out.fetch.push(Fetch {
+                index,
+                dest: Sink::Text,
+                offset: 0,
+                spans: Vec::new(),
+            }),
             Step::AlreadyHave { path, .. } => out.already.push(path),
         }
     }
     Ok(out)
+}
+
+/// A verified item's `.part` record: which groups are held (a record not
+/// closed cleanly is checked against the data here), closed again.
+/// Returns the bytes held and the spans to ask for.
+fn open_sums(dest: &Path, root: &[u8; 32], size: u64) -> std::io::Result<(u64, Vec<Span>)> {
+    let part = part_path(dest);
+    let file = open_part(&part).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let sums = PartSums::open(&part, &file, root, size)?;
+    let got = (sums.held_bytes(), sums.missing());
+    // Closed cleanly: reopened (trusted, nothing re-read) when the stream
+    // comes.
+    sums.close(&file)?;
+    Ok(got)
+}
+
+/// An unverified item's `.part`: a prefix to resume from if it is no
+/// longer than the file and has no verified-group record (that one holds
+/// groups, not a prefix: it is dropped). `Incoming::open` re-hashes the
+/// prefix when the stream comes.
+fn raw_prefix(dest: &Path, size: u64) -> u64 {
+    let part = part_path(dest);
+    if std::fs::symlink_metadata(sums_path(&part)).is_ok() {
+        let _ = std::fs::remove_file(sums_path(&part));
+        let _ = std::fs::remove_file(&part);
+        return 0;
+    }
+    std::fs::symlink_metadata(&part)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .filter(|&l| l <= size)
+        .unwrap_or(0)
 }
 
 /// One item to send: what [`stream::send_file`] needs.
@@ -190,6 +233,9 @@ pub(super) async fn send_items(
     streams: usize,
     cache: Option<Arc<HashCache>>,
 ) -> Result<(), Reason> {
+    let outboards = cache
+        .as_ref()
+        .map_or_else(Outboards::none, |c| c.outboards());
     let slots = Arc::new(Semaphore::new(streams.max(1)));
     let budget = Arc::new(Semaphore::new(BUDGET_MB as usize));
     let mut tasks = JoinSet::new();
@@ -208,11 +254,12 @@ pub(super) async fn send_items(
                 return Err(reason);
             }
         }
-        let (conn, counters, cancel, cache) = (
+        let (conn, counters, cancel, cache, outboards) = (
             conn.clone(),
             counters.clone(),
             cancel.clone(),
             cache.clone(),
+            outboards.clone(),
         );
         tasks.spawn(async move {
             let index = out.header.index;
@@ -220,7 +267,8 @@ pub(super) async fn send_items(
             // only if the file is still in this state afterwards.
             let before = std::fs::metadata(&out.path).ok();
             counters.set_active(index, true);
-            let r = stream::send_file(&conn, &out, |n| counters.add(index, n), cancel).await;
+            let add = |n| counters.add(index, n);
+            let r = stream::send_file(&conn, &out, &outboards, add, cancel).await;
             counters.set_active(index, false);
             if let (Ok(Some(root)), Some(cache), Some(before)) = (&r, cache, before) {
                 cache.insert(&out.path, &before, *root);
@@ -245,6 +293,7 @@ pub(super) struct Receipt {
     pub dest: Sink,
     pub item: OfferItem,
     pub offset: u64,
+    pub spans: Vec<Span>,
     pub overwrite: bool,
 }
 
@@ -268,6 +317,7 @@ pub(super) async fn receive_item(
                 overwrite: r.overwrite,
                 mode: r.item.mode,
                 mtime: r.item.mtime,
+                spans: r.spans.clone(),
             };
             stream::receive_file(recv, file, |n| counters.add(index, n), cancel)
                 .await

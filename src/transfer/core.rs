@@ -16,14 +16,17 @@
 //! ```text
 //! sender                                  receiver
 //! Offer { id, items }            ------>  (asked, or consented at the invitation)
-//!                                <------  OfferAccept { id, [index, offset] } | OfferDecline { id, reason }
-//! one stream per wanted item     ------>  header | bytes from offset | [root]
+//!                                <------  OfferAccept { id, [index, offset, spans] } | OfferDecline { id, reason }
+//! one stream per wanted item     ------>  header | bao encoding of the spans      (root known: verified)
+//!                                         header | bytes from offset | [root]    (otherwise)
 //!                                <------  Done { id }        (every wanted item verified, published)
 //! either side, any time: Cancel { id, reason }
 //! ```
 //!
 //! Everything a peer sends is checked here: an accept of items that do not
-//! exist, twice, or from past their end; a stream for an offer it made,
+//! exist, twice, from past their end, or with spans that do not fit the
+//! item (out of order, outside it, more than [`verified::MAX_SPANS`], or on an item
+//! that is not verified); a stream for an offer it made,
 //! before the accept, for an item not wanted or at another offset; a
 //! `Done` before the accept. Each is a [`Misbehaviour`] (reported as
 //! [`Event::Misbehaved`]) and fails that transfer with
@@ -43,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use super::offer::{OfferError, Source};
 use super::stream::{Outgoing, StreamHeader};
+use super::verified::{self, Span};
 use crate::wire::frame::MAX_FRAME_LEN;
 use crate::wire::{Frame, ItemStart, OfferItem, OfferSummary, PeerId, Reason};
 
@@ -86,12 +90,33 @@ pub enum Received {
     Text(String),
 }
 
-/// The receiver's plan of an offer: what to fetch (index, where, from which
-/// offset) and what it already has.
+/// One item the receiver will fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetch {
+    /// The item.
+    pub index: u32,
+    /// Where it goes.
+    pub dest: Sink,
+    /// Bytes already held (a `.part`): where an unverified item starts.
+    pub offset: u64,
+    /// A verified item's missing chunk groups (see [`is_verified`]).
+    pub spans: Vec<Span>,
+}
+
+/// Whether an item moves as a verified stream: a file of more than one
+/// chunk group whose root the offer carried. (A file of one group is
+/// checked whole at its end: the same check, without a `.sums` record.)
+pub fn is_verified(item: &OfferItem) -> bool {
+    item.hash.is_some()
+        && item.size > verified::GROUP_BYTES
+        && item.kind == crate::wire::ItemKind::File
+}
+
+/// The receiver's plan of an offer: what to fetch and what it already has.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Items to fetch.
-    pub fetch: Vec<(u32, Sink, u64)>,
+    pub fetch: Vec<Fetch>,
     /// Files already here with the same content.
     pub already: Vec<PathBuf>,
 }
@@ -117,6 +142,8 @@ pub enum Misbehaviour {
         /// The item's size.
         size: u64,
     },
+    /// It asked for spans that do not fit the item.
+    BadSpans(u32),
     /// It opened a stream for an offer we made.
     StreamForOurOffer,
     /// It opened a stream before we accepted.
@@ -153,6 +180,9 @@ impl fmt::Display for Misbehaviour {
                 f,
                 "asked for item {index} from {offset}, past its {size} bytes"
             ),
+            Misbehaviour::BadSpans(i) => {
+                write!(f, "asked for item {i} in spans that do not fit it")
+            }
             Misbehaviour::StreamForOurOffer => write!(f, "sent a stream for an offer we made"),
             Misbehaviour::StreamBeforeAccept => write!(f, "sent a stream before the accept"),
             Misbehaviour::StreamForUnwantedItem(i) => {
@@ -299,8 +329,10 @@ pub struct StreamGrant {
     pub dest: Sink,
     /// The item as offered.
     pub item: OfferItem,
-    /// Where the stream starts.
+    /// Bytes already held (where an unverified stream starts).
     pub offset: u64,
+    /// A verified item's spans asked for.
+    pub spans: Vec<Span>,
 }
 
 /// Why a call about a transfer was refused.
@@ -340,6 +372,8 @@ struct Transfer {
     phase: Phase,
     /// Where each wanted item starts (a resumed prefix).
     offsets: HashMap<u32, u64>,
+    /// Receiver: the spans asked for each verified item.
+    spans: HashMap<u32, Vec<Span>>,
     /// Receiver: wanted items whose stream has not come yet.
     pending: HashMap<u32, Sink>,
     /// Receiver: wanted items not finished yet.
@@ -518,17 +552,33 @@ impl Core {
         t.already = plan.already.len();
         t.saved = plan.already;
         let mut starts = Vec::with_capacity(plan.fetch.len());
-        for (index, dest, offset) in plan.fetch {
+        for f in plan.fetch {
             // The plan is made from these items; one that names another item
-            // is dropped rather than trusted (the fuzzer's point).
-            let Some(item) = t.items.get(index as usize) else {
+            // (or does not fit it) is dropped rather than trusted.
+            let Some(item) = t.items.get(f.index as usize) else {
                 continue;
             };
+            let fits = if is_verified(item) {
+                verified::spans_valid(&f.spans, item.size)
+                    && f.offset == item.size - verified::span_bytes(&f.spans, item.size)
+            } else {
+                f.spans.is_empty() && f.offset <= item.size
+            };
+            if !fits || t.pending.contains_key(&f.index) {
+                continue;
+            }
             // Peer-supplied sizes (the plan checked that their sum fits).
             t.total = t.total.saturating_add(item.size);
-            t.offsets.insert(index, offset);
-            t.pending.insert(index, dest);
-            starts.push(ItemStart { index, offset });
+            t.offsets.insert(f.index, f.offset);
+            t.pending.insert(f.index, f.dest);
+            if !f.spans.is_empty() {
+                t.spans.insert(f.index, f.spans.clone());
+            }
+            starts.push(ItemStart {
+                index: f.index,
+                offset: f.offset,
+                spans: f.spans,
+            });
         }
         t.remaining = starts.len();
         t.started = now;
@@ -599,6 +649,7 @@ impl Core {
             dest,
             item: t.items[header.index as usize].clone(),
             offset: header.offset,
+            spans: t.spans.remove(&header.index).unwrap_or_default(),
         })
     }
 
@@ -822,6 +873,10 @@ impl Core {
                             offset: w.offset,
                             size: i.size,
                         }),
+                        Some(i) if is_verified(i) => (!verified::spans_valid(&w.spans, i.size)
+                            || w.offset != i.size - verified::span_bytes(&w.spans, i.size))
+                        .then_some(Misbehaviour::BadSpans(w.index)),
+                        Some(_) if !w.spans.is_empty() => Some(Misbehaviour::BadSpans(w.index)),
                         Some(_) => None,
                     })
             }
@@ -846,6 +901,9 @@ impl Core {
                 path: t.sources[i].path.clone(),
                 size: t.items[i].size,
                 trailer: t.items[i].hash.is_none(),
+                verified: is_verified(&t.items[i])
+                    .then(|| t.items[i].hash.map(|root| (root, w.spans.clone())))
+                    .flatten(),
             });
         }
         t.already = t.items.len() - wanted.len();
@@ -919,6 +977,7 @@ impl Transfer {
             sources: Vec::new(),
             phase: Phase::Offered,
             offsets: HashMap::new(),
+            spans: HashMap::new(),
             pending: HashMap::new(),
             remaining: 0,
             total: 0,

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::verified::Outboards;
 use crate::util::lock;
 
 /// The most roots kept (about 90 bytes each on disk).
@@ -98,6 +99,16 @@ impl HashCache {
         }
     }
 
+    /// Where the outboards of the roots it knows are kept: beside the
+    /// cache file (`.../airhop/outboards/`), or nowhere for a cache in
+    /// memory ([`crate::transfer::verified`]).
+    pub fn outboards(&self) -> Outboards {
+        match self.path.as_ref().and_then(|p| p.parent()) {
+            Some(dir) => Outboards::in_dir(dir.join("outboards")),
+            None => Outboards::none(),
+        }
+    }
+
     /// The root remembered for a file in this exact state.
     pub fn get(&self, meta: &Metadata) -> Option<[u8; 32]> {
         let key = FileKey::of(meta);
@@ -160,7 +171,6 @@ impl HashCache {
 mod tests {
     use super::*;
     use crate::transfer::testdir::TestDir;
-    use crate::util::lock;
 
     #[test]
     fn a_root_survives_a_restart_and_any_change_to_the_file_forgets_it() {

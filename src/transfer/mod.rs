@@ -22,6 +22,7 @@ pub mod offer;
 pub mod quic;
 pub mod store;
 pub mod stream;
+pub mod verified;
 
 #[cfg(test)]
 mod testdir;

@@ -13,7 +13,7 @@
 //!    this with ring's algorithms),
 //!
 //! in both directions: the server demands a client certificate. No web PKI,
-//! no names: the pins are the trust. ALPN is `airhop/1`.
+//! no names: the pins are the trust. ALPN is `airhop/2` (2: verified streams and spans in `OfferAccept`).
 //!
 //! # Transport settings, and why
 //!
@@ -60,7 +60,7 @@ use crate::crypto::Identity;
 use crate::wire::{IdentityKey, Reason};
 
 /// The ALPN protocol id.
-pub const ALPN: &[u8] = b"airhop/1";
+pub const ALPN: &[u8] = b"airhop/2";
 
 /// The DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32-byte key follows.
 const ED25519_SPKI_PREFIX: [u8; 12] = [

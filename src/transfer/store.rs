@@ -100,31 +100,7 @@ impl Incoming {
             path: part.clone(),
             source,
         };
-        // One open that refuses a symlink (O_NOFOLLOW) and never blocks on
-        // a FIFO (O_NONBLOCK), then a check on what was opened: no gap
-        // between checking the name and using it.
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .mode(0o600)
-            .open(&part)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "the .part file is a symlink",
-                ),
-                _ => e,
-            })
-            .map_err(err)?;
-        if !file.metadata().map_err(err)?.is_file() {
-            return Err(err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "the .part is not a regular file",
-            )));
-        }
+        let mut file = open_part(&part)?;
         let mut hasher = blake3::Hasher::new();
         let have = file.metadata().map_err(err)?.len();
         let written = if have > size {
@@ -170,23 +146,9 @@ impl Incoming {
         Ok(())
     }
 
-    /// Sets the permission bits (never setuid, setgid or sticky; the owner
-    /// keeps read and write) and the modification time, on the open file:
-    /// never through a name that could have been swapped for a symlink.
-    /// Best effort: the bytes are what matters.
+    /// Sets the permission bits and modification time ([`set_meta`]).
     pub fn set_meta(&self, mode: u32, mtime: i64) {
-        use std::os::unix::fs::PermissionsExt;
-        if mtime >= 0 {
-            let t =
-                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
-            let _ = self.file.set_modified(t);
-        }
-        let mode = mode & 0o777;
-        if mode != 0 {
-            let _ = self
-                .file
-                .set_permissions(fs::Permissions::from_mode(mode | 0o600));
-        }
+        set_meta(&self.file, mode, mtime);
     }
 
     /// Verifies the file against its BLAKE3 `root` and publishes it under
@@ -203,19 +165,79 @@ impl Incoming {
             let _ = fs::remove_file(&self.part);
             return Err(StoreError::IntegrityMismatch);
         }
-        let io_err = |path: &Path, source| StoreError::Io {
-            path: path.to_path_buf(),
+        self.file.flush().map_err(|source| StoreError::Io {
+            path: self.part.clone(),
             source,
-        };
-        self.file.flush().map_err(|e| io_err(&self.part, e))?;
-        self.file.sync_data().map_err(|e| io_err(&self.part, e))?;
-        if overwrite {
-            fs::rename(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
-        } else {
-            rename_noreplace(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
-        }
+        })?;
+        publish(&self.file, &self.part, &self.dest, overwrite)?;
         Ok(self.dest)
     }
+}
+
+/// Opens (or creates, mode 0600) a `.part` for writing: one open that
+/// refuses a symlink (`O_NOFOLLOW`) and never blocks on a FIFO
+/// (`O_NONBLOCK`), then a check that what was opened is a regular file, so
+/// there is no gap between checking the name and using it.
+pub fn open_part(part: &Path) -> Result<File, StoreError> {
+    let err = |source| StoreError::Io {
+        path: part.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .mode(0o600)
+        .open(part)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the .part file is a symlink",
+            ),
+            _ => e,
+        })
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the .part is not a regular file",
+        )));
+    }
+    Ok(file)
+}
+
+/// Sets the permission bits (never setuid, setgid or sticky; the owner
+/// keeps read and write) and the modification time, on the open file:
+/// never through a name that could have been swapped for a symlink. Best
+/// effort: the bytes are what matters.
+pub fn set_meta(file: &File, mode: u32, mtime: i64) {
+    use std::os::unix::fs::PermissionsExt;
+    if mtime >= 0 {
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+        let _ = file.set_modified(t);
+    }
+    let mode = mode & 0o777;
+    if mode != 0 {
+        let _ = file.set_permissions(fs::Permissions::from_mode(mode | 0o600));
+    }
+}
+
+/// Makes a complete, verified `.part` durable and gives it its final name
+/// `dest` (replacing a file there only with `overwrite`).
+pub fn publish(file: &File, part: &Path, dest: &Path, overwrite: bool) -> Result<(), StoreError> {
+    let io_err = |path: &Path, source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.sync_data().map_err(|e| io_err(part, e))?;
+    if overwrite {
+        fs::rename(part, dest).map_err(|e| io_err(dest, e))?;
+    } else {
+        rename_noreplace(part, dest).map_err(|e| io_err(dest, e))?;
+    }
+    Ok(())
 }
 
 /// Moves `from` to `to` atomically, failing if `to` exists: one

@@ -4,8 +4,9 @@
 //! 00 00 00 00 00 00 00 07     # offer id (u64, big-endian)
 //! 00 00 00 02                 # item index in the offer (u32, big-endian)
 //! 00 00 00 00 00 20 00 00     # offset: the first byte that follows (u64, big-endian)
-//! ...                         # the file's bytes from the offset to the announced size
-//! <32 bytes>                  # its BLAKE3 root, only when the offer had none (then FIN)
+//! ...                         # verified: the bao encoding of the spans asked for
+//!                             # otherwise: the file's bytes from the offset to its end,
+//! <32 bytes>                  #   then its BLAKE3 root if the offer had none (then FIN)
 //! ```
 //!
 //! Each file gets its own unidirectional stream, so many files are in flight
@@ -13,17 +14,20 @@
 //! round trip per file: the receiver's `OfferAccept` already said which items
 //! it wants and from where. The receiver learns the size from the offer.
 //!
-//! **Where the root comes from.** When the sender knows a file's BLAKE3 root
-//! before it sends (its hash cache, a spooled text), the offer carries it
-//! and the stream is the bytes alone. Otherwise the sender hashes the file
-//! while it reads it for sending (on the file-reading thread; from byte 0
-//! even when it sends from an offset) and appends the root after the
-//! bytes, so no one waits for a hash pass before the first byte moves. The
-//! receiver hashes what it writes (and what a `.part` already held) and
-//! publishes the file only if the root matches, either way: every file is
-//! verified before it takes its final name. What the early root adds is
-//! that the receiver knows the content before it arrives (a file it
-//! already has is not sent again).
+//! **Which guarantee holds when.** Every file is verified before it takes
+//! its final name; what differs is how early a bad byte is caught.
+//! - The offer carries the root (the sender's hash cache knew it: a repeat
+//!   send, a resume after a sender restart, a spooled stdin): the stream is
+//!   *verified* ([`super::verified`]). Each 16 KiB chunk group is checked
+//!   against the root as it arrives; nothing unverified is written; a
+//!   resume or a repair asks only for the missing groups.
+//! - Otherwise (a first send): the sender hashes the file while it reads
+//!   it for sending (on the file-reading thread, from byte 0 even when it
+//!   sends from an offset), builds its outboard in the same pass, and
+//!   appends the root after the bytes, so no one waits for a hash pass
+//!   before the first byte moves. The receiver hashes what it writes (and
+//!   what a `.part` already held) and publishes the file only if the root
+//!   matches: a first send is verified at its end.
 //!
 //! This is the one implementation of moving a file's bytes; the node's
 //! transfers call it.
@@ -34,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::quic::{code, read_reason, write_reason};
 use super::store::{Incoming, StoreError, BUF};
+use super::verified::{self, DecodeFail, Outboards, Span, GROUP_BYTES};
 use crate::wire::Reason;
 
 /// The length of the root a stream ends with when the offer had none.
@@ -84,6 +89,8 @@ pub struct Outgoing {
     pub size: u64,
     /// The offer had no root: hash while sending and append it.
     pub trailer: bool,
+    /// A verified item: its root and the spans asked for.
+    pub verified: Option<([u8; 32], Vec<Span>)>,
 }
 
 /// Sends a file on a new stream of `conn`; `progress` gets each chunk's
@@ -92,10 +99,26 @@ pub struct Outgoing {
 pub async fn send_file(
     conn: &quinn::Connection,
     out: &Outgoing,
+    outboards: &Outboards,
     progress: impl Fn(u64),
     mut cancel: watch::Receiver<bool>,
 ) -> Result<Option<[u8; 32]>, Reason> {
-    let mut pieces = read_ahead(out.path.clone(), out.header.offset, out.size, out.trailer);
+    // Progress counts file bytes: a verified stream's hash pairs (0.4 %)
+    // are not counted past what was asked for.
+    let mut left = match &out.verified {
+        Some((_, spans)) => verified::span_bytes(spans, out.size),
+        None => out.size.saturating_sub(out.header.offset),
+    };
+    let mut pieces = match &out.verified {
+        Some((root, spans)) => encode_ahead(out, *root, spans.clone(), outboards.clone()),
+        None => read_ahead(
+            out.path.clone(),
+            out.header.offset,
+            out.size,
+            out.trailer,
+            outboards.clone(),
+        ),
+    };
     let mut send = conn
         .open_uni()
         .await
@@ -118,7 +141,9 @@ pub async fn send_file(
                 _ = cancel.wait_for(|c| *c) => return Err(Reason::SendCancelled),
             }
             if root.is_none() {
-                progress(data.len() as u64);
+                let n = (data.len() as u64).min(left);
+                left -= n;
+                progress(n);
             }
         }
         if out.trailer && root.is_none() {
@@ -140,16 +165,98 @@ enum Piece {
     Root([u8; 32]),
 }
 
+type Pieces = mpsc::Receiver<std::io::Result<Piece>>;
+
+/// Encodes a verified item's spans on a blocking thread, two buffers
+/// ahead (the outboard is read from the store, or computed first).
+fn encode_ahead(out: &Outgoing, root: [u8; 32], spans: Vec<Span>, outboards: Outboards) -> Pieces {
+    let (tx, rx) = mpsc::channel(2);
+    let (path, size) = (out.path.clone(), out.size);
+    tokio::task::spawn_blocking(move || {
+        let mut w = Forward {
+            tx: &tx,
+            buf: Vec::with_capacity(BUF),
+        };
+        let r = outboards
+            .open(&path, &root, size)
+            .and_then(|ob| verified::encode(&path, ob, &root, size, &spans, &mut w))
+            .and_then(|()| w.flush_now());
+        if let Err(e) = r {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+/// Sends what is written to it down the channel, a buffer at a time.
+struct Forward<'a> {
+    tx: &'a mpsc::Sender<std::io::Result<Piece>>,
+    buf: Vec<u8>,
+}
+
+impl Forward<'_> {
+    fn flush_now(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BUF));
+        self.tx
+            .blocking_send(Ok(Piece::Data(full)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl std::io::Write for Forward<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= BUF {
+            self.flush_now()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads a file for sending while hashing it and writing its outboard:
+/// bao-tree pulls the file through this, and the bytes from `offset` on
+/// go down the channel.
+struct Tee<'a, R> {
+    inner: R,
+    pos: u64,
+    offset: u64,
+    out: Forward<'a>,
+}
+
+impl<R: std::io::Read> std::io::Read for Tee<'_, R> {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(b)?;
+        let start = self.pos;
+        self.pos += n as u64;
+        if self.pos > self.offset {
+            let skip = self.offset.saturating_sub(start) as usize;
+            std::io::Write::write_all(&mut self.out, &b[skip..n])?;
+        }
+        Ok(n)
+    }
+}
+
 /// Reads a file from `offset` to `size` on a blocking thread, two buffers
 /// ahead; with `hash`, reads (and hashes) from byte 0 and ends with the
-/// root. A file that is now shorter than `size` is an error.
-fn read_ahead(
-    path: PathBuf,
-    offset: u64,
-    size: u64,
-    hash: bool,
-) -> mpsc::Receiver<std::io::Result<Piece>> {
+/// root, and a file of more than one chunk group gets its outboard kept
+/// for the next send. A file that is now shorter than `size` is an error.
+fn read_ahead(path: PathBuf, offset: u64, size: u64, hash: bool, outboards: Outboards) -> Pieces {
     let (tx, rx) = mpsc::channel(2);
+    if hash && size > GROUP_BYTES {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = hash_and_send(&path, offset, size, &outboards, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        return rx;
+    }
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Seek};
         let run = || -> std::io::Result<()> {
@@ -185,6 +292,43 @@ fn read_ahead(
     rx
 }
 
+/// [`read_ahead`] for a file of several groups: one pass that sends, hashes
+/// and writes the outboard (kept under the root, for the next send).
+fn hash_and_send(
+    path: &std::path::Path,
+    offset: u64,
+    size: u64,
+    outboards: &Outboards,
+    tx: &mpsc::Sender<std::io::Result<Piece>>,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let file = std::fs::File::open(path)?.take(size);
+    let mut tee = Tee {
+        inner: std::io::BufReader::with_capacity(BUF, file),
+        pos: 0,
+        offset,
+        out: Forward {
+            tx,
+            buf: Vec::with_capacity(BUF),
+        },
+    };
+    let (mut scratch, name) = outboards.scratch()?;
+    let root = {
+        let mut ob = std::io::BufWriter::new(&mut scratch);
+        let root =
+            bao_tree::io::sync::outboard_post_order(&mut tee, verified::tree(size), &mut ob)?;
+        ob.flush()?;
+        root
+    };
+    tee.out.flush_now()?;
+    let root = *root.as_bytes();
+    if let Some(n) = name {
+        outboards.keep(&n, &root, size);
+    }
+    let _ = tx.blocking_send(Ok(Piece::Root(root)));
+    Ok(())
+}
+
 /// Reads a stream's header.
 pub async fn read_header(recv: &mut quinn::RecvStream) -> Result<StreamHeader, Reason> {
     let mut b = [0u8; HEADER_LEN];
@@ -211,6 +355,8 @@ pub struct IncomingFile {
     pub mode: u32,
     /// Modification time to apply, seconds since the epoch.
     pub mtime: i64,
+    /// A verified item's spans asked for (then `root` is set).
+    pub spans: Vec<Span>,
 }
 
 /// Receives a file into its `.part`, verifies it against its root and
@@ -223,6 +369,9 @@ pub async fn receive_file(
     progress: impl Fn(u64),
     mut cancel: watch::Receiver<bool>,
 ) -> Result<PathBuf, Reason> {
+    if let (Some(root), false) = (r.root, r.spans.is_empty()) {
+        return receive_verified(recv, r, root, progress, cancel).await;
+    }
     let data_len = r.size.saturating_sub(r.offset);
     let cap = (data_len.max(1) as usize).min(BUF);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
@@ -333,4 +482,127 @@ enum Ended {
     Fin,
     /// The writer stopped taking bytes (it failed).
     WriterStopped,
+}
+
+/// Receives a verified item: the bao encoding of its spans, decoded on a
+/// blocking thread that writes only verified groups into the `.part`.
+async fn receive_verified(
+    mut recv: quinn::RecvStream,
+    r: IncomingFile,
+    root: [u8; 32],
+    progress: impl Fn(u64),
+    mut cancel: watch::Receiver<bool>,
+) -> Result<PathBuf, Reason> {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
+    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let item = r.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<PathBuf, Reason> {
+        let part = super::store::part_path(&item.dest);
+        let file = super::store::open_part(&part).map_err(|e| e.reason())?;
+        let disk = |e: std::io::Error| {
+            StoreError::Io {
+                path: part.clone(),
+                source: e,
+            }
+            .reason()
+        };
+        let mut sums = verified::PartSums::open(&part, &file, &root, item.size).map_err(disk)?;
+        if sums.missing() != item.spans {
+            // The .part changed since the plan (another transfer?): refuse
+            // rather than guess.
+            return Err(Reason::Generic);
+        }
+        sums.begin().map_err(disk)?;
+        let reader = ChannelReader {
+            rx,
+            cur: Vec::new(),
+            at: 0,
+            back: back_tx,
+        };
+        let got = verified::decode(reader, &file, &mut sums, &item.spans);
+        if got.is_ok() && sums.complete() {
+            super::store::set_meta(&file, item.mode, item.mtime);
+            super::store::publish(&file, &part, &item.dest, item.overwrite)
+                .map_err(|e| e.reason())?;
+            let _ = std::fs::remove_file(verified::sums_path(&part));
+            return Ok(item.dest);
+        }
+        // Keep what was verified, closed cleanly: a resume re-reads nothing.
+        sums.close(&file).map_err(disk)?;
+        Err(match got {
+            Ok(()) => Reason::Generic,
+            Err(DecodeFail::Corrupt { .. }) => Reason::IntegrityMismatch,
+            Err(DecodeFail::TooLong) => Reason::ProtocolViolation,
+            Err(DecodeFail::Short) => Reason::PeerLost,
+            Err(DecodeFail::Disk(e)) => disk(e),
+        })
+    });
+    let mut left = verified::span_bytes(&r.spans, r.size);
+    let read = async {
+        loop {
+            let mut buf = back_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BUF));
+            buf.clear();
+            let chunk = tokio::select! {
+                c = recv.read_chunk(BUF, true) => c,
+                _ = cancel.wait_for(|c| *c) => return Err(Reason::ReceiveCancelled),
+            };
+            match chunk {
+                Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(read_reason(e)),
+            }
+            let n = (buf.len() as u64).min(left);
+            if tx.send(buf).await.is_err() {
+                // The decoder stopped (done, or failed: it says why).
+                return Ok(());
+            }
+            left -= n;
+            progress(n);
+        }
+    };
+    let read_result = read.await;
+    drop(tx);
+    let written = writer.await.unwrap_or(Err(Reason::Generic));
+    let result = match (read_result, written) {
+        // The stream failed first: that is the reason, not the short file.
+        (Err(reason), Err(_)) => Err(reason),
+        (_, w) => w,
+    };
+    if let Err(reason) = result {
+        let _ = recv.stop(code(reason));
+    }
+    result
+}
+
+/// Reads what the stream task sends, for the decoder; a spent buffer goes
+/// back for reuse.
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    at: usize,
+    back: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.cur.len() {
+            let spent = std::mem::take(&mut self.cur);
+            if spent.capacity() > 0 {
+                let _ = self.back.send(spent);
+            }
+            match self.rx.blocking_recv() {
+                Some(v) => {
+                    self.cur = v;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = b.len().min(self.cur.len() - self.at);
+        b[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }

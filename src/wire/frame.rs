@@ -57,13 +57,21 @@ pub enum ItemKind {
 /// The longest text item: the receiver holds it in memory.
 pub const MAX_TEXT_LEN: u64 = 1 << 20;
 
-/// Where the receiver wants an item to start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What the receiver wants of an item.
+///
+/// An item whose offer carried its root (a file of more than one chunk
+/// group, [`crate::transfer::core::is_verified`]) is *verified*: `spans` lists the chunk groups wanted
+/// ([`crate::transfer::verified`]) and `offset` is how many bytes the
+/// receiver already holds. Any other item is sent from `offset` on, and
+/// `spans` is empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemStart {
     /// Index into the offer's items.
     pub index: u32,
-    /// The first byte wanted (a verified prefix is already on disk).
+    /// Bytes already held: where an unverified item starts.
     pub offset: u64,
+    /// A verified item's chunk groups wanted, `[start, end)`, in order.
+    pub spans: Vec<(u64, u64)>,
 }
 
 /// A control frame.

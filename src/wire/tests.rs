@@ -617,14 +617,25 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(id, items)| Frame::Offer { id, items }),
         (
             any::<u64>(),
-            proptest::collection::vec((any::<u32>(), any::<u64>()), 0..5)
+            proptest::collection::vec(
+                (
+                    any::<u32>(),
+                    any::<u64>(),
+                    proptest::collection::vec((any::<u64>(), any::<u64>()), 0..3)
+                ),
+                0..5
+            )
         )
             .prop_map(|(id, v)| {
                 Frame::OfferAccept {
                     id,
                     items: v
                         .into_iter()
-                        .map(|(index, offset)| ItemStart { index, offset })
+                        .map(|(index, offset, spans)| ItemStart {
+                            index,
+                            offset,
+                            spans,
+                        })
                         .collect(),
                 }
             }),
