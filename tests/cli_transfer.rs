@@ -479,6 +479,77 @@ fn a_killed_receiver_restarted_resumes_the_file() {
     assert!(same_bytes(&big, &inbox.join("big.bin")));
 }
 
+/// Groups recorded as held in a `.sums` file (its layout is documented in
+/// `airhop::transfer::verified::PartSums`): the length of the held prefix.
+fn held_prefix_groups(sums: &Path) -> u64 {
+    let b = std::fs::read(sums).unwrap();
+    b[96..]
+        .chunks(16)
+        .take_while(|s| s.iter().any(|&x| x != 0))
+        .count() as u64
+}
+
+#[test]
+fn a_flipped_byte_in_a_part_is_repaired_by_fetching_only_its_group() {
+    const G: u64 = airhop::transfer::verified::GROUP_BYTES;
+    let (t, port) = (TempDir::new("cli-repair"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let (first, inbox) = (t.path().join("first"), t.path().join("in"));
+    let big = t.path().join("big.bin");
+    let size: u64 = 300 << 20;
+    random_file(&big, size, 4);
+    // A first send: the sender learns the root (and outboard) as it sends.
+    let mut r = receiver(&b, port, &first, &["--yes", "--once"]);
+    send_ok(&a, port, &[big.to_str().unwrap()]);
+    assert_eq!(r.wait(30), 0);
+    // A second send is verified; kill -9 the receiver part way.
+    let mut r = receiver(&b, port, &inbox, &["--yes"]);
+    let mut s = Proc::spawn(send(&a, port, &[big.to_str().unwrap()]));
+    r.event(30, "progress", |v| {
+        v["event"] == "progress" && v["done"].as_u64().unwrap() > 16 << 20
+    });
+    signal(r.child.id(), libc::SIGKILL);
+    r.wait(5);
+    assert_eq!(s.wait(30), 7, "{}", s.stderr());
+    let part = inbox.join("big.bin.part");
+    let sums = inbox.join("big.bin.part.sums");
+    let held = held_prefix_groups(&sums);
+    assert!(held > 100 && held * G < size, "{held} groups held");
+    // Flip one byte in the middle of what is held.
+    let bad = held / 2;
+    let f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8; 1];
+    std::fs::File::open(&part)
+        .unwrap()
+        .read_exact_at(&mut byte, bad * G + 1234)
+        .unwrap();
+    f.write_all_at(&[byte[0] ^ 0x10], bad * G + 1234).unwrap();
+    drop(f);
+    // The resume finds the bad group and fetches it and the missing tail:
+    // nothing else.
+    let mut r = receiver(&b, port, &inbox, &["--yes", "--once"]);
+    send_ok(&a, port, &[big.to_str().unwrap()]);
+    let started = r.event(10, "started", |v| v["event"] == "started");
+    let resumed = started["resumed"].as_u64().unwrap();
+    assert_eq!(
+        resumed,
+        (held - 1) * G,
+        "all held groups but the bad one kept"
+    );
+    let moved = size - resumed;
+    assert_eq!(moved, (size - held * G) + G);
+    eprintln!(
+        "repair: {moved} bytes moved = the {} missing + one {G}-byte group",
+        size - held * G
+    );
+    let done = r.event(60, "done", |v| v["event"] == "done");
+    assert_eq!(done["bytes"].as_u64().unwrap() + resumed, size);
+    assert_eq!(r.wait(10), 0);
+    assert!(same_bytes(&big, &inbox.join("big.bin")));
+    assert!(!part.exists() && !sums.exists(), "no .part or .sums left");
+}
+
 #[test]
 fn nobody_there_is_exit_5_with_the_next_step() {
     let (t, port) = (TempDir::new("cli-none"), port());

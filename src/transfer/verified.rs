@@ -548,7 +548,7 @@ fn add_span(held: &mut Vec<Span>, g: u64) {
             return;
         }
     }
-    let i = held.partition_point(|s| s.1 < g);
+    let i = held.partition_point(|s| s.1 <= g);
     if i < held.len() && held[i].0 <= g && g < held[i].1 {
         return;
     }
@@ -781,6 +781,10 @@ mod tests {
         let f = open_private(&part).unwrap();
         let sums = PartSums::open(&part, &f, &root, size).unwrap();
         assert_eq!(sums.missing(), vec![(37, 38)]);
+        // Closed and opened again (the plan, then the stream): the same.
+        sums.close(&f).unwrap();
+        let sums = PartSums::open(&part, &f, &root, size).unwrap();
+        assert_eq!(sums.missing(), vec![(37, 38)]);
         drop((f, sums));
         // Fetching that span alone repairs it.
         let (r, wire) = send(&d, &data, &[(37, 38)], None);
@@ -827,6 +831,17 @@ mod tests {
                 .kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn groups_held_merge_in_any_order() {
+        let mut held = vec![(0, 5), (6, 9)];
+        add_span(&mut held, 5);
+        assert_eq!(held, [(0, 9)]);
+        for g in [20, 12, 10, 11, 3, 9, 21, 30] {
+            add_span(&mut held, g);
+        }
+        assert_eq!(held, [(0, 13), (20, 22), (30, 31)]);
     }
 
     #[test]
