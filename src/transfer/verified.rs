@@ -8,11 +8,15 @@
 //! of the file) and streams a bao encoding of the groups asked for: each
 //! group preceded by the hash pairs that link it to the root. The receiver
 //! checks each group as it arrives and stops at the first that fails:
-//! nothing after a bad byte is written, and what came before stays. 16 KiB
-//! is what `examples/chunk_groups.rs` measured best: encoding and decoding
-//! run at the speed of plain BLAKE3 from 16 KiB up (smaller groups cost up
-//! to a third more CPU for the parents), and the resolution of a repair, a
-//! resume or (later) a multi-source split stays fine.
+//! nothing after a bad byte is written, and what came before stays.
+//!
+//! **Why 16 KiB** (`cargo run --example chunk_groups`, 128 MiB, medians of
+//! 5, two runs here): checked decoding costs 1.42-1.50 × plain one-core
+//! BLAKE3 at 16 KiB (about 3.2 GB/s, some 6 % of a core at 200 MB/s),
+//! against 1.93 × at 8 KiB, 2.5-2.8 × at 4 KiB and 7.3-7.6 × at 1 KiB;
+//! going up to 32 or 64 KiB saves only 5-10 % more while halving the
+//! resolution of a repair, a resume and (later) a multi-source split. The
+//! outboard is 0.4 % of the file. iroh-blobs settled on the same size.
 //!
 //! **What the receiver keeps.** `name.part` holds verified groups at their
 //! places (holes elsewhere); `name.part.sums` beside it records which
