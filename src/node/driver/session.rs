@@ -1,0 +1,199 @@
+//! The driver's side of the session core: carrying out its transmits (card
+//! reads, invitations, replies, dials) and turning its events and
+//! discovery's into node events.
+
+use super::*;
+
+impl Driver {
+    pub(super) fn transmit(&mut self, t: Transmit) {
+        match t {
+            Transmit::ReadCard { device } => {
+                let (d, tx) = (self.discovery.clone(), self.inputs.clone());
+                let deadline = self.config.session.card_read_timeout;
+                self.tasks.spawn(async move {
+                    let r = discovery::read_card(&*d, device, deadline).await;
+                    let _ = tx.send(Input::Card(device, r));
+                });
+            }
+            Transmit::Invite {
+                device,
+                peer,
+                invitation,
+            } => {
+                let (d, tx) = (self.discovery.clone(), self.inputs.clone());
+                // The session core times the invitation out itself; this
+                // deadline only guards against a backend that never answers.
+                let deadline = self.config.session.invite_timeout + Duration::from_secs(5);
+                self.tasks.spawn(async move {
+                    let r = discovery::invite(&*d, device, invitation, deadline).await;
+                    let _ = tx.send(Input::Reply(peer, r));
+                });
+            }
+            Transmit::Reply { invite, reply } => {
+                if let Some(r) = self.responders.remove(&invite) {
+                    r.respond(reply);
+                }
+            }
+            Transmit::Dial {
+                peer,
+                identity,
+                accept,
+            } => {
+                let theirs = self
+                    .endpoint
+                    .card_info(peer)
+                    .map_or(Capabilities::empty(), |p| p.caps);
+                let path = Path::choose(theirs, self.config.session.card.caps);
+                let dial = Dial {
+                    quic: self.quic.clone(),
+                    me: self.me.clone(),
+                    transport: self.transport.clone(),
+                    identity,
+                    deadline: self.dial_timeout,
+                    backend: self.config.hotspot.clone().filter(|_| path.hotspot()),
+                    hotspot_timeout: self.config.hotspot_timeout,
+                    inputs: self.inputs.clone(),
+                    peer,
+                    path,
+                };
+                let tx = self.inputs.clone();
+                self.tasks.spawn(async move {
+                    let r = dial.run(accept).await;
+                    let _ = tx.send(Input::Dialed(peer, r));
+                });
+            }
+            Transmit::Expect {
+                peer,
+                identity,
+                cert_fingerprint,
+                ..
+            } => {
+                let pin = Pin {
+                    identity,
+                    fingerprint: cert_fingerprint,
+                };
+                self.pins.insert(pin);
+                if let Some(old) = self.pinned.insert(peer, pin) {
+                    self.pins.remove(&old);
+                }
+            }
+            Transmit::Frame { peer, frame } => {
+                if let Some(l) = self.links.get(&peer) {
+                    l.send(&frame);
+                }
+            }
+            Transmit::Close { peer, reason } => {
+                if let Some(l) = self.links.remove(&peer) {
+                    self.closing.extend(l.close(reason));
+                }
+                self.transfers.peer_lost(peer, reason);
+            }
+        }
+    }
+
+    pub(super) fn session_event(&mut self, e: Event) {
+        let out = match e {
+            Event::AdvertChanged => {
+                self.publish.send_replace(self.published());
+                return;
+            }
+            Event::PeerFound(p) => NodeEvent::PeerFound(p),
+            Event::PeerLost(p) => NodeEvent::PeerLost(p),
+            Event::InviteSent { peer, pairing_code } => {
+                NodeEvent::InviteSent { peer, pairing_code }
+            }
+            Event::Invited {
+                invite,
+                from,
+                context,
+                offer,
+                pairing_code,
+            } => {
+                if let Some(o) = &offer {
+                    self.invited.insert(invite, (from.id, o.clone()));
+                }
+                NodeEvent::Invited {
+                    invite,
+                    from,
+                    context,
+                    offer,
+                    pairing_code,
+                }
+            }
+            Event::InviteExpired { invite } => {
+                self.responders.remove(&invite);
+                self.invited.remove(&invite);
+                NodeEvent::InviteExpired { invite }
+            }
+            Event::InviteFailed { peer, reason } => NodeEvent::InviteFailed { peer, reason },
+            Event::PeerState { peer, state } => {
+                if let PeerState::NotConnected(reason) = state {
+                    let writer = self.links.remove(&peer).and_then(|l| l.close(reason));
+                    self.hosting.remove(&peer);
+                    match self.hotspots.remove(&peer) {
+                        // The link's last frames go out before its hotspot goes.
+                        Some(h) => self.tear_down(peer, h, writer),
+                        None => self.closing.extend(writer),
+                    }
+                    if let Some(pin) = self.pinned.remove(&peer) {
+                        self.pins.remove(&pin);
+                    }
+                    self.transfers.peer_lost(peer, reason);
+                }
+                NodeEvent::PeerState { peer, state }
+            }
+            Event::Message { from, data } => {
+                let held = self.held.take();
+                self.emit_holding(NodeEvent::Message { from, data }, held);
+                return;
+            }
+        };
+        self.emit(out);
+    }
+
+    pub(super) fn discovery_event(&mut self, ev: DiscoveryEvent) {
+        match ev {
+            DiscoveryEvent::Seen { device, advert, .. } => {
+                // Hostile input: garbage is refused inside and changes nothing.
+                let _ = self.endpoint.handle_advert(now(), device, &advert);
+            }
+            DiscoveryEvent::Lost { device } => self.endpoint.handle_device_lost(now(), device),
+            DiscoveryEvent::Invitation {
+                invitation,
+                responder,
+            } => {
+                self.next_invite += 1;
+                let id = InviteId(self.next_invite);
+                self.responders.insert(id, responder);
+                self.endpoint.handle_invitation(now(), id, &invitation);
+            }
+        }
+    }
+}
+
+pub(super) async fn recv_opt<T>(r: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match r {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn publisher(
+    d: Arc<dyn Discovery>,
+    mut rx: watch::Receiver<Option<Published>>,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        if let Err(e) = d.publish(p).await {
+            let _ = tx.send(Input::Error(e.reason(), e.to_string()));
+        }
+    }
+}
