@@ -120,6 +120,8 @@ struct Pair {
     streams: Vec<Stream>,
     /// Flip one byte of this item's stream in transit.
     corrupt: Option<u32>,
+    /// How many of its verified streams to corrupt (then they pass).
+    corrupt_times: u32,
     /// Bytes that crossed in streams.
     moved: u64,
     /// Stop delivering streams (to cancel mid-way).
@@ -138,6 +140,7 @@ impl Pair {
             frames: VecDeque::new(),
             streams: Vec::new(),
             corrupt: None,
+            corrupt_times: u32::MAX,
             moved: 0,
             hold_streams: false,
             next_offer: 7,
@@ -343,7 +346,8 @@ impl Pair {
         let ranges = verified::chunk_ranges(&spans, size);
         let mut wire = Vec::new();
         encode_ranges_validated(file, &ob, &ranges, &mut wire).unwrap();
-        if self.corrupt == Some(s.out.header.index) {
+        if self.corrupt == Some(s.out.header.index) && self.corrupt_times > 0 {
+            self.corrupt_times -= 1;
             let mid = wire.len() / 2;
             wire[mid] ^= 0x01;
         }
@@ -373,10 +377,15 @@ impl Pair {
         }
         held = merge(held);
         let result = if let Some(_why) = bad {
-            let at = missing(&held, size).first().map_or(0, |m| m.0);
-            rx.caught_at.push(at);
-            rx.held.insert(path, (data, held));
-            Err(Reason::IntegrityMismatch)
+            let missing = missing(&held, size);
+            rx.caught_at.push(missing[0].0);
+            let offset = size - verified::span_bytes(&missing, size);
+            rx.held.insert(path.clone(), (data, held));
+            Ok(Received::Retry {
+                dest: PathBuf::from(path),
+                offset,
+                spans: missing,
+            })
         } else if missing(&held, size).is_empty() {
             assert_eq!(data, file, "only verified bytes were kept");
             rx.published.insert(path, data);
@@ -527,7 +536,33 @@ fn a_corrupt_byte_fails_the_file_at_its_end_and_both_sides_hear_why() {
 }
 
 #[test]
-fn with_the_root_known_a_corrupt_group_is_caught_at_that_group_and_only_the_rest_moves_again() {
+fn with_the_root_known_a_corrupt_group_is_caught_at_that_group_and_asked_again() {
+    for seed in 1..=5 {
+        let mut p = Pair::new(seed, true);
+        let size = 40 * GROUP_BYTES + 777;
+        let body = bytes(seed, size as usize);
+        p.corrupt = Some(0);
+        p.corrupt_times = 1;
+        p.offer_known(&[("big.bin", body.clone())]);
+        // Caught at the group the flipped byte was in (the middle of the
+        // encoding is the middle of the file), not at the end of the file;
+        // only the rest is asked for again, in the same transfer.
+        let at = p.b.caught_at[0];
+        assert!((18..23).contains(&at), "caught at group {at}");
+        assert_eq!(p.b.outcome(Direction::Receive), Some(Ok(())));
+        assert_eq!(p.a.outcome(Direction::Send), Some(Ok(())));
+        assert_eq!(p.b.published["big.bin"], body);
+        let again = size - at * GROUP_BYTES;
+        assert!(
+            p.moved < size + again + (size + again) / 50,
+            "moved {} for {size} + {again} bytes",
+            p.moved
+        );
+    }
+}
+
+#[test]
+fn a_group_that_keeps_failing_ends_the_transfer_and_a_retry_moves_only_the_rest() {
     for seed in 1..=5 {
         let mut p = Pair::new(seed, true);
         let body = bytes(seed, 40 * GROUP_BYTES as usize + 777);
@@ -541,16 +576,17 @@ fn with_the_root_known_a_corrupt_group_is_caught_at_that_group_and_only_the_rest
             p.a.outcome(Direction::Send),
             Some(Err(Reason::IntegrityMismatch))
         );
-        // Caught at the group the flipped byte was in (the middle of the
-        // encoding is the middle of the file), not at the end of the file.
-        let at = p.b.caught_at[0];
-        assert!((18..23).contains(&at), "caught at group {at}");
+        // Asked again MAX_REFETCHES times, each caught in the middle of
+        // what was asked; every good group kept.
+        let n = airhop::transfer::core::MAX_REFETCHES as usize;
+        assert_eq!(p.b.caught_at.len(), n + 1);
+        let at = *p.b.caught_at.last().unwrap();
         assert_eq!(
             p.b.held["big.bin"].1,
             vec![(0, at)],
             "every good group kept"
         );
-        // The retry asks for, and moves, only what is missing.
+        // A new transfer asks for, and moves, only what is missing.
         p.corrupt = None;
         p.a.events.clear();
         p.b.events.clear();
@@ -700,6 +736,45 @@ fn a_lying_receiver_is_caught() {
     p.a.core.handle_frame(now, B, Frame::Done { id: 7 });
     p.drive();
     assert_eq!(p.a.misbehaviours(), [Misbehaviour::DoneBeforeAccept]);
+}
+
+#[test]
+fn a_receiver_asking_again_for_what_it_may_not_is_caught() {
+    let big = 10 * GROUP_BYTES;
+    let start = |index, offset, spans: &[Span]| ItemStart {
+        index,
+        offset,
+        spans: spans.to_vec(),
+    };
+    // Item 0 is not verified; item 1 is, but may be asked for again only
+    // MAX_REFETCHES times, with spans that fit it.
+    let cases = [
+        vec![start(0, 0, &[(0, 1)])],
+        vec![start(1, 0, &[(0, 11)])],
+        vec![start(7, 0, &[(0, 1)])],
+        vec![start(1, big - GROUP_BYTES, &[(9, 10)]); 3],
+    ];
+    for refetches in cases {
+        let mut p = Pair::new(6, true);
+        p.hold_streams = true;
+        p.offer_with(&[("f", vec![0; 10]), ("g", bytes(4, big as usize))], true);
+        let now = p.now;
+        for item in refetches.clone() {
+            p.a.core
+                .handle_frame(now, B, Frame::Refetch { id: 7, item });
+        }
+        p.drive();
+        let index = refetches[0].index;
+        assert_eq!(
+            p.a.misbehaviours(),
+            [Misbehaviour::BadRefetch(index)],
+            "{refetches:?}"
+        );
+        assert_eq!(
+            p.a.outcome(Direction::Send),
+            Some(Err(Reason::ProtocolViolation))
+        );
+    }
 }
 
 #[test]

@@ -319,9 +319,27 @@ pub(super) async fn receive_item(
                 mtime: r.item.mtime,
                 spans: r.spans.clone(),
             };
-            stream::receive_file(recv, file, |n| counters.add(index, n), cancel)
-                .await
-                .map(Received::File)
+            let verified = !file.spans.is_empty();
+            let got = stream::receive_file(recv, file, |n| counters.add(index, n), cancel).await;
+            match (got, r.item.hash) {
+                // A group failed its check: what was verified is held; ask
+                // again for the rest (the core decides whether it may).
+                (Err(Reason::IntegrityMismatch), Some(root)) if verified => {
+                    let d = dest.clone();
+                    let size = r.item.size;
+                    tokio::task::spawn_blocking(move || open_sums(&d, &root, size))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|(offset, spans)| Received::Retry {
+                            dest: dest.clone(),
+                            offset,
+                            spans,
+                        })
+                        .ok_or(Reason::IntegrityMismatch)
+                }
+                (got, _) => got.map(Received::File),
+            }
         }
         Sink::Text => receive_text(recv, &r, &counters, cancel)
             .await

@@ -19,6 +19,8 @@
 //!                                <------  OfferAccept { id, [index, offset, spans] } | OfferDecline { id, reason }
 //! one stream per wanted item     ------>  header | bao encoding of the spans      (root known: verified)
 //!                                         header | bytes from offset | [root]    (otherwise)
+//!                                <------  Refetch { id, [index, offset, spans] }  (a verified group failed its check)
+//! the spans again, on a new stream ------>
 //!                                <------  Done { id }        (every wanted item verified, published)
 //! either side, any time: Cancel { id, reason }
 //! ```
@@ -53,6 +55,11 @@ use crate::wire::{Frame, ItemStart, OfferItem, OfferSummary, PeerId, Reason};
 /// Offers from one peer that may wait for an answer at once.
 pub const MAX_PENDING_OFFERS: usize = 4;
 
+/// How many times a receiver asks again for a verified item whose group
+/// failed its check, before the transfer fails as
+/// [`Reason::IntegrityMismatch`]; also how many a sender answers.
+pub const MAX_REFETCHES: u32 = 2;
+
 /// A node-local handle for one transfer, in either direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransferId(pub u64);
@@ -81,13 +88,24 @@ pub enum Sink {
     Text,
 }
 
-/// A received item, verified.
+/// What a receiving task made of an item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Received {
-    /// A file under its final name.
+    /// A file under its final name, verified.
     File(PathBuf),
-    /// A text.
+    /// A text, verified.
     Text(String),
+    /// A verified item's group failed its check: what was verified is
+    /// held, these groups are still missing (the core asks again, up to
+    /// [`MAX_REFETCHES`] times).
+    Retry {
+        /// Where the file goes.
+        dest: PathBuf,
+        /// Bytes held.
+        offset: u64,
+        /// Groups missing.
+        spans: Vec<Span>,
+    },
 }
 
 /// One item the receiver will fetch.
@@ -144,6 +162,9 @@ pub enum Misbehaviour {
     },
     /// It asked for spans that do not fit the item.
     BadSpans(u32),
+    /// It asked again for an item it had not asked for, that is not
+    /// verified, or more than [`MAX_REFETCHES`] times.
+    BadRefetch(u32),
     /// It opened a stream for an offer we made.
     StreamForOurOffer,
     /// It opened a stream before we accepted.
@@ -180,6 +201,7 @@ impl fmt::Display for Misbehaviour {
                 f,
                 "asked for item {index} from {offset}, past its {size} bytes"
             ),
+            Misbehaviour::BadRefetch(i) => write!(f, "asked again for item {i}, which it may not"),
             Misbehaviour::BadSpans(i) => {
                 write!(f, "asked for item {i} in spans that do not fit it")
             }
@@ -374,6 +396,8 @@ struct Transfer {
     offsets: HashMap<u32, u64>,
     /// Receiver: the spans asked for each verified item.
     spans: HashMap<u32, Vec<Span>>,
+    /// Either side: how many times each item was asked for again.
+    refetches: HashMap<u32, u32>,
     /// Receiver: wanted items whose stream has not come yet.
     pending: HashMap<u32, Sink>,
     /// Receiver: wanted items not finished yet.
@@ -505,6 +529,11 @@ impl Core {
             Frame::OfferDecline { id, reason } | Frame::Cancel { id, reason } => {
                 if let Some(tid) = self.find(peer, id) {
                     self.end(tid, Err(reason), None);
+                }
+            }
+            Frame::Refetch { id, item } => {
+                if let Some(tid) = self.find(peer, id) {
+                    self.refetched(tid, item);
                 }
             }
             Frame::Done { id } => {
@@ -680,7 +709,55 @@ impl Core {
             return;
         };
         let (peer, offer) = (t.peer, t.offer);
+        let r = match r {
+            Ok(Received::Retry {
+                dest,
+                offset,
+                spans,
+            }) => (dest, offset, spans),
+            other => return self.finished(now, id, index, other),
+        };
+        {
+            let (dest, offset, spans) = r;
+            let n = t.refetches.entry(index).or_insert(0);
+            *n += 1;
+            let item = t.items.get(index as usize);
+            let fits = item.is_some_and(|i| {
+                is_verified(i)
+                    && verified::spans_valid(&spans, i.size)
+                    && offset == i.size - verified::span_bytes(&spans, i.size)
+            });
+            if *n > MAX_REFETCHES || !fits {
+                self.send(
+                    peer,
+                    &Frame::Cancel {
+                        id: offer,
+                        reason: Reason::IntegrityMismatch,
+                    },
+                );
+                self.end(id, Err(Reason::IntegrityMismatch), None);
+                return;
+            }
+            t.offsets.insert(index, offset);
+            t.spans.insert(index, spans.clone());
+            t.pending.insert(index, Sink::File(dest));
+            let item = ItemStart {
+                index,
+                offset,
+                spans,
+            };
+            self.send(peer, &Frame::Refetch { id: offer, item });
+        }
+    }
+
+    /// A receiving task finished one item, for good.
+    fn finished(&mut self, now: Instant, id: TransferId, index: u32, r: Result<Received, Reason>) {
+        let Some(t) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        let (peer, offer) = (t.peer, t.offer);
         match r {
+            Ok(Received::Retry { .. }) => unreachable!("handled above"),
             Ok(item) => {
                 t.remaining = t.remaining.saturating_sub(1);
                 let finished = t.remaining == 0 && t.pending.is_empty();
@@ -700,6 +777,7 @@ impl Core {
                         index,
                         text,
                     },
+                    Received::Retry { .. } => unreachable!("handled above"),
                 };
                 self.events.push_back(event);
                 if finished {
@@ -889,22 +967,9 @@ impl Core {
         let t = self.transfers.get_mut(&id).expect("found");
         let mut list = Vec::with_capacity(wanted.len());
         for w in &wanted {
-            let i = w.index as usize;
             t.offsets.insert(w.index, w.offset);
-            t.total = t.total.saturating_add(t.items[i].size);
-            list.push(Outgoing {
-                header: StreamHeader {
-                    offer: t.offer,
-                    index: w.index,
-                    offset: w.offset,
-                },
-                path: t.sources[i].path.clone(),
-                size: t.items[i].size,
-                trailer: t.items[i].hash.is_none(),
-                verified: is_verified(&t.items[i])
-                    .then(|| t.items[i].hash.map(|root| (root, w.spans.clone())))
-                    .flatten(),
-            });
+            t.total = t.total.saturating_add(t.items[w.index as usize].size);
+            list.push(t.outgoing(w));
         }
         t.already = t.items.len() - wanted.len();
         t.started = now;
@@ -922,6 +987,35 @@ impl Core {
             id,
             peer,
             wanted: list,
+        });
+    }
+
+    /// The receiver asks again for a verified item's groups: a new stream,
+    /// if the item was wanted, is verified, the spans fit and it has not
+    /// asked too often.
+    fn refetched(&mut self, id: TransferId, w: ItemStart) {
+        let t = self.transfers.get_mut(&id).expect("found");
+        let ok = t.direction == Direction::Send
+            && matches!(t.phase, Phase::Moving | Phase::Sent)
+            && t.offsets.contains_key(&w.index)
+            && t.items.get(w.index as usize).is_some_and(|i| {
+                is_verified(i)
+                    && verified::spans_valid(&w.spans, i.size)
+                    && w.offset == i.size - verified::span_bytes(&w.spans, i.size)
+            });
+        let n = t.refetches.entry(w.index).or_insert(0);
+        *n += 1;
+        if !ok || *n > MAX_REFETCHES {
+            self.misbehaved(id, Misbehaviour::BadRefetch(w.index));
+            return;
+        }
+        t.phase = Phase::Moving;
+        let out = t.outgoing(&w);
+        let peer = t.peer;
+        self.actions.push_back(Action::Send {
+            id,
+            peer,
+            wanted: vec![out],
         });
     }
 
@@ -962,6 +1056,25 @@ impl Core {
 }
 
 impl Transfer {
+    /// What to send for a wanted item.
+    fn outgoing(&self, w: &ItemStart) -> Outgoing {
+        let i = w.index as usize;
+        let item = &self.items[i];
+        Outgoing {
+            header: StreamHeader {
+                offer: self.offer,
+                index: w.index,
+                offset: w.offset,
+            },
+            path: self.sources[i].path.clone(),
+            size: item.size,
+            trailer: item.hash.is_none(),
+            verified: is_verified(item)
+                .then(|| item.hash.map(|root| (root, w.spans.clone())))
+                .flatten(),
+        }
+    }
+
     fn new(
         peer: PeerId,
         offer: u64,
@@ -978,6 +1091,7 @@ impl Transfer {
             phase: Phase::Offered,
             offsets: HashMap::new(),
             spans: HashMap::new(),
+            refetches: HashMap::new(),
             pending: HashMap::new(),
             remaining: 0,
             total: 0,

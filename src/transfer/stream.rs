@@ -153,10 +153,16 @@ pub async fn send_file(
         Ok(root)
     }
     .await;
-    if let Err(reason) = result {
-        let _ = send.reset(code(reason));
+    match result {
+        // The receiver found a group that failed its check and stopped the
+        // stream: it will ask again for what is missing (or cancel).
+        Err(Reason::IntegrityMismatch) if out.verified.is_some() => Ok(None),
+        Err(reason) => {
+            let _ = send.reset(code(reason));
+            Err(reason)
+        }
+        ok => ok,
     }
-    result
 }
 
 /// What [`read_ahead`] yields.

@@ -113,6 +113,14 @@ pub enum Frame {
         /// Why.
         reason: Reason,
     },
+    /// The receiver asks again for a verified item's groups that failed
+    /// their check (the rest of what it holds stays).
+    Refetch {
+        /// The offer.
+        id: u64,
+        /// The item, what is held, and the groups wanted.
+        item: ItemStart,
+    },
     /// The receiver has every item it accepted of an offer, verified and
     /// under its final name: the transfer is done.
     Done {
@@ -142,6 +150,12 @@ struct AcceptWire {
 }
 
 #[derive(Serialize, Deserialize)]
+struct RefetchWire {
+    id: u64,
+    item: ItemStart,
+}
+
+#[derive(Serialize, Deserialize)]
 struct IdReason {
     id: u64,
     reason: Reason,
@@ -157,6 +171,7 @@ const T_KICK: u8 = 0x07;
 const T_BYE: u8 = 0x08;
 const T_PING: u8 = 0x09;
 const T_DONE: u8 = 0x0a;
+const T_REFETCH: u8 = 0x0b;
 const T_OPTIONAL: u8 = 0x80;
 
 fn ser<T: Serialize>(v: &T) -> Vec<u8> {
@@ -201,6 +216,13 @@ impl Frame {
                 }),
             ),
             Frame::Done { id } => (T_DONE, ser(id)),
+            Frame::Refetch { id, item } => (
+                T_REFETCH,
+                ser(&RefetchWire {
+                    id: *id,
+                    item: item.clone(),
+                }),
+            ),
             Frame::Kick(r) => (T_KICK, ser(r)),
             Frame::Bye(r) => (T_BYE, ser(r)),
             Frame::Ping => (T_PING, Vec::new()),
@@ -281,6 +303,13 @@ impl Frame {
             T_DONE => Frame::Done {
                 id: take_exact(rest)?,
             },
+            T_REFETCH => {
+                let r: RefetchWire = take_exact(rest)?;
+                Frame::Refetch {
+                    id: r.id,
+                    item: r.item,
+                }
+            }
             T_KICK => Frame::Kick(take_exact(rest)?),
             T_BYE => Frame::Bye(take_exact(rest)?),
             T_PING if rest.is_empty() => Frame::Ping,
