@@ -771,6 +771,86 @@ fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
 /// A name is a label: two receivers called "Bob" make `--to Bob` an error
 /// that lists both ids (not a send to whichever answered first), and
 /// `--to ID` picks one.
+/// A session peer opens 1000 streams on its link: 992 carry a header for
+/// an offer that does not exist and 64 KiB of junk, 8 never send a header.
+/// The receiver stops each (the silent ones after 10 s, without holding up
+/// the others), its peak RSS stays under the bound (16 streams at a time,
+/// a 48 MiB connection window), and it then takes the real send its user
+/// agreed to.
+#[test]
+fn a_flood_of_streams_does_not_grow_or_stall_the_receiver() {
+    const BOUND_KIB: u64 = 96 << 10;
+    let (t, port) = (TempDir::new("cli-streams"), port());
+    let b = t.path().join("b");
+    let inbox = t.path().join("in");
+    let x = t.path().join("x.bin");
+    random_file(&x, 3 << 20, 5);
+    let mut r = receiver(&b, port, &inbox, &[]);
+    let pid = r.child.id();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let peak = rt.block_on(async {
+        let (mut m, bob) = mallory(t.path(), port, 0x77).await;
+        let shown = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
+        m.node
+            .invite_with_offer(bob, &shown, Vec::new())
+            .await
+            .unwrap();
+        tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
+        r.say("y");
+        common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
+        let conn = m.node.raw_connection(bob).await.expect("a link to Bob");
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0u64..1000 {
+            let conn = conn.clone();
+            tasks.spawn(async move {
+                let Ok(mut s) = conn.open_uni().await else {
+                    return;
+                };
+                if i % 125 == 7 {
+                    // Silent: a few bytes, never a whole header.
+                    let _ = s.write_all(&[1, 2, 3]).await;
+                    let _ = s.stopped().await;
+                    return;
+                }
+                let mut head = [0u8; 20];
+                head[..8].copy_from_slice(&(0xbad0_0000 + i).to_be_bytes());
+                let _ = s.write_all(&head).await;
+                let _ = s.write_all(&vec![0x5a; 64 << 10]).await;
+                let _ = s.finish();
+                let _ = s.stopped().await;
+            });
+            // Keep a few dozen in flight: open_uni waits for a free slot.
+            while tasks.len() > 48 {
+                tasks.join_next().await;
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        let took = started.elapsed();
+        let peak = peak_rss_kib(pid);
+        eprintln!("1000 streams refused in {took:?}");
+        assert!(
+            took < Duration::from_secs(40),
+            "the silent streams held up the others: {took:?}"
+        );
+        // The offer the user agreed to still goes through.
+        let real = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
+        m.node.send_sources(bob, real).await.unwrap();
+        let got = common::wait(&mut m.events, 30, "the send", |e| {
+            common::done(e, airhop::node::Direction::Send)
+                .map(|_| Ok(()))
+                .or_else(|| common::failed(e).map(Err))
+        })
+        .await;
+        assert_eq!(got, Ok(()));
+        m.node.stop().await;
+        peak
+    });
+    eprintln!("receiver peak RSS during 1000 streams: {peak} kB");
+    assert!(peak < BOUND_KIB, "peak RSS {peak} kB over {BOUND_KIB} kB");
+    assert!(same_bytes(&x, &inbox.join("x.bin")));
+}
+
 #[test]
 fn two_receivers_with_one_name_are_not_guessed_between() {
     let (t, port) = (TempDir::new("cli-two-bobs"), port());

@@ -7,6 +7,7 @@
 //! [`Input`] on one channel; the driver itself never blocks, so the session
 //! core sees inputs in one order and its timers stay honest.
 
+mod commands;
 mod hotspot;
 mod session;
 mod transfers;
@@ -317,108 +318,6 @@ impl Driver {
             card: self.endpoint.card_bytes().to_vec(),
             name: self.config.session.card.name.as_str().to_string(),
         })
-    }
-
-    async fn command(&mut self, c: Command) {
-        let t = now();
-        match c {
-            Command::Advertise(on, r) => {
-                if on {
-                    self.endpoint.advertise(t);
-                } else {
-                    self.endpoint.stop_advertising();
-                }
-                let p = self.published();
-                self.publish.send_replace(p.clone());
-                let res = self.discovery.publish(p).await.map_err(NodeError::from);
-                let _ = r.send(res);
-            }
-            Command::Browse(on, r) => {
-                if on {
-                    self.endpoint.browse();
-                } else {
-                    self.endpoint.stop_browsing();
-                }
-                let res = self.discovery.browse(on).await.map_err(NodeError::from);
-                let _ = r.send(res);
-            }
-            Command::Invite(peer, ctx, offer, r) => {
-                let res = self.endpoint.invite_with_offer(t, peer, ctx, offer);
-                let _ = r.send(res.map_err(Into::into));
-            }
-            Command::CancelInvite(peer, r) => {
-                let _ = r.send(self.endpoint.cancel_invite(peer));
-            }
-            Command::Accept(i, r) => {
-                let _ = r.send(self.accept(i));
-            }
-            Command::Decline(i, reason, r) => {
-                self.invited.remove(&i);
-                let _ = r.send(self.endpoint.decline(i, reason).map_err(Into::into));
-            }
-            Command::Message(to, data, r) => {
-                let _ = r.send(
-                    self.endpoint
-                        .send_message(t, &to, &data)
-                        .map_err(Into::into),
-                );
-            }
-            Command::Datagram(peer, data, r) => {
-                let res = match self.links.get(&peer) {
-                    None => Err(NodeError::NotConnected(peer)),
-                    Some(l) => l
-                        .conn
-                        .send_datagram(data.into())
-                        .map_err(|e| NodeError::Datagram(e.to_string())),
-                };
-                if res.is_ok() {
-                    self.endpoint.touch(t, peer);
-                }
-                let _ = r.send(res);
-            }
-            Command::Offer(peer, sources, r) => {
-                let res = if self.links.contains_key(&peer) {
-                    self.endpoint.touch(t, peer);
-                    let n = sources.len();
-                    let res = self.transfers.offer(t, peer, transfer::offer_id(), sources);
-                    if let Ok(id) = res {
-                        self.io.insert(id, Io::new(n));
-                    }
-                    res.map_err(|e| match e {
-                        CoreError::OfferTooLarge(n) => NodeError::OfferTooLarge(n),
-                        _ => NodeError::OfferTooLarge(n),
-                    })
-                } else {
-                    Err(NodeError::NotConnected(peer))
-                };
-                let _ = r.send(res);
-            }
-            Command::AcceptOffer(id, r) => {
-                let res = self.transfers.accept(id);
-                let _ = r.send(res.map_err(|_| NodeError::UnknownTransfer(id)));
-            }
-            Command::DeclineOffer(id, reason, r) => {
-                let res = self.transfers.decline(id, reason);
-                let _ = r.send(res.map_err(|_| NodeError::UnknownTransfer(id)));
-            }
-            Command::Cancel(id, r) => {
-                let res = self.transfers.cancel(id);
-                let _ = r.send(res.map_err(|_| NodeError::UnknownTransfer(id)));
-            }
-            Command::Kick(peer, r) => {
-                let _ = r.send(self.endpoint.kick(t, peer));
-            }
-            Command::Disconnect(peer, r) => {
-                let _ = r.send(self.endpoint.disconnect(peer));
-            }
-            Command::Nearby(r) => {
-                let _ = r.send(self.endpoint.nearby_peers());
-            }
-            Command::Sessions(r) => {
-                let _ = r.send(self.endpoint.sessions());
-            }
-            Command::Stop(_) => unreachable!("handled by run"),
-        }
     }
 
     fn input(&mut self, i: Input) {

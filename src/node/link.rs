@@ -225,20 +225,23 @@ async fn uni_loop(
     conn: quinn::Connection,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
+    // Each header is read in its own task: a stream that never sends one
+    // holds only itself (and one of the peer's 16 stream slots) for at
+    // most HEADER_DEADLINE, not the streams behind it.
+    let mut headers = tokio::task::JoinSet::new();
     while let Ok(mut recv) = conn.accept_uni().await {
-        match tokio::time::timeout(HEADER_DEADLINE, stream::read_header(&mut recv)).await {
-            Ok(Ok(header)) => {
-                if inputs
-                    .send(Input::Stream(peer, serial, header, recv))
-                    .is_err()
-                {
-                    return;
+        while headers.try_join_next().is_some() {}
+        let inputs = inputs.clone();
+        headers.spawn(async move {
+            match tokio::time::timeout(HEADER_DEADLINE, stream::read_header(&mut recv)).await {
+                Ok(Ok(header)) => {
+                    let _ = inputs.send(Input::Stream(peer, serial, header, recv));
+                }
+                _ => {
+                    let _ = recv.stop(code(Reason::ProtocolViolation));
                 }
             }
-            _ => {
-                let _ = recv.stop(code(Reason::ProtocolViolation));
-            }
-        }
+        });
     }
 }
 

@@ -231,6 +231,7 @@ enum Command {
     Disconnect(PeerId, Reply<bool>),
     Nearby(Reply<Vec<PeerInfo>>),
     Sessions(Reply<Vec<SessionInfo>>),
+    RawConnection(PeerId, Reply<Option<quinn::Connection>>),
     Stop(Reply<()>),
 }
 
@@ -476,6 +477,17 @@ impl Node {
     /// The session's peers.
     pub async fn sessions(&self) -> Result<Vec<SessionInfo>, NodeError> {
         self.call(Command::Sessions).await
+    }
+
+    /// The QUIC connection of a session peer's link. Not for apps: tests
+    /// use it to play a peer that breaks the protocol (raw streams and
+    /// datagrams the node itself would never send).
+    #[doc(hidden)]
+    pub async fn raw_connection(&self, peer: PeerId) -> Option<quinn::Connection> {
+        self.call(|r| Command::RawConnection(peer, r))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Stops the node: says goodbye to every session peer, withdraws the
