@@ -122,6 +122,22 @@ one_airhop() {
   gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
 
+# A repeat send: the sender's hash cache (and outboard) knows the file, so
+# it moves as a verified stream, checked group by group. Warmed once,
+# untimed; the plain airhop row's RSS figure is kept.
+one_airhop_verified() {
+  export BENCH_HASH_CACHE=$WORK/hashes-verified
+  [[ -f $WORK/rss ]] && cp "$WORK/rss" "$WORK/rss.plain"
+  if [[ ! -s $BENCH_HASH_CACHE ]]; then
+    one_airhop >/dev/null || { unset BENCH_HASH_CACHE; return 1; }
+    rm -rf "$WORK/in"; mkdir -p "$WORK/in"; drop_caches
+  fi
+  local r; r=$(one_airhop) || { unset BENCH_HASH_CACHE; return 1; }
+  unset BENCH_HASH_CACHE
+  [[ -f $WORK/rss.plain ]] && mv "$WORK/rss.plain" "$WORK/rss"
+  echo "$r"
+}
+
 one_scp() {
   local t0=$(now)
   A scp -q -i "$WORK/key" -P 2222 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "$FILE" root@$IPB:"$WORK/in/s.bin"
@@ -206,8 +222,8 @@ PY
   for SHAPED in 0 1; do
     shape
     say "== link: $([[ $SHAPED == 1 ]] && echo 'tbf 500 Mbit/s (Wi-Fi-like)' || echo 'veth, unshaped'); $SIZE_MB MiB file, $RUNS runs"
-    for t in iperf3 quinn airhop scp wormhole sendme; do
-      [[ $SHAPED == 1 && $t =~ ^(scp|wormhole|sendme)$ ]] && continue
+    for t in iperf3 quinn airhop airhop_verified scp wormhole sendme; do
+      [[ $SHAPED == 1 && $t =~ ^(airhop_verified|scp|wormhole|sendme)$ ]] && continue
       run_tool $t
       eval "R${SHAPED}_$t=\${RESULT[$t]}"
     done
@@ -215,7 +231,9 @@ PY
       echo
       echo "unshaped veth, ${SIZE_MB} MiB disk to disk, medians of $RUNS (Gbit/s)"
       for t in iperf3 quinn airhop scp wormhole sendme; do printf '  %-9s %s\n' $t "${RESULT[$t]:-n/a}"; done
+      printf '  %-9s %s\n' "airhop, repeat send (verified stream)" "${RESULT[airhop_verified]:-n/a}"
       echo "  airhop / raw quinn      $(ratio airhop quinn)   (target >= 0.97)"
+      echo "  airhop repeat / raw quinn $(ratio airhop_verified quinn)"
       echo "  airhop / sendme         $(ratio airhop sendme)   (target >= 1.5)"
       echo "  airhop / magic-wormhole $(ratio airhop wormhole)   (target >= 1.5)"
       echo "  airhop / scp            $(ratio airhop scp)   (target >= 1.0)"
