@@ -219,7 +219,9 @@ pub fn session(data: &[u8]) {
             }
             2 => {
                 invite += 1;
-                ep.handle_invitation(now, InviteId(invite), arg);
+                // Two sources, so the per-address limits are reached too.
+                let source = Some(std::net::IpAddr::from([10, 0, 0, (invite % 2) as u8]));
+                ep.handle_invitation(now, InviteId(invite), arg, source);
             }
             3 => ep.handle_reply(now, some_peer, arg),
             4 => {

@@ -851,6 +851,120 @@ fn a_flood_of_streams_does_not_grow_or_stall_the_receiver() {
     assert!(same_bytes(&x, &inbox.join("x.bin")));
 }
 
+/// Floods the receiver on the test's LAN with invitations, each from a
+/// fresh identity, all from 127.0.0.2 (its own LAN backend, bound there),
+/// 32 at a time, re-reading the card every 50: at least `n`, and on until
+/// `stop`. Returns how many were sent and how many answered (the rest
+/// were dropped unanswered).
+async fn invitation_flood(
+    port: u16,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, usize) {
+    use airhop::crypto::{build_invitation, verify_card, CardFields, Identity};
+    use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
+    use airhop::discovery::{Discovery, DiscoveryEvent};
+    use airhop::wire::{Capabilities, DiscoveryInfo, DisplayName, InvitePayload, ResolvingKey};
+    let lan = Lan::bind(LanConfig {
+        group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), port),
+        interfaces: vec![std::net::Ipv4Addr::new(127, 0, 0, 2)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lan = std::sync::Arc::new(lan);
+    let mut events = lan.take_events().unwrap();
+    lan.browse(true).await.unwrap();
+    let device = loop {
+        if let Some(DiscoveryEvent::Seen { device, .. }) = events.recv().await {
+            break device;
+        }
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let mut answered = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut card = None;
+    let mut i = 0;
+    while i < n || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        i += 1;
+        if i % 50 == 1 || card.is_none() {
+            let got = airhop::discovery::read_card(&*lan, device, Duration::from_secs(5)).await;
+            if let Ok(bytes) = got {
+                card = verify_card(&bytes).ok();
+            }
+        }
+        let Some(to) = card.clone() else { continue };
+        let me = Identity::generate(&rng).unwrap();
+        let fields = CardFields {
+            name: DisplayName::new(&format!("Flood {i}")).unwrap(),
+            service: to.card.service.clone(),
+            info: DiscoveryInfo::default(),
+            caps: Capabilities::empty(),
+        };
+        let payload = InvitePayload {
+            context: Vec::new(),
+            offer: None,
+            cert_fingerprint: [7; 32],
+            resolving_key: ResolvingKey([9; 16]),
+        };
+        let (inv, _) = build_invitation(&me, &fields, &to, &payload, &rng).unwrap();
+        let lan = lan.clone();
+        tasks.spawn(async move {
+            airhop::discovery::invite(&*lan, device, inv, Duration::from_secs(5))
+                .await
+                .is_ok()
+        });
+        while tasks.len() >= 32 {
+            answered += usize::from(tasks.join_next().await.unwrap().unwrap());
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        answered += usize::from(r.unwrap());
+    }
+    (i, answered)
+}
+
+/// A thousand invitations from a thousand fresh identities, all from one
+/// host, while a trusted device on another address sends a file to a
+/// `receive --from-trusted`: the flood costs it a few slots and a few
+/// invitations a window (per address), not the receiver, and the real
+/// send takes about its normal time.
+#[test]
+fn a_thousand_invitations_from_one_host_do_not_keep_a_trusted_sender_out() {
+    let (t, port) = (TempDir::new("cli-invflood"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let inbox = t.path().join("in");
+    let (f1, f2) = (t.path().join("one.bin"), t.path().join("two.bin"));
+    random_file(&f1, 1 << 20, 1);
+    random_file(&f2, 1 << 20, 2);
+    let (_, add) = trust_by_key(&a, &b, port);
+    assert!(add.status.success(), "{add:?}");
+    let _r = receiver(&b, port, &inbox, &["--from-trusted"]);
+    let t0 = Instant::now();
+    send_ok(&a, port, &[f1.to_str().unwrap()]);
+    let normal = t0.elapsed();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = rt.spawn(invitation_flood(port, 1000, stop.clone()));
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    send_ok(&a, port, &[f2.to_str().unwrap()]);
+    let during = t0.elapsed();
+    assert!(!flood.is_finished(), "the flood outlasted the send");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, answered) = rt.block_on(flood).unwrap();
+    eprintln!(
+        "a send took {normal:?} alone and {during:?} during a flood of {sent} \
+         invitations from fresh identities ({answered} of them answered)"
+    );
+    assert!(sent >= 1000);
+    assert!(
+        during < normal * 3 + Duration::from_secs(2),
+        "{during:?} against {normal:?}"
+    );
+    assert!(same_bytes(&f2, &inbox.join("two.bin")));
+}
+
 #[test]
 fn two_receivers_with_one_name_are_not_guessed_between() {
     let (t, port) = (TempDir::new("cli-two-bobs"), port());

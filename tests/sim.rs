@@ -138,11 +138,12 @@ impl Sim {
                     DiscoveryEvent::Invitation {
                         invitation,
                         responder,
+                        source,
                     } => {
                         n.next_invite += 1;
                         let id = InviteId(n.next_invite);
                         n.responders.insert(id, responder);
-                        n.ep.handle_invitation(now, id, &invitation);
+                        n.ep.handle_invitation(now, id, &invitation, source);
                     }
                     _ => {}
                 }

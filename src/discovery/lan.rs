@@ -54,7 +54,7 @@
 //! second, not a silent browser that never finds anyone.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,6 +84,10 @@ const OP_INVITE: u8 = 2;
 const MAX_DEVICES: usize = 256;
 /// Concurrent rendezvous connections served.
 const MAX_SERVING: usize = 32;
+/// Rendezvous connections served at once for one address (half of
+/// [`MAX_SERVING`]: one host cannot hold them all). Invitations are
+/// limited per address further by the session (`PENDING_PER_SOURCE`).
+const MAX_SERVING_PER_SOURCE: usize = 16;
 /// How long a rendezvous request may take to arrive.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long an invitation may wait for its answer on the server side (the
@@ -546,25 +550,51 @@ async fn announce_loop(shared: Arc<Shared>, published: watch::Receiver<Option<Pu
 
 async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let limit = Arc::new(Semaphore::new(MAX_SERVING));
+    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let mut conns = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, from)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         while conns.try_join_next().is_some() {}
+        // One host may hold a few of the slots, never all: a flood from
+        // one address leaves room for everyone else.
+        let ip = from.ip();
+        {
+            let mut n = lock(&per_source);
+            let c = n.entry(ip).or_insert(0);
+            if *c >= MAX_SERVING_PER_SOURCE {
+                continue; // dropping the stream closes it
+            }
+            *c += 1;
+        }
+        let release = {
+            let per_source = per_source.clone();
+            move || {
+                let mut n = lock(&per_source);
+                if let Some(c) = n.get_mut(&ip) {
+                    *c -= 1;
+                    if *c == 0 {
+                        n.remove(&ip);
+                    }
+                }
+            }
+        };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            release();
             continue; // busy: dropping the stream closes it
         };
         let shared = shared.clone();
         conns.spawn(async move {
-            let _ = serve_one(&shared, stream).await;
+            let _ = serve_one(&shared, stream, ip).await;
             drop(permit);
+            release();
         });
     }
 }
 
-async fn serve_one(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_one(shared: &Shared, mut stream: TcpStream, from: IpAddr) -> std::io::Result<()> {
     let (op, body) = tokio::time::timeout(REQUEST_DEADLINE, async {
         let op = stream.read_u8().await?;
         let max = match op {
@@ -584,6 +614,7 @@ async fn serve_one(shared: &Shared, mut stream: TcpStream) -> std::io::Result<()
             let _ = shared.events.send(DiscoveryEvent::Invitation {
                 invitation: body,
                 responder,
+                source: Some(from),
             });
             tokio::time::timeout(ANSWER_DEADLINE, reply)
                 .await
@@ -632,7 +663,9 @@ async fn request(
         | std::io::ErrorKind::ConnectionReset => DiscoveryError::Gone,
         _ => DiscoveryError::Other(format!("rendezvous with {addr}: {e}")),
     };
-    let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+    let mut stream = connect_from(&shared.config.interfaces, addr)
+        .await
+        .map_err(io)?;
     let mut b = vec![op];
     b.extend_from_slice(&(body.len() as u32).to_be_bytes());
     b.extend_from_slice(body);
@@ -644,6 +677,20 @@ async fn request(
     let mut out = vec![0u8; len];
     stream.read_exact(&mut out).await.map_err(io)?;
     Ok(out)
+}
+
+/// Connects to `addr` from our one interface address when there is just
+/// one (the address a peer's per-address limits see, and the right one on
+/// a host with several), else from whatever the routing table picks.
+async fn connect_from(interfaces: &[Ipv4Addr], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match (interfaces, addr) {
+        ([only], SocketAddr::V4(_)) if !only.is_unspecified() => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(IpAddr::V4(*only), 0))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
 }
 
 impl Discovery for Lan {
@@ -798,9 +845,11 @@ mod tests {
                 if let DiscoveryEvent::Invitation {
                     invitation,
                     responder,
+                    source,
                 } = next(&mut ea).await
                 {
                     assert_eq!(invitation, b"invitation");
+                    assert_eq!(source, Some(std::net::IpAddr::from([127, 0, 0, 1])));
                     assert!(responder.respond(b"reply".to_vec()));
                     break;
                 }

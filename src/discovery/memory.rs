@@ -193,6 +193,7 @@ impl Discovery for MemoryStation {
                 .send(DiscoveryEvent::Invitation {
                     invitation,
                     responder,
+                    source: None,
                 })
                 .is_ok()
         });

@@ -177,6 +177,7 @@ async fn memory_invitation_round_trip() {
             DiscoveryEvent::Invitation {
                 invitation,
                 responder,
+                ..
             } => {
                 assert_eq!(invitation, b"invite");
                 assert!(responder.respond(b"reply".to_vec()));

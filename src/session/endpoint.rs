@@ -2,6 +2,7 @@
 //! of `session`.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,13 @@ pub const INVITE_WINDOW: Duration = Duration::from_secs(10);
 pub const INVITES_PER_IDENTITY: usize = 3;
 /// Invitations opened in all within [`INVITE_WINDOW`].
 pub const INVITES_PER_WINDOW: usize = 24;
+/// Invitations opened from one network address within [`INVITE_WINDOW`]
+/// (fresh identities cost nothing; an address does).
+pub const INVITES_PER_SOURCE: usize = 6;
+/// Invitations from one network address that may wait for an answer at
+/// once: a flood from one host holds at most this many of the
+/// [`MAX_PENDING_INVITATIONS`], and others still get in.
+pub const PENDING_PER_SOURCE: usize = 2;
 
 /// One device's advertise / browse / invite / session state. See the module doc.
 pub struct Endpoint {
@@ -53,9 +61,9 @@ pub struct Endpoint {
     incoming: HashMap<InviteId, Incoming>,
     peers: HashMap<PeerId, SessionPeer>,
     kicked: HashMap<PeerId, Instant>,
-    /// Invitations opened lately (time, from whom), for the rate limits;
-    /// at most [`INVITES_PER_WINDOW`] long.
-    recent_invites: VecDeque<(Instant, PeerId)>,
+    /// Invitations opened lately (time, from whom, from where), for the
+    /// rate limits; at most [`INVITES_PER_WINDOW`] long.
+    recent_invites: VecDeque<(Instant, PeerId, Option<IpAddr>)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -100,6 +108,8 @@ struct Incoming {
     keys: SessionKeys,
     payload: InvitePayload,
     deadline: Instant,
+    /// The network address it came from (none over Bluetooth).
+    source: Option<IpAddr>,
 }
 
 struct SessionPeer {
@@ -636,9 +646,16 @@ impl Endpoint {
 
     // ---- being invited -----------------------------------------------------
 
-    /// An invitation written to us. Hostile input: anything that does not
-    /// verify is answered with a clear-text rejection.
-    pub fn handle_invitation(&mut self, now: Instant, invite: InviteId, bytes: &[u8]) {
+    /// An invitation written to us, from network address `source` (none
+    /// over Bluetooth). Hostile input: anything that does not verify is
+    /// answered with a clear-text rejection.
+    pub fn handle_invitation(
+        &mut self,
+        now: Instant,
+        invite: InviteId,
+        bytes: &[u8],
+        source: Option<IpAddr>,
+    ) {
         if !self.advertising {
             self.reject(invite, Reason::Busy);
             return;
@@ -648,7 +665,7 @@ impl Endpoint {
         // clear and leaves the key for the next (real) inviter.
         match self.card.check_invitation(bytes) {
             Ok(identity) => {
-                if let Some(reason) = self.admit(now, identity.peer_id()) {
+                if let Some(reason) = self.admit(now, identity.peer_id(), source) {
                     self.reject(invite, reason);
                     return;
                 }
@@ -675,6 +692,7 @@ impl Endpoint {
             keys: opened.keys,
             payload: opened.payload,
             deadline: now + self.config.invite_timeout,
+            source,
         };
         let refuse = if incoming.from.card.service != self.config.card.service {
             Some(Reason::ServiceTypeMismatch)
@@ -728,30 +746,47 @@ impl Endpoint {
         });
     }
 
-    /// Whether an invitation from `from` may be opened now; the reason to
-    /// refuse it otherwise. Limits: [`MAX_PENDING_INVITATIONS`] waiting for
-    /// an answer, [`INVITES_PER_IDENTITY`] per identity and
-    /// [`INVITES_PER_WINDOW`] in all within [`INVITE_WINDOW`].
-    fn admit(&mut self, now: Instant, from: PeerId) -> Option<Reason> {
+    /// Whether an invitation from `from` at `source` may be opened now;
+    /// the reason to refuse it otherwise. Limits:
+    /// [`MAX_PENDING_INVITATIONS`] waiting for an answer, at most
+    /// [`PENDING_PER_SOURCE`] of them from one address; within
+    /// [`INVITE_WINDOW`], [`INVITES_PER_IDENTITY`] per identity,
+    /// [`INVITES_PER_SOURCE`] per address and [`INVITES_PER_WINDOW`] in all.
+    fn admit(&mut self, now: Instant, from: PeerId, source: Option<IpAddr>) -> Option<Reason> {
         while self
             .recent_invites
             .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > INVITE_WINDOW)
+            .is_some_and(|(t, _, _)| now.saturating_duration_since(*t) > INVITE_WINDOW)
         {
             self.recent_invites.pop_front();
         }
         let from_them = self
             .recent_invites
             .iter()
-            .filter(|(_, p)| *p == from)
+            .filter(|(_, p, _)| *p == from)
             .count();
+        let (from_there, waiting_there) = match source {
+            Some(ip) => (
+                self.recent_invites
+                    .iter()
+                    .filter(|(_, _, s)| *s == Some(ip))
+                    .count(),
+                self.incoming
+                    .values()
+                    .filter(|i| i.source == Some(ip))
+                    .count(),
+            ),
+            None => (0, 0),
+        };
         let refuse = self.incoming.len() >= MAX_PENDING_INVITATIONS
+            || waiting_there >= PENDING_PER_SOURCE
             || from_them >= INVITES_PER_IDENTITY
+            || from_there >= INVITES_PER_SOURCE
             || self.recent_invites.len() >= INVITES_PER_WINDOW;
         if refuse {
             return Some(Reason::RateLimited);
         }
-        self.recent_invites.push_back((now, from));
+        self.recent_invites.push_back((now, from, source));
         None
     }
 

@@ -261,6 +261,8 @@ fn on_write(
             let sent = state.events.send(DiscoveryEvent::Invitation {
                 invitation,
                 responder,
+                // A central's address is random and rotates: no source.
+                source: None,
             });
             if sent.is_err() {
                 return Err(ReqError::Failed);

@@ -161,11 +161,13 @@ impl Driver {
             DiscoveryEvent::Invitation {
                 invitation,
                 responder,
+                source,
             } => {
                 self.next_invite += 1;
                 let id = InviteId(self.next_invite);
                 self.responders.insert(id, responder);
-                self.endpoint.handle_invitation(now(), id, &invitation);
+                self.endpoint
+                    .handle_invitation(now(), id, &invitation, source);
             }
         }
     }
