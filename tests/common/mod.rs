@@ -184,6 +184,7 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
     h(a) == h(b)
 }
 pub mod netns;
+pub mod proc;
 pub mod relay;
 
 /// For [`wait`]: a finished transfer in direction `dir`, as (bytes moved,

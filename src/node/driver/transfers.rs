@@ -189,7 +189,11 @@ impl Driver {
                     reason,
                 }
             }
-            tcore::Event::PlanFailed { reason, message } => NodeEvent::Error { reason, message },
+            // A transfer that could not be planned (no space, a name it
+            // cannot take) fails as that transfer, with its reason, in the
+            // TransferFailed that follows; it is not a node error (an app
+            // like `receive` goes on).
+            tcore::Event::PlanFailed { .. } => return,
             // The transfer's failure (protocol violation) follows.
             _ => return,
         };
