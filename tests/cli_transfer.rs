@@ -56,6 +56,27 @@ async fn mallory(dir: &Path, port: u16, seed: u8) -> (common::TestNode, airhop::
     (m, bob)
 }
 
+/// Mallory invites the interactive receiver `r` to the file `shown`, the
+/// user says yes, and the session is up.
+async fn mallory_in_session(
+    dir: &Path,
+    port: u16,
+    seed: u8,
+    r: &mut Proc,
+    shown: &Path,
+) -> (common::TestNode, airhop::wire::PeerId) {
+    let (mut m, bob) = mallory(dir, port, seed).await;
+    let offer = airhop::transfer::offer::build(&[shown.to_path_buf()]).unwrap();
+    m.node
+        .invite_with_offer(bob, &offer, Vec::new())
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
+    r.say("y");
+    common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
+    (m, bob)
+}
+
 /// For [`common::wait`]: the session with `peer` is up.
 fn connected_to(peer: airhop::wire::PeerId) -> impl FnMut(&airhop::node::NodeEvent) -> Option<()> {
     move |e| match e {
@@ -592,15 +613,7 @@ fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
     let before = peak_rss_kib(pid);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let peak = rt.block_on(async {
-        let (mut m, bob) = mallory(t.path(), port, 0x66).await;
-        let shown = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
-        m.node
-            .invite_with_offer(bob, &shown, Vec::new())
-            .await
-            .unwrap();
-        tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
-        r.say("y");
-        common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
+        let (mut m, bob) = mallory_in_session(t.path(), port, 0x66, &mut r, &x).await;
         // Another offer: the receiver asks its user again, and waits.
         let other = airhop::transfer::offer::build(std::slice::from_ref(&y)).unwrap();
         m.node.send_sources(bob, other).await.unwrap();
@@ -665,15 +678,7 @@ fn a_flood_of_streams_does_not_grow_or_stall_the_receiver() {
     let pid = r.child.id();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let peak = rt.block_on(async {
-        let (mut m, bob) = mallory(t.path(), port, 0x77).await;
-        let shown = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
-        m.node
-            .invite_with_offer(bob, &shown, Vec::new())
-            .await
-            .unwrap();
-        tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
-        r.say("y");
-        common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
+        let (mut m, bob) = mallory_in_session(t.path(), port, 0x77, &mut r, &x).await;
         let conn = m.node.raw_connection(bob).await.expect("a link to Bob");
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();

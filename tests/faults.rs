@@ -73,21 +73,37 @@ fn past(r: &mut Proc, bytes: u64) -> Value {
     })
 }
 
-fn started_resumed(r: &mut Proc) -> u64 {
-    r.event(20, "started", |v| v["event"] == "started")["resumed"]
+/// The next send of `file` resumes from at least `min` bytes and arrives
+/// whole.
+fn next_send_resumes(lab: &Lab, r: &mut Proc, file: &Path, inbox: &Path, min: u64) {
+    let mut s = lab.send(file);
+    let resumed = r.event(20, "started", |v| v["event"] == "started")["resumed"]
         .as_u64()
-        .unwrap()
+        .unwrap();
+    assert!(resumed >= min, "resumed {resumed}");
+    assert_eq!(s.wait(60), 0, "{}", s.stderr());
+    r.event(30, "done", |v| v["event"] == "done");
+    assert!(same_bytes(file, &inbox.join("f.bin")));
+}
+
+/// A lab with a receiver, and a send of `mb` MiB under way past `past`
+/// bytes (none: just started).
+fn under_way(tag: &str, mb: u64, past_bytes: Option<u64>) -> (Lab, PathBuf, PathBuf, Proc, Proc) {
+    let lab = Lab::new(tag);
+    let (file, inbox) = (lab.path("f.bin"), lab.path("in"));
+    random_file(&file, mb << 20, mb as u8);
+    let mut r = lab.receiver(&inbox);
+    let s = lab.send(&file);
+    if let Some(b) = past_bytes {
+        past(&mut r, b);
+    }
+    (lab, file, inbox, r, s)
 }
 
 #[test]
 #[ignore = "needs root (network namespaces)"]
 fn link_down_4_s_mid_transfer_rides_through() {
-    let lab = Lab::new("fault-4s");
-    let (file, inbox) = (lab.path("f.bin"), lab.path("in"));
-    random_file(&file, 160 << 20, 1);
-    let mut r = lab.receiver(&inbox);
-    let mut s = lab.send(&file);
-    past(&mut r, 32 << 20);
+    let (lab, file, inbox, mut r, mut s) = under_way("fault-4s", 160, Some(32 << 20));
     lab.net.link_a(false);
     std::thread::sleep(Duration::from_secs(4));
     lab.net.link_a(true);
@@ -99,12 +115,7 @@ fn link_down_4_s_mid_transfer_rides_through() {
 #[test]
 #[ignore = "needs root (network namespaces)"]
 fn link_down_30_s_ends_both_sides_clearly_and_the_next_send_resumes() {
-    let lab = Lab::new("fault-30s");
-    let (file, inbox) = (lab.path("f.bin"), lab.path("in"));
-    random_file(&file, 160 << 20, 2);
-    let mut r = lab.receiver(&inbox);
-    let mut s = lab.send(&file);
-    past(&mut r, 32 << 20);
+    let (lab, file, inbox, mut r, mut s) = under_way("fault-30s", 160, Some(32 << 20));
     lab.net.link_a(false);
     let down = Instant::now();
     // Both ends give up on their own, with the reason, inside the outage.
@@ -125,23 +136,13 @@ fn link_down_30_s_ends_both_sides_clearly_and_the_next_send_resumes() {
          {receiver_gave_up:?}; {kept} bytes kept"
     );
     // The receiver is still there; the next send resumes.
-    let mut s = lab.send(&file);
-    let resumed = started_resumed(&mut r);
-    assert!(resumed >= 32 << 20, "resumed {resumed}");
-    assert_eq!(s.wait(60), 0, "{}", s.stderr());
-    r.event(30, "done", |v| v["event"] == "done");
-    assert!(same_bytes(&file, &inbox.join("f.bin")));
+    next_send_resumes(&lab, &mut r, &file, &inbox, 32 << 20);
 }
 
 #[test]
 #[ignore = "needs root (network namespaces)"]
 fn a_killed_sender_is_reported_by_the_receiver_and_the_next_send_resumes() {
-    let lab = Lab::new("fault-kill");
-    let (file, inbox) = (lab.path("f.bin"), lab.path("in"));
-    random_file(&file, 160 << 20, 3);
-    let mut r = lab.receiver(&inbox);
-    let mut s = lab.send(&file);
-    past(&mut r, 32 << 20);
+    let (lab, file, inbox, mut r, mut s) = under_way("fault-kill", 160, Some(32 << 20));
     // `ip netns exec` execs the binary: the child is airhop itself.
     signal(s.child.id(), libc::SIGKILL);
     let killed = Instant::now();
@@ -151,12 +152,7 @@ fn a_killed_sender_is_reported_by_the_receiver_and_the_next_send_resumes() {
     assert_eq!(failed["reason"], "peer_lost", "{failed}");
     assert!(noticed < Duration::from_secs(20), "{noticed:?}");
     eprintln!("a killed sender: the receiver said so after {noticed:?}");
-    let mut s = lab.send(&file);
-    let resumed = started_resumed(&mut r);
-    assert!(resumed >= 32 << 20, "resumed {resumed}");
-    assert_eq!(s.wait(60), 0, "{}", s.stderr());
-    r.event(30, "done", |v| v["event"] == "done");
-    assert!(same_bytes(&file, &inbox.join("f.bin")));
+    next_send_resumes(&lab, &mut r, &file, &inbox, 32 << 20);
 }
 
 /// A tmpfs of `mb` MiB mounted at `dir` for the test's length.
@@ -225,10 +221,5 @@ fn a_disk_filled_during_a_transfer_stops_it_clearly_and_it_resumes_once_freed() 
     let kept = std::fs::metadata(inbox.join("f.bin.part")).unwrap().len();
     assert!(kept >= 8 << 20, "the .part is kept ({kept} bytes)");
     std::fs::remove_file(&filler).unwrap();
-    let mut s = lab.send(&file);
-    let resumed = started_resumed(&mut r);
-    assert!(resumed >= 8 << 20, "resumed {resumed}");
-    assert_eq!(s.wait(60), 0, "{}", s.stderr());
-    r.event(30, "done", |v| v["event"] == "done");
-    assert!(same_bytes(&file, &inbox.join("f.bin")));
+    next_send_resumes(&lab, &mut r, &file, &inbox, 8 << 20);
 }

@@ -110,6 +110,9 @@ struct Stream {
     transfer: TransferId,
 }
 
+/// How a transfer ended on one side, if it has.
+type Outcome = Option<Result<(), Reason>>;
+
 /// Two sides, the frames and streams between them, and the clock.
 struct Pair {
     a: Side,
@@ -145,6 +148,14 @@ impl Pair {
             hold_streams: false,
             next_offer: 7,
         }
+    }
+
+    /// How the transfer ended on the sender (A) and the receiver (B).
+    fn outcomes(&self) -> (Outcome, Outcome) {
+        (
+            self.a.outcome(Direction::Send),
+            self.b.outcome(Direction::Receive),
+        )
     }
 
     fn side(&mut self, p: PeerId) -> &mut Side {
@@ -524,14 +535,8 @@ fn a_corrupt_byte_fails_the_file_at_its_end_and_both_sides_hear_why() {
     let mut p = Pair::new(11, true);
     p.corrupt = Some(1);
     p.offer(&[("a.bin", bytes(1, 4000)), ("b.bin", bytes(2, 4000))]);
-    assert_eq!(
-        p.b.outcome(Direction::Receive),
-        Some(Err(Reason::IntegrityMismatch))
-    );
-    assert_eq!(
-        p.a.outcome(Direction::Send),
-        Some(Err(Reason::IntegrityMismatch))
-    );
+    let bad = Some(Err(Reason::IntegrityMismatch));
+    assert_eq!(p.outcomes(), (bad, bad), "both sides hear why");
     assert!(!p.b.published.contains_key("b.bin"));
 }
 
@@ -568,14 +573,8 @@ fn a_group_that_keeps_failing_ends_the_transfer_and_a_retry_moves_only_the_rest(
         let body = bytes(seed, 40 * GROUP_BYTES as usize + 777);
         p.corrupt = Some(0);
         p.offer_known(&[("big.bin", body.clone())]);
-        assert_eq!(
-            p.b.outcome(Direction::Receive),
-            Some(Err(Reason::IntegrityMismatch))
-        );
-        assert_eq!(
-            p.a.outcome(Direction::Send),
-            Some(Err(Reason::IntegrityMismatch))
-        );
+        let bad = Some(Err(Reason::IntegrityMismatch));
+        assert_eq!(p.outcomes(), (bad, bad));
         // Asked again MAX_REFETCHES times, each caught in the middle of
         // what was asked; every good group kept.
         let n = airhop::transfer::core::MAX_REFETCHES as usize;

@@ -191,6 +191,12 @@ pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<
 /// Returns the bytes held and the spans to ask for.
 fn open_sums(dest: &Path, root: &[u8; 32], size: u64) -> std::io::Result<(u64, Vec<Span>)> {
     let part = part_path(dest);
+    if std::fs::symlink_metadata(&part).is_err() {
+        // Nothing here yet: ask for everything, and create nothing until
+        // bytes come (a cancelled transfer leaves no empty .part behind).
+        let _ = std::fs::remove_file(sums_path(&part));
+        return Ok((0, vec![(0, crate::transfer::verified::groups(size))]));
+    }
     let file = open_part(&part).map_err(|e| std::io::Error::other(e.to_string()))?;
     let sums = PartSums::open(&part, &file, root, size)?;
     let got = (sums.held_bytes(), sums.missing());
