@@ -382,17 +382,9 @@ pub const MAX_UNI_STREAMS: u32 = 16;
 pub const DATAGRAM_BUFFER: usize = 256 << 10;
 
 /// The transport settings (see the module doc for why).
-///
-/// 15 s of silence ends a connection: a Wi-Fi blip of several seconds
-/// rides through (keep-alives every 5 s), and a peer that died (killed, out
-/// of range) is reported within 15 s instead of half a minute
-/// (`tests/faults.rs`).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
-    transport(IDLE_TIMEOUT)
+    transport(Duration::from_secs(30))
 }
-
-/// How long a silent connection lives.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The transport settings with a given idle timeout; keep-alives go every
 /// 5 s, or a third of the idle timeout if that is shorter.
