@@ -26,12 +26,12 @@ pub mod crypto;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod link;
 pub mod net;
 pub mod node;
 pub mod session;
 pub mod transfer;
 pub mod util;
+pub mod wifi;
 pub mod wire;
 
 /// The README's Rust examples, compiled as doctests so they stay true.

@@ -169,11 +169,11 @@ async fn a_cut_link_fails_with_a_reason_and_the_next_offer_resumes() {
     let (src, dst) = (TempDir::new("cut-src"), TempDir::new("cut-dst"));
     let port = port();
     let mut ac = cfg("Ada", "ns-cut", dst.path());
-    ac.link_idle_timeout = Duration::from_secs(2);
+    ac.idle_timeout = Duration::from_secs(2);
     let mut a = start_on(&rt_a, ac, lan(net.ip_a, port), identity(23)).await;
     let mut bc = cfg("Bob", "ns-cut", dst.path());
     bc.auto_accept_offers = true;
-    bc.link_idle_timeout = Duration::from_secs(2);
+    bc.idle_timeout = Duration::from_secs(2);
     let mut b = start_on(&rt_b, bc, lan(net.ip_b, port), identity(24)).await;
     let (_, b_id) = connect(&mut a, &mut b, b"1 file").await;
 
@@ -213,7 +213,7 @@ async fn a_killed_receiver_restarted_resumes() {
     let (src, dst) = (TempDir::new("kill-src"), TempDir::new("kill-dst"));
     let port = port();
     let mut ac = cfg("Ada", "ns-kill", dst.path());
-    ac.link_idle_timeout = Duration::from_secs(2);
+    ac.idle_timeout = Duration::from_secs(2);
     let mut a = start_on(&rt_a, ac, lan(net.ip_a, port), identity(25)).await;
     let bob = |dst: &std::path::Path| {
         let mut bc = cfg("Bob", "ns-kill", dst);

@@ -186,8 +186,8 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
         None,
     );
     // The hotspot backend as send and receive would pick it.
-    let choice: airhop::link::BackendChoice = g.hotspot_backend.parse().unwrap_or_default();
-    match airhop::link::detect(choice, g.wifi_interface.as_deref()) {
+    let choice: airhop::wifi::BackendChoice = g.hotspot_backend.parse().unwrap_or_default();
+    match airhop::wifi::detect(choice, g.wifi_interface.as_deref()) {
         Ok(b) => r.check(
             Level::Ok,
             "hotspots",

@@ -81,7 +81,7 @@ impl Ctx {
         let mut config = NodeConfig::new(n, s, download_dir);
         // A person waits on the other end: say a peer is gone after 10 s of
         // silence rather than the library's 30 (keep-alives go every 3 s).
-        config.link_idle_timeout = std::time::Duration::from_secs(10);
+        config.idle_timeout = std::time::Duration::from_secs(10);
         tune(&mut config);
         let discovery = discovery(g).await?;
         Ok(Node::start(config, self.identity.clone(), discovery).await?)
@@ -140,8 +140,8 @@ pub struct HotspotArgs {
 
 /// What the node needs for hotspots.
 pub struct HotspotSetup {
-    mode: airhop::link::HotspotMode,
-    backend: Option<Arc<dyn airhop::link::HotspotBackend>>,
+    mode: airhop::wifi::HotspotMode,
+    backend: Option<Arc<dyn airhop::wifi::HotspotBackend>>,
     timeout: std::time::Duration,
 }
 
@@ -158,7 +158,7 @@ impl HotspotSetup {
 /// is forbidden or there is none here; `--hotspot` without one is an
 /// error), and the timeout.
 pub fn hotspot(g: &Global, out: &super::Out, a: &HotspotArgs) -> Result<HotspotSetup, CliError> {
-    use airhop::link::{BackendChoice, HotspotMode};
+    use airhop::wifi::{BackendChoice, HotspotMode};
     let mode = if a.hotspot {
         HotspotMode::Force
     } else if a.no_hotspot {
@@ -176,7 +176,7 @@ pub fn hotspot(g: &Global, out: &super::Out, a: &HotspotArgs) -> Result<HotspotS
         return Ok(setup(None));
     }
     let choice: BackendChoice = g.hotspot_backend.parse().map_err(CliError::Usage)?;
-    match airhop::link::detect(choice, g.wifi_interface.as_deref()) {
+    match airhop::wifi::detect(choice, g.wifi_interface.as_deref()) {
         Ok(b) => {
             out.detail(format!("hotspots: {} on {}", b.name(), b.interface()));
             Ok(setup(Some(b)))

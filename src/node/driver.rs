@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::link::{self, code, Budget, Dial, Link, NewLink};
+use super::conn::{self, code, Budget, Conn, Dial, NewConn};
 use super::transfer::{self, Io, Receipt};
 use super::{
     Command, HotspotEvent, HotspotRole, HotspotStage, NodeConfig, NodeError, NodeEvent, Progress,
@@ -33,20 +33,20 @@ use crate::crypto::Identity;
 use crate::discovery::{
     self, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder,
 };
-use crate::link::{ActiveHotspot, HotspotError, HotspotPlan, Path};
 use crate::session::{Endpoint, Event, InviteId, LinkOffer, PeerState, Transmit};
 use crate::transfer::core::{self as tcore, Core, CoreError, Plan, Received};
 use crate::transfer::offer::OfferError;
 use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 use crate::transfer::stream::StreamHeader;
+use crate::wifi::{ActiveHotspot, HotspotError, HotspotPlan, Path};
 use crate::wire::{Capabilities, Frame, IdentityKey, OfferSummary, PeerId, Reason};
 
 /// What the driver's helper tasks report.
 pub(super) enum Input {
     Card(DeviceId, Result<Vec<u8>, DiscoveryError>),
     Reply(PeerId, Result<Vec<u8>, DiscoveryError>),
-    Dialed(PeerId, Result<NewLink, Reason>),
-    Incoming(IdentityKey, [u8; 16], NewLink),
+    Dialed(PeerId, Result<NewConn, Reason>),
+    Incoming(IdentityKey, [u8; 16], NewConn),
     /// A control frame; its budget share is released once it is handled.
     Frame(PeerId, u64, Frame, Budget),
     LinkDown(PeerId, u64, Reason),
@@ -89,7 +89,7 @@ pub(super) struct Driver {
     held: Option<Budget>,
     inputs: mpsc::UnboundedSender<Input>,
     inputs_rx: Option<mpsc::UnboundedReceiver<Input>>,
-    links: HashMap<PeerId, Link>,
+    conns: HashMap<PeerId, Conn>,
     pinned: HashMap<PeerId, Pin>,
     responders: HashMap<InviteId, Responder>,
     /// The offer summaries of invitations not yet answered.
@@ -127,7 +127,7 @@ impl Driver {
         let me = Arc::new(QuicIdentity::new(&identity)?);
         let config_auto_accept = config.auto_accept_offers;
         let pins = Arc::new(PinSet::default());
-        let transport = quic::transport(config.link_idle_timeout);
+        let transport = quic::transport(config.idle_timeout);
         let mut server = quic::server_config(&me, pins.clone())?;
         server.transport_config(transport.clone());
         let socket =
@@ -172,7 +172,7 @@ impl Driver {
         });
         let mut config = config;
         let lan = addrs.iter().any(|a| !a.ip().is_loopback());
-        let caps = crate::link::capabilities(config.hotspot_mode, lan, config.hotspot.is_some());
+        let caps = crate::wifi::capabilities(config.hotspot_mode, lan, config.hotspot.is_some());
         config.session.card.caps = config.session.card.caps | caps;
         let dial_timeout = config.session.connect_timeout;
         if config
@@ -182,7 +182,7 @@ impl Driver {
             .contains(Capabilities::HOTSPOT_JOIN)
         {
             // Bringing a hotspot up and joining it come before the link.
-            config.session.connect_timeout += config.hotspot_timeout + crate::link::PROBE * 2;
+            config.session.connect_timeout += config.hotspot_timeout + crate::wifi::PROBE * 2;
         }
         let rng = Box::new(ring::rand::SystemRandom::new());
         let mut endpoint = Endpoint::new(config.session.clone(), identity, rng)?;
@@ -206,7 +206,7 @@ impl Driver {
             held: None,
             inputs,
             inputs_rx: Some(inputs_rx),
-            links: HashMap::new(),
+            conns: HashMap::new(),
             pinned: HashMap::new(),
             responders: HashMap::new(),
             invited: HashMap::new(),
@@ -252,7 +252,7 @@ impl Driver {
         let mut inputs = self.inputs_rx.take().expect("run once");
         let mut found = self.discovery.take_events();
         self.tasks
-            .spawn(link::accept_loop(self.quic.clone(), self.inputs.clone()));
+            .spawn(conn::accept_loop(self.quic.clone(), self.inputs.clone()));
         self.tasks.spawn(publisher(
             self.discovery.clone(),
             self.publish.subscribe(),
@@ -343,7 +343,7 @@ impl Driver {
                 }
             }
             Input::Frame(peer, serial, frame, budget) => {
-                if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
+                if self.conns.get(&peer).is_some_and(|l| l.serial == serial) {
                     self.held = Some(budget);
                     if let Some(f) = self.endpoint.handle_frame(t, peer, frame) {
                         self.transfers.handle_frame(t, peer, f);
@@ -354,19 +354,19 @@ impl Driver {
                 }
             }
             Input::LinkDown(peer, serial, reason) => {
-                if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
-                    self.links.remove(&peer);
+                if self.conns.get(&peer).is_some_and(|l| l.serial == serial) {
+                    self.conns.remove(&peer);
                     self.endpoint.handle_link_down(t, peer, reason);
                 }
             }
             Input::Datagram(peer, data, budget) => {
-                if self.links.contains_key(&peer) {
+                if self.conns.contains_key(&peer) {
                     self.endpoint.touch(t, peer);
                     self.emit_holding(NodeEvent::Datagram { from: peer, data }, Some(budget));
                 }
             }
             Input::Stream(peer, serial, header, recv) => {
-                if self.links.get(&peer).is_some_and(|l| l.serial == serial) {
+                if self.conns.get(&peer).is_some_and(|l| l.serial == serial) {
                     self.incoming_stream(peer, header, recv);
                 } else {
                     let mut recv = recv;
@@ -380,7 +380,7 @@ impl Driver {
             Input::Emit(e) => self.emit(e),
             Input::ProbeOver(peer) => {
                 if let Some(plan) = self.hosting.remove(&peer) {
-                    if !self.links.contains_key(&peer) {
+                    if !self.conns.contains_key(&peer) {
                         self.host(peer, plan);
                     }
                 }
@@ -408,8 +408,8 @@ impl Driver {
                     .map(|i| i.addr)
                     .collect::<Vec<_>>();
                 in_use.extend(self.hotspot_addrs());
-                crate::link::host_address(&rng, &in_use).map(|local| HotspotPlan {
-                    creds: crate::link::credentials(&rng),
+                crate::wifi::host_address(&rng, &in_use).map(|local| HotspotPlan {
+                    creds: crate::wifi::credentials(&rng),
                     local,
                 })
             }
@@ -446,7 +446,7 @@ impl Driver {
                 // Host only if the inviter's LAN probe finds no path.
                 self.hosting.insert(inviter.id, plan);
                 let tx = self.inputs.clone();
-                let wait = crate::link::PROBE + crate::link::PROBE_GRACE;
+                let wait = crate::wifi::PROBE + crate::wifi::PROBE_GRACE;
                 self.tasks.spawn(async move {
                     tokio::time::sleep(wait).await;
                     let _ = tx.send(Input::ProbeOver(inviter.id));
@@ -461,7 +461,7 @@ impl Driver {
         self.pump_transfers();
         self.endpoint.shutdown();
         self.flush();
-        for (_, l) in self.links.drain() {
+        for (_, l) in self.conns.drain() {
             self.closing.extend(l.close(Reason::Disconnected));
         }
         let grace = Duration::from_secs(2);

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{Direction, TransferId};
 use crate::crypto::PairingCode;
-use crate::link::HotspotError;
 use crate::session::*;
+use crate::wifi::HotspotError;
 use crate::wire::*;
 
 /// One file in flight.

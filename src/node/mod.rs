@@ -49,9 +49,9 @@
 //! datagrams. QUIC close codes, stream reset codes and stop codes are
 //! [`Reason`] codes, so a peer hears why.
 
+mod conn;
 mod driver;
 mod event;
-mod link;
 mod transfer;
 
 use std::net::SocketAddr;
@@ -64,13 +64,13 @@ use tokio::task::JoinHandle;
 
 use crate::crypto::Identity;
 use crate::discovery::{Discovery, DiscoveryError};
-use crate::link::{HotspotBackend, HotspotMode};
 use crate::session::{
     AnswerError, Config, InviteError, InviteId, PeerInfo, Recipients, SendError, SessionInfo,
 };
 use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{OfferError, Source};
 use crate::transfer::quic::QuicError;
+use crate::wifi::{HotspotBackend, HotspotMode};
 use crate::wire::{DisplayName, OfferItem, OfferSummary, PeerId, Reason, ServiceType};
 
 /// How a node is set up. [`NodeConfig::new`] gives the defaults.
@@ -103,15 +103,15 @@ pub struct NodeConfig {
     pub advertise_addrs: Option<Vec<SocketAddr>>,
     /// A QUIC connection with no packet for this long is dead. Default 30 s;
     /// keep-alives go every 5 s (or a third of this, if smaller).
-    pub link_idle_timeout: Duration,
+    pub idle_timeout: Duration,
     /// Files in flight at once on one transfer. Default 8.
     pub streams: usize,
     /// How often progress is reported. Default 250 ms.
     pub progress_every: Duration,
-    /// Whether a pair may, or must, use a Wi-Fi hotspot (see [`crate::link`]).
+    /// Whether a pair may, or must, use a Wi-Fi hotspot (see [`crate::wifi`]).
     /// Default [`HotspotMode::Auto`].
     pub hotspot_mode: HotspotMode,
-    /// The hotspot backend ([`crate::link::detect`] finds one). Default
+    /// The hotspot backend ([`crate::wifi::detect`] finds one). Default
     /// `None`: no hotspots, and the card says so.
     pub hotspot: Option<Arc<dyn HotspotBackend>>,
     /// How long creating or joining a hotspot may take. Default 45 s.
@@ -130,12 +130,12 @@ impl NodeConfig {
             hash_cache: None,
             quic_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             advertise_addrs: None,
-            link_idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
             streams: 8,
             progress_every: Duration::from_millis(250),
             hotspot_mode: HotspotMode::Auto,
             hotspot: None,
-            hotspot_timeout: crate::link::DEFAULT_TIMEOUT,
+            hotspot_timeout: crate::wifi::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -258,7 +258,7 @@ struct Inner {
 /// budget (8 MiB) until they are read here: an app that stops reading stops
 /// the peer (its control stream is no longer read; datagrams are dropped),
 /// rather than letting it fill this queue.
-pub struct Events(mpsc::UnboundedReceiver<(NodeEvent, Option<link::Budget>)>);
+pub struct Events(mpsc::UnboundedReceiver<(NodeEvent, Option<conn::Budget>)>);
 
 impl Events {
     /// The next event; `None` once the node has stopped and every event

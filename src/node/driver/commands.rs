@@ -48,7 +48,7 @@ impl Driver {
                 );
             }
             Command::Datagram(peer, data, r) => {
-                let res = match self.links.get(&peer) {
+                let res = match self.conns.get(&peer) {
                     None => Err(NodeError::NotConnected(peer)),
                     Some(l) => l
                         .conn
@@ -61,7 +61,7 @@ impl Driver {
                 let _ = r.send(res);
             }
             Command::Offer(peer, sources, r) => {
-                let res = if self.links.contains_key(&peer) {
+                let res = if self.conns.contains_key(&peer) {
                     self.endpoint.touch(t, peer);
                     let n = sources.len();
                     let res = self.transfers.offer(t, peer, transfer::offer_id(), sources);
@@ -102,7 +102,7 @@ impl Driver {
                 let _ = r.send(self.endpoint.sessions());
             }
             Command::RawConnection(peer, r) => {
-                let _ = r.send(self.links.get(&peer).map(|l| l.conn.clone()));
+                let _ = r.send(self.conns.get(&peer).map(|l| l.conn.clone()));
             }
             Command::Stop(_) => unreachable!("handled by run"),
         }

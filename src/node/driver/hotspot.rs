@@ -128,10 +128,10 @@ impl Driver {
         }));
     }
 
-    pub(super) fn install(&mut self, peer: PeerId, new: NewLink) {
+    pub(super) fn install(&mut self, peer: PeerId, new: NewConn) {
         self.next_serial += 1;
-        let l = link::start(self.next_serial, peer, new, self.inputs.clone());
-        if let Some(old) = self.links.insert(peer, l) {
+        let l = conn::start(self.next_serial, peer, new, self.inputs.clone());
+        if let Some(old) = self.conns.insert(peer, l) {
             self.closing.extend(old.close(Reason::Disconnected));
         }
     }

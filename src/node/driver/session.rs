@@ -78,12 +78,12 @@ impl Driver {
                 }
             }
             Transmit::Frame { peer, frame } => {
-                if let Some(l) = self.links.get(&peer) {
+                if let Some(l) = self.conns.get(&peer) {
                     l.send(&frame);
                 }
             }
             Transmit::Close { peer, reason } => {
-                if let Some(l) = self.links.remove(&peer) {
+                if let Some(l) = self.conns.remove(&peer) {
                     self.closing.extend(l.close(reason));
                 }
                 self.transfers.peer_lost(peer, reason);
@@ -128,7 +128,7 @@ impl Driver {
             Event::InviteFailed { peer, reason } => NodeEvent::InviteFailed { peer, reason },
             Event::PeerState { peer, state } => {
                 if let PeerState::NotConnected(reason) = state {
-                    let writer = self.links.remove(&peer).and_then(|l| l.close(reason));
+                    let writer = self.conns.remove(&peer).and_then(|l| l.close(reason));
                     self.hosting.remove(&peer);
                     match self.hotspots.remove(&peer) {
                         // The link's last frames go out before its hotspot goes.

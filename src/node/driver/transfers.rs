@@ -12,7 +12,7 @@ impl Driver {
             let mut any = false;
             while let Some((peer, bytes)) = self.transfers.poll_transmit() {
                 any = true;
-                if let Some(l) = self.links.get(&peer) {
+                if let Some(l) = self.conns.get(&peer) {
                     l.send_encoded(bytes);
                 }
             }
@@ -52,7 +52,7 @@ impl Driver {
                 });
             }
             tcore::Action::Send { id, peer, wanted } => {
-                let Some(conn) = self.links.get(&peer).map(|l| l.conn.clone()) else {
+                let Some(conn) = self.conns.get(&peer).map(|l| l.conn.clone()) else {
                     self.transfers.handle_sent(id, Err(Reason::PeerLost));
                     return;
                 };

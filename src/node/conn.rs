@@ -1,4 +1,4 @@
-//! QUIC links: dialing with pins, admitting incoming connections by token,
+//! QUIC connections (a peer's "conn"): dialing with pins, admitting incoming connections by token,
 //! and the tasks that carry a link's control frames, file streams and
 //! datagrams to the driver.
 
@@ -10,10 +10,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::driver::Input;
 use super::{HotspotEvent, HotspotRole, HotspotStage, NodeEvent};
-use crate::link::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
 use crate::transfer::quic::{self, Pin, QuicIdentity};
 pub(super) use crate::transfer::quic::{code, reason_of};
 use crate::transfer::stream;
+use crate::wifi::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
 use crate::wire::{Accept, Frame, IdentityKey, PeerId, Reason};
 
 /// How long an incoming connection has to present its Hello.
@@ -40,7 +40,7 @@ fn cost(len: usize) -> u32 {
 }
 
 /// The streams of a new link: the connection and its control stream.
-pub(super) struct NewLink {
+pub(super) struct NewConn {
     pub conn: quinn::Connection,
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
@@ -54,7 +54,7 @@ pub(super) enum Out {
 
 /// A live link: dropping it aborts its reader tasks; the writer finishes
 /// what is queued, then closes the connection.
-pub(super) struct Link {
+pub(super) struct Conn {
     pub serial: u64,
     pub conn: quinn::Connection,
     pub out: mpsc::UnboundedSender<Out>,
@@ -62,7 +62,7 @@ pub(super) struct Link {
     _readers: JoinSet<()>,
 }
 
-impl Link {
+impl Conn {
     /// Queues a frame.
     pub fn send(&self, frame: &Frame) {
         self.send_encoded(frame.encode());
@@ -84,10 +84,10 @@ impl Link {
 pub(super) fn start(
     serial: u64,
     peer: PeerId,
-    new: NewLink,
+    new: NewConn,
     inputs: mpsc::UnboundedSender<Input>,
-) -> Link {
-    let NewLink { conn, send, recv } = new;
+) -> Conn {
+    let NewConn { conn, send, recv } = new;
     let (out, out_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
     let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INPUT_BUDGET));
@@ -102,7 +102,7 @@ pub(super) fn start(
     readers.spawn(read_loop(r, recv));
     readers.spawn(uni_loop(serial, peer, conn.clone(), inputs.clone()));
     readers.spawn(datagram_loop(peer, conn.clone(), inputs, budget));
-    Link {
+    Conn {
         serial,
         conn,
         out,
@@ -274,7 +274,7 @@ pub(super) async fn dial(
     identity: IdentityKey,
     accept: Accept,
     deadline: Duration,
-) -> Result<NewLink, Reason> {
+) -> Result<NewConn, Reason> {
     let pin = Pin {
         identity,
         fingerprint: accept.cert_fingerprint,
@@ -314,11 +314,11 @@ pub(super) async fn dial(
     )
     .await
     .map_err(|_| Reason::PeerLost)?;
-    Ok(NewLink { conn, send, recv })
+    Ok(NewConn { conn, send, recv })
 }
 
 /// An inviter's way to the responder: the LAN, a hotspot, or the LAN
-/// probed first (see [`crate::link`]).
+/// probed first (see [`crate::wifi`]).
 pub(super) struct Dial {
     pub quic: quinn::Endpoint,
     pub me: Arc<QuicIdentity>,
@@ -350,7 +350,7 @@ impl Dial {
         }
     }
 
-    async fn quic(&self, accept: Accept, deadline: Duration) -> Result<NewLink, Reason> {
+    async fn quic(&self, accept: Accept, deadline: Duration) -> Result<NewConn, Reason> {
         dial(
             self.quic.clone(),
             self.me.clone(),
@@ -363,10 +363,10 @@ impl Dial {
     }
 
     /// Dials: the announced addresses; or, when the reply carries a hotspot,
-    /// the LAN addresses for [`crate::link::PROBE`] (if the path says so),
+    /// the LAN addresses for [`crate::wifi::PROBE`] (if the path says so),
     /// then joins the hotspot and dials the host's address on it (the
     /// reply's first).
-    pub async fn run(self, accept: Accept) -> Result<NewLink, Reason> {
+    pub async fn run(self, accept: Accept) -> Result<NewConn, Reason> {
         let (Some(backend), Some(creds)) = (self.backend.clone(), accept.hotspot.clone()) else {
             let deadline = self.deadline;
             return self.quic(accept, deadline).await;
@@ -380,7 +380,7 @@ impl Dial {
                 addrs: lan,
                 ..accept.clone()
             };
-            if let Ok(l) = self.quic(probe, crate::link::PROBE).await {
+            if let Ok(l) = self.quic(probe, crate::wifi::PROBE).await {
                 return Ok(l);
             }
         }
@@ -392,7 +392,7 @@ impl Dial {
             .into_iter()
             .map(|i| i.addr)
             .collect();
-        let Some(local) = crate::link::joiner_address(host_ip, &in_use) else {
+        let Some(local) = crate::wifi::joiner_address(host_ip, &in_use) else {
             // The reply's decoder checked the range; what is left is a
             // subnet we are already on.
             return Err(Reason::HotspotAddressFailed);
@@ -454,7 +454,7 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, inputs: mpsc::Unbound
     }
 }
 
-async fn admit(incoming: quinn::Incoming) -> Option<(IdentityKey, [u8; 16], NewLink)> {
+async fn admit(incoming: quinn::Incoming) -> Option<(IdentityKey, [u8; 16], NewConn)> {
     let conn = incoming.await.ok()?;
     let identity = quic::peer_identity(&conn)?;
     let (send, mut recv) = conn.accept_bi().await.ok()?;
@@ -462,7 +462,7 @@ async fn admit(incoming: quinn::Incoming) -> Option<(IdentityKey, [u8; 16], NewL
     let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INPUT_BUDGET));
     match read_frame(&mut recv, &budget).await {
         Ok(Some((Frame::Hello { token }, _))) => {
-            Some((identity, token, NewLink { conn, send, recv }))
+            Some((identity, token, NewConn { conn, send, recv }))
         }
         _ => {
             conn.close(code(Reason::ProtocolViolation), b"expected hello");

@@ -1,4 +1,4 @@
-//! Link selection and Wi-Fi hotspots: how two peers that accepted each other
+//! Wi-Fi: path selection (LAN or hotspot) and hotspots: how two peers that accepted each other
 //! over Bluetooth get an IP path for QUIC.
 //!
 //! # Which path
