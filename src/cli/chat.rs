@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use airhop::node::NodeEvent;
 use airhop::session::{PeerState, Recipients};
-use airhop::transfer::offer::printable;
-use airhop::wire::{PeerId, Reason};
-use serde_json::json;
+use airhop::wire::PeerId;
 
+use super::event::{why, Event, Role};
 use super::setup::{ctrl_c, stdin_lines, Ctx};
 use super::{CliError, Global, Out};
 
@@ -39,85 +38,33 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
         .await?;
     node.advertise(true).await?;
     node.browse(true).await?;
-    let me = node.peer_id();
     let tty = std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !out.json;
-    out.event("ready", json!({"name": ctx.name, "peer": me.to_string()}));
-    out.say(format!(
-        "Chatting as {} ({me}) with everyone nearby on service {:?}. Ctrl-D or Ctrl-C to leave.",
-        out.bold(&ctx.name),
-        g.service_type
-    ));
-    let prompt = || {
-        if tty {
-            eprint!("{PROMPT}");
-            let _ = std::io::stderr().flush();
-        }
+    out.emit(&Event::Ready {
+        role: Role::Chat,
+        name: ctx.name.clone(),
+        peer: node.peer_id().to_string(),
+        service: ctx.service.clone(),
+        dir: None,
+    });
+    let mut room = Room {
+        out: &out,
+        node: &node,
+        tty,
+        names: HashMap::new(),
+        connected: HashSet::new(),
     };
-    // Prints above the prompt.
-    let show = |line: String| {
-        if tty {
-            eprint!("\r\x1b[2K");
-            println!("{line}");
-            let _ = std::io::stdout().flush();
-            prompt();
-        } else {
-            out.result(line);
-        }
-    };
-    prompt();
+    room.prompt();
     let mut lines = stdin_lines();
-    let mut names: HashMap<PeerId, String> = HashMap::new();
-    let mut connected: HashSet<PeerId> = HashSet::new();
     let result = loop {
         tokio::select! {
             line = lines.recv() => {
                 let Some(line) = line else { break Ok(()) };
-                let text = line.trim_end_matches(['\n', '\r']).to_string();
-                if text.is_empty() { prompt(); continue; }
-                if connected.is_empty() {
-                    show("(nobody here yet: the line was not sent)".into());
-                    continue;
-                }
-                match node.send_message(Recipients::All, text.clone().into_bytes()).await {
-                    Ok(_) => out.event("sent", json!({"text": text})),
-                    Err(e) => show(format!("(not sent: {e})")),
-                }
-                prompt();
+                room.say(line.trim_end_matches(['\n', '\r'])).await;
             }
             e = events.next() => {
                 let Some(e) = e else { break Err(CliError::Stopped) };
-                match e {
-                    NodeEvent::PeerFound(p) => {
-                        names.insert(p.id, p.name.to_string());
-                        if me < p.id && !connected.contains(&p.id) {
-                            let _ = node.invite(p.id, b"chat".to_vec()).await;
-                        }
-                    }
-                    NodeEvent::Invited { invite, from, .. } => {
-                        names.insert(from.id, from.name.to_string());
-                        let _ = node.accept(invite).await;
-                    }
-                    NodeEvent::PeerState { peer, state: PeerState::Connected } if connected.insert(peer) => {
-                        let name = names.get(&peer).cloned().unwrap_or_else(|| peer.to_string());
-                        out.event("joined", json!({"peer": peer.to_string(), "name": name}));
-                        if !out.json { show(format!("* {} joined", printable(&name))); }
-                    }
-                    NodeEvent::PeerState { peer, state: PeerState::NotConnected(reason) } if connected.remove(&peer) => {
-                        let name = names.get(&peer).cloned().unwrap_or_else(|| peer.to_string());
-                        out.event("left", json!({"peer": peer.to_string(), "name": name, "reason": super::out::reason_name(reason)}));
-                        if !out.json {
-                            let why = if reason == Reason::Disconnected { String::new() } else { format!(" ({reason})") };
-                            show(format!("* {} left{why}", printable(&name)));
-                        }
-                    }
-                    NodeEvent::Message { from, data } => {
-                        let name = names.get(&from).cloned().unwrap_or_else(|| from.to_string());
-                        let text = String::from_utf8_lossy(&data);
-                        out.event("message", json!({"from": from.to_string(), "name": name, "text": text}));
-                        if !out.json { show(format!("[{}] {}", printable(&name), printable(&text))); }
-                    }
-                    NodeEvent::Error { reason, message } => break Err(CliError::reason(reason, message)),
-                    _ => {}
+                if let Err(e) = room.on(e).await {
+                    break Err(e);
                 }
             }
             _ = ctrl_c() => break Ok(()),
@@ -132,4 +79,102 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
         .await
         .ok();
     result
+}
+
+struct Room<'a> {
+    out: &'a Out,
+    node: &'a airhop::node::Node,
+    tty: bool,
+    names: HashMap<PeerId, String>,
+    connected: HashSet<PeerId>,
+}
+
+impl Room<'_> {
+    fn prompt(&self) {
+        if self.tty {
+            eprint!("{PROMPT}");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    /// A line for the room, printed above the prompt.
+    fn show(&self, line: String) {
+        if self.tty {
+            eprint!("\r\x1b[2K");
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+            self.prompt();
+        } else {
+            self.out.result(line);
+        }
+    }
+
+    /// An event: its JSON, or its line above the prompt.
+    fn emit(&self, e: Event) {
+        self.out.emit_with(&e, |_, line| self.show(line));
+    }
+
+    /// A line typed: to everyone connected.
+    async fn say(&mut self, text: &str) {
+        if text.is_empty() {
+            return self.prompt();
+        }
+        if self.connected.is_empty() {
+            return self.show("(nobody here yet: the line was not sent)".into());
+        }
+        match self
+            .node
+            .send_message(Recipients::All, text.as_bytes().to_vec())
+            .await
+        {
+            Ok(_) => self.emit(Event::Sent { text: text.into() }),
+            Err(e) => self.show(format!("(not sent: {e})")),
+        }
+        self.prompt();
+    }
+
+    fn name(&self, peer: PeerId) -> String {
+        self.names
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| peer.to_string())
+    }
+
+    async fn on(&mut self, e: NodeEvent) -> Result<(), CliError> {
+        match e {
+            NodeEvent::PeerFound(p) => {
+                self.names.insert(p.id, p.name.to_string());
+                if self.node.peer_id() < p.id && !self.connected.contains(&p.id) {
+                    let _ = self.node.invite(p.id, b"chat".to_vec()).await;
+                }
+            }
+            NodeEvent::Invited { invite, from, .. } => {
+                self.names.insert(from.id, from.name.to_string());
+                let _ = self.node.accept(invite).await;
+            }
+            NodeEvent::PeerState {
+                peer,
+                state: PeerState::Connected,
+            } if self.connected.insert(peer) => self.emit(Event::Joined {
+                peer: peer.to_string(),
+                name: self.name(peer),
+            }),
+            NodeEvent::PeerState {
+                peer,
+                state: PeerState::NotConnected(reason),
+            } if self.connected.remove(&peer) => self.emit(Event::Left {
+                peer: peer.to_string(),
+                name: self.name(peer),
+                reason: why(reason).0,
+            }),
+            NodeEvent::Message { from, data } => self.emit(Event::Message {
+                from: from.to_string(),
+                name: self.name(from),
+                text: String::from_utf8_lossy(&data).into_owned(),
+            }),
+            NodeEvent::Error { reason, message } => return Err(CliError::reason(reason, message)),
+            _ => {}
+        }
+        Ok(())
+    }
 }

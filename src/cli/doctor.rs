@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
 use airhop::transfer::offer::{free_space, human_bytes};
-use serde_json::json;
 
+use super::event::{Event, Status};
 use super::setup::{ble_status, download_dir, Ctx};
 use super::{CliError, Global, Out};
 
@@ -18,43 +18,32 @@ pub struct DoctorArgs {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Ok,
-    Warn,
-    Fail,
-}
-
 struct Report<'a> {
     out: &'a Out,
-    fails: usize,
+    fails: u64,
+    /// The ways this device can reach others.
+    ways: Vec<String>,
 }
 
 impl Report<'_> {
-    fn check(&mut self, level: Level, what: &str, detail: &str, fix: Option<&str>) {
-        if level == Level::Fail {
+    fn check(&mut self, status: Status, what: &str, detail: &str, fix: Option<&str>) {
+        if status == Status::Fail {
             self.fails += 1;
         }
-        let tag = match level {
-            Level::Ok => "ok",
-            Level::Warn => "warn",
-            Level::Fail => "fail",
-        };
-        self.out.event(
-            "check",
-            json!({"check": what, "status": tag, "detail": detail, "fix": fix}),
-        );
-        if self.out.json {
-            return;
-        }
-        let mark = match level {
-            Level::Ok => self.out.green("  ok "),
-            Level::Warn => "warn ".to_string(),
-            Level::Fail => self.out.red("fail "),
-        };
-        self.out.result(format!("{mark} {what}: {detail}"));
-        if let Some(f) = fix {
-            self.out.result(format!("      fix: {f}"));
+        self.out.emit(&Event::Check {
+            check: what.into(),
+            status,
+            detail: detail.into(),
+            fix: fix.map(str::to_string),
+        });
+    }
+
+    /// `ok` when `good`, else `bad`.
+    fn state(good: bool, bad: Status) -> Status {
+        if good {
+            Status::Ok
+        } else {
+            bad
         }
     }
 }
@@ -64,14 +53,43 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
     let mut r = Report {
         out: &out,
         fails: 0,
+        ways: Vec::new(),
     };
-    let mut ways: Vec<&str> = Vec::new();
+    let ctx = identity(&mut r, g);
+    bluetooth(&mut r, g).await;
+    wifi(&mut r, g);
+    lan(&mut r, g).await;
+    // The QUIC port: a UDP socket with big buffers that hears itself.
+    match quic_check() {
+        Ok(detail) => r.check(Status::Ok, "QUIC socket", &detail, None),
+        Err(e) => r.check(
+            Status::Fail,
+            "QUIC socket",
+            &e,
+            Some("check the firewall allows UDP on this host"),
+        ),
+    }
+    let config = ctx.map(|c| c.config).unwrap_or_default();
+    folder(&mut r, &download_dir(args.dir, &config));
+    out.emit(&Event::Summary {
+        transports: r.ways.clone(),
+        failures: r.fails,
+    });
+    if r.ways.is_empty() {
+        return Err(CliError::reason(
+            airhop::wire::Reason::WirelessInterfaceNotAvailable,
+            "no way to reach other devices",
+        ));
+    }
+    Ok(())
+}
 
-    // Identity and config.
-    let ctx = match Ctx::load(g) {
+/// The identity and config files.
+fn identity(r: &mut Report, g: &Global) -> Option<Ctx> {
+    match Ctx::load(g) {
         Ok(c) => {
             r.check(
-                Level::Ok,
+                Status::Ok,
                 "identity",
                 &format!("{} in {}", c.identity.peer_id(), c.dir.display()),
                 None,
@@ -80,96 +98,85 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
         }
         Err(e) => {
             r.check(
-                Level::Fail,
+                Status::Fail,
                 "identity",
                 &e.to_string(),
                 Some("check the config folder's permissions, or pass --config-dir"),
             );
             None
         }
-    };
+    }
+}
 
-    // Bluetooth.
+/// Adapters, rfkill, D-Bus, bluetoothd, and the backend itself.
+async fn bluetooth(r: &mut Report<'_>, g: &Global) {
     let bt = Path::new("/sys/class/bluetooth");
     let adapters = list(bt);
-    let dbus = Path::new("/run/dbus/system_bus_socket").exists();
-    let bluetoothd = process_running("bluetoothd");
     if !bt.exists() || adapters.is_empty() {
-        r.check(
-            Level::Fail,
+        return r.check(
+            Status::Fail,
             "Bluetooth LE",
             &ble_status(g.adapter.as_deref()),
             Some("plug in a Bluetooth adapter (or load the kernel's bluetooth module); meanwhile airhop uses the LAN"),
         );
-    } else {
-        let blocked = rfkill_blocked("bluetooth");
-        r.check(
-            if blocked { Level::Fail } else { Level::Ok },
-            "Bluetooth adapters",
-            &format!(
-                "{}{}",
-                adapters.join(", "),
-                if blocked { " (blocked by rfkill)" } else { "" }
-            ),
-            blocked.then_some("run `rfkill unblock bluetooth`, then `bluetoothctl power on`"),
-        );
-        r.check(
-            if dbus { Level::Ok } else { Level::Fail },
-            "D-Bus system bus",
-            if dbus {
-                "/run/dbus/system_bus_socket"
-            } else {
-                "not running"
-            },
-            (!dbus).then_some("start it: `systemctl start dbus`"),
-        );
-        r.check(
-            if bluetoothd { Level::Ok } else { Level::Fail },
-            "BlueZ (bluetoothd)",
-            if bluetoothd { "running" } else { "not running" },
-            (!bluetoothd).then_some(
-                "install and start BlueZ: `apt install bluez && systemctl start bluetooth`",
-            ),
-        );
-        // The real thing: both roles on the adapter, as send and receive
-        // would start them.
-        match super::setup::start_ble(g).await {
-            Ok(_) => r.check(
-                Level::Ok,
+    }
+    let blocked = rfkill_blocked("bluetooth");
+    r.check(
+        Report::state(!blocked, Status::Fail),
+        "Bluetooth adapters",
+        &format!(
+            "{}{}",
+            adapters.join(", "),
+            if blocked { " (blocked by rfkill)" } else { "" }
+        ),
+        blocked.then_some("run `rfkill unblock bluetooth`, then `bluetoothctl power on`"),
+    );
+    let dbus = Path::new("/run/dbus/system_bus_socket").exists();
+    r.check(
+        Report::state(dbus, Status::Fail),
+        "D-Bus system bus",
+        if dbus {
+            "/run/dbus/system_bus_socket"
+        } else {
+            "not running"
+        },
+        (!dbus).then_some("start it: `systemctl start dbus`"),
+    );
+    let bluetoothd = process_running("bluetoothd");
+    r.check(
+        Report::state(bluetoothd, Status::Fail),
+        "BlueZ (bluetoothd)",
+        if bluetoothd { "running" } else { "not running" },
+        (!bluetoothd)
+            .then_some("install and start BlueZ: `apt install bluez && systemctl start bluetooth`"),
+    );
+    // The real thing: both roles on the adapter, as send and receive
+    // would start them.
+    match super::setup::start_ble(g).await {
+        Ok(_) => {
+            r.ways.push("Bluetooth LE".into());
+            r.check(
+                Status::Ok,
                 "BLE backend",
                 "advertising and scanning can start",
                 None,
-            ),
-            Err(e) => r.check(
-                Level::Fail,
-                "BLE backend",
-                &e.to_string(),
-                Some("meanwhile airhop uses the LAN (`--transport auto`)"),
-            ),
+            )
         }
+        Err(e) => r.check(
+            Status::Fail,
+            "BLE backend",
+            &e.to_string(),
+            Some("meanwhile airhop uses the LAN (`--transport auto`)"),
+        ),
     }
+}
 
-    // Wi-Fi and hotspots.
-    let wifi: Vec<String> = list(Path::new("/sys/class/net"))
-        .into_iter()
-        .filter(|n| {
-            Path::new("/sys/class/net")
-                .join(n)
-                .join("wireless")
-                .exists()
-                || Path::new("/sys/class/net")
-                    .join(n)
-                    .join("phy80211")
-                    .exists()
-        })
-        .collect();
-    let nm = Path::new("/run/NetworkManager").exists() || process_running("NetworkManager");
+/// Wi-Fi devices, NetworkManager, and the hotspot backend as `send` and
+/// `receive` would pick it (the library's own detection).
+fn wifi(r: &mut Report, g: &Global) {
+    let wifi = airhop::wifi::wifi_interfaces();
     r.check(
-        if wifi.is_empty() {
-            Level::Warn
-        } else {
-            Level::Ok
-        },
+        Report::state(!wifi.is_empty(), Status::Warn),
         "Wi-Fi devices",
         &if wifi.is_empty() {
             "none".to_string()
@@ -179,34 +186,35 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
         wifi.is_empty()
             .then_some("transfers use the wired LAN; a hotspot needs a Wi-Fi device"),
     );
+    let nm = Path::new("/run/NetworkManager").exists() || process_running("NetworkManager");
     r.check(
-        if nm { Level::Ok } else { Level::Warn },
+        Report::state(nm, Status::Warn),
         "NetworkManager",
         if nm { "running" } else { "not running" },
         None,
     );
-    // The hotspot backend as send and receive would pick it.
-    let choice: airhop::wifi::BackendChoice = g.hotspot_backend.parse().unwrap_or_default();
-    match airhop::wifi::detect(choice, g.wifi_interface.as_deref()) {
+    match airhop::wifi::detect(g.hotspot_backend, g.wifi_interface.as_deref()) {
         Ok(b) => r.check(
-            Level::Ok,
+            Status::Ok,
             "hotspots",
             &format!("{} on {}", b.name(), b.interface()),
             None,
         ),
         Err(why) => r.check(
-            Level::Warn,
+            Status::Warn,
             "hotspots",
-            &why,
+            &why.to_string(),
             Some(
                 "devices with no shared network need a hotspot: a Wi-Fi device with NetworkManager, \
                  or hostapd + wpa_supplicant (apt install hostapd wpasupplicant)",
             ),
         ),
     }
+}
 
-    // LAN multicast, per interface.
-    // `--interface` picks which (loopback too); by default every one up.
+/// UDP multicast on each interface (`--interface` picks which, loopback
+/// too; by default every one up).
+async fn lan(r: &mut Report<'_>, g: &Global) {
     let ifaces: Vec<_> = airhop::net::interfaces()
         .unwrap_or_default()
         .into_iter()
@@ -218,7 +226,7 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
             }
         })
         .collect();
-    let mut any_lan = false;
+    let mut any = false;
     for i in &ifaces {
         let cfg = LanConfig {
             group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), g.lan_port),
@@ -226,14 +234,16 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
             probe_timeout: Duration::from_millis(700),
             ..LanConfig::default()
         };
+        let what = format!("UDP multicast on {}", i.name);
         match Lan::bind(cfg).await {
             Ok(_) => {
-                any_lan = true;
-                r.check(Level::Ok, &format!("UDP multicast on {}", i.name), &format!("{} reaches group {}", i.addr, DEFAULT_GROUP.ip()), None);
+                any = true;
+                let detail = format!("{} reaches group {}", i.addr, DEFAULT_GROUP.ip());
+                r.check(Status::Ok, &what, &detail, None);
             }
             Err(e) => r.check(
-                Level::Fail,
-                &format!("UDP multicast on {}", i.name),
+                Status::Fail,
+                &what,
                 &e.to_string(),
                 Some("allow multicast on this network (some Wi-Fi isolates clients), or use Bluetooth"),
             ),
@@ -241,72 +251,33 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
     }
     if ifaces.is_empty() {
         r.check(
-            Level::Fail,
+            Status::Fail,
             "network",
             "no interface but loopback is up",
             Some("connect to a network, or use Bluetooth / a hotspot"),
         );
     }
-    if any_lan {
-        ways.push("LAN");
+    if any {
+        r.ways.push("LAN".into());
     }
+}
 
-    // The QUIC port: a UDP socket with big buffers that hears itself.
-    match quic_check() {
-        Ok(detail) => r.check(Level::Ok, "QUIC socket", &detail, None),
-        Err(e) => r.check(
-            Level::Fail,
-            "QUIC socket",
-            &e,
-            Some("check the firewall allows UDP on this host"),
-        ),
-    }
-
-    // The download folder.
-    let dir = download_dir(
-        args.dir,
-        ctx.as_ref()
-            .map(|c| &c.config)
-            .unwrap_or(&Default::default()),
-    );
-    match folder_check(&dir) {
+/// The download folder: writable, and how much room.
+fn folder(r: &mut Report, dir: &Path) {
+    match folder_check(dir) {
         Ok(free) => r.check(
-            if free < 1 << 30 {
-                Level::Warn
-            } else {
-                Level::Ok
-            },
+            Report::state(free >= 1 << 30, Status::Warn),
             "download folder",
             &format!("{} is writable, {} free", dir.display(), human_bytes(free)),
             (free < 1 << 30).then_some("free some space, or pick another folder with --dir"),
         ),
         Err(e) => r.check(
-            Level::Fail,
+            Status::Fail,
             "download folder",
             &format!("{}: {e}", dir.display()),
             Some("create it or pick another with `receive --dir`"),
         ),
     }
-
-    let summary = if ways.is_empty() {
-        "airhop cannot reach other devices from here yet (see the fixes above)".to_string()
-    } else {
-        format!(
-            "airhop can find and reach devices here over: {}",
-            ways.join(", ")
-        )
-    };
-    out.event("summary", json!({"transports": ways, "failures": r.fails}));
-    if !out.json {
-        out.result(summary);
-    }
-    if ways.is_empty() {
-        return Err(CliError::reason(
-            airhop::wire::Reason::WirelessInterfaceNotAvailable,
-            "no way to reach other devices",
-        ));
-    }
-    Ok(())
 }
 
 fn list(dir: &Path) -> Vec<String> {

@@ -5,6 +5,7 @@ mod config;
 mod decode;
 mod demo;
 mod doctor;
+mod event;
 mod id;
 mod out;
 mod peers;
@@ -16,6 +17,7 @@ mod trust;
 use std::path::PathBuf;
 
 use airhop::wire::Reason;
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use out::Out;
@@ -101,9 +103,10 @@ pub struct Global {
         hide_env_values = true,
         value_name = "BACKEND",
         default_value = "auto",
-        value_parser = ["auto", "networkmanager", "hostapd", "none"]
+        value_parser = clap::builder::PossibleValuesParser::new(["auto", "networkmanager", "hostapd", "none"])
+            .try_map(|s| s.parse::<airhop::wifi::BackendChoice>())
     )]
-    pub hotspot_backend: String,
+    pub hotspot_backend: airhop::wifi::BackendChoice,
     /// One JSON object per line on standard output, for scripts and apps
     /// (the README documents the events).
     #[arg(long, global = true)]

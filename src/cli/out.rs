@@ -13,12 +13,11 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{json, Value};
-
+use super::event::{self, Event, Level};
 use super::Global;
 use airhop::node::{Direction, Progress};
 use airhop::wire::Reason;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The printer, shared by a command's tasks.
 #[derive(Clone)]
@@ -39,6 +38,18 @@ struct Bars {
 }
 
 impl Out {
+    /// Plain text, no colour, no bars (tests).
+    #[cfg(test)]
+    pub fn plain() -> Out {
+        Out {
+            json: false,
+            quiet: false,
+            verbose: 0,
+            color: false,
+            bars: Arc::new(Mutex::new(None)),
+        }
+    }
+
     /// From the global options and the environment.
     pub fn new(g: &Global) -> Out {
         let tty = std::io::stderr().is_terminal();
@@ -111,84 +122,70 @@ impl Out {
         stdout_line(line.as_ref());
     }
 
-    /// A `--json` event: `{"event": name, ...fields}` on one line. Nothing
-    /// without `--json`.
-    pub fn event(&self, name: &str, fields: Value) {
-        if !self.json {
-            return;
-        }
-        let mut v = json!({ "event": name });
-        if let (Some(o), Value::Object(f)) = (v.as_object_mut(), fields) {
-            o.extend(f);
-        }
-        stdout_line(&v.to_string());
+    /// Reports an event: its JSON line with `--json`, else its human
+    /// lines ([`Event::human`]); progress also draws the bars.
+    pub fn emit(&self, e: &Event) {
+        self.emit_with(e, |level, line| match level {
+            Level::Say => self.say(line),
+            Level::Detail => self.detail(line),
+            Level::Warn => self.warn(line),
+            Level::Result => self.result(line),
+        });
     }
 
-    /// A hotspot step: one line for people, a `hotspot` event for scripts.
+    /// The same, with the human lines handed to `show` (chat keeps its
+    /// prompt below them).
+    pub fn emit_with(&self, e: &Event, mut show: impl FnMut(Level, String)) {
+        if self.json {
+            match serde_json::to_string(e) {
+                Ok(line) => stdout_line(&line),
+                Err(err) => self.warn(format!("event {}: {err}", e.name())),
+            }
+            return;
+        }
+        for (level, line) in e.human(self) {
+            show(level, line);
+        }
+    }
+
+    /// A hotspot step, as the `hotspot` event.
     pub fn hotspot(&self, e: &airhop::node::HotspotEvent) {
         use airhop::node::{HotspotRole, HotspotStage};
-        let host = e.role == HotspotRole::Host;
-        let mut f = json!({
-            "peer": e.peer.to_string(),
-            "role": if host { "host" } else { "join" },
-            "ssid": e.ssid,
-            "interface": e.interface,
-            "backend": e.backend,
-        });
-        let (stage, line) = match &e.stage {
-            HotspotStage::Starting if host => (
-                "starting",
-                format!(
-                    "No shared network: creating Wi-Fi hotspot {} on {} ({})...",
-                    e.ssid, e.interface, e.backend
-                ),
-            ),
-            HotspotStage::Starting => (
-                "starting",
-                format!(
-                    "No shared network: joining Wi-Fi hotspot {} on {} ({})...",
-                    e.ssid, e.interface, e.backend
-                ),
-            ),
-            HotspotStage::Up(addr) => {
-                f["addr"] = json!(addr.to_string());
-                let verb = if host { "is up" } else { "joined" };
-                (
-                    "up",
-                    format!("Hotspot {} {verb}; this device is {addr} on it", e.ssid),
-                )
-            }
-            HotspotStage::Failed(err) => {
-                f["failed_stage"] = json!(err.stage.as_str());
-                f["detail"] = json!(err.detail);
-                f["reason"] = json!(reason_name(err.stage.reason()));
-                f["code"] = json!(err.stage.reason().code());
-                ("failed", format!("{err}; {} is as it was", e.interface))
-            }
-            HotspotStage::Closed(Ok(())) => (
-                "closed",
-                format!(
-                    "Hotspot {} removed; {} is back as it was",
-                    e.ssid, e.interface
-                ),
-            ),
-            HotspotStage::Closed(Err(problem)) => {
-                f["problem"] = json!(problem);
-                (
-                    "closed",
-                    format!("Hotspot {} removed, but: {problem}", e.ssid),
-                )
-            }
+        let stage = match &e.stage {
+            HotspotStage::Starting => "starting",
+            HotspotStage::Up(_) => "up",
+            HotspotStage::Failed(_) => "failed",
+            HotspotStage::Closed(_) => "closed",
         };
-        f["stage"] = json!(stage);
-        self.event("hotspot", f);
-        // The SSID (and a failure's detail) may come from the peer.
-        let line = airhop::transfer::offer::printable(&line);
-        if stage == "failed" || (stage == "closed" && line.contains(", but:")) {
-            self.warn(line);
-        } else {
-            self.say(line);
-        }
+        let failed = match &e.stage {
+            HotspotStage::Failed(err) => Some(err),
+            _ => None,
+        };
+        self.emit(&Event::Hotspot {
+            peer: e.peer.to_string(),
+            role: if e.role == HotspotRole::Host {
+                "host"
+            } else {
+                "join"
+            }
+            .into(),
+            stage: stage.into(),
+            ssid: e.ssid.clone(),
+            interface: e.interface.clone(),
+            backend: e.backend.into(),
+            addr: match &e.stage {
+                HotspotStage::Up(a) => Some(a.to_string()),
+                _ => None,
+            },
+            failed_stage: failed.map(|f| f.stage.as_str().into()),
+            detail: failed.map(|f| f.detail.clone()),
+            reason: failed.map(|f| reason_name(f.stage.reason())),
+            code: failed.map(|f| f.stage.reason().code()),
+            problem: match &e.stage {
+                HotspotStage::Closed(Err(p)) => Some(p.to_string()),
+                _ => None,
+            },
+        });
     }
 
     /// Prints the hotspot events still queued once the node stopped (the
@@ -202,21 +199,18 @@ impl Out {
         }
     }
 
-    /// A reason as JSON fields: its stable name and code.
-    pub fn reason_fields(reason: Reason) -> Value {
-        json!({ "reason": reason_name(reason), "code": reason.code() })
-    }
-
     /// A progress report: the `progress` event with `--json`, else the bars.
     pub fn progress(&self, p: &Progress) {
-        let direction = match p.direction {
-            Direction::Send => "send",
-            Direction::Receive => "receive",
-        };
-        self.event(
-            "progress",
-            json!({"direction": direction, "done": p.done, "total": p.total, "rate": p.rate, "eta": p.eta.map(|d| d.as_secs_f64())}),
-        );
+        self.emit(&Event::Progress {
+            direction: match p.direction {
+                Direction::Send => event::Direction::Send,
+                Direction::Receive => event::Direction::Receive,
+            },
+            done: p.done,
+            total: p.total,
+            rate: p.rate,
+            eta: p.eta.map(|d| d.as_secs_f64()),
+        });
         self.bars(p);
     }
 

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use super::event::Event;
 use airhop::discovery::Transport;
 use airhop::node::NodeEvent;
 use airhop::session::PeerInfo;
 use airhop::wire::{Capabilities, PeerId};
-use serde_json::{json, Value};
 
 use super::setup::{ctrl_c, Ctx};
 use super::{CliError, Global, Out};
@@ -24,16 +24,16 @@ pub struct PeersArgs {
     pub wait: u64,
 }
 
-/// A peer as a JSON object (also used by `send --json`).
-pub fn peer_json(p: &PeerInfo, transport: Transport) -> Value {
-    json!({
-        "peer": p.id.to_string(),
-        "name": p.name.as_str(),
-        "service": p.service.as_str(),
-        "transport": transport.to_string().to_lowercase(),
-        "capabilities": caps(p.caps),
-        "info": p.info.entries(),
-    })
+/// A peer as the `peer_found` event (also used by `send`).
+pub fn peer_found(p: &PeerInfo, transport: Transport) -> Event {
+    Event::PeerFound {
+        peer: p.id.to_string(),
+        name: p.name.as_str().to_string(),
+        service: p.service.as_str().to_string(),
+        transport: transport.to_string().to_lowercase(),
+        capabilities: caps(p.caps).into_iter().map(str::to_string).collect(),
+        info: p.info.entries().clone(),
+    }
 }
 
 fn caps(c: Capabilities) -> Vec<&'static str> {
@@ -95,12 +95,14 @@ pub async fn run(g: &Global, out: Out, args: PeersArgs) -> Result<(), CliError> 
         };
         let changed = match e {
             NodeEvent::PeerFound(p) if p.id != me => {
-                out.event("peer_found", peer_json(&p, node.transport()));
+                out.emit(&peer_found(&p, node.transport()));
                 seen.insert(p.id, p);
                 true
             }
             NodeEvent::PeerLost(id) => {
-                out.event("peer_lost", json!({"peer": id.to_string()}));
+                out.emit(&Event::PeerLost {
+                    peer: id.to_string(),
+                });
                 seen.remove(&id).is_some()
             }
             NodeEvent::Error { reason, message } => break Err(CliError::reason(reason, message)),

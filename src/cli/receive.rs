@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use airhop::node::{Events, Node, NodeError, NodeEvent, TransferId};
 use airhop::session::{AnswerError, InviteId, PeerInfo, PeerState};
-use airhop::transfer::offer::{details, headline, human_bytes, printable, printable_text, summary};
+use airhop::transfer::offer::{details, headline, printable, summary};
 use airhop::wire::{Capabilities, OfferItem, OfferSummary, PeerId, Reason};
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::config::Policy;
-use super::out::{rate, took};
+use super::event::{why, By, Direction, Event, Item, Role, Shown};
 use super::setup::{ctrl_c, download_dir, stdin_lines, Ctx, HotspotArgs};
 use super::{CliError, Global, Out};
 
@@ -122,6 +121,7 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
         dir: dir.clone(),
         accepted: HashSet::new(),
         current: None,
+        what: String::new(),
         answers: None,
     };
     let result = tokio::select! {
@@ -153,6 +153,8 @@ struct Receiver<'a> {
     /// Peers whose invitation we accepted: their offers are taken.
     accepted: HashSet<PeerId>,
     current: Option<TransferId>,
+    /// The headline of the offer being received.
+    what: String,
     /// Lines typed on standard input (started on the first question).
     answers: Option<mpsc::UnboundedReceiver<String>>,
 }
@@ -161,25 +163,13 @@ impl Receiver<'_> {
     async fn serve(&mut self, events: &mut Events) -> Result<(), CliError> {
         self.node.advertise(true).await?;
         let (out, node) = (self.out, self.node);
-        out.event(
-            "ready",
-            json!({"name": self.ctx.name, "peer": node.peer_id().to_string(), "dir": self.dir.display().to_string()}),
-        );
-        if !self.to_stdout {
-            out.say(format!(
-                "Ready to receive as {} ({}); saving to {}. Ctrl-C to stop.",
-                out.bold(&self.ctx.name),
-                node.peer_id(),
-                self.dir.display()
-            ));
-        } else {
-            out.say(format!(
-                "Ready to receive as {} ({}).",
-                out.bold(&self.ctx.name),
-                node.peer_id()
-            ));
-        }
-        let mut saved: Vec<PathBuf> = Vec::new();
+        out.emit(&Event::Ready {
+            role: Role::Receive,
+            name: self.ctx.name.clone(),
+            peer: node.peer_id().to_string(),
+            service: self.ctx.service.clone(),
+            dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
+        });
         loop {
             let e = events.next().await.ok_or(CliError::Stopped)?;
             match e {
@@ -207,18 +197,16 @@ impl Receiver<'_> {
                 NodeEvent::PeerState {
                     peer,
                     state: PeerState::Connected,
-                } => {
-                    out.event("connected", json!({"peer": peer.to_string()}));
-                }
+                } => out.emit(&Event::Connected {
+                    peer: peer.to_string(),
+                }),
                 NodeEvent::PeerState {
                     peer,
                     state: PeerState::NotConnected(reason),
                 } => {
                     self.accepted.remove(&peer);
-                    if self.current.is_some() {
-                        continue; // the transfer's failure says it
-                    }
-                    if reason != Reason::Disconnected {
+                    if self.current.is_none() && reason != Reason::Disconnected {
+                        // (During a transfer, its failure says it.)
                         out.detail(format!("{peer} left: {reason}"));
                     }
                 }
@@ -227,88 +215,43 @@ impl Receiver<'_> {
                     from,
                     items,
                     consented,
-                } => {
-                    self.drop_stale_answers();
-                    out.event("offer", json!({"from": from.to_string(), "items": items.iter().map(|i| json!({"path": i.path, "size": i.size, "kind": if i.kind == airhop::wire::ItemKind::Text {"text"} else {"file"}})).collect::<Vec<_>>(), "consented": consented}));
-                    if !self.accepted.contains(&from) || self.current.is_some() {
-                        let reason = if self.current.is_some() {
-                            Reason::Busy
-                        } else {
-                            Reason::UserNotInterested
-                        };
-                        let _ = node.decline_offer(transfer, reason).await;
-                        continue;
-                    }
-                    if !consented {
-                        if let Err(reason) = self.reconsent(from, &items).await {
-                            let _ = node.decline_offer(transfer, reason).await;
-                            out.event("declined", Out::reason_fields(reason));
-                            if self.once {
-                                return Err(CliError::reason(
-                                    reason,
-                                    "declined the only offer (--once)",
-                                ));
-                            }
-                            continue;
-                        }
-                    }
-                    if self.to_stdout && items.len() != 1 {
-                        let _ = node
-                            .decline_offer(transfer, Reason::UserNotInterested)
-                            .await;
-                        return Err(CliError::Usage(format!(
-                            "--stdout takes a single item; this offer has {} ({})",
-                            items.len(),
-                            summary(&items)
-                        )));
-                    }
-                    node.accept_offer(transfer).await?;
-                    self.current = Some(transfer);
-                    saved.clear();
-                }
+                } => self.offered(transfer, from, items, consented).await?,
                 NodeEvent::TransferStarted {
                     transfer,
                     files,
                     bytes,
                     resumed,
                     ..
-                } if Some(transfer) == self.current => {
-                    out.event("started", json!({"direction": "receive", "files": files, "bytes": bytes, "resumed": resumed}));
-                    if resumed > 0 {
-                        out.say(format!(
-                            "resuming: {} of {} already here",
-                            human_bytes(resumed),
-                            human_bytes(bytes)
-                        ));
-                    }
-                }
+                } if Some(transfer) == self.current => out.emit(&Event::Started {
+                    direction: Direction::Receive,
+                    files: files as u64,
+                    bytes,
+                    resumed,
+                }),
                 NodeEvent::Progress(p) if Some(p.transfer) == self.current => {
                     out.progress(&p);
                 }
                 NodeEvent::FileReceived { path, .. } => {
-                    out.event("file", json!({"path": path.display().to_string()}));
-                    out.detail(format!("  saved {}", path.display()));
+                    out.emit(&Event::File {
+                        path: path.display().to_string(),
+                    });
                     if self.to_stdout {
                         copy_to_stdout(&path)?;
                         let _ = std::fs::remove_file(&path);
                     }
-                    saved.push(path);
                 }
                 NodeEvent::TextReceived { from, text, .. } => {
                     out.end_progress();
-                    out.event("text", json!({"from": from.to_string(), "text": text}));
-                    if !out.json {
-                        if !self.to_stdout {
-                            out.say(format!("Text from {}:", self.name_of(from).await));
-                        }
-                        if self.to_stdout {
-                            // Asked for as bytes: exactly what arrived.
-                            print_raw(&text);
-                        } else {
-                            // Shown on a terminal: no escape sequences,
-                            // no bidi tricks.
-                            out.result(printable_text(&text));
-                        }
+                    if self.to_stdout && !out.json {
+                        // Asked for as bytes: exactly what arrived.
+                        print_raw(&text);
+                    } else {
+                        let name = self.name_of(from).await;
+                        out.emit(&Event::Text {
+                            from: from.to_string(),
+                            name,
+                            text,
+                        });
                     }
                 }
                 NodeEvent::TransferDone {
@@ -322,32 +265,17 @@ impl Receiver<'_> {
                 } if Some(transfer) == self.current => {
                     self.current = None;
                     out.end_progress();
-                    out.event("done", json!({"direction": "receive", "bytes": bytes, "seconds": elapsed.as_secs_f64(), "files": files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), "already_had": already_had}));
-                    if !files.is_empty() && !self.to_stdout {
-                        let name = self.name_of(peer).await;
-                        out.say(format!(
-                            "{} {} file{} ({}) from {name} in {} ({}), in {}",
-                            out.green("Received"),
-                            files.len(),
-                            if files.len() == 1 { "" } else { "s" },
-                            human_bytes(bytes),
-                            took(elapsed),
-                            rate(bytes, elapsed),
-                            self.dir.display()
-                        ));
-                        for f in files.iter().take(10) {
-                            out.say(format!(
-                                "  {}",
-                                f.strip_prefix(&self.dir).unwrap_or(f).display()
-                            ));
-                        }
-                        if files.len() > 10 {
-                            out.say(format!("  ... and {} more", files.len() - 10));
-                        }
-                    }
-                    if already_had > 0 {
-                        out.say(format!("{already_had} file(s) were already here (same content): not sent again"));
-                    }
+                    out.emit(&Event::Done {
+                        direction: Direction::Receive,
+                        peer: peer.to_string(),
+                        name: self.name_of(peer).await,
+                        bytes,
+                        seconds: elapsed.as_secs_f64(),
+                        files: files.iter().map(|p| p.display().to_string()).collect(),
+                        already_had: already_had as u64,
+                        summary: std::mem::take(&mut self.what),
+                        dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
+                    });
                     if self.once {
                         let _ = node.disconnect(peer).await;
                         return Ok(());
@@ -361,10 +289,14 @@ impl Receiver<'_> {
                 } if Some(transfer) == self.current => {
                     self.current = None;
                     out.end_progress();
-                    out.event("failed", Out::reason_fields(reason));
+                    let (reason_name, code) = why(reason);
+                    out.emit(&Event::Failed {
+                        reason: reason_name,
+                        code,
+                    });
                     let msg = format!(
                         "the transfer from {} failed: {reason}",
-                        self.name_of(peer).await
+                        printable(&self.name_of(peer).await)
                     );
                     if self.once {
                         return Err(CliError::reason(reason, msg));
@@ -372,12 +304,82 @@ impl Receiver<'_> {
                     out.warn(msg);
                 }
                 NodeEvent::Error { reason, message } => {
-                    out.event("error", Out::reason_fields(reason));
+                    let (name, code) = why(reason);
+                    out.emit(&Event::Error { reason: name, code });
                     return Err(CliError::reason(reason, message));
                 }
                 _ => {}
             }
         }
+    }
+
+    /// An offer: taken when it is what an accepted invitation showed (or
+    /// the user agrees to it now), declined otherwise.
+    async fn offered(
+        &mut self,
+        transfer: TransferId,
+        from: PeerId,
+        items: Vec<OfferItem>,
+        consented: bool,
+    ) -> Result<(), CliError> {
+        self.drop_stale_answers();
+        let (out, node) = (self.out, self.node);
+        out.emit(&Event::Offer {
+            from: from.to_string(),
+            items: items
+                .iter()
+                .map(|i| Item {
+                    path: i.path.clone(),
+                    size: i.size,
+                    kind: if i.kind == airhop::wire::ItemKind::Text {
+                        "text"
+                    } else {
+                        "file"
+                    }
+                    .into(),
+                })
+                .collect(),
+            consented,
+        });
+        if !self.accepted.contains(&from) || self.current.is_some() {
+            let reason = if self.current.is_some() {
+                Reason::Busy
+            } else {
+                Reason::UserNotInterested
+            };
+            let _ = node.decline_offer(transfer, reason).await;
+            return Ok(());
+        }
+        if !consented {
+            if let Err((reason, by)) = self.reconsent(from, &items).await {
+                let _ = node.decline_offer(transfer, reason).await;
+                let (name, code) = why(reason);
+                out.emit(&Event::Declined {
+                    peer: from.to_string(),
+                    by,
+                    reason: name,
+                    code,
+                });
+                if self.once {
+                    return Err(CliError::reason(reason, "declined the only offer (--once)"));
+                }
+                return Ok(());
+            }
+        }
+        if self.to_stdout && items.len() != 1 {
+            let _ = node
+                .decline_offer(transfer, Reason::UserNotInterested)
+                .await;
+            return Err(CliError::Usage(format!(
+                "--stdout takes a single item; this offer has {} ({})",
+                items.len(),
+                summary(&items)
+            )));
+        }
+        node.accept_offer(transfer).await?;
+        self.current = Some(transfer);
+        self.what = summary(&items);
+        Ok(())
     }
 
     async fn name_of(&self, peer: PeerId) -> String {
@@ -386,7 +388,7 @@ impl Receiver<'_> {
             .await
             .ok()
             .and_then(|s| s.into_iter().find(|i| i.peer == peer))
-            .map_or_else(|| peer.to_string(), |i| printable(i.name.as_str()))
+            .map_or_else(|| peer.to_string(), |i| i.name.as_str().to_string())
     }
 
     async fn invited(
@@ -406,16 +408,10 @@ impl Receiver<'_> {
             .collect::<String>();
         // What the prompt shows comes from the offer's summary (built by the
         // inviting node from the real items), never from free text alone.
-        let (what, lines) = match offer {
-            Some(o) => {
-                let mut lines = details(o);
-                if !note.is_empty() {
-                    lines.push(format!("\"{note}\""));
-                }
-                (headline(o), lines)
-            }
-            None if note.is_empty() => ("nothing yet (a session)".to_string(), Vec::new()),
-            None => (note.clone(), Vec::new()),
+        let what = match offer {
+            Some(o) => headline(o),
+            None if note.is_empty() => "nothing yet (a session)".to_string(),
+            None => note.clone(),
         };
         // A stranger using the name of a device we trust: shown as such,
         // and (being untrusted) never auto-accepted by --from-trusted.
@@ -426,76 +422,49 @@ impl Receiver<'_> {
                 .devices
                 .iter()
                 .any(|d| d.name.eq_ignore_ascii_case(from.name.as_str()));
-        out.event(
-            "invited",
-            json!({"from": from.id.to_string(), "name": from.name.as_str(), "summary": what, "offer": offer.map(offer_json), "context": note, "pairing_code": code, "trusted": trusted, "unverified_name": impostor}),
-        );
-        let who = format!(
-            "{} ({}{})",
-            out.bold(&printable(from.name.as_str())),
-            from.id,
-            if trusted {
-                ", trusted"
-            } else if impostor {
-                ", UNVERIFIED: not the trusted device of that name"
-            } else {
-                ""
-            }
-        );
-        let shown: String = lines.iter().map(|l| format!("\n  {l}")).collect();
-        let accept = if self.current.is_some() {
-            out.say(format!(
-                "{who} wants to send {what}: busy with another transfer, declining"
-            ));
-            node.decline(invite, Reason::Busy).await?;
-            return Ok(());
+        out.emit(&Event::Invited {
+            from: from.id.to_string(),
+            name: from.name.as_str().to_string(),
+            summary: what,
+            offer: offer.map(Shown::from),
+            context: note,
+            pairing_code: code.to_string(),
+            trusted,
+            unverified_name: impostor,
+        });
+        let by = if self.current.is_some() {
+            By::Busy
         } else {
             match self.policy {
-                Policy::Yes => {
-                    out.say(format!(
-                        "{who} sends {what}; pairing code {code}: accepting (--yes){shown}"
-                    ));
-                    true
-                }
-                Policy::Trusted if trusted => {
-                    out.say(format!("{who} sends {what}: accepting (trusted){shown}"));
-                    true
-                }
-                Policy::Trusted => {
-                    out.say(format!(
-                        "{who} wants to send {what}: not trusted, declining (--from-trusted)"
-                    ));
-                    false
-                }
-                Policy::Ask => {
-                    let code_part = if trusted {
-                        String::new()
-                    } else {
-                        format!(
-                            "\n  Pairing code: {} (the sender shows the same)",
-                            out.bold(code)
-                        )
-                    };
-                    let q = format!(
-                        "{who} wants to send you {what}{}{shown}{code_part}\n  Accept? [y/N] ",
-                        if shown.is_empty() { "." } else { ":" }
-                    );
-                    self.ask(&q).await
-                }
+                Policy::Yes => By::Yes,
+                Policy::Trusted => By::Trusted,
+                Policy::Ask => By::User,
             }
+        };
+        let accept = match by {
+            By::Busy => false,
+            By::Yes => true,
+            By::Trusted => trusted,
+            _ => self.ask("  Accept? [y/N] ").await,
         };
         // The invitation may have ended while the question was up (expired,
         // or the inviter gave up): that is an answer come too late, not a
         // reason to stop receiving.
+        let reason = if by == By::Busy {
+            Reason::Busy
+        } else {
+            Reason::UserNotInterested
+        };
         let answered = if accept {
             node.accept(invite).await
         } else {
-            node.decline(invite, Reason::UserNotInterested).await
+            node.decline(invite, reason).await
         };
         match answered {
             Err(NodeError::Answer(AnswerError::UnknownInvite(_))) => {
-                out.event("expired", json!({"from": from.id.to_string()}));
-                out.say("too late: the invitation had already ended");
+                out.emit(&Event::Expired {
+                    from: from.id.to_string(),
+                });
                 return Ok(());
             }
             Err(NodeError::Answer(e)) => {
@@ -504,18 +473,24 @@ impl Receiver<'_> {
             }
             r => r?,
         }
+        let peer = from.id.to_string();
         if accept {
             self.accepted.insert(from.id);
-            out.event("accepted", json!({"from": from.id.to_string()}));
-        } else {
-            out.event("declined", json!({"from": from.id.to_string()}));
-            out.say("declined");
-            if self.once {
-                return Err(CliError::reason(
-                    Reason::UserNotInterested,
-                    "declined the only invitation (--once)",
-                ));
-            }
+            out.emit(&Event::Accepted { peer, by });
+            return Ok(());
+        }
+        let (name, code) = why(reason);
+        out.emit(&Event::Declined {
+            peer,
+            by,
+            reason: name,
+            code,
+        });
+        if self.once && by != By::Busy {
+            return Err(CliError::reason(
+                reason,
+                "declined the only invitation (--once)",
+            ));
         }
         Ok(())
     }
@@ -523,10 +498,10 @@ impl Receiver<'_> {
     /// An offer from an accepted peer that is not the one its invitation
     /// showed: asked again, or (by policy, unattended) declined with
     /// [`Reason::OfferMismatch`], which the sender sees.
-    async fn reconsent(&mut self, from: PeerId, items: &[OfferItem]) -> Result<(), Reason> {
+    async fn reconsent(&mut self, from: PeerId, items: &[OfferItem]) -> Result<(), (Reason, By)> {
         let name = printable(&self.name_of(from).await);
         let Ok(s) = OfferSummary::of(items) else {
-            return Err(Reason::ProtocolViolation);
+            return Err((Reason::ProtocolViolation, By::User));
         };
         let what = headline(&s);
         let shown: String = details(&s).iter().map(|l| format!("\n  {l}")).collect();
@@ -538,15 +513,19 @@ impl Receiver<'_> {
                 if self.ask(&q).await {
                     Ok(())
                 } else {
-                    self.out.say("declined");
-                    Err(Reason::UserNotInterested)
+                    Err((Reason::UserNotInterested, By::User))
                 }
             }
             Policy::Yes | Policy::Trusted => {
                 self.out.warn(format!(
                     "{name} offers {what}, not what its invitation showed: declining"
                 ));
-                Err(Reason::OfferMismatch)
+                let by = if self.policy == Policy::Yes {
+                    By::Yes
+                } else {
+                    By::Trusted
+                };
+                Err((Reason::OfferMismatch, by))
             }
         }
     }
@@ -593,11 +572,6 @@ fn private_dir() -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("airhop-stdout-{:016x}", u64::from_be_bytes(b)));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
-}
-
-/// An offer summary as the `invited` event carries it.
-fn offer_json(o: &OfferSummary) -> serde_json::Value {
-    json!({"files": o.files, "texts": o.texts, "bytes": o.bytes, "names": o.names, "hidden": o.hidden, "executables": o.executables})
 }
 
 fn copy_to_stdout(path: &std::path::Path) -> Result<(), CliError> {

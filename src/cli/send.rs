@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState};
 use airhop::transfer::hashcache::HashCache;
-use airhop::transfer::offer::{self, human_bytes, printable, Source};
+use airhop::transfer::offer::{self, printable, Source};
 use airhop::wire::invite::MAX_CONTEXT_LEN;
-use airhop::wire::{Capabilities, ItemKind, OfferItem};
-use serde_json::json;
+use airhop::wire::{Capabilities, ItemKind, OfferItem, Reason};
 
-use super::out::{rate, took};
+use super::event::{why, By, Direction, Event};
+use super::out::took;
 use super::setup::{ctrl_c, Ctx, HotspotArgs};
 use super::{CliError, Global, Out};
 
@@ -164,14 +164,32 @@ async fn flow(
         node.peer_id()
     ));
     let peer = pick(out, node, events, args).await?;
-    // What a terminal shows of the peer's name (JSON keeps it exact).
-    let shown = printable(peer.name.as_str());
-    let trusted = ctx.trust.trusts(&peer.identity.0);
-
     // Invite with the offer itself: the receiver's prompt is built from it,
     // and what it accepts is bound to exactly these items.
     let note = args.note.clone().unwrap_or_default().into_bytes();
     node.invite_with_offer(peer.id, &sources, note).await?;
+    let trusted = ctx.trust.trusts(&peer.identity.0);
+    invite(out, events, args, &peer, summary, trusted).await?;
+    let transfer = node.send_sources(peer.id, sources).await?;
+    *current = Some(transfer);
+    let r = send(out, events, &peer, transfer, summary).await;
+    if r.is_ok() {
+        let _ = node.disconnect(peer.id).await;
+    }
+    r
+}
+
+/// Waits for the receiver's answer and the QUIC connection.
+async fn invite(
+    out: &Out,
+    events: &mut Events,
+    args: &SendArgs,
+    peer: &PeerInfo,
+    summary: &str,
+    trusted: bool,
+) -> Result<(), CliError> {
+    // What a terminal shows of the peer's name (JSON keeps it exact).
+    let shown = printable(peer.name.as_str());
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1) + 5);
     let mut hotspot_failure = None;
     loop {
@@ -186,33 +204,33 @@ async fn flow(
             NodeEvent::InviteSent {
                 peer: p,
                 pairing_code,
-            } if p == peer.id => {
-                out.event(
-                    "invite_sent",
-                    json!({"peer": p.to_string(), "name": peer.name.as_str(), "context": summary, "note": args.note, "pairing_code": pairing_code.to_string(), "trusted": trusted}),
-                );
-                if trusted {
-                    out.say(format!("Asking {} (trusted) to accept {summary}...", shown));
-                } else {
-                    out.say(format!(
-                        "Asking {} to accept {summary}. Pairing code: {} (check it matches on {})",
-                        shown,
-                        out.bold(&pairing_code.to_string()),
-                        shown
-                    ));
-                }
-            }
+            } if p == peer.id => out.emit(&Event::InviteSent {
+                peer: p.to_string(),
+                name: peer.name.as_str().to_string(),
+                context: summary.to_string(),
+                note: args.note.clone(),
+                pairing_code: pairing_code.to_string(),
+                trusted,
+            }),
             NodeEvent::InviteFailed { peer: p, reason } if p == peer.id => {
-                out.event("declined", Out::reason_fields(reason));
+                let (name, code) = why(reason);
+                out.emit(&Event::Declined {
+                    peer: p.to_string(),
+                    by: By::Peer,
+                    reason: name,
+                    code,
+                });
                 return Err(CliError::reason(
                     reason,
-                    format!("{} did not accept: {reason}", shown),
+                    format!("{shown} did not accept: {reason}"),
                 ));
             }
             NodeEvent::PeerState { peer: p, state } if p == peer.id => match state {
                 PeerState::Connected => {
-                    out.event("connected", json!({"peer": p.to_string()}));
-                    break;
+                    out.emit(&Event::Connected {
+                        peer: p.to_string(),
+                    });
+                    return Ok(());
                 }
                 PeerState::NotConnected(reason) => {
                     let why = match hotspot_failure {
@@ -221,7 +239,7 @@ async fn flow(
                     };
                     return Err(CliError::reason(
                         reason,
-                        format!("could not connect to {}: {why}", shown),
+                        format!("could not connect to {shown}: {why}"),
                     ));
                 }
                 PeerState::Connecting => {
@@ -235,10 +253,23 @@ async fn flow(
             _ => {}
         }
     }
+}
 
-    // Send.
-    let transfer = node.send_sources(peer.id, sources).await?;
-    *current = Some(transfer);
+/// Follows the transfer to its end.
+async fn send(
+    out: &Out,
+    events: &mut Events,
+    peer: &PeerInfo,
+    transfer: TransferId,
+    summary: &str,
+) -> Result<(), CliError> {
+    let shown = printable(peer.name.as_str());
+    let failed = |reason: Reason, message: String| {
+        out.end_progress();
+        let (name, code) = why(reason);
+        out.emit(&Event::Failed { reason: name, code });
+        Err(CliError::reason(reason, message))
+    };
     loop {
         let e = events.next().await.ok_or(CliError::Stopped)?;
         match e {
@@ -248,15 +279,13 @@ async fn flow(
                 bytes,
                 resumed,
                 ..
-            } if t == transfer => {
-                out.event("started", json!({"direction": "send", "files": files, "bytes": bytes, "resumed": resumed}));
-                if resumed > 0 {
-                    out.say(format!("resuming: {} already there", human_bytes(resumed)));
-                }
-            }
-            NodeEvent::Progress(p) if p.transfer == transfer => {
-                out.progress(&p);
-            }
+            } if t == transfer => out.emit(&Event::Started {
+                direction: Direction::Send,
+                files: files as u64,
+                bytes,
+                resumed,
+            }),
+            NodeEvent::Progress(p) if p.transfer == transfer => out.progress(&p),
             NodeEvent::Hotspot(h) => out.hotspot(&h),
             NodeEvent::TransferDone {
                 transfer: t,
@@ -266,19 +295,17 @@ async fn flow(
                 ..
             } if t == transfer => {
                 out.end_progress();
-                out.event("done", json!({"direction": "send", "bytes": bytes, "seconds": elapsed.as_secs_f64(), "already_had": already_had}));
-                let mut line = format!(
-                    "{} {summary} to {} in {} ({})",
-                    out.green("Sent"),
-                    shown,
-                    took(elapsed),
-                    rate(bytes, elapsed)
-                );
-                if already_had > 0 {
-                    line.push_str(&format!("; {already_had} file(s) it already had"));
-                }
-                out.say(line);
-                let _ = node.disconnect(peer.id).await;
+                out.emit(&Event::Done {
+                    direction: Direction::Send,
+                    peer: peer.id.to_string(),
+                    name: peer.name.as_str().to_string(),
+                    bytes,
+                    seconds: elapsed.as_secs_f64(),
+                    files: Vec::new(),
+                    already_had: already_had as u64,
+                    summary: summary.to_string(),
+                    dir: None,
+                });
                 return Ok(());
             }
             NodeEvent::TransferFailed {
@@ -286,24 +313,12 @@ async fn flow(
                 reason,
                 ..
             } if t == transfer => {
-                out.end_progress();
-                out.event("failed", Out::reason_fields(reason));
-                return Err(CliError::reason(
-                    reason,
-                    format!("the transfer to {} failed: {reason}", shown),
-                ));
+                return failed(reason, format!("the transfer to {shown} failed: {reason}"))
             }
             NodeEvent::PeerState {
                 peer: p,
                 state: PeerState::NotConnected(reason),
-            } if p == peer.id => {
-                out.end_progress();
-                out.event("failed", Out::reason_fields(reason));
-                return Err(CliError::reason(
-                    reason,
-                    format!("{} went away: {reason}", shown),
-                ));
-            }
+            } if p == peer.id => return failed(reason, format!("{shown} went away: {reason}")),
             _ => {}
         }
     }
@@ -340,7 +355,7 @@ async fn pick(
                 if !p.caps.contains(Capabilities::ACCEPTING) {
                     continue; // a chat or an app, not a receiver
                 }
-                out.event("peer_found", super::peers::peer_json(&p, node.transport()));
+                out.emit(&super::peers::peer_found(&p, node.transport()));
                 out.detail(format!("found {} ({})", printable(p.name.as_str()), p.id));
                 if let Some(to) = &args.to {
                     // A whole id names one device: no need to wait for more.

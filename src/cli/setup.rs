@@ -46,6 +46,8 @@ pub struct Ctx {
     pub identity: Arc<Identity>,
     /// The display name.
     pub name: String,
+    /// The service type.
+    pub service: String,
 }
 
 impl Ctx {
@@ -66,6 +68,7 @@ impl Ctx {
             trust,
             identity,
             name,
+            service: g.service_type.clone(),
         })
     }
 
@@ -158,7 +161,7 @@ impl HotspotSetup {
 /// is forbidden or there is none here; `--hotspot` without one is an
 /// error), and the timeout.
 pub fn hotspot(g: &Global, out: &super::Out, a: &HotspotArgs) -> Result<HotspotSetup, CliError> {
-    use airhop::wifi::{BackendChoice, HotspotMode};
+    use airhop::wifi::HotspotMode;
     let mode = if a.hotspot {
         HotspotMode::Force
     } else if a.no_hotspot {
@@ -175,8 +178,7 @@ pub fn hotspot(g: &Global, out: &super::Out, a: &HotspotArgs) -> Result<HotspotS
     if mode == HotspotMode::Never {
         return Ok(setup(None));
     }
-    let choice: BackendChoice = g.hotspot_backend.parse().map_err(CliError::Usage)?;
-    match airhop::wifi::detect(choice, g.wifi_interface.as_deref()) {
+    match airhop::wifi::detect(g.hotspot_backend, g.wifi_interface.as_deref()) {
         Ok(b) => {
             out.detail(format!("hotspots: {} on {}", b.name(), b.interface()));
             Ok(setup(Some(b)))

@@ -3,11 +3,11 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use super::event::Event;
 use airhop::node::NodeEvent;
 use airhop::session::PeerInfo;
 use airhop::transfer::offer::printable;
 use airhop::wire::Reason;
-use serde_json::json;
 
 use super::config::{hex, TrustStore, Trusted};
 use super::setup::{block_on, config_dir, Ctx};
@@ -39,25 +39,25 @@ pub enum TrustCommand {
     },
 }
 
+fn trusted(d: &Trusted) -> Event {
+    Event::Trusted {
+        peer: d.id.clone(),
+        name: d.name.clone(),
+        key: d.key.clone(),
+    }
+}
+
 /// Runs `airhop trust ...`.
 pub fn run(g: &Global, out: &Out, c: TrustCommand) -> Result<(), CliError> {
     let dir = config_dir(g)?;
     let mut store = TrustStore::load(&dir)?;
     match c {
         TrustCommand::List => {
-            if out.json {
-                for d in &store.devices {
-                    out.event(
-                        "trusted",
-                        json!({"peer": d.id, "name": d.name, "key": d.key}),
-                    );
-                }
-            } else if store.devices.is_empty() {
+            if store.devices.is_empty() {
                 out.say("no trusted devices: add one with `airhop trust add NAME`");
-            } else {
-                for d in &store.devices {
-                    out.result(format!("{:<24} {}  key {}", d.name, d.id, d.key));
-                }
+            }
+            for d in &store.devices {
+                out.emit(&trusted(d));
             }
             Ok(())
         }
@@ -67,11 +67,8 @@ pub fn run(g: &Global, out: &Out, c: TrustCommand) -> Result<(), CliError> {
                 None => block_on(find(g, out, &peer, wait))?,
             };
             store.devices.retain(|d| d.key != t.key);
-            out.say(format!("trusting {} ({})", t.name, t.id));
-            out.event(
-                "trusted",
-                json!({"peer": t.id, "name": t.name, "key": t.key}),
-            );
+            out.say(format!("trusting {} ({})", printable(&t.name), t.id));
+            out.emit(&trusted(&t));
             store.devices.push(t);
             store.save(&dir)
         }

@@ -41,6 +41,14 @@ pub mod hostapd;
 pub mod nm;
 #[cfg(target_os = "linux")]
 mod sys;
+#[cfg(target_os = "linux")]
+pub use sys::wifi_interfaces;
+
+/// The Wi-Fi interfaces (none off Linux).
+#[cfg(not(target_os = "linux"))]
+pub fn wifi_interfaces() -> Vec<String> {
+    Vec::new()
+}
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
