@@ -108,49 +108,8 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     }
     println!("airhop demo: two nodes in this process, on loopback; nothing leaves this machine.");
     let file = outbox.join("demo.bin");
-    let t = Instant::now();
-    let size = args.size;
-    let f2 = file.clone();
-    tokio::task::spawn_blocking(move || generate(&f2, size))
-        .await
-        .map_err(|e| fail("generating the file")(e.to_string()))?
-        .map_err(|e| fail("generating the file")(e.to_string()))?;
-    println!(
-        "  made {} of random bytes in {} ({})",
-        human_bytes(size),
-        file.display(),
-        ms(t.elapsed())
-    );
-
-    // The backends: multicast on loopback, or (if this host cannot) the
-    // in-process air.
-    let (ada_d, bob_d, how): (Arc<dyn Discovery>, Arc<dyn Discovery>, String) = if args.memory {
-        let air = MemoryAir::new();
-        (
-            Arc::new(air.station()),
-            Arc::new(air.station()),
-            "the in-process backend".into(),
-        )
-    } else {
-        let port = 49152 + (std::process::id() % 16000) as u16;
-        let cfg = LanConfig::loopback(port);
-        match (Lan::bind(cfg.clone()).await, Lan::bind(cfg.clone()).await) {
-            (Ok(a), Ok(b)) => (
-                Arc::new(a),
-                Arc::new(b),
-                format!("the LAN backend (multicast {} on 127.0.0.1)", cfg.group),
-            ),
-            (Err(e), _) | (_, Err(e)) => {
-                println!("  multicast on loopback is not available here ({e}); using the in-process backend");
-                let air = MemoryAir::new();
-                (
-                    Arc::new(air.station()),
-                    Arc::new(air.station()),
-                    "the in-process backend".into(),
-                )
-            }
-        }
-    };
+    make_file(&file, args.size).await?;
+    let (ada_d, bob_d, how) = backends(args.memory).await;
     let rng = SystemRandom::new();
     let id = || {
         Identity::generate(&rng)
@@ -171,57 +130,144 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let (ada, mut ada_ev) = Node::start(node_config("Ada", &outbox)?, id()?, ada_d)
         .await
         .map_err(start)?;
-    let call = |e: airhop::node::NodeError| fail("the demo")(e.to_string());
-
-    let t0 = Instant::now();
-    bob.advertise(true).await.map_err(call)?;
-    ada.browse(true).await.map_err(call)?;
-    println!("  Bob ({}) advertises on {how}; Ada browses", bob.peer_id());
-    let bob_id = bob.peer_id();
-    next(&mut ada_ev, "Ada to find Bob", |e| {
-        matches!(e, NodeEvent::PeerFound(p) if p.id == bob_id).then_some(())
-    })
-    .await?;
-    println!(
-        "  Ada found Bob and read his signed card in {}",
-        ms(t0.elapsed())
-    );
-
-    let context = format!("1 file, {}", human_bytes(size));
-    ada.invite(bob_id, context.clone().into_bytes())
+    let pair = Pair {
+        ada: &ada,
+        bob: &bob,
+    };
+    let t_accept = pair.meet(&mut ada_ev, &mut bob_ev, &how, args.size).await?;
+    ada.send_files(bob.peer_id(), vec![file.clone()])
         .await
         .map_err(call)?;
-    let (invite, code) = next(&mut bob_ev, "the invitation", |e| match e {
-        NodeEvent::Invited {
-            invite,
-            pairing_code,
-            ..
-        } => Some((*invite, *pairing_code)),
-        _ => None,
-    })
-    .await?;
-    println!("  Ada invites Bob with \"{context}\"; pairing code {code} on both screens");
-    let t_accept = Instant::now();
-    bob.accept(invite).await.map_err(call)?;
-    next(&mut ada_ev, "the QUIC link", |e| {
-        matches!(
-            e,
-            NodeEvent::PeerState {
-                state: PeerState::Connected,
-                ..
-            }
+    let saved = watch(&mut bob_ev, t_accept).await?;
+    verify(&file, saved).await?;
+    ada.stop().await;
+    bob.stop().await;
+    if work.keep {
+        println!("  files kept in {}", work.dir.display());
+    }
+    println!("demo done.");
+    Ok(())
+}
+
+fn call(e: airhop::node::NodeError) -> CliError {
+    fail("the demo")(e.to_string())
+}
+
+/// Generates the file to send.
+async fn make_file(file: &Path, size: u64) -> Result<(), CliError> {
+    let t = Instant::now();
+    let f2 = file.to_path_buf();
+    tokio::task::spawn_blocking(move || generate(&f2, size))
+        .await
+        .map_err(|e| fail("generating the file")(e.to_string()))?
+        .map_err(|e| fail("generating the file")(e.to_string()))?;
+    println!(
+        "  made {} of random bytes in {} ({})",
+        human_bytes(size),
+        file.display(),
+        ms(t.elapsed())
+    );
+    Ok(())
+}
+
+/// The backends: multicast on loopback, or (if this host cannot, or
+/// `--memory`) the in-process air.
+async fn backends(memory: bool) -> (Arc<dyn Discovery>, Arc<dyn Discovery>, String) {
+    let in_process = || -> (Arc<dyn Discovery>, Arc<dyn Discovery>, String) {
+        let air = MemoryAir::new();
+        (
+            Arc::new(air.station()),
+            Arc::new(air.station()),
+            "the in-process backend".into(),
         )
-        .then_some(())
-    })
-    .await?;
-    println!(
-        "  Bob accepts; QUIC is up {} later, both certificates pinned to the keys from the sealed exchange",
-        ms(t_accept.elapsed())
-    );
+    };
+    if memory {
+        return in_process();
+    }
+    let port = 49152 + (std::process::id() % 16000) as u16;
+    let cfg = LanConfig::loopback(port);
+    match (Lan::bind(cfg.clone()).await, Lan::bind(cfg.clone()).await) {
+        (Ok(a), Ok(b)) => (
+            Arc::new(a),
+            Arc::new(b),
+            format!("the LAN backend (multicast {} on 127.0.0.1)", cfg.group),
+        ),
+        (Err(e), _) | (_, Err(e)) => {
+            println!(
+                "  multicast on loopback is not available here ({e}); using the in-process backend"
+            );
+            in_process()
+        }
+    }
+}
 
-    ada.send_files(bob_id, vec![file.clone()])
-        .await
-        .map_err(call)?;
+struct Pair<'a> {
+    ada: &'a Node,
+    bob: &'a Node,
+}
+
+impl Pair<'_> {
+    /// Discovery, invitation, accept, QUIC: returns when Bob accepted.
+    async fn meet(
+        &self,
+        ada_ev: &mut Events,
+        bob_ev: &mut Events,
+        how: &str,
+        size: u64,
+    ) -> Result<Instant, CliError> {
+        let (ada, bob) = (self.ada, self.bob);
+        let t0 = Instant::now();
+        bob.advertise(true).await.map_err(call)?;
+        ada.browse(true).await.map_err(call)?;
+        println!("  Bob ({}) advertises on {how}; Ada browses", bob.peer_id());
+        let bob_id = bob.peer_id();
+        next(ada_ev, "Ada to find Bob", |e| {
+            matches!(e, NodeEvent::PeerFound(p) if p.id == bob_id).then_some(())
+        })
+        .await?;
+        println!(
+            "  Ada found Bob and read his signed card in {}",
+            ms(t0.elapsed())
+        );
+
+        let context = format!("1 file, {}", human_bytes(size));
+        ada.invite(bob_id, context.clone().into_bytes())
+            .await
+            .map_err(call)?;
+        let (invite, code) = next(bob_ev, "the invitation", |e| match e {
+            NodeEvent::Invited {
+                invite,
+                pairing_code,
+                ..
+            } => Some((*invite, *pairing_code)),
+            _ => None,
+        })
+        .await?;
+        println!("  Ada invites Bob with \"{context}\"; pairing code {code} on both screens");
+        let t_accept = Instant::now();
+        bob.accept(invite).await.map_err(call)?;
+        next(ada_ev, "the QUIC link", |e| {
+            matches!(
+                e,
+                NodeEvent::PeerState {
+                    state: PeerState::Connected,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await?;
+        println!(
+            "  Bob accepts; QUIC is up {} later, both certificates pinned to the keys from the sealed exchange",
+            ms(t_accept.elapsed())
+        );
+        Ok(t_accept)
+    }
+}
+
+/// Follows the transfer on Bob's side, with a bar on a terminal; says the
+/// throughput and the first byte's delay.
+async fn watch(bob_ev: &mut Events, t_accept: Instant) -> Result<Vec<PathBuf>, CliError> {
     let tty = std::io::stderr().is_terminal();
     let mut first_byte = None;
     let (bytes, elapsed, saved) = loop {
@@ -274,11 +320,16 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
     if let Some(f) = first_byte {
         println!("  first byte arrived {} after the accept", ms(f));
     }
+    Ok(saved)
+}
+
+/// Checks the saved file is the one sent.
+async fn verify(file: &Path, saved: Vec<PathBuf>) -> Result<(), CliError> {
     let got = saved
         .first()
         .cloned()
         .ok_or_else(|| CliError::Demo("nothing was saved".into()))?;
-    let (a, b) = (file.clone(), got.clone());
+    let (a, b) = (file.to_path_buf(), got.clone());
     let same = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
         Ok(hash_file(&a)?.0 == hash_file(&b)?.0)
     })
@@ -292,12 +343,6 @@ async fn demo(args: DemoArgs) -> Result<(), CliError> {
         )));
     }
     println!("  {} is byte-for-byte the file sent", got.display());
-    ada.stop().await;
-    bob.stop().await;
-    if work.keep {
-        println!("  files kept in {}", work.dir.display());
-    }
-    println!("demo done.");
     Ok(())
 }
 

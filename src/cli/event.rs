@@ -417,30 +417,7 @@ impl Event {
         use Level::*;
         let say = |s: String| vec![(Say, s)];
         match self {
-            Event::Ready {
-                role: Role::Receive,
-                name,
-                peer,
-                dir,
-                ..
-            } => say(match dir {
-                Some(d) => format!(
-                    "Ready to receive as {} ({peer}); saving to {d}. Ctrl-C to stop.",
-                    o.bold(name)
-                ),
-                None => format!("Ready to receive as {} ({peer}).", o.bold(name)),
-            }),
-            Event::Ready {
-                role: Role::Chat,
-                name,
-                peer,
-                service,
-                ..
-            } => say(format!(
-                "Chatting as {} ({peer}) with everyone nearby on service {service:?}. \
-                 Ctrl-D or Ctrl-C to leave.",
-                o.bold(name)
-            )),
+            Event::Ready { .. } => say(self.ready(o)),
             Event::InviteSent {
                 name,
                 context,
@@ -505,35 +482,7 @@ impl Event {
             Event::Message { name, text, .. } => {
                 say(format!("[{}] {}", printable(name), printable(text)))
             }
-            Event::Check {
-                check,
-                status,
-                detail,
-                fix,
-            } => {
-                let mark = match status {
-                    Status::Ok => o.green("  ok "),
-                    Status::Warn => "warn ".to_string(),
-                    Status::Fail => o.red("fail "),
-                };
-                let mut v = vec![(Result, format!("{mark} {check}: {detail}"))];
-                if let Some(f) = fix {
-                    v.push((Result, format!("      fix: {f}")));
-                }
-                v
-            }
-            Event::Summary { transports, .. } => vec![(
-                Result,
-                if transports.is_empty() {
-                    "airhop cannot reach other devices from here yet (see the fixes above)"
-                        .to_string()
-                } else {
-                    format!(
-                        "airhop can find and reach devices here over: {}",
-                        transports.join(", ")
-                    )
-                },
-            )],
+            Event::Check { .. } | Event::Summary { .. } => self.doctor(o),
             Event::Trusted { peer, name, key } => {
                 vec![(Result, format!("{:<24} {peer}  key {key}", printable(name)))]
             }
@@ -545,6 +494,65 @@ impl Event {
             | Event::Failed { .. }
             | Event::Error { .. }
             | Event::Sent { .. } => vec![],
+        }
+    }
+
+    fn ready(&self, o: &Out) -> String {
+        let Event::Ready {
+            role,
+            name,
+            peer,
+            service,
+            dir,
+        } = self
+        else {
+            return String::new();
+        };
+        match (role, dir) {
+            (Role::Receive, Some(d)) => format!(
+                "Ready to receive as {} ({peer}); saving to {d}. Ctrl-C to stop.",
+                o.bold(name)
+            ),
+            (Role::Receive, None) => format!("Ready to receive as {} ({peer}).", o.bold(name)),
+            (Role::Chat, _) => format!(
+                "Chatting as {} ({peer}) with everyone nearby on service {service:?}. \
+                 Ctrl-D or Ctrl-C to leave.",
+                o.bold(name)
+            ),
+        }
+    }
+
+    fn doctor(&self, o: &Out) -> Vec<(Level, String)> {
+        match self {
+            Event::Check {
+                check,
+                status,
+                detail,
+                fix,
+            } => {
+                let mark = match status {
+                    Status::Ok => o.green("  ok "),
+                    Status::Warn => "warn ".to_string(),
+                    Status::Fail => o.red("fail "),
+                };
+                let mut v = vec![(Level::Result, format!("{mark} {check}: {detail}"))];
+                if let Some(f) = fix {
+                    v.push((Level::Result, format!("      fix: {f}")));
+                }
+                v
+            }
+            Event::Summary { transports, .. } if transports.is_empty() => vec![(
+                Level::Result,
+                "airhop cannot reach other devices from here yet (see the fixes above)".into(),
+            )],
+            Event::Summary { transports, .. } => vec![(
+                Level::Result,
+                format!(
+                    "airhop can find and reach devices here over: {}",
+                    transports.join(", ")
+                ),
+            )],
+            _ => vec![],
         }
     }
 
@@ -719,20 +727,6 @@ impl Event {
     pub fn examples() -> Vec<Event> {
         let s = |x: &str| x.to_string();
         let (reason, code) = why(Reason::UserNotInterested);
-        let hotspot = |stage: &str| Event::Hotspot {
-            peer: s("0011223344556677"),
-            role: s("host"),
-            stage: s(stage),
-            ssid: s("airhop-abc234"),
-            interface: s("wlan0"),
-            backend: s("hostapd"),
-            addr: (stage == "up").then(|| s("10.42.7.1")),
-            failed_stage: (stage == "failed").then(|| s("create")),
-            detail: (stage == "failed").then(|| s("hostapd exited")),
-            reason: (stage == "failed").then(|| s("hotspot_create_failed")),
-            code: (stage == "failed").then_some(Reason::HotspotCreateFailed.code()),
-            problem: (stage == "closed").then(|| s("`ip link set wlan0 down`: busy")),
-        };
         vec![
             Event::Ready {
                 role: Role::Receive,
@@ -802,6 +796,32 @@ impl Event {
                 }],
                 consented: true,
             },
+        ]
+        .into_iter()
+        .chain(Self::more_examples())
+        .collect()
+    }
+
+    /// The rest of [`Event::examples`]: transfers, hotspots, chat, doctor.
+    #[cfg(test)]
+    fn more_examples() -> Vec<Event> {
+        let s = |x: &str| x.to_string();
+        let (reason, code) = why(Reason::UserNotInterested);
+        let hotspot = |stage: &str| Event::Hotspot {
+            peer: s("0011223344556677"),
+            role: s("host"),
+            stage: s(stage),
+            ssid: s("airhop-abc234"),
+            interface: s("wlan0"),
+            backend: s("hostapd"),
+            addr: (stage == "up").then(|| s("10.42.7.1")),
+            failed_stage: (stage == "failed").then(|| s("create")),
+            detail: (stage == "failed").then(|| s("hostapd exited")),
+            reason: (stage == "failed").then(|| s("hotspot_create_failed")),
+            code: (stage == "failed").then_some(Reason::HotspotCreateFailed.code()),
+            problem: (stage == "closed").then(|| s("`ip link set wlan0 down`: busy")),
+        };
+        vec![
             Event::Started {
                 direction: Direction::Receive,
                 files: 1,

@@ -231,29 +231,8 @@ impl Receiver<'_> {
                 NodeEvent::Progress(p) if Some(p.transfer) == self.current => {
                     out.progress(&p);
                 }
-                NodeEvent::FileReceived { path, .. } => {
-                    out.emit(&Event::File {
-                        path: path.display().to_string(),
-                    });
-                    if self.to_stdout {
-                        copy_to_stdout(&path)?;
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-                NodeEvent::TextReceived { from, text, .. } => {
-                    out.end_progress();
-                    if self.to_stdout && !out.json {
-                        // Asked for as bytes: exactly what arrived.
-                        print_raw(&text);
-                    } else {
-                        let name = self.name_of(from).await;
-                        out.emit(&Event::Text {
-                            from: from.to_string(),
-                            name,
-                            text,
-                        });
-                    }
-                }
+                NodeEvent::FileReceived { path, .. } => self.file(&path)?,
+                NodeEvent::TextReceived { from, text, .. } => self.text(from, text).await,
                 NodeEvent::TransferDone {
                     transfer,
                     peer,
@@ -286,23 +265,7 @@ impl Receiver<'_> {
                     peer,
                     reason,
                     ..
-                } if Some(transfer) == self.current => {
-                    self.current = None;
-                    out.end_progress();
-                    let (reason_name, code) = why(reason);
-                    out.emit(&Event::Failed {
-                        reason: reason_name,
-                        code,
-                    });
-                    let msg = format!(
-                        "the transfer from {} failed: {reason}",
-                        printable(&self.name_of(peer).await)
-                    );
-                    if self.once {
-                        return Err(CliError::reason(reason, msg));
-                    }
-                    out.warn(msg);
-                }
+                } if Some(transfer) == self.current => self.failed(peer, reason).await?,
                 NodeEvent::Error { reason, message } => {
                     let (name, code) = why(reason);
                     out.emit(&Event::Error { reason: name, code });
@@ -311,6 +274,50 @@ impl Receiver<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// A file saved: reported, and with `--stdout` copied out and removed.
+    fn file(&self, path: &std::path::Path) -> Result<(), CliError> {
+        self.out.emit(&Event::File {
+            path: path.display().to_string(),
+        });
+        if self.to_stdout {
+            copy_to_stdout(path)?;
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
+    /// A text: shown (cleaned for the terminal), or with `--stdout` its
+    /// exact bytes.
+    async fn text(&self, from: PeerId, text: String) {
+        self.out.end_progress();
+        if self.to_stdout && !self.out.json {
+            print_raw(&text);
+            return;
+        }
+        self.out.emit(&Event::Text {
+            from: from.to_string(),
+            name: self.name_of(from).await,
+            text,
+        });
+    }
+
+    /// The transfer failed: the end with `--once`, else a warning.
+    async fn failed(&mut self, peer: PeerId, reason: Reason) -> Result<(), CliError> {
+        self.current = None;
+        self.out.end_progress();
+        let (name, code) = why(reason);
+        self.out.emit(&Event::Failed { reason: name, code });
+        let msg = format!(
+            "the transfer from {} failed: {reason}",
+            printable(&self.name_of(peer).await)
+        );
+        if self.once {
+            return Err(CliError::reason(reason, msg));
+        }
+        self.out.warn(msg);
+        Ok(())
     }
 
     /// An offer: taken when it is what an accepted invitation showed (or
