@@ -1,7 +1,7 @@
-//! Three small helpers every layer uses, written once: lowercase hex, a
-//! poison-tolerant lock, and a boxed `Send` future (what an object-safe
-//! async trait method returns). This module imports nothing of airhop's,
-//! so any layer may use it.
+//! Small helpers every layer uses, written once: lowercase hex, a
+//! poison-tolerant lock, a boxed `Send` future (what an object-safe async
+//! trait method returns), and random bytes whose failure is an error, never
+//! ignored. This module imports nothing of airhop's, so any layer may use it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +23,40 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The system random number generator failed. Nothing that needs a
+/// secret (a session token, a hotspot passphrase, an offer id) can go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomError;
+
+/// Fills `buf` from `rng`.
+pub fn fill(rng: &dyn ring::rand::SecureRandom, buf: &mut [u8]) -> Result<(), RandomError> {
+    rng.fill(buf).map_err(|_| RandomError)
+}
+
+/// `N` bytes from the system generator.
+pub fn random<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut b = [0u8; N];
+    fill(&ring::rand::SystemRandom::new(), &mut b)?;
+    Ok(b)
+}
+
+/// Makes a new folder `base/TAG-PID-RANDOM` that only this user can
+/// enter (mode 0700). `create` fails rather than reuse anything already
+/// there, so nobody can plant it in advance.
+#[cfg(unix)]
+pub fn private_dir_in(base: &std::path::Path, tag: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let rnd: [u8; 8] = random().map_err(std::io::Error::other)?;
+    let dir = base.join(format!(
+        "{tag}-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(rnd)
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +73,12 @@ mod tests {
         .join();
         assert!(m.is_poisoned());
         assert_eq!(*lock(&m), 1);
+    }
+
+    /// (ring's generator trait is sealed, so a failing one cannot be
+    /// made here; the error path is the `?` on `fill`.)
+    #[test]
+    fn random_bytes_are_not_zeros() {
+        assert_ne!(random::<16>().unwrap(), [0u8; 16]);
     }
 }

@@ -295,9 +295,19 @@ pub enum CliError {
     /// Standard output was closed (`| head`): the command stopped cleanly.
     #[error("standard output was closed")]
     StdoutClosed,
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
+    /// A local read or write failed (not a file being received: those
+    /// are reasons both sides see).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of this process panicked or was cancelled.
+    #[error("an internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl CliError {
@@ -305,13 +315,20 @@ impl CliError {
     pub fn exit(&self) -> Exit {
         match self {
             CliError::Identity(_) | CliError::NoConfigDir | CliError::Config(_) => Exit::Config,
-            CliError::Demo(_) | CliError::Other(_) | CliError::Stopped => Exit::Failure,
+            CliError::Demo(_) | CliError::Io { .. } | CliError::Task(_) | CliError::Stopped => {
+                Exit::Failure
+            }
             CliError::Usage(_) => Exit::Usage,
             CliError::Reason { reason, .. } => Exit::of(*reason),
             CliError::NotFound(_) => Exit::NotFound,
             CliError::Interrupted => Exit::Interrupted,
             CliError::StdoutClosed => Exit::Ok,
         }
+    }
+
+    /// A local I/O failure while doing `what`.
+    pub fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> CliError {
+        move |source| CliError::Io { what, source }
     }
 
     /// A failure for `reason`, with what to do next.

@@ -82,12 +82,14 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
     // --stdout receives into a private folder (a fresh, unguessable name,
     // mode 0700, created here or not at all), copies out, and removes it.
     let scratch = match args.stdout {
-        true => Some(private_dir().map_err(|e| {
-            CliError::reason(
-                Reason::SpaceNotAvailable,
-                format!("a private folder for --stdout: {e}"),
-            )
-        })?),
+        true => Some(
+            airhop::util::private_dir_in(&std::env::temp_dir(), "airhop-stdout").map_err(|e| {
+                CliError::reason(
+                    Reason::SpaceNotAvailable,
+                    format!("a private folder for --stdout: {e}"),
+                )
+            })?,
+        ),
         false => None,
     };
     let dir = match &scratch {
@@ -569,20 +571,8 @@ impl Receiver<'_> {
     }
 }
 
-/// A new folder only this user can enter, under the temp dir, with a
-/// random name: `create_dir` fails rather than reuse anything there.
-fn private_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let mut b = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| std::io::Error::other("no randomness"))?;
-    let dir = std::env::temp_dir().join(format!("airhop-stdout-{:016x}", u64::from_be_bytes(b)));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    Ok(dir)
-}
-
 fn copy_to_stdout(path: &std::path::Path) -> Result<(), CliError> {
-    let mut f = std::fs::File::open(path).map_err(|e| CliError::Other(e.to_string()))?;
+    let mut f = std::fs::File::open(path).map_err(CliError::io("opening what arrived"))?;
     let mut o = std::io::stdout().lock();
     match std::io::copy(&mut f, &mut o) {
         Ok(_) => Ok(()),
@@ -590,7 +580,7 @@ fn copy_to_stdout(path: &std::path::Path) -> Result<(), CliError> {
             super::out::mark_stdout_closed();
             Err(CliError::StdoutClosed)
         }
-        Err(e) => Err(CliError::Other(format!("writing to standard output: {e}"))),
+        Err(e) => Err(CliError::io("writing to standard output")(e)),
     }
 }
 

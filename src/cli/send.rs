@@ -139,8 +139,7 @@ async fn prepare(
         }
         None => offer::build_with(&paths, Some(&cache)),
     })
-    .await
-    .map_err(|e| CliError::Other(e.to_string()))?;
+    .await?;
     let sources = built.map_err(|e| CliError::reason(e.reason(), e.to_string()))?;
     out.detail(format!("prepared the offer in {}", took(t.elapsed())));
     Ok(sources)
@@ -448,9 +447,8 @@ async fn choose(found: Vec<PeerInfo>) -> Result<PeerInfo, CliError> {
             let mut s = String::new();
             std::io::stdin().read_line(&mut s).map(|n| (n, s))
         })
-        .await
-        .map_err(|e| CliError::Other(e.to_string()))?
-        .map_err(|e| CliError::Other(e.to_string()))?;
+        .await?
+        .map_err(CliError::io("reading your choice"))?;
         if line.0 == 0 {
             return Err(CliError::Interrupted);
         }

@@ -30,7 +30,7 @@ pub fn block_on<T, F: std::future::Future<Output = Result<T, CliError>>>(
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| CliError::Other(format!("starting the runtime: {e}")))?
+        .map_err(CliError::io("starting the runtime"))?
         .block_on(f)
 }
 

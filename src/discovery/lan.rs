@@ -219,9 +219,7 @@ struct Instance {
 
 impl Instance {
     fn new() -> Result<Instance, DiscoveryError> {
-        let mut secret = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-            .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
+        let secret: [u8; 16] = crate::util::random()?;
         Ok(Instance {
             id: leave_commitment(&secret),
             secret,
@@ -661,7 +659,7 @@ async fn request(
         std::io::ErrorKind::UnexpectedEof
         | std::io::ErrorKind::ConnectionRefused
         | std::io::ErrorKind::ConnectionReset => DiscoveryError::Gone,
-        _ => DiscoveryError::Other(format!("rendezvous with {addr}: {e}")),
+        kind => DiscoveryError::Rendezvous { addr, kind },
     };
     let mut stream = connect_from(&shared.config.interfaces, addr)
         .await

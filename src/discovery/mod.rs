@@ -147,9 +147,32 @@ pub enum DiscoveryError {
         /// What came.
         got: usize,
     },
-    /// Anything else the backend met.
-    #[error("{0}")]
-    Other(String),
+    /// The device has no airhop GATT service (a stale BlueZ cache, or not
+    /// an airhop device).
+    #[error(
+        "the device has no airhop GATT service (a stale BlueZ cache, or not an airhop device)"
+    )]
+    NotAirhop,
+    /// The airhop service lacks one of its characteristics.
+    #[error("the airhop service lacks characteristic {0}")]
+    MissingCharacteristic(uuid::Uuid),
+    /// The device's reply does not decode.
+    #[error("a malformed reply: {0}")]
+    Malformed(String),
+    /// The Bluetooth stack refused (its own message).
+    #[error("BLE: {0}")]
+    Bluetooth(String),
+    /// The LAN rendezvous connection failed.
+    #[error("rendezvous with {addr}: {kind}")]
+    Rendezvous {
+        /// The device's rendezvous address.
+        addr: std::net::SocketAddr,
+        /// What the system said.
+        kind: std::io::ErrorKind,
+    },
+    /// No secret could be drawn.
+    #[error(transparent)]
+    Random(#[from] crate::util::RandomError),
 }
 
 impl DiscoveryError {
@@ -163,7 +186,13 @@ impl DiscoveryError {
             DiscoveryError::Gone => Reason::PeerLost,
             DiscoveryError::TimedOut => Reason::TimedOut,
             DiscoveryError::TooLarge { .. } => Reason::ProtocolViolation,
-            DiscoveryError::Other(_) => Reason::DiscoveryFailure,
+            DiscoveryError::NotAirhop
+            | DiscoveryError::MissingCharacteristic(_)
+            | DiscoveryError::Malformed(_) => Reason::ProtocolViolation,
+            DiscoveryError::Bluetooth(_) | DiscoveryError::Rendezvous { .. } => {
+                Reason::DiscoveryFailure
+            }
+            DiscoveryError::Random(_) => Reason::Generic,
         }
     }
 }

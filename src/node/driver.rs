@@ -408,10 +408,13 @@ impl Driver {
                     .map(|i| i.addr)
                     .collect::<Vec<_>>();
                 in_use.extend(self.hotspot_addrs());
-                crate::wifi::host_address(&rng, &in_use).map(|local| HotspotPlan {
-                    creds: crate::wifi::credentials(&rng),
-                    local,
-                })
+                match crate::wifi::host_address(&rng, &in_use)? {
+                    Some(local) => Some(HotspotPlan {
+                        creds: crate::wifi::credentials(&rng)?,
+                        local,
+                    }),
+                    None => None,
+                }
             }
             _ => None,
         };

@@ -236,5 +236,5 @@ pub enum HotspotStage {
     /// A stage failed; everything it did is undone.
     Failed(HotspotError),
     /// Torn down; `Err` says what could not be put back.
-    Closed(Result<(), String>),
+    Closed(Result<(), crate::wifi::WifiError>),
 }

@@ -185,6 +185,9 @@ pub enum NodeError {
     /// The discovery backend refused.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    /// The system random number generator failed.
+    #[error(transparent)]
+    Random(#[from] crate::util::RandomError),
 }
 
 impl NodeError {
@@ -192,6 +195,7 @@ impl NodeError {
     pub fn reason(&self) -> Reason {
         match self {
             NodeError::Stopped => Reason::Disconnected,
+            NodeError::Random(_) => Reason::Generic,
             NodeError::Quic(_) => Reason::WirelessInterfaceNotConnected,
             NodeError::Handshake(e) => e.reason(),
             NodeError::Invite(InviteError::SessionFull(_)) => Reason::SessionFull,

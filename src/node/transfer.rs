@@ -143,10 +143,8 @@ impl Drop for Io {
 
 /// Node-local ids for transfers, and random wire ids for offers (so the two
 /// directions of one session never collide).
-pub(super) fn offer_id() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    u64::from_be_bytes(b)
+pub(super) fn offer_id() -> Result<u64, crate::util::RandomError> {
+    crate::util::random().map(u64::from_be_bytes)
 }
 
 /// Plans an offer into `root` (blocking: hashes existing files, reads

@@ -15,6 +15,7 @@ use super::{
 use crate::crypto::{
     build_invitation, verify_card, HandshakeError, Identity, LocalCard, SessionKeys, VerifiedCard,
 };
+use crate::util::{fill, RandomError};
 use crate::wire::frame::MAX_MESSAGE_LEN;
 use crate::wire::invite::MAX_CONTEXT_LEN;
 use crate::wire::{
@@ -235,16 +236,25 @@ impl Endpoint {
     }
 
     /// A new card (new single-use ephemeral key), and a new rotating id.
+    /// If the system generator fails, advertising stops (a spent card or an
+    /// id that no longer rotates is never published) and
+    /// [`Event::AdvertisingFailed`] says why.
     fn refresh_card(&mut self) {
         self.serial = self.serial.wrapping_add(1);
         let mut fields = self.config.card.clone();
         fields.caps = self.caps();
-        // The system RNG failing is not survivable anyway; keep the old card
-        // (its key is used up, so invitations get StaleCard) rather than panic.
-        if let Ok(card) = LocalCard::new(&self.identity, &fields, self.serial, self.rng.as_ref()) {
-            self.card = card;
+        let rng = self.rng.as_ref();
+        let made = LocalCard::new(&self.identity, &fields, self.serial, rng)
+            .map_err(|_| RandomError)
+            .and_then(|card| fill(rng, &mut self.prand).map(|()| card));
+        match made {
+            Ok(card) => self.card = card,
+            Err(e) => {
+                self.advertising = false;
+                self.rotate_at = None;
+                self.events.push_back(Event::AdvertisingFailed(e));
+            }
         }
-        let _ = self.rng.fill(&mut self.prand);
         self.events.push_back(Event::AdvertChanged);
     }
 
@@ -800,7 +810,7 @@ impl Endpoint {
             return Err(AnswerError::SessionFull(self.config.max_peers));
         }
         let mut token = [0u8; 16];
-        let _ = self.rng.fill(&mut token);
+        fill(self.rng.as_ref(), &mut token)?;
         let inc = &self.incoming[&invite];
         let peer = inc.from.card.identity.peer_id();
         let identity = inc.from.card.identity;

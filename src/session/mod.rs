@@ -213,6 +213,8 @@ pub enum Event {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// Advertising stopped: no fresh card could be made.
+    AdvertisingFailed(crate::util::RandomError),
 }
 
 /// Something the driver must do.
@@ -347,6 +349,9 @@ pub enum AnswerError {
     /// [`Endpoint::set_link`] was not called.
     #[error("no link offer set: call set_link first")]
     NoLink,
+    /// No session token could be drawn.
+    #[error(transparent)]
+    Random(#[from] crate::util::RandomError),
 }
 
 /// Why [`Endpoint::send_message`] refused.

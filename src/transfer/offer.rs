@@ -123,12 +123,15 @@ pub fn text(text: &str) -> Result<Source, OfferError> {
     spool(&mut text.as_bytes(), "text.txt", ItemKind::Text)
 }
 
+fn io_other(e: crate::util::RandomError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
 /// Copies `reader` (stdin, a pipe) to a private temporary file while hashing
 /// it, in 1 MiB pieces whatever its length, and offers the copy as `name`.
 /// A [`ItemKind::Text`] longer than [`MAX_TEXT_LEN`] is refused.
 pub fn spool(reader: &mut dyn Read, name: &str, kind: ItemKind) -> Result<Source, OfferError> {
-    let mut rnd = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
+    let rnd: [u8; 8] = crate::util::random().map_err(|e| OfferError::Spool(io_other(e)))?;
     let path = std::env::temp_dir().join(format!("airhop-spool-{:016x}", u64::from_be_bytes(rnd)));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -76,10 +76,13 @@ pub enum QuicError {
     NoKey,
     /// Making the certificate failed.
     #[error("certificate: {0}")]
-    Certificate(String),
+    Certificate(#[from] rcgen::Error),
     /// The TLS configuration was refused.
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(#[from] rustls::Error),
+    /// The TLS configuration has no cipher suite QUIC can start with.
+    #[error("TLS configuration: {0}")]
+    CipherSuite(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     /// Binding the UDP socket failed.
     #[error("cannot open the QUIC socket on {addr}: {source}")]
     Bind {
@@ -107,13 +110,9 @@ impl QuicIdentity {
             return Err(QuicError::NoKey);
         }
         let key = PrivatePkcs8KeyDer::from(identity.pkcs8().to_vec());
-        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519)
-            .map_err(|e| QuicError::Certificate(e.to_string()))?;
-        let params = rcgen::CertificateParams::new(vec!["airhop".to_string()])
-            .map_err(|e| QuicError::Certificate(e.to_string()))?;
-        let cert = params
-            .self_signed(&pair)
-            .map_err(|e| QuicError::Certificate(e.to_string()))?;
+        let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key, &rcgen::PKCS_ED25519)?;
+        let params = rcgen::CertificateParams::new(vec!["airhop".to_string()])?;
+        let cert = params.self_signed(&pair)?;
         let cert = cert.der().clone();
         Ok(QuicIdentity {
             fingerprint: fingerprint(&cert),
@@ -412,16 +411,14 @@ pub fn server_config(
         provider: provider.clone(),
     });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Tls(e.to_string()))?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(
             vec![me.cert.clone()],
             PrivateKeyDer::Pkcs8(me.key.clone_key()),
-        )
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
+        )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
+    let crypto = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
     Ok(config)
@@ -435,17 +432,15 @@ pub fn client_config(me: &QuicIdentity, server: Pin) -> Result<quinn::ClientConf
         provider: provider.clone(),
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| QuicError::Tls(e.to_string()))?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(
             vec![me.cert.clone()],
             PrivateKeyDer::Pkcs8(me.key.clone_key()),
-        )
-        .map_err(|e| QuicError::Tls(e.to_string()))?;
+        )?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Tls(e.to_string()))?;
+    let crypto = QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config());
     Ok(config)

@@ -149,7 +149,8 @@ impl Outboards {
             }
             None => (std::env::temp_dir(), false),
         };
-        let name = dir.join(format!(".tmp-{}", crate::util::hex(&random8())));
+        let rnd: [u8; 8] = crate::util::random().map_err(io::Error::other)?;
+        let name = dir.join(format!(".tmp-{}", crate::util::hex(&rnd)));
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -238,12 +239,6 @@ impl Outboards {
 /// The bytes of a post-order outboard for `size` bytes.
 pub fn outboard_len(size: u64) -> u64 {
     groups(size).saturating_sub(1) * 64
-}
-
-fn random8() -> [u8; 8] {
-    let mut b = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    b
 }
 
 /// Reads a file through a 1 MiB window: bao-tree reads one group (16 KiB)

@@ -21,7 +21,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use super::sys::{self, cidr, hex};
-use super::{ActiveHotspot, BoxFuture, HotspotBackend, HotspotError, HotspotPlan, Stage};
+use super::{
+    ActiveHotspot, BoxFuture, HotspotBackend, HotspotError, HotspotPlan, Stage, WifiError,
+};
 use crate::wire::HotspotCredentials;
 
 /// The hostapd + wpa_supplicant backend on one interface.
@@ -32,15 +34,13 @@ pub struct Hostapd {
 
 impl Hostapd {
     /// The backend for `iface`, if hostapd and wpa_supplicant are installed.
-    pub fn new(iface: &str) -> Result<Hostapd, String> {
+    pub fn new(iface: &str) -> Result<Hostapd, WifiError> {
         if !sys::valid_name(iface) {
-            return Err(format!("{iface:?} is not an interface name"));
+            return Err(WifiError::BadName(iface.to_string()));
         }
         for bin in ["hostapd", "wpa_supplicant"] {
             if which(bin).is_none() {
-                return Err(format!(
-                    "`{bin}` is not installed (Debian: apt install hostapd wpasupplicant)"
-                ));
+                return Err(WifiError::NotInstalled(bin));
             }
         }
         Ok(Hostapd {
@@ -145,11 +145,11 @@ impl Hostapd {
         let a = cidr(plan.local);
         sys::ip(&["addr", "add", &a, "dev", &self.iface])
             .await
-            .map_err(|e| HotspotError::new(Stage::Address, e))?;
+            .map_err(|e| HotspotError::new(Stage::Address, e.to_string()))?;
         r.addr = Some(plan.local);
         sys::ip(&["link", "set", &self.iface, "up"])
             .await
-            .map_err(|e| HotspotError::new(Stage::Address, e))?;
+            .map_err(|e| HotspotError::new(Stage::Address, e.to_string()))?;
         Ok(())
     }
 
@@ -213,7 +213,7 @@ struct Running {
 }
 
 impl Running {
-    async fn undo(&mut self) -> Result<(), String> {
+    async fn undo(&mut self) -> Result<(), WifiError> {
         let mut problems = Vec::new();
         if let Some(a) = self.addr.take() {
             if let Err(e) = sys::ip(&["addr", "del", &cidr(a), "dev", &self.iface]).await {
@@ -241,19 +241,18 @@ impl Running {
         }
         if let Some(d) = self.dir.take() {
             if let Err(e) = std::fs::remove_dir_all(&d) {
-                problems.push(format!("{}: {e}", d.display()));
+                problems.push(WifiError::File {
+                    path: d,
+                    detail: e.to_string(),
+                });
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        WifiError::all(problems)
     }
 }
 
 impl ActiveHotspot for Running {
-    fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
+    fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), WifiError>> {
         Box::pin(async move { self.undo().await })
     }
 }

@@ -56,6 +56,7 @@ use std::time::Duration;
 
 use ring::rand::SecureRandom;
 
+use crate::util::{fill, RandomError};
 use crate::wire::{Capabilities, HotspotCredentials, Reason};
 
 /// How long the inviter tries the LAN before it joins the hotspot.
@@ -199,6 +200,98 @@ impl HotspotError {
     }
 }
 
+/// Why hotspots cannot be used here, or what could not be put back after
+/// one. Each names its cause; [`WifiError::reason`] is the reason a peer
+/// or an exit code sees.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WifiError {
+    /// `--hotspot-backend none`.
+    #[error("hotspots are turned off (hotspot backend none)")]
+    Off,
+    /// Not Linux.
+    #[error("no hotspot backend on this platform")]
+    Unsupported,
+    /// A backend name that is none of ours.
+    #[error("unknown hotspot backend {0:?}: auto, networkmanager, hostapd or none")]
+    UnknownBackend(String),
+    /// Not a name the kernel would give an interface.
+    #[error("{0:?} is not an interface name")]
+    BadName(String),
+    /// The interface exists but has no Wi-Fi.
+    #[error("{0} is not a Wi-Fi interface")]
+    NotWireless(String),
+    /// No Wi-Fi interface at all.
+    #[error("no Wi-Fi interface")]
+    NoInterface,
+    /// A program the backend needs.
+    #[error("`{0}` is not installed (Debian: apt install hostapd wpasupplicant)")]
+    NotInstalled(&'static str),
+    /// NetworkManager answered with an error (its D-Bus message), or is not
+    /// there.
+    #[error("NetworkManager: {0}")]
+    NetworkManager(String),
+    /// NetworkManager runs but leaves the interface alone.
+    #[error("NetworkManager does not manage {0}")]
+    Unmanaged(String),
+    /// `auto` found neither backend; both reasons.
+    #[error("{nm}; {hostapd}")]
+    NoBackend {
+        /// Why not NetworkManager.
+        nm: Box<WifiError>,
+        /// Why not hostapd.
+        hostapd: Box<WifiError>,
+    },
+    /// A command failed (`ip ...`): what it said.
+    #[error("`{command}`: {detail}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output, or why it could not run.
+        detail: String,
+    },
+    /// A file or folder of ours could not be removed.
+    #[error("{path}: {detail}")]
+    File {
+        /// Which.
+        path: std::path::PathBuf,
+        /// The system's error.
+        detail: String,
+    },
+    /// A step did not finish in time.
+    #[error("{0} did not finish in time")]
+    TimedOut(&'static str),
+    /// Tearing down left these undone.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    NotRestored(Vec<WifiError>),
+    /// No credentials could be drawn.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+impl WifiError {
+    /// The reason a peer or an exit code sees.
+    pub fn reason(&self) -> Reason {
+        match self {
+            WifiError::Command { .. }
+            | WifiError::File { .. }
+            | WifiError::TimedOut(_)
+            | WifiError::NotRestored(_)
+            | WifiError::Random(_) => Reason::Generic,
+            _ => Reason::WirelessInterfaceNotAvailable,
+        }
+    }
+
+    /// `problems` as one error, or `Ok` when there are none.
+    pub fn all(problems: Vec<WifiError>) -> Result<(), WifiError> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(WifiError::NotRestored(problems))
+        }
+    }
+}
+
 /// What a backend brings up: the credentials and our address on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HotspotPlan {
@@ -251,7 +344,7 @@ pub trait HotspotBackend: Send + Sync + std::fmt::Debug {
 /// and without waiting).
 pub trait ActiveHotspot: Send {
     /// Tears down and restores; says what could not be restored.
-    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), String>>;
+    fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), WifiError>>;
 }
 
 /// Which backend to use.
@@ -270,16 +363,14 @@ pub enum BackendChoice {
 }
 
 impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = WifiError;
+    fn from_str(s: &str) -> Result<Self, WifiError> {
         match s {
             "auto" => Ok(BackendChoice::Auto),
             "networkmanager" | "nm" => Ok(BackendChoice::NetworkManager),
             "hostapd" => Ok(BackendChoice::Hostapd),
             "none" => Ok(BackendChoice::None),
-            _ => Err(format!(
-                "unknown hotspot backend {s:?}: auto, networkmanager, hostapd or none"
-            )),
+            _ => Err(WifiError::UnknownBackend(s.to_string())),
         }
     }
 }
@@ -289,23 +380,23 @@ impl std::str::FromStr for BackendChoice {
 pub fn detect(
     choice: BackendChoice,
     interface: Option<&str>,
-) -> Result<Arc<dyn HotspotBackend>, String> {
+) -> Result<Arc<dyn HotspotBackend>, WifiError> {
     #[cfg(target_os = "linux")]
     {
         if choice == BackendChoice::None {
-            return Err("hotspots are turned off (hotspot backend none)".into());
+            return Err(WifiError::Off);
         }
         let iface = match interface {
             Some(i) => {
                 if !sys::is_wireless(i) {
-                    return Err(format!("{i} is not a Wi-Fi interface"));
+                    return Err(WifiError::NotWireless(i.to_string()));
                 }
                 i.to_string()
             }
             None => sys::wifi_interfaces()
                 .into_iter()
                 .next()
-                .ok_or("no Wi-Fi interface")?,
+                .ok_or(WifiError::NoInterface)?,
         };
         let nm = || nm::NetworkManager::open(&iface);
         let hostapd = || hostapd::Hostapd::new(&iface);
@@ -314,9 +405,12 @@ pub fn detect(
             BackendChoice::Hostapd => Ok(Arc::new(hostapd()?)),
             _ => match nm() {
                 Ok(b) => Ok(Arc::new(b)),
-                Err(why_nm) => match hostapd() {
+                Err(nm) => match hostapd() {
                     Ok(b) => Ok(Arc::new(b)),
-                    Err(why) => Err(format!("{why_nm}; {why}")),
+                    Err(hostapd) => Err(WifiError::NoBackend {
+                        nm: Box::new(nm),
+                        hostapd: Box::new(hostapd),
+                    }),
                 },
             },
         }
@@ -324,51 +418,54 @@ pub fn detect(
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (choice, interface);
-        Err("no hotspot backend on this platform".into())
+        Err(WifiError::Unsupported)
     }
 }
 
 const SSID_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 const PASS_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789";
 
-fn pick(rng: &dyn SecureRandom, alphabet: &[u8], n: usize) -> String {
+fn pick(rng: &dyn SecureRandom, alphabet: &[u8], n: usize) -> Result<String, RandomError> {
     let mut out = String::with_capacity(n);
     let mut b = [0u8; 1];
     while out.len() < n {
-        let _ = rng.fill(&mut b);
+        fill(rng, &mut b)?;
         // Rejection sampling keeps every character equally likely.
         let limit = 256 - 256 % alphabet.len();
         if usize::from(b[0]) < limit {
             out.push(char::from(alphabet[usize::from(b[0]) % alphabet.len()]));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Fresh credentials for one transfer: SSID `airhop-xxxxxx`, a
 /// 24-character passphrase (about 138 bits), 2.4 GHz channel 6 (the one
 /// band every Wi-Fi device has).
-pub fn credentials(rng: &dyn SecureRandom) -> HotspotCredentials {
-    HotspotCredentials {
-        ssid: format!("airhop-{}", pick(rng, SSID_ALPHABET, 6)),
-        passphrase: pick(rng, PASS_ALPHABET, 24),
+pub fn credentials(rng: &dyn SecureRandom) -> Result<HotspotCredentials, RandomError> {
+    Ok(HotspotCredentials {
+        ssid: format!("airhop-{}", pick(rng, SSID_ALPHABET, 6)?),
+        passphrase: pick(rng, PASS_ALPHABET, 24)?,
         band: 0,
         channel: 6,
-    }
+    })
 }
 
 /// A host address `10.42.N.1` whose /24 overlaps none of `in_use` (our
 /// interfaces' addresses), or `None` when all 254 are taken.
-pub fn host_address(rng: &dyn SecureRandom, in_use: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+pub fn host_address(
+    rng: &dyn SecureRandom,
+    in_use: &[Ipv4Addr],
+) -> Result<Option<Ipv4Addr>, RandomError> {
     let taken = |n: u8| in_use.iter().any(|a| a.octets()[..3] == [10, 42, n][..]);
     let mut b = [0u8; 1];
-    let _ = rng.fill(&mut b);
+    fill(rng, &mut b)?;
     let start = b[0];
-    (0..=255u8)
+    Ok((0..=255u8)
         .map(|i| start.wrapping_add(i))
         .filter(|n| (1..=254).contains(n))
         .find(|n| !taken(*n))
-        .map(|n| Ipv4Addr::new(10, 42, n, 1))
+        .map(|n| Ipv4Addr::new(10, 42, n, 1)))
 }
 
 /// The joiner's address next to the host's: `.2`, or `.3` if the host is

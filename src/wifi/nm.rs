@@ -24,7 +24,9 @@ use dbus::blocking::stdintf::org_freedesktop_dbus::Properties;
 use dbus::blocking::Connection;
 use dbus::Path;
 
-use super::{ActiveHotspot, BoxFuture, HotspotBackend, HotspotError, HotspotPlan, Stage, PREFIX};
+use super::{
+    ActiveHotspot, BoxFuture, HotspotBackend, HotspotError, HotspotPlan, Stage, WifiError, PREFIX,
+};
 use crate::wire::HotspotCredentials;
 
 const NM: &str = "org.freedesktop.NetworkManager";
@@ -46,15 +48,16 @@ pub struct NetworkManager {
 
 impl NetworkManager {
     /// The backend for `iface`, if NetworkManager runs and manages it.
-    pub fn open(iface: &str) -> Result<NetworkManager, String> {
-        let c = connect().map_err(|e| format!("NetworkManager: {e}"))?;
-        let dev = device(&c, iface).map_err(|e| format!("NetworkManager: {e}"))?;
+    pub fn open(iface: &str) -> Result<NetworkManager, WifiError> {
+        let nm = |e: &dyn std::fmt::Display| WifiError::NetworkManager(e.to_string());
+        let c = connect().map_err(|e| nm(&e))?;
+        let dev = device(&c, iface).map_err(|e| nm(&e))?;
         let managed: bool = c
             .with_proxy(NM, &dev, CALL)
             .get(DEVICE, "Managed")
-            .map_err(|e| format!("NetworkManager: {e}"))?;
+            .map_err(|e| nm(&e))?;
         if !managed {
-            return Err(format!("NetworkManager does not manage {iface}"));
+            return Err(WifiError::Unmanaged(iface.to_string()));
         }
         Ok(NetworkManager {
             iface: iface.to_string(),
@@ -304,7 +307,7 @@ struct Activated {
 }
 
 impl Activated {
-    fn undo(&mut self) -> Result<(), String> {
+    fn undo(&mut self) -> Result<(), WifiError> {
         let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let nm = c.with_proxy(NM, NM_PATH, CALL);
         let mut problems = Vec::new();
@@ -317,7 +320,9 @@ impl Activated {
                         .get::<u32>(ACTIVE, "State")
                         .is_ok()
                 {
-                    problems.push(format!("deactivating the hotspot profile: {e}"));
+                    problems.push(WifiError::NetworkManager(format!(
+                        "deactivating the hotspot profile: {e}"
+                    )));
                 }
             }
             // Deactivating takes a moment; the volatile profile is deleted
@@ -330,7 +335,9 @@ impl Activated {
                 }
             }
             if Instant::now() >= deadline {
-                problems.push("the hotspot profile was still deactivating after 20 s".into());
+                problems.push(WifiError::TimedOut(
+                    "deactivating the hotspot profile (20 s)",
+                ));
             }
         }
         if let Some(prev) = self.before.take() {
@@ -340,23 +347,21 @@ impl Activated {
                 (prev, self.dev.clone(), Path::from("/")),
             );
             if let Err(e) = r {
-                problems.push(format!("re-activating the previous network: {e}"));
+                problems.push(WifiError::NetworkManager(format!(
+                    "re-activating the previous network: {e}"
+                )));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        WifiError::all(problems)
     }
 }
 
 impl ActiveHotspot for Activated {
-    fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), String>> {
+    fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), WifiError>> {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || self.undo())
                 .await
-                .unwrap_or_else(|e| Err(e.to_string()))
+                .unwrap_or_else(|e| Err(WifiError::NetworkManager(format!("teardown task: {e}"))))
         })
     }
 }

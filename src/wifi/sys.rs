@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::PREFIX;
+use super::{WifiError, PREFIX};
 
 /// Whether `iface` is a Wi-Fi interface (it has a `phy80211` link or a
 /// `wireless` folder in sysfs).
@@ -49,19 +49,21 @@ pub fn is_up(iface: &str) -> bool {
 }
 
 /// Runs `ip ARGS`; the error is its message.
-pub async fn ip(args: &[&str]) -> Result<(), String> {
+pub async fn ip(args: &[&str]) -> Result<(), WifiError> {
+    let failed = |detail: String| WifiError::Command {
+        command: format!("ip {}", args.join(" ")),
+        detail,
+    };
     let out = tokio::process::Command::new("ip")
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("running `ip`: {e} (is iproute2 installed?)"))?;
+        .map_err(|e| failed(format!("{e} (is iproute2 installed?)")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "`ip {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
     }
 }
@@ -113,15 +115,8 @@ pub fn private_dir(tag: &str) -> std::io::Result<PathBuf> {
             last = Some(e);
             continue;
         }
-        let mut rnd = [0u8; 4];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut rnd);
-        let dir = base.join(format!(
-            "{tag}-{}-{}",
-            std::process::id(),
-            u32::from_le_bytes(rnd)
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
+        match crate::util::private_dir_in(&base, tag) {
+            Ok(dir) => return Ok(dir),
             Err(e) => last = Some(e),
         }
     }

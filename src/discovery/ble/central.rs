@@ -204,9 +204,7 @@ impl Central {
             .collect();
         if chars.is_empty() {
             let _ = p.disconnect().await;
-            return Err(DiscoveryError::Other(
-                "the device has no airhop GATT service (a stale BlueZ cache, or not an airhop device)".into(),
-            ));
+            return Err(DiscoveryError::NotAirhop);
         }
         Ok((p, chars))
     }
@@ -279,9 +277,7 @@ async fn exchange(
     let mut notes = p.notifications().await.map_err(gone)?;
     retry(|| p.subscribe(reply)).await?;
     debug(|| "subscribed to the reply".into());
-    let mut txn = [0u8; 1];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut txn)
-        .map_err(|_| DiscoveryError::Other("no randomness".into()))?;
+    let txn: [u8; 1] = crate::util::random()?;
     // A failed write makes the peripheral drop the partial message, so the
     // retry starts again from segment 0 rather than repeating one segment.
     let mut tries = 0;
@@ -305,7 +301,7 @@ async fn exchange(
         match r.push(0, &n.value) {
             Ok(Some((_, body))) => return Ok(body),
             Ok(None) => {}
-            Err(e) => return Err(DiscoveryError::Other(format!("a malformed reply: {e}"))),
+            Err(e) => return Err(DiscoveryError::Malformed(e.to_string())),
         }
     }
     Err(DiscoveryError::Gone)
@@ -326,9 +322,10 @@ async fn write_all(
 }
 
 fn find(chars: &[Characteristic], uuid: uuid::Uuid) -> Result<&Characteristic, DiscoveryError> {
-    chars.iter().find(|c| c.uuid == uuid).ok_or_else(|| {
-        DiscoveryError::Other(format!("the airhop service lacks characteristic {uuid}"))
-    })
+    chars
+        .iter()
+        .find(|c| c.uuid == uuid)
+        .ok_or(DiscoveryError::MissingCharacteristic(uuid))
 }
 
 /// One retry of a GATT operation, each try with its own deadline.
@@ -352,6 +349,6 @@ fn gone(e: btleplug::Error) -> DiscoveryError {
     match e {
         btleplug::Error::DeviceNotFound | btleplug::Error::NotConnected => DiscoveryError::Gone,
         btleplug::Error::TimedOut(_) => DiscoveryError::TimedOut,
-        other => DiscoveryError::Other(format!("BLE: {other}")),
+        other => DiscoveryError::Bluetooth(other.to_string()),
     }
 }

@@ -61,19 +61,21 @@ impl Driver {
                 let _ = r.send(res);
             }
             Command::Offer(peer, sources, r) => {
-                let res = if self.conns.contains_key(&peer) {
-                    self.endpoint.touch(t, peer);
-                    let n = sources.len();
-                    let res = self.transfers.offer(t, peer, transfer::offer_id(), sources);
-                    if let Ok(id) = res {
-                        self.io.insert(id, Io::new(n));
+                let res = match transfer::offer_id() {
+                    _ if !self.conns.contains_key(&peer) => Err(NodeError::NotConnected(peer)),
+                    Err(e) => Err(e.into()),
+                    Ok(offer) => {
+                        self.endpoint.touch(t, peer);
+                        let n = sources.len();
+                        let res = self.transfers.offer(t, peer, offer, sources);
+                        if let Ok(id) = res {
+                            self.io.insert(id, Io::new(n));
+                        }
+                        res.map_err(|e| match e {
+                            CoreError::OfferTooLarge(n) => NodeError::OfferTooLarge(n),
+                            _ => NodeError::OfferTooLarge(n),
+                        })
                     }
-                    res.map_err(|e| match e {
-                        CoreError::OfferTooLarge(n) => NodeError::OfferTooLarge(n),
-                        _ => NodeError::OfferTooLarge(n),
-                    })
-                } else {
-                    Err(NodeError::NotConnected(peer))
                 };
                 let _ = r.send(res);
             }

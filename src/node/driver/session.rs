@@ -97,6 +97,10 @@ impl Driver {
                 self.publish.send_replace(self.published());
                 return;
             }
+            Event::AdvertisingFailed(e) => NodeEvent::Error {
+                reason: Reason::AdvertisementFailure,
+                message: format!("advertising stopped: {e}"),
+            },
             Event::PeerFound(p) => NodeEvent::PeerFound(p),
             Event::PeerLost(p) => NodeEvent::PeerLost(p),
             Event::InviteSent { peer, pairing_code } => {
