@@ -54,6 +54,7 @@ fn the_benchmark_and_the_lab_work_outside_the_repository() {
     for (script, var) in [
         ("scripts/bench-transfer.sh", "WORK"),
         ("scripts/airlab/run.sh", "AIRLAB_DIR"),
+        ("scripts/package/check-deb.sh", "WORK"),
     ] {
         let dir = default_of(script, var);
         assert!(dir.is_absolute(), "{script}: {var} {dir:?} is not absolute");

@@ -4,6 +4,7 @@ mod chat;
 mod config;
 mod decode;
 mod demo;
+mod dist;
 mod doctor;
 mod event;
 mod id;
@@ -171,6 +172,12 @@ pub enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Write the man pages and completions a package installs into DIR.
+    #[command(hide = true)]
+    DistFiles {
+        /// Where (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -359,6 +366,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             clap_complete::generate(shell, &mut cmd, "airhop", &mut std::io::stdout());
             Ok(())
         }
+        Command::DistFiles { dir } => dist::run(&dir),
         Command::Trust(c) => trust::run(&args.global, &out, c),
         Command::Send(a) => setup::block_on(send::run(&args.global, out, a)),
         Command::Receive(a) => setup::block_on(receive::run(&args.global, out, a)),
