@@ -118,3 +118,24 @@ fn no_function_in_the_command_line_is_over_120_lines() {
     // The check sees functions at all: a low bar finds some.
     assert!(!long_functions(40).is_empty());
 }
+
+/// The global flags become `Settings` in `cli/mod.rs`; no command sees
+/// clap's `Global` (or parses a flag's string again).
+#[test]
+fn commands_take_settings_not_the_global_flags() {
+    let dir = root().join("src/cli");
+    for e in std::fs::read_dir(&dir).expect("src/cli") {
+        let p = e.expect("entry").path();
+        if p.file_name().is_some_and(|n| n == "mod.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).expect("source");
+        for needle in ["Global", "hotspot_backend", ".parse::<BackendChoice>"] {
+            assert!(
+                !text.contains(needle),
+                "{} uses {needle}: take it from Settings",
+                p.display()
+            );
+        }
+    }
+}

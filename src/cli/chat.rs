@@ -18,8 +18,10 @@ use airhop::session::{PeerState, Recipients};
 use airhop::wire::PeerId;
 
 use super::event::{why, Event, Role};
-use super::setup::{ctrl_c, stdin_lines, Ctx};
-use super::{CliError, Global, Out};
+use super::settings::Settings;
+use super::start::Ctx;
+use super::term::{ctrl_c, stdin_lines};
+use super::{CliError, Out};
 
 /// Arguments of `airhop chat`.
 #[derive(Debug, clap::Args)]
@@ -28,10 +30,10 @@ pub struct ChatArgs {}
 const PROMPT: &str = "> ";
 
 /// Runs `airhop chat`.
-pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> {
-    let ctx = Ctx::load(g)?;
+pub async fn run(settings: Settings, out: Out, _args: ChatArgs) -> Result<(), CliError> {
+    let ctx = Ctx::load(&settings)?;
     let (node, mut events) = ctx
-        .start(g, std::env::temp_dir(), |c| {
+        .start(std::env::temp_dir(), |c| {
             // A chat has no idle limit: quiet rooms are normal.
             c.session.idle_timeout = None;
         })
@@ -41,9 +43,9 @@ pub async fn run(g: &Global, out: Out, _args: ChatArgs) -> Result<(), CliError> 
     let tty = std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !out.json;
     out.emit(&Event::Ready {
         role: Role::Chat,
-        name: ctx.name.clone(),
+        name: settings.name.clone(),
         peer: node.peer_id().to_string(),
-        service: ctx.service.clone(),
+        service: settings.service_type.clone(),
         dir: None,
     });
     let mut room = Room {

@@ -7,8 +7,10 @@ use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
 use airhop::transfer::offer::{free_space, human_bytes};
 
 use super::event::{Event, Status};
-use super::setup::{ble_status, download_dir, Ctx};
-use super::{CliError, Global, Out};
+use super::settings::{download_dir, DiscoverySettings, Settings};
+use super::start::{ble_status, Ctx};
+use super::{CliError, Out};
+use airhop::wifi::BackendChoice;
 
 /// Arguments of `airhop doctor`.
 #[derive(Debug, clap::Args)]
@@ -49,16 +51,22 @@ impl Report<'_> {
 }
 
 /// Runs `airhop doctor`.
-pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError> {
+pub async fn run(
+    settings: Result<Settings, CliError>,
+    d: DiscoverySettings,
+    wifi_choice: (BackendChoice, Option<String>),
+    out: Out,
+    args: DoctorArgs,
+) -> Result<(), CliError> {
     let mut r = Report {
         out: &out,
         fails: 0,
         ways: Vec::new(),
     };
-    let ctx = identity(&mut r, g);
-    bluetooth(&mut r, g).await;
-    wifi(&mut r, g);
-    lan(&mut r, g).await;
+    let settings = identity(&mut r, settings);
+    bluetooth(&mut r, &d).await;
+    wifi(&mut r, &wifi_choice);
+    lan(&mut r, &d).await;
     // The QUIC port: a UDP socket with big buffers that hears itself.
     match quic_check() {
         Ok(detail) => r.check(Status::Ok, "QUIC socket", &detail, None),
@@ -69,8 +77,11 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
             Some("check the firewall allows UDP on this host"),
         ),
     }
-    let config = ctx.map(|c| c.config).unwrap_or_default();
-    folder(&mut r, &download_dir(args.dir, &config));
+    let dir = match &settings {
+        Some(s) => s.download_dir(args.dir),
+        None => download_dir(args.dir),
+    };
+    folder(&mut r, &dir);
     out.emit(&Event::Summary {
         transports: r.ways.clone(),
         failures: r.fails,
@@ -84,17 +95,21 @@ pub async fn run(g: &Global, out: Out, args: DoctorArgs) -> Result<(), CliError>
     Ok(())
 }
 
-/// The identity and config files.
-fn identity(r: &mut Report, g: &Global) -> Option<Ctx> {
-    match Ctx::load(g) {
+/// The config file, the identity and the trusted devices.
+fn identity(r: &mut Report, settings: Result<Settings, CliError>) -> Option<Settings> {
+    match settings.and_then(|s| Ctx::load(&s)) {
         Ok(c) => {
             r.check(
                 Status::Ok,
                 "identity",
-                &format!("{} in {}", c.identity.peer_id(), c.dir.display()),
+                &format!(
+                    "{} in {}",
+                    c.identity.peer_id(),
+                    c.settings.config_dir.display()
+                ),
                 None,
             );
-            Some(c)
+            Some(c.settings)
         }
         Err(e) => {
             r.check(
@@ -109,14 +124,14 @@ fn identity(r: &mut Report, g: &Global) -> Option<Ctx> {
 }
 
 /// Adapters, rfkill, D-Bus, bluetoothd, and the backend itself.
-async fn bluetooth(r: &mut Report<'_>, g: &Global) {
+async fn bluetooth(r: &mut Report<'_>, d: &DiscoverySettings) {
     let bt = Path::new("/sys/class/bluetooth");
     let adapters = list(bt);
     if !bt.exists() || adapters.is_empty() {
         return r.check(
             Status::Fail,
             "Bluetooth LE",
-            &ble_status(g.adapter.as_deref()),
+            &ble_status(d.adapter.as_deref()),
             Some("plug in a Bluetooth adapter (or load the kernel's bluetooth module); meanwhile airhop uses the LAN"),
         );
     }
@@ -152,7 +167,7 @@ async fn bluetooth(r: &mut Report<'_>, g: &Global) {
     );
     // The real thing: both roles on the adapter, as send and receive
     // would start them.
-    match super::setup::start_ble(g).await {
+    match super::start::start_ble(d).await {
         Ok(_) => {
             r.ways.push("Bluetooth LE".into());
             r.check(
@@ -173,7 +188,7 @@ async fn bluetooth(r: &mut Report<'_>, g: &Global) {
 
 /// Wi-Fi devices, NetworkManager, and the hotspot backend as `send` and
 /// `receive` would pick it (the library's own detection).
-fn wifi(r: &mut Report, g: &Global) {
+fn wifi(r: &mut Report, (backend, interface): &(BackendChoice, Option<String>)) {
     let wifi = airhop::wifi::wifi_interfaces();
     r.check(
         Report::state(!wifi.is_empty(), Status::Warn),
@@ -193,7 +208,7 @@ fn wifi(r: &mut Report, g: &Global) {
         if nm { "running" } else { "not running" },
         None,
     );
-    match airhop::wifi::detect(g.hotspot_backend, g.wifi_interface.as_deref()) {
+    match airhop::wifi::detect(*backend, interface.as_deref()) {
         Ok(b) => r.check(
             Status::Ok,
             "hotspots",
@@ -214,22 +229,22 @@ fn wifi(r: &mut Report, g: &Global) {
 
 /// UDP multicast on each interface (`--interface` picks which, loopback
 /// too; by default every one up).
-async fn lan(r: &mut Report<'_>, g: &Global) {
+async fn lan(r: &mut Report<'_>, d: &DiscoverySettings) {
     let ifaces: Vec<_> = airhop::net::interfaces()
         .unwrap_or_default()
         .into_iter()
         .filter(|i| {
-            if g.interfaces.is_empty() {
+            if d.interfaces.is_empty() {
                 !i.loopback
             } else {
-                g.interfaces.contains(&i.addr)
+                d.interfaces.contains(&i.addr)
             }
         })
         .collect();
     let mut any = false;
     for i in &ifaces {
         let cfg = LanConfig {
-            group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), g.lan_port),
+            group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), d.lan_port),
             interfaces: vec![i.addr],
             probe_timeout: Duration::from_millis(700),
             ..LanConfig::default()

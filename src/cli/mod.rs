@@ -12,7 +12,9 @@ mod out;
 mod peers;
 mod receive;
 mod send;
-mod setup;
+mod settings;
+mod start;
+mod term;
 mod trust;
 
 use std::path::PathBuf;
@@ -22,6 +24,7 @@ use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use out::Out;
+use settings::{DiscoverySettings, HotspotSettings, Settings};
 
 /// Share files and messages with nearby devices.
 ///
@@ -128,6 +131,65 @@ pub struct Global {
         value_name = "DIR"
     )]
     pub config_dir: Option<PathBuf>,
+}
+
+impl Global {
+    /// The config folder: `--config-dir`, `$AIRHOP_CONFIG_DIR`,
+    /// `$XDG_CONFIG_HOME/airhop` or `~/.config/airhop`.
+    fn config_dir(&self) -> Result<PathBuf, CliError> {
+        self.config_dir
+            .clone()
+            .or_else(airhop::crypto::config_dir)
+            .ok_or(CliError::NoConfigDir)
+    }
+
+    fn discovery(&self) -> DiscoverySettings {
+        DiscoverySettings {
+            transport: match self.transport {
+                Transport::Auto => settings::Transport::Auto,
+                Transport::Ble => settings::Transport::Ble,
+                Transport::Lan => settings::Transport::Lan,
+            },
+            adapter: self.adapter.clone(),
+            interfaces: self.interfaces.clone(),
+            lan_port: self.lan_port,
+            verbose: self.verbose > 0,
+        }
+    }
+
+    /// The settings: these flags over the config file.
+    fn settings(&self) -> Result<Settings, CliError> {
+        Settings::load(
+            Some(self.config_dir()?),
+            self.name.clone(),
+            self.service_type.clone(),
+            self.discovery(),
+            (self.hotspot_backend, self.wifi_interface.clone()),
+        )
+    }
+}
+
+/// The hotspot options of `send` and `receive`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Hotspot options")]
+pub struct HotspotArgs {
+    /// Always go over a Wi-Fi hotspot, even when both devices share a
+    /// network (the other side must be able to host or join one).
+    #[arg(long, conflicts_with = "no_hotspot")]
+    hotspot: bool,
+    /// Never create or join a hotspot: only a network both devices share.
+    #[arg(long)]
+    no_hotspot: bool,
+    /// Seconds that creating or joining a hotspot may take.
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    hotspot_timeout: u64,
+}
+
+impl HotspotArgs {
+    /// These options with the global Wi-Fi ones.
+    pub fn settings(&self, s: &Settings) -> HotspotSettings {
+        s.hotspot(self.hotspot, self.no_hotspot, self.hotspot_timeout)
+    }
 }
 
 /// How peers are found.
@@ -353,12 +415,14 @@ impl From<airhop::node::NodeError> for CliError {
     }
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line: the settings are built here, once, and
+/// no clap type goes further.
 pub fn run(args: Args) -> Result<(), CliError> {
-    let out = Out::new(&args.global);
+    let g = &args.global;
+    let out = Out::new(g.json, g.quiet, g.verbose);
     match args.command {
         Command::Demo(a) => demo::run(a),
-        Command::Id(a) => id::run(&setup::config_dir(&args.global)?, a),
+        Command::Id(a) => id::run(&g.config_dir()?, a),
         Command::Decode(a) => decode::run(&out, a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
@@ -367,12 +431,23 @@ pub fn run(args: Args) -> Result<(), CliError> {
             Ok(())
         }
         Command::DistFiles { dir } => dist::run(&dir),
-        Command::Trust(c) => trust::run(&args.global, &out, c),
-        Command::Send(a) => setup::block_on(send::run(&args.global, out, a)),
-        Command::Receive(a) => setup::block_on(receive::run(&args.global, out, a)),
-        Command::Peers(a) => setup::block_on(peers::run(&args.global, out, a)),
-        Command::Chat(a) => setup::block_on(chat::run(&args.global, out, a)),
-        Command::Doctor(a) => setup::block_on(doctor::run(&args.global, out, a)),
+        Command::Trust(c) => trust::run(&g.settings()?, &out, c),
+        Command::Send(a) => {
+            let s = g.settings()?;
+            let h = a.hotspot.settings(&s);
+            term::block_on(send::run(s, out, a, h))
+        }
+        Command::Receive(a) => {
+            let s = g.settings()?;
+            let h = a.hotspot.settings(&s);
+            term::block_on(receive::run(s, out, a, h))
+        }
+        Command::Peers(a) => term::block_on(peers::run(g.settings()?, out, a)),
+        Command::Chat(a) => term::block_on(chat::run(g.settings()?, out, a)),
+        Command::Doctor(a) => {
+            let wifi = (g.hotspot_backend, g.wifi_interface.clone());
+            term::block_on(doctor::run(g.settings(), g.discovery(), wifi, out, a))
+        }
     }
 }
 

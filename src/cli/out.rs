@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::event::{self, Event, Level};
-use super::Global;
 use airhop::node::{Direction, Progress};
 use airhop::wire::Reason;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -50,13 +49,13 @@ impl Out {
         }
     }
 
-    /// From the global options and the environment.
-    pub fn new(g: &Global) -> Out {
+    /// For `--json`, `-q` and `-v` (a count), and the environment.
+    pub fn new(json: bool, quiet: bool, verbose: u8) -> Out {
         let tty = std::io::stderr().is_terminal();
         Out {
-            json: g.json,
-            quiet: g.quiet,
-            verbose: g.verbose,
+            json,
+            quiet,
+            verbose,
             color: tty && std::env::var_os("NO_COLOR").is_none(),
             bars: Arc::new(Mutex::new(None)),
         }

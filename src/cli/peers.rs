@@ -10,8 +10,10 @@ use airhop::node::NodeEvent;
 use airhop::session::PeerInfo;
 use airhop::wire::{Capabilities, PeerId};
 
-use super::setup::{ctrl_c, Ctx};
-use super::{CliError, Global, Out};
+use super::settings::Settings;
+use super::start::Ctx;
+use super::term::ctrl_c;
+use super::{CliError, Out};
 
 /// Arguments of `airhop peers`.
 #[derive(Debug, clap::Args)]
@@ -74,9 +76,9 @@ fn row(p: &PeerInfo) -> String {
 const HEADER: &str = "NAME                     ID                TRANSPORT CAPABILITIES     INFO";
 
 /// Runs `airhop peers`.
-pub async fn run(g: &Global, out: Out, args: PeersArgs) -> Result<(), CliError> {
-    let ctx = Ctx::load(g)?;
-    let (node, mut events) = ctx.start(g, std::env::temp_dir(), |_| {}).await?;
+pub async fn run(settings: Settings, out: Out, args: PeersArgs) -> Result<(), CliError> {
+    let ctx = Ctx::load(&settings)?;
+    let (node, mut events) = ctx.start(std::env::temp_dir(), |_| {}).await?;
     node.browse(true).await?;
     let me: PeerId = node.peer_id();
     let mut seen: BTreeMap<PeerId, PeerInfo> = BTreeMap::new();
@@ -131,7 +133,7 @@ pub async fn run(g: &Global, out: Out, args: PeersArgs) -> Result<(), CliError> 
         if seen.is_empty() {
             out.say(format!(
                 "nobody nearby after {} s (same network and --service-type {:?}?)",
-                args.wait, g.service_type
+                args.wait, settings.service_type
             ));
         } else {
             out.result(HEADER);

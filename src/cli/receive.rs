@@ -14,8 +14,10 @@ use tokio::sync::mpsc;
 
 use super::config::Policy;
 use super::event::{why, By, Direction, Event, Item, Role, Shown};
-use super::setup::{ctrl_c, download_dir, stdin_lines, Ctx, HotspotArgs};
-use super::{CliError, Global, Out};
+use super::settings::{HotspotSettings, Settings};
+use super::start::Ctx;
+use super::term::{ctrl_c, stdin_lines};
+use super::{CliError, HotspotArgs, Out};
 
 /// Arguments of `airhop receive`.
 #[derive(Debug, clap::Args)]
@@ -70,14 +72,19 @@ const INVITE_LIFETIME: Duration = Duration::from_secs(30);
 const QUESTION_TIMEOUT: Duration = Duration::from_secs(27);
 
 /// Runs `airhop receive`.
-pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError> {
-    let ctx = Ctx::load(g)?;
+pub async fn run(
+    settings: Settings,
+    out: Out,
+    args: ReceiveArgs,
+    hotspot: HotspotSettings,
+) -> Result<(), CliError> {
+    let ctx = Ctx::load(&settings)?;
     let policy = if args.yes {
         Policy::Yes
     } else if args.from_trusted {
         Policy::Trusted
     } else {
-        ctx.config.receive_policy.unwrap_or(Policy::Ask)
+        settings.receive_policy
     };
     // --stdout receives into a private folder (a fresh, unguessable name,
     // mode 0700, created here or not at all), copies out, and removes it.
@@ -94,7 +101,7 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
     };
     let dir = match &scratch {
         Some(s) => s.clone(),
-        None => download_dir(args.dir.clone(), &ctx.config),
+        None => settings.download_dir(args.dir.clone()),
     };
     std::fs::create_dir_all(&dir).map_err(|e| {
         CliError::reason(
@@ -103,9 +110,9 @@ pub async fn run(g: &Global, out: Out, args: ReceiveArgs) -> Result<(), CliError
         )
     })?;
     let overwrite = args.overwrite;
-    let hotspot = super::setup::hotspot(g, &out, &args.hotspot)?;
+    let hotspot = super::start::hotspot(&hotspot, &out)?;
     let (node, mut events) = ctx
-        .start(g, dir.clone(), |c| {
+        .start(dir.clone(), |c| {
             c.session.invite_timeout = INVITE_LIFETIME;
             hotspot.apply(c);
             c.overwrite = overwrite;
@@ -167,9 +174,9 @@ impl Receiver<'_> {
         let (out, node) = (self.out, self.node);
         out.emit(&Event::Ready {
             role: Role::Receive,
-            name: self.ctx.name.clone(),
+            name: self.ctx.name().to_string(),
             peer: node.peer_id().to_string(),
-            service: self.ctx.service.clone(),
+            service: self.ctx.settings.service_type.clone(),
             dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
         });
         loop {

@@ -15,8 +15,10 @@ use airhop::wire::{Capabilities, ItemKind, OfferItem, Reason};
 
 use super::event::{why, By, Direction, Event};
 use super::out::took;
-use super::setup::{ctrl_c, Ctx, HotspotArgs};
-use super::{CliError, Global, Out};
+use super::settings::{HotspotSettings, Settings};
+use super::start::Ctx;
+use super::term::ctrl_c;
+use super::{CliError, HotspotArgs, Out};
 
 /// Arguments of `airhop send`.
 #[derive(Debug, clap::Args)]
@@ -64,8 +66,13 @@ pub struct SendArgs {
 }
 
 /// Runs `airhop send`.
-pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
-    let ctx = Ctx::load(g)?;
+pub async fn run(
+    settings: Settings,
+    out: Out,
+    args: SendArgs,
+    hotspot: HotspotSettings,
+) -> Result<(), CliError> {
+    let ctx = Ctx::load(&settings)?;
     if let Some(n) = args.note.as_ref().filter(|n| n.len() > MAX_CONTEXT_LEN) {
         return Err(CliError::Usage(format!(
             "--note is {} bytes; at most {MAX_CONTEXT_LEN}",
@@ -79,9 +86,10 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
     let sources = prepare(&out, &args, &cache).await?;
     let items: Vec<OfferItem> = sources.iter().map(|s| s.item.clone()).collect();
     let summary = offer::summary(&items);
-    let hotspot = super::setup::hotspot(g, &out, &args.hotspot)?;
+    let timeout = hotspot.timeout;
+    let hotspot = super::start::hotspot(&hotspot, &out)?;
     let (node, mut events) = ctx
-        .start(g, std::env::temp_dir(), |c| {
+        .start(std::env::temp_dir(), |c| {
             c.progress_every = Duration::from_millis(200);
             c.session.invite_timeout = Duration::from_secs(args.wait.max(1));
             c.hash_cache = Some(cache.clone());
@@ -90,7 +98,7 @@ pub async fn run(g: &Global, out: Out, args: SendArgs) -> Result<(), CliError> {
         .await?;
     let mut current = None;
     let r = tokio::select! {
-        r = flow(&ctx, &out, &node, &mut events, &args, sources, &summary, &mut current) => r,
+        r = flow(&ctx, &out, &node, &mut events, &args, timeout, sources, &summary, &mut current) => r,
         _ = ctrl_c() => Err(CliError::Interrupted),
         _ = super::out::stdout_closed() => Err(CliError::StdoutClosed),
     };
@@ -152,6 +160,7 @@ async fn flow(
     node: &Node,
     events: &mut Events,
     args: &SendArgs,
+    hotspot_timeout: Duration,
     sources: Vec<Source>,
     summary: &str,
     current: &mut Option<TransferId>,
@@ -159,7 +168,7 @@ async fn flow(
     node.browse(true).await?;
     out.say(format!(
         "Looking for receivers as {} ({})... run `airhop receive` on the other device",
-        out.bold(&ctx.name),
+        out.bold(ctx.name()),
         node.peer_id()
     ));
     let peer = pick(out, node, events, args).await?;
@@ -168,7 +177,7 @@ async fn flow(
     let note = args.note.clone().unwrap_or_default().into_bytes();
     node.invite_with_offer(peer.id, &sources, note).await?;
     let trusted = ctx.trust.trusts(&peer.identity.0);
-    invite(out, events, args, &peer, summary, trusted).await?;
+    invite(out, events, args, hotspot_timeout, &peer, summary, trusted).await?;
     let transfer = node.send_sources(peer.id, sources).await?;
     *current = Some(transfer);
     let r = send(out, events, &peer, transfer, summary).await;
@@ -183,6 +192,7 @@ async fn invite(
     out: &Out,
     events: &mut Events,
     args: &SendArgs,
+    hotspot_timeout: Duration,
     peer: &PeerInfo,
     summary: &str,
     trusted: bool,
@@ -245,8 +255,8 @@ async fn invite(
                     out.detail("accepted; connecting over QUIC...");
                     // A hotspot may have to come up and be joined first;
                     // the node gives up on its own before this.
-                    deadline = tokio::time::Instant::now()
-                        + Duration::from_secs(args.hotspot.hotspot_timeout + 60);
+                    deadline =
+                        tokio::time::Instant::now() + hotspot_timeout + Duration::from_secs(60);
                 }
             },
             _ => {}

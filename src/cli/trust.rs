@@ -3,15 +3,17 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use super::event::Event;
 use airhop::node::NodeEvent;
 use airhop::session::PeerInfo;
 use airhop::transfer::offer::printable;
 use airhop::wire::Reason;
 
 use super::config::{hex, TrustStore, Trusted};
-use super::setup::{block_on, config_dir, Ctx};
-use super::{CliError, Global, Out};
+use super::event::Event;
+use super::settings::Settings;
+use super::start::Ctx;
+use super::term::block_on;
+use super::{CliError, Out};
 
 /// `airhop trust` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -48,9 +50,9 @@ fn trusted(d: &Trusted) -> Event {
 }
 
 /// Runs `airhop trust ...`.
-pub fn run(g: &Global, out: &Out, c: TrustCommand) -> Result<(), CliError> {
-    let dir = config_dir(g)?;
-    let mut store = TrustStore::load(&dir)?;
+pub fn run(settings: &Settings, out: &Out, c: TrustCommand) -> Result<(), CliError> {
+    let dir = &settings.config_dir;
+    let mut store = TrustStore::load(dir)?;
     match c {
         TrustCommand::List => {
             if store.devices.is_empty() {
@@ -64,13 +66,13 @@ pub fn run(g: &Global, out: &Out, c: TrustCommand) -> Result<(), CliError> {
         TrustCommand::Add { peer, key, wait } => {
             let t = match key {
                 Some(k) => by_key(&peer, &k)?,
-                None => block_on(find(g, out, &peer, wait))?,
+                None => block_on(find(settings, out, &peer, wait))?,
             };
             store.devices.retain(|d| d.key != t.key);
             out.say(format!("trusting {} ({})", printable(&t.name), t.id));
             out.emit(&trusted(&t));
             store.devices.push(t);
-            store.save(&dir)
+            store.save(dir)
         }
         TrustCommand::Remove { peer } => {
             let before = store.devices.len();
@@ -84,7 +86,7 @@ pub fn run(g: &Global, out: &Out, c: TrustCommand) -> Result<(), CliError> {
                 )));
             }
             out.say(format!("forgot {} device(s)", before - store.devices.len()));
-            store.save(&dir)
+            store.save(dir)
         }
     }
 }
@@ -112,9 +114,9 @@ fn by_key(name: &str, k: &str) -> Result<Trusted, CliError> {
     })
 }
 
-async fn find(g: &Global, out: &Out, who: &str, wait: u64) -> Result<Trusted, CliError> {
-    let ctx = Ctx::load(g)?;
-    let (node, mut events) = ctx.start(g, std::env::temp_dir(), |_| {}).await?;
+async fn find(settings: &Settings, out: &Out, who: &str, wait: u64) -> Result<Trusted, CliError> {
+    let ctx = Ctx::load(settings)?;
+    let (node, mut events) = ctx.start(std::env::temp_dir(), |_| {}).await?;
     node.browse(true).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let matches = |p: &PeerInfo| {

@@ -1,0 +1,155 @@
+//! What every command runs with: one validated [`Settings`], built once in
+//! `cli/mod.rs` from the flags, the environment (clap reads the `AIRHOP_*`
+//! variables) and the config file. Commands see this, never a clap type.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airhop::wifi::{BackendChoice, HotspotMode};
+
+use super::config::{Config, Policy};
+use super::CliError;
+
+/// How peers are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Bluetooth LE when an adapter is there, else the LAN.
+    Auto,
+    /// Bluetooth LE only.
+    Ble,
+    /// UDP multicast on the local network only.
+    Lan,
+}
+
+/// Where and how to look for peers.
+#[derive(Debug, Clone)]
+pub struct DiscoverySettings {
+    /// `--transport`.
+    pub transport: Transport,
+    /// `--adapter`: the Bluetooth adapter (`hci0`, ...).
+    pub adapter: Option<String>,
+    /// `--interface`: the LAN interfaces' addresses (empty: every one up).
+    pub interfaces: Vec<Ipv4Addr>,
+    /// `--lan-port`: the presence multicast group's port.
+    pub lan_port: u16,
+    /// Say why Bluetooth is not used (`-v`).
+    pub verbose: bool,
+}
+
+/// The hotspot side of `send` and `receive`.
+#[derive(Debug, Clone)]
+pub struct HotspotSettings {
+    /// `--hotspot`, `--no-hotspot`, or neither.
+    pub mode: HotspotMode,
+    /// How long creating or joining one may take.
+    pub timeout: Duration,
+    /// `--hotspot-backend`.
+    pub backend: BackendChoice,
+    /// `--wifi-interface`.
+    pub interface: Option<String>,
+}
+
+/// A command's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config folder (identity, config file, trusted devices).
+    pub config_dir: PathBuf,
+    /// This device's name: `--name`, else the config file's, else the host
+    /// name.
+    pub name: String,
+    /// `--service-type`.
+    pub service_type: String,
+    /// Discovery.
+    pub discovery: DiscoverySettings,
+    /// `--hotspot-backend` and `--wifi-interface` (the per-command hotspot
+    /// flags are added by [`Settings::hotspot`]).
+    pub wifi: (BackendChoice, Option<String>),
+    /// The config file's download folder.
+    pub download_dir: Option<PathBuf>,
+    /// What `receive` does with an invitation when no flag says.
+    pub receive_policy: Policy,
+}
+
+impl Settings {
+    /// Reads the config file in `config_dir` and applies `name` (a flag,
+    /// which wins over it).
+    pub fn load(
+        config_dir: Option<PathBuf>,
+        name: Option<String>,
+        service_type: String,
+        discovery: DiscoverySettings,
+        wifi: (BackendChoice, Option<String>),
+    ) -> Result<Settings, CliError> {
+        let config_dir = config_dir
+            .or_else(airhop::crypto::config_dir)
+            .ok_or(CliError::NoConfigDir)?;
+        let file = Config::load(&config_dir)?;
+        Ok(Settings {
+            name: name.or(file.name).unwrap_or_else(host_name),
+            service_type,
+            discovery,
+            wifi,
+            download_dir: file.download_dir,
+            receive_policy: file.receive_policy.unwrap_or(Policy::Ask),
+            config_dir,
+        })
+    }
+
+    /// The hotspot settings for a command's `--hotspot`, `--no-hotspot`
+    /// and `--hotspot-timeout`.
+    pub fn hotspot(&self, force: bool, never: bool, timeout_secs: u64) -> HotspotSettings {
+        HotspotSettings {
+            mode: match (force, never) {
+                (true, _) => HotspotMode::Force,
+                (_, true) => HotspotMode::Never,
+                _ => HotspotMode::Auto,
+            },
+            timeout: Duration::from_secs(timeout_secs.max(1)),
+            backend: self.wifi.0,
+            interface: self.wifi.1.clone(),
+        }
+    }
+
+    /// Where received files go: `arg` (`--dir`), the config file,
+    /// `$XDG_DOWNLOAD_DIR`, `~/Downloads` when it exists, else the current
+    /// folder; absolute, so every message says exactly where files went.
+    pub fn download_dir(&self, arg: Option<PathBuf>) -> PathBuf {
+        download_dir(arg.or_else(|| self.download_dir.clone()))
+    }
+}
+
+/// Where received files go, given `--dir` or the config file's choice:
+/// else `$XDG_DOWNLOAD_DIR`, `~/Downloads` when it exists, else the
+/// current folder; absolute.
+pub fn download_dir(chosen: Option<PathBuf>) -> PathBuf {
+    let d = chosen
+        .or_else(|| std::env::var_os("XDG_DOWNLOAD_DIR").map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join("Downloads"))
+                .filter(|d| d.is_dir())
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::path::absolute(&d).unwrap_or(d)
+}
+
+/// The host name, as a fallback display name.
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it or truncates.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let s = if r == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let s: String = s.chars().filter(|c| !c.is_control()).take(40).collect();
+    if s.is_empty() {
+        "airhop device".into()
+    } else {
+        s
+    }
+}
