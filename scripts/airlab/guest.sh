@@ -186,11 +186,18 @@ bt_down() {
 # bluetoothctl, a third-party client on hci2, reads the receiver's card.
 bluetoothctl_read() {
   local target=$1 self=$2
-  { echo "select $self"; echo "scan le"; sleep 5; echo "scan off"; sleep 1
+  # Scan until bluetoothd knows the receiver (up to 40 s: under TCG its
+  # first advert can take that long to be heard, see the TIME lines), then
+  # connect and read. This step checks the card read, not the latency.
+  { echo "select $self"; echo "scan le"
+    for _ in $(seq 40); do
+      sleep 1; bluetoothctl devices 2>/dev/null | grep -qi "$target" && break
+    done
+    echo "scan off"; sleep 1
     echo "connect $target"; sleep 8
     echo "menu gatt"; echo "select-attribute $CARD_UUID"; sleep 1; echo "read"; sleep 4
     echo "back"; echo "disconnect $target"; sleep 2; echo "quit"; } \
-    | timeout 60 bluetoothctl > "$O/bluetoothctl.log" 2>&1
+    | timeout 90 bluetoothctl > "$O/bluetoothctl.log" 2>&1
   local hex
   # The value comes as a hexdump after "Value:", each line behind a prompt,
   # and twice over (the read's answer, then the property change): keep one.
