@@ -386,32 +386,42 @@ fn held_prefix_groups(sums: &Path) -> u64 {
         .count() as u64
 }
 
-#[test]
-fn a_flipped_byte_in_a_part_is_repaired_by_fetching_only_its_group() {
+/// A verified `.part` of a 300 MiB file in `inbox`: a first send (the
+/// sender learns the root and outboard), then a verified second send whose
+/// receiver is killed with SIGKILL part way. Returns the groups held from
+/// byte 0 (the record was not closed cleanly, so a resume re-checks them).
+fn killed_verified_receive(a: &Path, b: &Path, port: u16, big: &Path, inbox: &Path) -> u64 {
     const G: u64 = airhop::transfer::verified::GROUP_BYTES;
-    let (t, port) = (TempDir::new("cli-repair"), port());
-    let (a, b) = (t.path().join("a"), t.path().join("b"));
-    let (first, inbox) = (t.path().join("first"), t.path().join("in"));
-    let big = t.path().join("big.bin");
-    let size: u64 = 300 << 20;
-    random_file(&big, size, 4);
-    // A first send: the sender learns the root (and outboard) as it sends.
-    let mut r = receiver(&b, port, &first, &["--yes", "--once"]);
-    send_ok(&a, port, &[big.to_str().unwrap()]);
+    let size = std::fs::metadata(big).unwrap().len();
+    let first = inbox.with_extension("first");
+    let mut r = receiver(b, port, &first, &["--yes", "--once"]);
+    send_ok(a, port, &[big.to_str().unwrap()]);
     assert_eq!(r.wait(30), 0);
-    // A second send is verified; kill -9 the receiver part way.
-    let mut r = receiver(&b, port, &inbox, &["--yes"]);
-    let mut s = Proc::spawn(send(&a, port, &[big.to_str().unwrap()]));
+    let mut r = receiver(b, port, inbox, &["--yes"]);
+    let mut s = Proc::spawn(send(a, port, &[big.to_str().unwrap()]));
     r.event(30, "progress", |v| {
         v["event"] == "progress" && v["done"].as_u64().unwrap() > 16 << 20
     });
     signal(r.child.id(), libc::SIGKILL);
     r.wait(5);
     assert_eq!(s.wait(30), 7, "{}", s.stderr());
+    let held = held_prefix_groups(&inbox.join("big.bin.part.sums"));
+    assert!(held > 100 && held * G < size, "{held} groups held");
+    held
+}
+
+#[test]
+fn a_flipped_byte_in_a_part_is_repaired_by_fetching_only_its_group() {
+    const G: u64 = airhop::transfer::verified::GROUP_BYTES;
+    let (t, port) = (TempDir::new("cli-repair"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let inbox = t.path().join("in");
+    let big = t.path().join("big.bin");
+    let size: u64 = 300 << 20;
+    random_file(&big, size, 4);
+    let held = killed_verified_receive(&a, &b, port, &big, &inbox);
     let part = inbox.join("big.bin.part");
     let sums = inbox.join("big.bin.part.sums");
-    let held = held_prefix_groups(&sums);
-    assert!(held > 100 && held * G < size, "{held} groups held");
     // Flip one byte in the middle of what is held.
     let bad = held / 2;
     let f = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
@@ -445,6 +455,37 @@ fn a_flipped_byte_in_a_part_is_repaired_by_fetching_only_its_group() {
     assert_eq!(r.wait(10), 0);
     assert!(same_bytes(&big, &inbox.join("big.bin")));
     assert!(!part.exists() && !sums.exists(), "no .part or .sums left");
+}
+
+/// A verified `.part` whose file is offered again without its root (the
+/// sender's hash cache was deleted) keeps its verified groups from byte 0
+/// as a plain prefix: they are not fetched again, and the whole file is
+/// checked against the root that follows the bytes.
+#[test]
+fn a_verified_part_offered_again_without_a_root_keeps_its_prefix() {
+    const G: u64 = airhop::transfer::verified::GROUP_BYTES;
+    let (t, port) = (TempDir::new("cli-keep"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let inbox = t.path().join("in");
+    let big = t.path().join("big.bin");
+    let size: u64 = 300 << 20;
+    random_file(&big, size, 5);
+    let held = killed_verified_receive(&a, &b, port, &big, &inbox);
+    // The sender forgets every root and outboard.
+    std::fs::remove_dir_all(a.join("airhop")).unwrap();
+    let mut r = receiver(&b, port, &inbox, &["--yes", "--once"]);
+    send_ok(&a, port, &[big.to_str().unwrap()]);
+    let started = r.event(10, "started", |v| v["event"] == "started");
+    assert_eq!(
+        started["resumed"].as_u64().unwrap(),
+        held * G,
+        "the verified prefix is kept, not fetched again"
+    );
+    let done = r.event(60, "done", |v| v["event"] == "done");
+    assert_eq!(done["bytes"].as_u64().unwrap(), size - held * G);
+    assert_eq!(r.wait(10), 0);
+    assert!(same_bytes(&big, &inbox.join("big.bin")));
+    assert!(!inbox.join("big.bin.part.sums").exists());
 }
 
 #[test]

@@ -205,15 +205,25 @@ fn open_sums(dest: &Path, root: &[u8; 32], size: u64) -> std::io::Result<(u64, V
 }
 
 /// An unverified item's `.part`: a prefix to resume from if it is no
-/// longer than the file and has no verified-group record (that one holds
-/// groups, not a prefix: it is dropped). `Incoming::open` re-hashes the
-/// prefix when the stream comes.
+/// longer than the file. A `.part` left by a verified transfer (the file
+/// was offered with its root then, without it now: the sender's cache was
+/// deleted, say) keeps the verified groups contiguous from byte 0 as its
+/// prefix; the rest, and the group record, go. `Incoming::open` re-hashes
+/// the prefix when the stream comes, and the root at the end checks all.
 fn raw_prefix(dest: &Path, size: u64) -> u64 {
     let part = part_path(dest);
     if std::fs::symlink_metadata(sums_path(&part)).is_ok() {
+        let keep = PartSums::held_prefix(&part, size);
+        // (open_part refuses a symlink: nothing outside the folder is cut.)
+        let kept = crate::transfer::store::open_part(&part)
+            .ok()
+            .and_then(|f| f.set_len(keep).ok());
         let _ = std::fs::remove_file(sums_path(&part));
-        let _ = std::fs::remove_file(&part);
-        return 0;
+        if kept.is_none() || keep == 0 {
+            let _ = std::fs::remove_file(&part);
+            return 0;
+        }
+        return keep;
     }
     std::fs::symlink_metadata(&part)
         .ok()

@@ -530,6 +530,29 @@ impl PartSums {
         self.file.sync_data()
     }
 
+    /// How much of `part` (a verified `.part` of a `size`-byte file) is
+    /// held, verified and contiguous from byte 0: what a plain resume can
+    /// keep when the file is offered again without its root. Each held
+    /// group is checked against its sum unless the record was closed
+    /// cleanly on this very `.part`; 0 when there is no usable record.
+    pub fn held_prefix(part: &Path, size: u64) -> u64 {
+        let prefix = || -> io::Result<u64> {
+            let data = open_private(part)?;
+            let mut head = [0u8; HEADER as usize];
+            open_private(&sums_path(part))?.read_exact_at(0, &mut head)?;
+            if &head[..8] != MAGIC || head[40..48] != size.to_le_bytes() {
+                return Ok(0);
+            }
+            let root: [u8; 32] = head[8..40].try_into().expect("32");
+            let s = PartSums::open(part, &data, &root, size)?;
+            Ok(match s.held.first() {
+                Some(&(0, end)) => (end * GROUP_BYTES).min(size),
+                _ => 0,
+            })
+        };
+        prefix().unwrap_or(0)
+    }
+
     /// Every group is held.
     pub fn complete(&self) -> bool {
         groups(self.size) == 0 || self.held == [(0, groups(self.size))]
