@@ -39,53 +39,15 @@ fn send(cfg: &Path, port: u16, args: &[&str]) -> Command {
 }
 
 /// A library node ("Mallory") on the test's LAN that has found the CLI
-/// receiver named Bob: for what the real `send` will not do (lie, flood).
+/// receiver named Bob.
 async fn mallory(dir: &Path, port: u16, seed: u8) -> (common::TestNode, airhop::wire::PeerId) {
-    let mut m = common::start(
+    let m = common::start(
         common::config("Mallory", "airhop", dir),
         port,
         common::identity(seed),
     )
     .await;
-    m.node.browse(true).await.unwrap();
-    let bob = common::wait(&mut m.events, 10, "Bob", |e| match e {
-        airhop::node::NodeEvent::PeerFound(p) if p.name.as_str() == "Bob" => Some(p.id),
-        _ => None,
-    })
-    .await;
-    (m, bob)
-}
-
-/// Mallory invites the interactive receiver `r` to the file `shown`, the
-/// user says yes, and the session is up.
-async fn mallory_in_session(
-    dir: &Path,
-    port: u16,
-    seed: u8,
-    r: &mut Proc,
-    shown: &Path,
-) -> (common::TestNode, airhop::wire::PeerId) {
-    let (mut m, bob) = mallory(dir, port, seed).await;
-    let offer = airhop::transfer::offer::build(&[shown.to_path_buf()]).unwrap();
-    m.node
-        .invite_with_offer(bob, &offer, Vec::new())
-        .await
-        .unwrap();
-    tokio::task::block_in_place(|| r.event(10, "invited", |v| v["event"] == "invited"));
-    r.say("y");
-    common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
-    (m, bob)
-}
-
-/// For [`common::wait`]: the session with `peer` is up.
-fn connected_to(peer: airhop::wire::PeerId) -> impl FnMut(&airhop::node::NodeEvent) -> Option<()> {
-    move |e| match e {
-        airhop::node::NodeEvent::PeerState {
-            peer: p,
-            state: airhop::session::PeerState::Connected,
-        } if *p == peer => Some(()),
-        _ => None,
-    }
+    common::mallory::find_bob(m).await
 }
 
 /// Bob (config `b`) trusts Ada (config `a`) by the key `airhop id` prints
@@ -597,7 +559,13 @@ fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
             if answer.is_some() {
                 r.say("y");
             }
-            common::wait(&mut m.events, 10, "connected", connected_to(bob)).await;
+            common::wait(
+                &mut m.events,
+                10,
+                "connected",
+                common::mallory::connected_to(bob),
+            )
+            .await;
             let tid = m.node.send_sources(bob, real).await.unwrap();
             let offer =
                 tokio::task::block_in_place(|| r.event(10, "offer", |v| v["event"] == "offer"));
@@ -622,155 +590,6 @@ fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
             files_under(&inbox)
         );
     }
-}
-
-/// Peak resident memory of a process, from /proc (kB).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// A session peer floods a receiver with 128 MB of messages and 40 MB of
-/// datagrams while the receiver's user is looking at a prompt (so nothing
-/// reads the node's events): its peak RSS stays under the stated bound (the
-/// link's 8 MiB input budget is held by unread events, then QUIC flow
-/// control stops the peer; datagrams past the budget are dropped), and it
-/// still answers and takes a real send afterwards.
-#[test]
-fn a_flood_of_messages_and_datagrams_does_not_grow_a_busy_receiver() {
-    const BOUND_KIB: u64 = 96 << 10;
-    let (t, port) = (TempDir::new("cli-flood"), port());
-    let (a, b) = (t.path().join("a"), t.path().join("b"));
-    let inbox = t.path().join("in");
-    let (x, y) = (t.path().join("x.txt"), t.path().join("y.txt"));
-    std::fs::write(&x, b"shown").unwrap();
-    std::fs::write(&y, b"something else").unwrap();
-    let mut r = receiver(&b, port, &inbox, &[]);
-    let pid = r.child.id();
-    let before = peak_rss_kib(pid);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let peak = rt.block_on(async {
-        let (mut m, bob) = mallory_in_session(t.path(), port, 0x66, &mut r, &x).await;
-        // Another offer: the receiver asks its user again, and waits.
-        let other = airhop::transfer::offer::build(std::slice::from_ref(&y)).unwrap();
-        m.node.send_sources(bob, other).await.unwrap();
-        tokio::task::block_in_place(|| r.event(10, "offer", |v| v["event"] == "offer"));
-        let to = airhop::session::Recipients::Some(vec![bob]);
-        let chunk = vec![0x41u8; 64 << 10];
-        for i in 0..2000 {
-            m.node
-                .send_message(to.clone(), chunk.clone())
-                .await
-                .unwrap();
-            if i % 4 == 0 {
-                for _ in 0..80 {
-                    let _ = m.node.send_datagram(bob, vec![0x42; 1000]).await;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let peak = peak_rss_kib(pid);
-        // The user answers; the receiver is still there to hear it.
-        r.say("n");
-        let reason = common::wait(&mut m.events, 20, "the decline", common::failed).await;
-        assert_eq!(reason, airhop::wire::Reason::UserNotInterested);
-        m.node.stop().await;
-        peak
-    });
-    eprintln!("receiver peak RSS: {before} kB before the flood, {peak} kB during it");
-    assert!(peak < BOUND_KIB, "peak RSS {peak} kB over {BOUND_KIB} kB");
-    // Still serving: a real send goes through.
-    random_file(&t.path().join("after.bin"), 100_000, 3);
-    let s = send(&a, port, &[t.path().join("after.bin").to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    r.event(10, "invited", |v| v["event"] == "invited");
-    r.say("y");
-    r.event(10, "done", |v| v["event"] == "done");
-    assert_eq!(s.wait_with_output().unwrap().status.code(), Some(0));
-    assert!(same_bytes(
-        &t.path().join("after.bin"),
-        &inbox.join("after.bin")
-    ));
-}
-
-/// A name is a label: two receivers called "Bob" make `--to Bob` an error
-/// that lists both ids (not a send to whichever answered first), and
-/// `--to ID` picks one.
-/// A session peer opens 1000 streams on its link: 992 carry a header for
-/// an offer that does not exist and 64 KiB of junk, 8 never send a header.
-/// The receiver stops each (the silent ones after 10 s, without holding up
-/// the others), its peak RSS stays under the bound (16 streams at a time,
-/// a 48 MiB connection window), and it then takes the real send its user
-/// agreed to.
-#[test]
-fn a_flood_of_streams_does_not_grow_or_stall_the_receiver() {
-    const BOUND_KIB: u64 = 96 << 10;
-    let (t, port) = (TempDir::new("cli-streams"), port());
-    let b = t.path().join("b");
-    let inbox = t.path().join("in");
-    let x = t.path().join("x.bin");
-    random_file(&x, 3 << 20, 5);
-    let mut r = receiver(&b, port, &inbox, &[]);
-    let pid = r.child.id();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let peak = rt.block_on(async {
-        let (mut m, bob) = mallory_in_session(t.path(), port, 0x77, &mut r, &x).await;
-        let conn = m.node.raw_connection(bob).await.expect("a link to Bob");
-        let started = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0u64..1000 {
-            let conn = conn.clone();
-            tasks.spawn(async move {
-                let Ok(mut s) = conn.open_uni().await else {
-                    return;
-                };
-                if i % 125 == 7 {
-                    // Silent: a few bytes, never a whole header.
-                    let _ = s.write_all(&[1, 2, 3]).await;
-                    let _ = s.stopped().await;
-                    return;
-                }
-                let mut head = [0u8; 20];
-                head[..8].copy_from_slice(&(0xbad0_0000 + i).to_be_bytes());
-                let _ = s.write_all(&head).await;
-                let _ = s.write_all(&vec![0x5a; 64 << 10]).await;
-                let _ = s.finish();
-                let _ = s.stopped().await;
-            });
-            // Keep a few dozen in flight: open_uni waits for a free slot.
-            while tasks.len() > 48 {
-                tasks.join_next().await;
-            }
-        }
-        while tasks.join_next().await.is_some() {}
-        let took = started.elapsed();
-        let peak = peak_rss_kib(pid);
-        eprintln!("1000 streams refused in {took:?}");
-        assert!(
-            took < Duration::from_secs(40),
-            "the silent streams held up the others: {took:?}"
-        );
-        // The offer the user agreed to still goes through.
-        let real = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
-        m.node.send_sources(bob, real).await.unwrap();
-        let got = common::wait(&mut m.events, 30, "the send", |e| {
-            common::done(e, airhop::node::Direction::Send)
-                .map(|_| Ok(()))
-                .or_else(|| common::failed(e).map(Err))
-        })
-        .await;
-        assert_eq!(got, Ok(()));
-        m.node.stop().await;
-        peak
-    });
-    eprintln!("receiver peak RSS during 1000 streams: {peak} kB");
-    assert!(peak < BOUND_KIB, "peak RSS {peak} kB over {BOUND_KIB} kB");
-    assert!(same_bytes(&x, &inbox.join("x.bin")));
 }
 
 /// Floods the receiver on the test's LAN with invitations, each from a
@@ -1098,42 +917,4 @@ fn a_closed_stdout_ends_receive_cleanly() {
         left.is_empty(),
         "the private folder was left behind: {left:?}"
     );
-}
-
-/// Eight senders at once toward one `receive --yes`: each ends with an
-/// answer it can act on, success or "busy" (exit 11), never a spurious
-/// "the card changed" (exit 10). That was 5 of 8 before: every sender read
-/// the same card, and the first invitation used up its key.
-#[test]
-fn eight_senders_at_once_get_an_answer_each() {
-    let (t, port) = (TempDir::new("cli-eight"), port());
-    let inbox = t.path().join("in");
-    let mut r = receiver(&t.path().join("b"), port, &inbox, &["--yes"]);
-    let x = t.path().join("x.bin");
-    random_file(&x, 100_000, 8);
-    let senders: Vec<_> = (0..8)
-        .map(|i| {
-            let mut c = cmd(&t.path().join(format!("s{i}")), port, &format!("S{i}"));
-            c.args(["send", "--to", "Bob", "--wait", "20"])
-                .arg(&x)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            c.spawn().unwrap()
-        })
-        .collect();
-    let codes: Vec<(Option<i32>, String)> = senders
-        .into_iter()
-        .map(|s| {
-            let o = s.wait_with_output().unwrap();
-            (
-                o.status.code(),
-                String::from_utf8_lossy(&o.stderr).into_owned(),
-            )
-        })
-        .collect();
-    for (code, err) in &codes {
-        assert!(matches!(code, Some(0) | Some(11)), "{code:?}: {err}");
-    }
-    assert!(codes.iter().any(|(c, _)| *c == Some(0)), "{codes:?}");
-    r.event(10, "done", |v| v["event"] == "done");
 }

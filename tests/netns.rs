@@ -4,44 +4,15 @@
 
 mod common;
 
-use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use airhop::crypto::Identity;
-use airhop::discovery::lan::{Lan, LanConfig, DEFAULT_GROUP};
+use airhop::discovery::lan::{Lan, LanConfig};
 use airhop::discovery::DiscoveryError;
-use airhop::node::{Direction, NodeConfig, NodeEvent};
+use airhop::node::{Direction, NodeEvent};
 use airhop::session::PeerState;
 use airhop::wire::Reason;
-use common::netns::{self, Pair};
+use common::netns::{self, cfg, lan, start_on, Pair};
 use common::*;
-
-fn lan(ip: Ipv4Addr, port: u16) -> LanConfig {
-    LanConfig {
-        group: std::net::SocketAddrV4::new(*DEFAULT_GROUP.ip(), port),
-        interfaces: vec![ip],
-        ..Default::default()
-    }
-}
-
-fn cfg(name: &str, service: &str, dir: &std::path::Path) -> NodeConfig {
-    let mut c = config(name, service, dir);
-    c.quic_bind = "0.0.0.0:0".parse().unwrap();
-    c
-}
-
-/// Starts a node on `rt` (whose sockets are in that runtime's namespace).
-async fn start_on(
-    rt: &tokio::runtime::Runtime,
-    config: NodeConfig,
-    lan_config: LanConfig,
-    identity: Arc<Identity>,
-) -> TestNode {
-    rt.spawn(start_with(config, lan_config, identity))
-        .await
-        .unwrap()
-}
 
 fn drop_rt(rt: tokio::runtime::Runtime) {
     rt.shutdown_background();

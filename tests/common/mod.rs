@@ -183,6 +183,7 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
     };
     h(a) == h(b)
 }
+pub mod mallory;
 pub mod netns;
 pub mod proc;
 pub mod relay;

@@ -136,3 +136,31 @@ pub fn runtime_in(ns: &str) -> tokio::runtime::Runtime {
     .join()
     .unwrap()
 }
+
+/// A LAN backend on `ip` only, group port `port`.
+pub fn lan(ip: std::net::Ipv4Addr, port: u16) -> airhop::discovery::lan::LanConfig {
+    airhop::discovery::lan::LanConfig {
+        group: std::net::SocketAddrV4::new(*airhop::discovery::lan::DEFAULT_GROUP.ip(), port),
+        interfaces: vec![ip],
+        ..Default::default()
+    }
+}
+
+/// A node config for a namespace: QUIC on every address there.
+pub fn cfg(name: &str, service: &str, dir: &std::path::Path) -> airhop::node::NodeConfig {
+    let mut c = super::config(name, service, dir);
+    c.quic_bind = "0.0.0.0:0".parse().unwrap();
+    c
+}
+
+/// Starts a node on `rt` (whose sockets are in that runtime's namespace).
+pub async fn start_on(
+    rt: &tokio::runtime::Runtime,
+    config: airhop::node::NodeConfig,
+    lan_config: airhop::discovery::lan::LanConfig,
+    identity: std::sync::Arc<airhop::crypto::Identity>,
+) -> super::TestNode {
+    rt.spawn(super::start_with(config, lan_config, identity))
+        .await
+        .unwrap()
+}
