@@ -223,6 +223,8 @@ pub enum Event {
     Started {
         /// Which way.
         direction: Direction,
+        /// The other side.
+        peer: String,
         /// Items.
         files: u64,
         /// All bytes.
@@ -234,6 +236,8 @@ pub enum Event {
     Progress {
         /// Which way.
         direction: Direction,
+        /// The other side (a receiver may take several transfers at once).
+        peer: String,
         /// Bytes done.
         done: u64,
         /// Bytes in all.
@@ -280,6 +284,8 @@ pub enum Event {
     },
     /// A transfer failed.
     Failed {
+        /// The other side.
+        peer: String,
         /// The reason's stable name.
         reason: String,
         /// Its number.
@@ -824,12 +830,14 @@ impl Event {
         vec![
             Event::Started {
                 direction: Direction::Receive,
+                peer: s("0011223344556677"),
                 files: 1,
                 bytes: 12,
                 resumed: 0,
             },
             Event::Progress {
                 direction: Direction::Receive,
+                peer: s("0011223344556677"),
                 done: 6,
                 total: 12,
                 rate: 1.5e6,
@@ -855,6 +863,7 @@ impl Event {
                 dir: Some(s("/home/bob/Downloads")),
             },
             Event::Failed {
+                peer: s("0011223344556677"),
                 reason: reason.clone(),
                 code,
             },

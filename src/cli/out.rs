@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::event::{self, Event, Level};
-use airhop::node::{Direction, Progress};
+use airhop::node::{Direction, Progress, TransferId};
+use airhop::transfer::offer::printable;
 use airhop::wire::Reason;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -30,10 +31,27 @@ pub struct Out {
     bars: Arc<Mutex<Option<Bars>>>,
 }
 
+/// The bars: per transfer, a total bar and one per file in flight.
 struct Bars {
     multi: MultiProgress,
+    transfers: Vec<Track>,
+}
+
+struct Track {
+    id: TransferId,
     total: ProgressBar,
     files: Vec<(u32, ProgressBar)>,
+}
+
+impl Track {
+    fn clear(self, multi: &MultiProgress) {
+        for (_, f) in self.files {
+            f.finish_and_clear();
+            multi.remove(&f);
+        }
+        self.total.finish_and_clear();
+        multi.remove(&self.total);
+    }
 }
 
 impl Out {
@@ -198,60 +216,79 @@ impl Out {
         }
     }
 
-    /// A progress report: the `progress` event with `--json`, else the bars.
+    /// A progress report: the `progress` event with `--json`, else the bars
+    /// (the total bar labelled `total`).
     pub fn progress(&self, p: &Progress) {
+        self.progress_as(p, "total");
+    }
+
+    /// The same, the transfer's total bar labelled `label` (a receiver
+    /// taking several transfers labels each with its sender).
+    pub fn progress_as(&self, p: &Progress, label: &str) {
         self.emit(&Event::Progress {
             direction: match p.direction {
                 Direction::Send => event::Direction::Send,
                 Direction::Receive => event::Direction::Receive,
             },
+            peer: p.peer.to_string(),
             done: p.done,
             total: p.total,
             rate: p.rate,
             eta: p.eta.map(|d| d.as_secs_f64()),
         });
-        self.bars(p);
+        self.bars(p, label);
     }
 
     /// Shows (or updates) the progress bars of a transfer.
-    fn bars(&self, p: &Progress) {
+    fn bars(&self, p: &Progress, label: &str) {
         if self.quiet || self.json || !std::io::stderr().is_terminal() {
             return;
         }
         let mut guard = airhop::util::lock(&self.bars);
-        let bars = guard.get_or_insert_with(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
-            let total = multi.add(ProgressBar::new(p.total));
-            total.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>8.bold} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes} {decimal_bytes_per_sec:>11} ETA {eta}",
-                )
-                .expect("template")
-                .progress_chars("=> "),
-            );
-            total.set_prefix("total");
-            Bars {
-                multi,
-                total,
-                files: Vec::new(),
-            }
+        let bars = guard.get_or_insert_with(|| Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)),
+            transfers: Vec::new(),
         });
-        bars.total.set_length(p.total);
-        bars.total.set_position(p.done);
+        let at = match bars.transfers.iter().position(|t| t.id == p.transfer) {
+            Some(i) => i,
+            None => {
+                let total = bars.multi.add(ProgressBar::new(p.total));
+                total.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>8.bold} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes} {decimal_bytes_per_sec:>11} ETA {eta}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                );
+                total.set_prefix(short(&printable(label), 8));
+                bars.transfers.push(Track {
+                    id: p.transfer,
+                    total,
+                    files: Vec::new(),
+                });
+                bars.transfers.len() - 1
+            }
+        };
+        let (multi, track) = (&bars.multi, &mut bars.transfers[at]);
+        track.total.set_length(p.total);
+        track.total.set_position(p.done);
         // One bar per file in flight (up to 4), removed when it leaves.
-        bars.files.retain(|(i, b)| {
+        track.files.retain(|(i, b)| {
             let keep = p.files.iter().any(|f| f.index == *i);
             if !keep {
                 b.finish_and_clear();
-                bars.multi.remove(b);
+                multi.remove(b);
             }
             keep
         });
         for f in p.files.iter().take(4) {
-            let bar = match bars.files.iter().find(|(i, _)| *i == f.index) {
+            let bar = match track.files.iter().find(|(i, _)| *i == f.index) {
                 Some((_, b)) => b.clone(),
                 None => {
-                    let b = bars.multi.add(ProgressBar::new(f.total));
+                    let b = multi.insert_after(
+                        track.files.last().map_or(&track.total, |(_, b)| b),
+                        ProgressBar::new(f.total),
+                    );
                     b.set_style(
                         ProgressStyle::with_template(
                             "{prefix:>8} [{bar:30}] {decimal_bytes:>10}/{decimal_total_bytes} {msg}",
@@ -261,7 +298,7 @@ impl Out {
                     );
                     b.set_prefix("file");
                     b.set_message(short(&f.path, 40));
-                    bars.files.push((f.index, b.clone()));
+                    track.files.push((f.index, b.clone()));
                     b
                 }
             };
@@ -270,13 +307,26 @@ impl Out {
         }
     }
 
-    /// Takes the bars down (before a summary line).
+    /// Takes one transfer's bars down (the others stay).
+    pub fn end_progress_of(&self, id: TransferId) {
+        let mut guard = airhop::util::lock(&self.bars);
+        if let Some(b) = guard.as_mut() {
+            if let Some(i) = b.transfers.iter().position(|t| t.id == id) {
+                b.transfers.remove(i).clear(&b.multi);
+            }
+            if b.transfers.is_empty() {
+                let _ = b.multi.clear();
+                *guard = None;
+            }
+        }
+    }
+
+    /// Takes every bar down (before a summary line).
     pub fn end_progress(&self) {
         if let Some(b) = airhop::util::lock(&self.bars).take() {
-            for (_, f) in b.files {
-                f.finish_and_clear();
+            for t in b.transfers {
+                t.clear(&b.multi);
             }
-            b.total.finish_and_clear();
             let _ = b.multi.clear();
         }
     }

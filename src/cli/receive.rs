@@ -1,7 +1,7 @@
 //! `airhop receive`: advertise, answer invitations (asking, or by policy),
 //! save what arrives, report where it went.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +54,11 @@ pub struct ReceiveArgs {
     /// Exit after the first transfer (with its outcome as the exit code).
     #[arg(long)]
     pub once: bool,
+    /// Transfers taken at once, each from a different sender; the next
+    /// sender is answered `busy` (its `send` exits 11).
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub max_senders: u16,
     /// Replace files with the same name instead of saving `NAME (1).ext`.
     #[arg(long)]
     pub overwrite: bool,
@@ -129,8 +134,12 @@ pub async fn run(
         to_stdout: args.stdout,
         dir: dir.clone(),
         accepted: HashSet::new(),
-        current: None,
-        what: String::new(),
+        current: HashMap::new(),
+        cap: if args.once || args.stdout {
+            1
+        } else {
+            usize::from(args.max_senders)
+        },
         answers: None,
     };
     let result = tokio::select! {
@@ -139,8 +148,10 @@ pub async fn run(
         _ = super::out::stdout_closed() => Err(CliError::StdoutClosed),
     };
     out.end_progress();
-    if let (Err(CliError::Interrupted), Some(t)) = (&result, r.current) {
-        let _ = node.cancel(t).await;
+    if let (Err(CliError::Interrupted), false) = (&result, r.current.is_empty()) {
+        for t in r.current.keys() {
+            let _ = node.cancel(*t).await;
+        }
         out.say("cancelled; what arrived is kept as .part and resumes next time");
     }
     node.stop().await;
@@ -159,11 +170,13 @@ struct Receiver<'a> {
     once: bool,
     to_stdout: bool,
     dir: PathBuf,
-    /// Peers whose invitation we accepted: their offers are taken.
+    /// Peers whose invitation we accepted: their offers are taken. At most
+    /// `cap` at once: the next inviter hears `busy`.
     accepted: HashSet<PeerId>,
-    current: Option<TransferId>,
-    /// The headline of the offer being received.
-    what: String,
+    /// Transfers under way: from whom, and the headline of the offer.
+    current: HashMap<TransferId, (PeerId, String)>,
+    /// `--max-senders` (1 with `--once`).
+    cap: usize,
     /// Lines typed on standard input (started on the first question).
     answers: Option<mpsc::UnboundedReceiver<String>>,
 }
@@ -214,7 +227,8 @@ impl Receiver<'_> {
                     state: PeerState::NotConnected(reason),
                 } => {
                     self.accepted.remove(&peer);
-                    if self.current.is_none() && reason != Reason::Disconnected {
+                    let busy = self.current.values().any(|(p, _)| *p == peer);
+                    if !busy && reason != Reason::Disconnected {
                         // (During a transfer, its failure says it.)
                         out.detail(format!("{peer} left: {reason}"));
                     }
@@ -231,14 +245,19 @@ impl Receiver<'_> {
                     bytes,
                     resumed,
                     ..
-                } if Some(transfer) == self.current => out.emit(&Event::Started {
+                } if self.current.contains_key(&transfer) => out.emit(&Event::Started {
                     direction: Direction::Receive,
+                    peer: self.current[&transfer].0.to_string(),
                     files: files as u64,
                     bytes,
                     resumed,
                 }),
-                NodeEvent::Progress(p) if Some(p.transfer) == self.current => {
-                    out.progress(&p);
+                NodeEvent::Progress(p) if self.current.contains_key(&p.transfer) => {
+                    if self.cap > 1 {
+                        out.progress_as(&p, &self.name_of(p.peer).await);
+                    } else {
+                        out.progress(&p);
+                    }
                 }
                 NodeEvent::FileReceived { path, .. } => self.file(&path)?,
                 NodeEvent::TextReceived { from, text, .. } => self.text(from, text).await,
@@ -250,9 +269,13 @@ impl Receiver<'_> {
                     files,
                     already_had,
                     ..
-                } if Some(transfer) == self.current => {
-                    self.current = None;
-                    out.end_progress();
+                } if self.current.contains_key(&transfer) => {
+                    let what = self
+                        .current
+                        .remove(&transfer)
+                        .map(|c| c.1)
+                        .unwrap_or_default();
+                    out.end_progress_of(transfer);
                     out.emit(&Event::Done {
                         direction: Direction::Receive,
                         peer: peer.to_string(),
@@ -261,7 +284,7 @@ impl Receiver<'_> {
                         seconds: elapsed.as_secs_f64(),
                         files: files.iter().map(|p| p.display().to_string()).collect(),
                         already_had: already_had as u64,
-                        summary: std::mem::take(&mut self.what),
+                        summary: what,
                         dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
                     });
                     if self.once {
@@ -274,7 +297,9 @@ impl Receiver<'_> {
                     peer,
                     reason,
                     ..
-                } if Some(transfer) == self.current => self.failed(peer, reason).await?,
+                } if self.current.contains_key(&transfer) => {
+                    self.failed(transfer, peer, reason).await?
+                }
                 NodeEvent::Error { reason, message } => {
                     let (name, code) = why(reason);
                     out.emit(&Event::Error { reason: name, code });
@@ -313,11 +338,20 @@ impl Receiver<'_> {
     }
 
     /// The transfer failed: the end with `--once`, else a warning.
-    async fn failed(&mut self, peer: PeerId, reason: Reason) -> Result<(), CliError> {
-        self.current = None;
-        self.out.end_progress();
+    async fn failed(
+        &mut self,
+        transfer: TransferId,
+        peer: PeerId,
+        reason: Reason,
+    ) -> Result<(), CliError> {
+        self.current.remove(&transfer);
+        self.out.end_progress_of(transfer);
         let (name, code) = why(reason);
-        self.out.emit(&Event::Failed { reason: name, code });
+        self.out.emit(&Event::Failed {
+            peer: peer.to_string(),
+            reason: name,
+            code,
+        });
         let msg = format!(
             "the transfer from {} failed: {reason}",
             printable(&self.name_of(peer).await)
@@ -357,8 +391,10 @@ impl Receiver<'_> {
                 .collect(),
             consented,
         });
-        if !self.accepted.contains(&from) || self.current.is_some() {
-            let reason = if self.current.is_some() {
+        // One transfer at a time from each accepted sender.
+        let busy = self.current.values().any(|(p, _)| *p == from);
+        if !self.accepted.contains(&from) || busy {
+            let reason = if busy {
                 Reason::Busy
             } else {
                 Reason::UserNotInterested
@@ -393,8 +429,7 @@ impl Receiver<'_> {
             )));
         }
         node.accept_offer(transfer).await?;
-        self.current = Some(transfer);
-        self.what = summary(&items);
+        self.current.insert(transfer, (from, summary(&items)));
         Ok(())
     }
 
@@ -448,7 +483,8 @@ impl Receiver<'_> {
             trusted,
             unverified_name: impostor,
         });
-        let by = if self.current.is_some() {
+        // Each accepted sender holds a place until it leaves.
+        let by = if self.accepted.len() >= self.cap && !self.accepted.contains(&from.id) {
             By::Busy
         } else {
             match self.policy {

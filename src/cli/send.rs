@@ -276,7 +276,11 @@ async fn send(
     let failed = |reason: Reason, message: String| {
         out.end_progress();
         let (name, code) = why(reason);
-        out.emit(&Event::Failed { reason: name, code });
+        out.emit(&Event::Failed {
+            peer: peer.id.to_string(),
+            reason: name,
+            code,
+        });
         Err(CliError::reason(reason, message))
     };
     loop {
@@ -290,6 +294,7 @@ async fn send(
                 ..
             } if t == transfer => out.emit(&Event::Started {
                 direction: Direction::Send,
+                peer: peer.id.to_string(),
                 files: files as u64,
                 bytes,
                 resumed,

@@ -164,3 +164,106 @@ pub async fn start_on(
         .await
         .unwrap()
 }
+
+/// A small LAN: a hub namespace with a bridge (and an address on it), and
+/// `n` hosts, each in its own namespace joined to the bridge by a veth.
+pub struct Star {
+    pub hub: String,
+    pub hub_ip: std::net::Ipv4Addr,
+    pub hosts: Vec<(String, std::net::Ipv4Addr)>,
+    devs: Vec<String>,
+}
+
+impl Star {
+    pub fn new(n: u8) -> Star {
+        static N: AtomicU16 = AtomicU16::new(0);
+        let k = N.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{k}", std::process::id() % 10_000);
+        let net = 1 + (std::process::id() % 60) as u8 * 4 + k as u8 % 4;
+        let hub = format!("ahs-{tag}-hub");
+        let hub_ip = std::net::Ipv4Addr::new(10, 214, net, 1);
+        ip(&["netns", "add", &hub]);
+        let mut star = Star {
+            hub,
+            hub_ip,
+            hosts: Vec::new(),
+            devs: Vec::new(),
+        };
+        let hub = star.hub.clone();
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        // Multicast to every port, joined or not (no IGMP querier here).
+        ip(&[
+            "-n",
+            &hub,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        ip(&[
+            "-n",
+            &hub,
+            "addr",
+            "add",
+            &format!("{hub_ip}/24"),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", &hub, "link", "set", "br0", "up"]);
+        ip(&["-n", &hub, "link", "set", "lo", "up"]);
+        for i in 0..n {
+            let ns = format!("ahs-{tag}-{i}");
+            let addr = std::net::Ipv4Addr::new(10, 214, net, 10 + i);
+            let (dev, port) = (format!("as{tag}h{i}"), format!("as{tag}p{i}"));
+            ip(&["netns", "add", &ns]);
+            star.hosts.push((ns.clone(), addr));
+            ip(&[
+                "link", "add", &dev, "netns", &ns, "type", "veth", "peer", "name", &port, "netns",
+                &hub,
+            ]);
+            ip(&["-n", &hub, "link", "set", &port, "master", "br0"]);
+            ip(&["-n", &hub, "link", "set", &port, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &dev]);
+            ip(&["-n", &ns, "link", "set", &dev, "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            star.devs.push(dev);
+        }
+        star
+    }
+
+    /// Limits what host `i` sends to `rate` (tc tbf).
+    pub fn limit(&self, i: usize, rate: &str) {
+        exec(
+            &self.hosts[i].0,
+            &[
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                &self.devs[i],
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                "256kb",
+                "latency",
+                "50ms",
+            ],
+        );
+    }
+}
+
+impl Drop for Star {
+    fn drop(&mut self) {
+        for (ns, _) in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.hub])
+            .output();
+    }
+}

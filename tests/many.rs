@@ -1,0 +1,73 @@
+//! Several senders, one receiver: real processes on a small LAN of network
+//! namespaces (a bridge and one host per sender). Needs root (CI has it).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::netns::Star;
+use common::proc::Proc;
+use common::{random_file, same_bytes, TempDir};
+
+fn airhop(ns: &str, ip: std::net::Ipv4Addr, cfg: &Path, name: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(assert_cmd::cargo::cargo_bin("airhop"))
+        .env("AIRHOP_CONFIG_DIR", cfg)
+        .env("XDG_CACHE_HOME", cfg)
+        .env("NO_COLOR", "1")
+        .args(["--name", name, "--interface", &ip.to_string()]);
+    c
+}
+
+/// Four senders on four hosts send to one `receive --yes` at the same
+/// time: all four are taken at once (their transfers overlap) and arrive
+/// identical; a fifth sender, while they run, is answered `busy` (exit 11)
+/// with the cap at its default of 4. Each sender's link runs at 100 Mbit/s
+/// so the four are still going when the fifth asks.
+#[test]
+#[ignore = "needs root (network namespaces and a bridge)"]
+fn four_senders_at_once_are_all_taken_and_a_fifth_is_busy() {
+    let star = Star::new(5);
+    let t = TempDir::new("many-four");
+    let inbox = t.path().join("in");
+    let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("r"), "Bob");
+    c.args(["--json", "receive", "--yes", "--dir"]).arg(&inbox);
+    let mut r = Proc::spawn(c);
+    r.event(15, "ready", |v| v["event"] == "ready");
+    let send = |i: usize| {
+        let file = t.path().join(format!("f{i}.bin"));
+        random_file(&file, 24 << 20, 30 + i as u8);
+        star.limit(i, "100mbit");
+        let (ns, ip) = &star.hosts[i];
+        let mut c = airhop(ns, *ip, &t.path().join(format!("s{i}")), &format!("S{i}"));
+        c.args(["send", "--to", "Bob", "--wait", "20"]).arg(&file);
+        (file, Proc::spawn(c))
+    };
+    let mut four: Vec<_> = (0..4).map(send).collect();
+    // All four under way at once: four starts before any end.
+    let mut started = std::collections::HashSet::new();
+    while started.len() < 4 {
+        let v = r.event(30, "a start", |v| {
+            v["event"] == "started" || v["event"] == "done"
+        });
+        assert_eq!(
+            v["event"], "started",
+            "one ended before all four began: {v}"
+        );
+        started.insert(v["peer"].as_str().unwrap().to_string());
+    }
+    let (_, mut fifth) = send(4);
+    assert_eq!(fifth.wait(30), 11, "the fifth: {}", fifth.stderr());
+    assert!(fifth.stderr().contains("busy"), "{}", fifth.stderr());
+    for (file, s) in &mut four {
+        assert_eq!(s.wait(60), 0, "{}", s.stderr());
+        let name = file.file_name().unwrap();
+        assert!(same_bytes(file, &inbox.join(name)), "{name:?}");
+    }
+    for _ in 0..4 {
+        r.event(30, "done", |v| v["event"] == "done");
+    }
+    assert!(r.child.try_wait().unwrap().is_none(), "receive goes on");
+}
