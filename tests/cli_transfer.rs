@@ -189,7 +189,12 @@ fn a_text_goes_to_stdout_and_once_exits() {
     r.wait_stderr(10, "Ready to receive");
     send_ok(&a, port, &["--text", "the wifi code is 4711 ✓"]);
     assert_eq!(r.wait(10), 0, "--stdout implies --once");
-    let got: Vec<String> = r.lines.try_iter().collect();
+    // The reader thread may still be on the last (unterminated) line: read
+    // until it hangs up.
+    let mut got = Vec::new();
+    while let Ok(l) = r.lines.recv_timeout(Duration::from_secs(5)) {
+        got.push(l);
+    }
     assert_eq!(got, ["the wifi code is 4711 ✓"], "only the text on stdout");
 }
 

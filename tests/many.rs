@@ -71,3 +71,61 @@ fn four_senders_at_once_are_all_taken_and_a_fifth_is_busy() {
     }
     assert!(r.child.try_wait().unwrap().is_none(), "receive goes on");
 }
+
+/// `send --to` three times: one offer to three receivers on three hosts,
+/// each asked on its own; all three arrive identical. Then `send --all`
+/// with a fourth receiver that takes trusted devices only: the three that
+/// accept get the file, the fourth declines, and the sender says who did
+/// not get it and exits 4 (declined).
+#[test]
+#[ignore = "needs root (network namespaces and a bridge)"]
+fn one_sender_to_several_receivers_each_consenting_on_its_own() {
+    let star = Star::new(4);
+    let t = TempDir::new("many-fan");
+    let file = t.path().join("f.bin");
+    random_file(&file, 8 << 20, 77);
+    let receiver = |i: usize, policy: &str| {
+        let (ns, ip) = &star.hosts[i];
+        let inbox = t.path().join(format!("in{i}"));
+        let mut c = airhop(ns, *ip, &t.path().join(format!("r{i}")), &format!("R{i}"));
+        c.args(["--json", "receive", "--once", policy, "--dir"])
+            .arg(&inbox);
+        let mut p = Proc::spawn(c);
+        p.event(15, "ready", |v| v["event"] == "ready");
+        (p, inbox)
+    };
+    let sender = |extra: &[&str]| {
+        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("s"), "Ada");
+        c.args(["send", "--wait", "10"]).args(extra).arg(&file);
+        Proc::spawn(c)
+    };
+    let mut rs: Vec<_> = (0..3).map(|i| receiver(i, "--yes")).collect();
+    let mut s = sender(&["--to", "R0", "--to", "R1", "--to", "R2"]);
+    assert_eq!(s.wait(60), 0, "{}", s.stderr());
+    assert!(
+        s.stderr().contains("3 of 3 receivers got"),
+        "{}",
+        s.stderr()
+    );
+    for (r, inbox) in &mut rs {
+        assert_eq!(r.wait(20), 0);
+        assert!(same_bytes(&file, &inbox.join("f.bin")));
+    }
+    // --all, one of them declining.
+    let mut rs: Vec<_> = (0..3).map(|i| receiver(i, "--yes")).collect();
+    let (mut no, no_inbox) = receiver(3, "--from-trusted");
+    for (_, inbox) in &rs {
+        let _ = std::fs::remove_file(inbox.join("f.bin"));
+    }
+    let mut s = sender(&["--all"]);
+    assert_eq!(s.wait(60), 4, "{}", s.stderr());
+    let err = s.stderr();
+    assert!(err.contains("3 of 4 receivers got"), "{err}");
+    assert!(err.contains("R3 ("), "says who did not get it: {err}");
+    for (r, inbox) in &mut rs {
+        assert_eq!(r.wait(20), 0);
+        assert!(same_bytes(&file, &inbox.join("f.bin")));
+    }
+    assert_eq!(no.wait(20), 4, "the decliner's --once outcome");
+    assert!(!no_inbox.join("f.bin").exists());
+}

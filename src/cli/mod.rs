@@ -7,6 +7,7 @@ mod demo;
 mod dist;
 mod doctor;
 mod event;
+mod fanout;
 mod id;
 mod out;
 mod peers;

@@ -270,23 +270,10 @@ impl Receiver<'_> {
                     already_had,
                     ..
                 } if self.current.contains_key(&transfer) => {
-                    let what = self
-                        .current
-                        .remove(&transfer)
-                        .map(|c| c.1)
-                        .unwrap_or_default();
-                    out.end_progress_of(transfer);
-                    out.emit(&Event::Done {
-                        direction: Direction::Receive,
-                        peer: peer.to_string(),
-                        name: self.name_of(peer).await,
-                        bytes,
-                        seconds: elapsed.as_secs_f64(),
-                        files: files.iter().map(|p| p.display().to_string()).collect(),
-                        already_had: already_had as u64,
-                        summary: what,
-                        dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
-                    });
+                    let files: Vec<String> =
+                        files.iter().map(|p| p.display().to_string()).collect();
+                    self.done(transfer, peer, bytes, elapsed, files, already_had as u64)
+                        .await;
                     if self.once {
                         let _ = node.disconnect(peer).await;
                         return Ok(());
@@ -308,6 +295,35 @@ impl Receiver<'_> {
                 _ => {}
             }
         }
+    }
+
+    /// A transfer that ended well: its bars go, its `done` is reported.
+    async fn done(
+        &mut self,
+        transfer: TransferId,
+        peer: PeerId,
+        bytes: u64,
+        elapsed: Duration,
+        files: Vec<String>,
+        already_had: u64,
+    ) {
+        let what = self
+            .current
+            .remove(&transfer)
+            .map(|c| c.1)
+            .unwrap_or_default();
+        self.out.end_progress_of(transfer);
+        self.out.emit(&Event::Done {
+            direction: Direction::Receive,
+            peer: peer.to_string(),
+            name: self.name_of(peer).await,
+            bytes,
+            seconds: elapsed.as_secs_f64(),
+            files,
+            already_had,
+            summary: what,
+            dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
+        });
     }
 
     /// A file saved: reported, and with `--stdout` copied out and removed.

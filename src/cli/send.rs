@@ -50,8 +50,12 @@ pub struct SendArgs {
     /// The receiver: its name (case-insensitive) or its id (at least the
     /// first 8 hex digits). A name shared by several devices nearby is
     /// refused (or, on a terminal, asked), since a name is only a label.
+    /// Repeat it to send to several receivers at once.
     #[arg(long, value_name = "NAME|ID")]
-    pub to: Option<String>,
+    pub to: Vec<String>,
+    /// Send to every receiver nearby, each asked on its own.
+    #[arg(long, conflicts_with = "to")]
+    pub all: bool,
     /// The file name the receiver saves standard input as.
     #[arg(long = "as", value_name = "NAME", default_value = "stdin")]
     pub name_as: String,
@@ -96,16 +100,47 @@ pub async fn run(
             hotspot.apply(c);
         })
         .await?;
-    let mut current = None;
+    let mut current = Vec::new();
+    let several = args.all || args.to.len() > 1;
+    let work = async {
+        if several {
+            several_at_once(
+                &ctx,
+                &out,
+                &node,
+                &mut events,
+                &args,
+                sources,
+                &summary,
+                &mut current,
+            )
+            .await
+        } else {
+            flow(
+                &ctx,
+                &out,
+                &node,
+                &mut events,
+                &args,
+                timeout,
+                sources,
+                &summary,
+                &mut current,
+            )
+            .await
+        }
+    };
     let r = tokio::select! {
-        r = flow(&ctx, &out, &node, &mut events, &args, timeout, sources, &summary, &mut current) => r,
+        r = work => r,
         _ = ctrl_c() => Err(CliError::Interrupted),
         _ = super::out::stdout_closed() => Err(CliError::StdoutClosed),
     };
     out.end_progress();
-    if let (Err(CliError::Interrupted), Some(t)) = (&r, current) {
-        // Tell the receiver why before the link goes.
-        let _ = node.cancel(t).await;
+    if let (Err(CliError::Interrupted), false) = (&r, current.is_empty()) {
+        // Tell the receivers why before the links go.
+        for t in &current {
+            let _ = node.cancel(*t).await;
+        }
         out.say("cancelled; the receiver keeps what it has and can resume");
     }
     node.stop().await;
@@ -163,7 +198,7 @@ async fn flow(
     hotspot_timeout: Duration,
     sources: Vec<Source>,
     summary: &str,
-    current: &mut Option<TransferId>,
+    current: &mut Vec<TransferId>,
 ) -> Result<(), CliError> {
     node.browse(true).await?;
     out.say(format!(
@@ -179,12 +214,48 @@ async fn flow(
     let trusted = ctx.trust.trusts(&peer.identity.0);
     invite(out, events, args, hotspot_timeout, &peer, summary, trusted).await?;
     let transfer = node.send_sources(peer.id, sources).await?;
-    *current = Some(transfer);
+    current.push(transfer);
     let r = send(out, events, &peer, transfer, summary).await;
     if r.is_ok() {
         let _ = node.disconnect(peer.id).await;
     }
     r
+}
+
+/// `--to A --to B` or `--all`: see [`super::fanout`].
+#[allow(clippy::too_many_arguments)]
+async fn several_at_once(
+    ctx: &Ctx,
+    out: &Out,
+    node: &Node,
+    events: &mut Events,
+    args: &SendArgs,
+    sources: Vec<Source>,
+    summary: &str,
+    current: &mut Vec<TransferId>,
+) -> Result<(), CliError> {
+    node.browse(true).await?;
+    out.say(format!(
+        "Looking for receivers as {} ({})...",
+        out.bold(ctx.name()),
+        node.peer_id()
+    ));
+    let wait = Duration::from_secs(args.wait.max(1));
+    let peers = super::fanout::pick(out, node, events, &args.to, args.all, wait).await?;
+    let names: Vec<String> = peers.iter().map(|p| printable(p.name.as_str())).collect();
+    out.say(format!("Sending {summary} to {}", names.join(", ")));
+    super::fanout::send(
+        ctx,
+        out,
+        node,
+        events,
+        peers,
+        sources,
+        args.note.clone(),
+        summary,
+        current,
+    )
+    .await
 }
 
 /// Waits for the receiver's answer and the QUIC connection.
@@ -371,7 +442,7 @@ async fn pick(
                 }
                 out.emit(&super::peers::peer_found(&p, node.transport()));
                 out.detail(format!("found {} ({})", printable(p.name.as_str()), p.id));
-                if let Some(to) = &args.to {
+                if let Some(to) = args.to.first() {
                     // A whole id names one device: no need to wait for more.
                     if to.eq_ignore_ascii_case(&p.id.to_string()) {
                         return Ok(p);
@@ -384,7 +455,7 @@ async fn pick(
                 }
                 found.retain(|f| f.id != p.id);
                 found.push(p);
-                if args.to.is_none() && settle.is_none() {
+                if args.to.is_empty() && settle.is_none() {
                     settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
                 }
             }
@@ -398,7 +469,7 @@ async fn pick(
         }
     }
     let _ = node;
-    if let Some(to) = &args.to {
+    if let Some(to) = args.to.first() {
         let named: Vec<PeerInfo> = found.iter().filter(|p| matches(p, to)).cloned().collect();
         match named.len() {
             0 => {}
@@ -412,7 +483,7 @@ async fn pick(
             }
         }
     }
-    match (found.len(), &args.to) {
+    match (found.len(), args.to.first()) {
         (0, Some(to)) => Err(CliError::NotFound(format!(
             "no receiver named {to:?} nearby after {} s: is `airhop receive` running there, with the same --service-type?",
             args.wait
@@ -438,7 +509,9 @@ async fn pick(
 /// cheap to grind for a look-alike; fewer would be.
 const MIN_ID_PREFIX: usize = 8;
 
-fn matches(p: &PeerInfo, to: &str) -> bool {
+/// Whether `--to` names this device: its name, or at least
+/// [`MIN_ID_PREFIX`] digits of its id.
+pub(super) fn matches(p: &PeerInfo, to: &str) -> bool {
     p.name.as_str().eq_ignore_ascii_case(to)
         || (to.len() >= MIN_ID_PREFIX && p.id.to_string().starts_with(&to.to_ascii_lowercase()))
 }
