@@ -189,12 +189,7 @@ fn a_text_goes_to_stdout_and_once_exits() {
     r.wait_stderr(10, "Ready to receive");
     send_ok(&a, port, &["--text", "the wifi code is 4711 ✓"]);
     assert_eq!(r.wait(10), 0, "--stdout implies --once");
-    // The reader thread may still be on the last (unterminated) line: read
-    // until it hangs up.
-    let mut got = Vec::new();
-    while let Ok(l) = r.lines.recv_timeout(Duration::from_secs(5)) {
-        got.push(l);
-    }
+    let got = r.rest_of_stdout();
     assert_eq!(got, ["the wifi code is 4711 ✓"], "only the text on stdout");
 }
 
@@ -811,7 +806,7 @@ fn escape_sequences_in_a_text_and_a_name_do_not_reach_the_terminal() {
         String::from_utf8_lossy(&s.stderr)
     );
     assert_eq!(r.wait(10), 0);
-    let shown: Vec<String> = r.lines.try_iter().collect();
+    let shown = r.rest_of_stdout();
     assert_eq!(shown, ["hi]0;pwned[31m red", "second line"]);
     let err = r.stderr();
     assert!(err.contains("Text from Adatxt.exe"), "{err}");

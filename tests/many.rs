@@ -3,23 +3,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::netns::Star;
+use common::netns::{airhop, Star};
 use common::proc::Proc;
 use common::{random_file, same_bytes, TempDir};
-
-fn airhop(ns: &str, ip: std::net::Ipv4Addr, cfg: &Path, name: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns])
-        .arg(assert_cmd::cargo::cargo_bin("airhop"))
-        .env("AIRHOP_CONFIG_DIR", cfg)
-        .env("XDG_CACHE_HOME", cfg)
-        .env("NO_COLOR", "1")
-        .args(["--name", name, "--interface", &ip.to_string()]);
-    c
-}
 
 /// Four senders on four hosts send to one `receive --yes` at the same
 /// time: all four are taken at once (their transfers overlap) and arrive

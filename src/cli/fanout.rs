@@ -12,9 +12,10 @@ use std::time::Duration;
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState};
 use airhop::transfer::offer::{printable, Source};
-use airhop::wire::{Capabilities, PeerId, Reason};
+use airhop::wire::{PeerId, Reason};
 
 use super::event::{why, By, Direction, Event};
+use super::send::{next_receiver, Seen};
 use super::start::Ctx;
 use super::{CliError, Out};
 
@@ -56,9 +57,8 @@ pub async fn pick(
     };
     loop {
         let until = settle.map_or(deadline, |s| s.min(deadline));
-        match tokio::time::timeout_at(until, events.next()).await {
-            Ok(Some(NodeEvent::PeerFound(p))) if p.caps.contains(Capabilities::ACCEPTING) => {
-                out.emit(&super::peers::peer_found(&p, node.transport()));
+        match next_receiver(out, node, events, until).await? {
+            Some(Seen::Found(p)) => {
                 found.retain(|f| f.id != p.id);
                 found.push(p);
                 let complete = !all && to.iter().all(|t| !named(&found, t).is_empty());
@@ -67,13 +67,8 @@ pub async fn pick(
                     settle = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                 }
             }
-            Ok(Some(NodeEvent::PeerLost(id))) => found.retain(|f| f.id != id),
-            Ok(Some(NodeEvent::Error { reason, message })) => {
-                return Err(CliError::reason(reason, message))
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(CliError::Stopped),
-            Err(_) => break,
+            Some(Seen::Lost(id)) => found.retain(|f| f.id != id),
+            None => break,
         }
     }
     if all {

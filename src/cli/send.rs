@@ -11,7 +11,7 @@ use airhop::session::{PeerInfo, PeerState};
 use airhop::transfer::hashcache::HashCache;
 use airhop::transfer::offer::{self, printable, Source};
 use airhop::wire::invite::MAX_CONTEXT_LEN;
-use airhop::wire::{Capabilities, ItemKind, OfferItem, Reason};
+use airhop::wire::{Capabilities, ItemKind, OfferItem, PeerId, Reason};
 
 use super::event::{why, By, Direction, Event};
 use super::out::took;
@@ -101,35 +101,17 @@ pub async fn run(
         })
         .await?;
     let mut current = Vec::new();
-    let several = args.all || args.to.len() > 1;
-    let work = async {
-        if several {
-            several_at_once(
-                &ctx,
-                &out,
-                &node,
-                &mut events,
-                &args,
-                sources,
-                &summary,
-                &mut current,
-            )
-            .await
-        } else {
-            flow(
-                &ctx,
-                &out,
-                &node,
-                &mut events,
-                &args,
-                timeout,
-                sources,
-                &summary,
-                &mut current,
-            )
-            .await
-        }
-    };
+    let work = flow(
+        &ctx,
+        &out,
+        &node,
+        &mut events,
+        &args,
+        timeout,
+        sources,
+        &summary,
+        &mut current,
+    );
     let r = tokio::select! {
         r = work => r,
         _ = ctrl_c() => Err(CliError::Interrupted),
@@ -206,6 +188,17 @@ async fn flow(
         out.bold(ctx.name()),
         node.peer_id()
     ));
+    if args.all || args.to.len() > 1 {
+        let wait = Duration::from_secs(args.wait.max(1));
+        let peers = super::fanout::pick(out, node, events, &args.to, args.all, wait).await?;
+        let names: Vec<String> = peers.iter().map(|p| printable(p.name.as_str())).collect();
+        out.say(format!("Sending {summary} to {}", names.join(", ")));
+        let note = args.note.clone();
+        return super::fanout::send(
+            ctx, out, node, events, peers, sources, note, summary, current,
+        )
+        .await;
+    }
     let peer = pick(out, node, events, args).await?;
     // Invite with the offer itself: the receiver's prompt is built from it,
     // and what it accepts is bound to exactly these items.
@@ -220,42 +213,6 @@ async fn flow(
         let _ = node.disconnect(peer.id).await;
     }
     r
-}
-
-/// `--to A --to B` or `--all`: see [`super::fanout`].
-#[allow(clippy::too_many_arguments)]
-async fn several_at_once(
-    ctx: &Ctx,
-    out: &Out,
-    node: &Node,
-    events: &mut Events,
-    args: &SendArgs,
-    sources: Vec<Source>,
-    summary: &str,
-    current: &mut Vec<TransferId>,
-) -> Result<(), CliError> {
-    node.browse(true).await?;
-    out.say(format!(
-        "Looking for receivers as {} ({})...",
-        out.bold(ctx.name()),
-        node.peer_id()
-    ));
-    let wait = Duration::from_secs(args.wait.max(1));
-    let peers = super::fanout::pick(out, node, events, &args.to, args.all, wait).await?;
-    let names: Vec<String> = peers.iter().map(|p| printable(p.name.as_str())).collect();
-    out.say(format!("Sending {summary} to {}", names.join(", ")));
-    super::fanout::send(
-        ctx,
-        out,
-        node,
-        events,
-        peers,
-        sources,
-        args.note.clone(),
-        summary,
-        current,
-    )
-    .await
 }
 
 /// Waits for the receiver's answer and the QUIC connection.
@@ -421,6 +378,41 @@ async fn next(
     }
 }
 
+/// What discovery said about a receiver.
+pub(super) enum Seen {
+    /// A receiver (a device accepting transfers) appeared or changed.
+    Found(PeerInfo),
+    /// A device went away.
+    Lost(PeerId),
+}
+
+/// The next receiver found or lost before `until` (`None`: time is up);
+/// found ones are reported (`peer_found`, and a `-v` line).
+pub(super) async fn next_receiver(
+    out: &Out,
+    node: &Node,
+    events: &mut Events,
+    until: tokio::time::Instant,
+) -> Result<Option<Seen>, CliError> {
+    loop {
+        match tokio::time::timeout_at(until, events.next()).await {
+            Ok(Some(NodeEvent::PeerFound(p))) if p.caps.contains(Capabilities::ACCEPTING) => {
+                out.emit(&super::peers::peer_found(&p, node.transport()));
+                out.detail(format!("found {} ({})", printable(p.name.as_str()), p.id));
+                return Ok(Some(Seen::Found(p)));
+            }
+            Ok(Some(NodeEvent::PeerLost(id))) => return Ok(Some(Seen::Lost(id))),
+            Ok(Some(NodeEvent::Error { reason, message })) => {
+                return Err(CliError::reason(reason, message))
+            }
+            // Chats and apps (not receivers), and everything else.
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(CliError::Stopped),
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
 /// Finds the receiver: the one `--to` names, or the only one nearby, or
 /// (on a terminal, with several) the one the user picks.
 async fn pick(
@@ -435,13 +427,8 @@ async fn pick(
     let mut settle: Option<tokio::time::Instant> = None;
     loop {
         let until = settle.map_or(deadline, |s| s.min(deadline));
-        match tokio::time::timeout_at(until, events.next()).await {
-            Ok(Some(NodeEvent::PeerFound(p))) => {
-                if !p.caps.contains(Capabilities::ACCEPTING) {
-                    continue; // a chat or an app, not a receiver
-                }
-                out.emit(&super::peers::peer_found(&p, node.transport()));
-                out.detail(format!("found {} ({})", printable(p.name.as_str()), p.id));
+        match next_receiver(out, node, events, until).await? {
+            Some(Seen::Found(p)) => {
                 if let Some(to) = args.to.first() {
                     // A whole id names one device: no need to wait for more.
                     if to.eq_ignore_ascii_case(&p.id.to_string()) {
@@ -459,16 +446,10 @@ async fn pick(
                     settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
                 }
             }
-            Ok(Some(NodeEvent::PeerLost(id))) => found.retain(|f| f.id != id),
-            Ok(Some(NodeEvent::Error { reason, message })) => {
-                return Err(CliError::reason(reason, message))
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(CliError::Stopped),
-            Err(_) => break,
+            Some(Seen::Lost(id)) => found.retain(|f| f.id != id),
+            None => break,
         }
     }
-    let _ = node;
     if let Some(to) = args.to.first() {
         let named: Vec<PeerInfo> = found.iter().filter(|p| matches(p, to)).cloned().collect();
         match named.len() {

@@ -99,6 +99,8 @@ pub(super) struct Driver {
     /// The transfer protocol (sans-IO), and each transfer's I/O side.
     transfers: Core,
     io: HashMap<TransferId, Io>,
+    /// Destinations held by incoming transfers under way.
+    claims: transfer::Claims,
     publish: watch::Sender<Option<Published>>,
     closing: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
@@ -214,6 +216,7 @@ impl Driver {
             next_serial: 0,
             transfers: Core::new(config_auto_accept),
             io: HashMap::new(),
+            claims: Default::default(),
             publish,
             closing: Vec::new(),
             tasks: JoinSet::new(),

@@ -13,7 +13,7 @@
 //! [`NodeConfig::streams`]: super::NodeConfig::streams
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::FileProgress;
+use super::{FileProgress, TransferId};
 use crate::transfer::core::{is_verified, Fetch, Plan, Received, Sink};
 use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{self, OfferError, Step};
@@ -147,15 +147,35 @@ pub(super) fn offer_id() -> Result<u64, crate::util::RandomError> {
     crate::util::random().map(u64::from_be_bytes)
 }
 
+/// The destinations that incoming transfers under way hold, by transfer:
+/// a second transfer planned meanwhile goes around them (the node may
+/// receive from several peers at once).
+pub(super) type Claims = Arc<std::sync::Mutex<HashMap<PathBuf, TransferId>>>;
+
 /// Plans an offer into `root` (blocking: hashes existing files, reads
-/// `.part` records).
-pub(super) fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Plan, OfferError> {
+/// `.part` records), around and into `claims` for transfer `id`.
+pub(super) fn plan(
+    root: &Path,
+    items: &[OfferItem],
+    overwrite: bool,
+    claims: &Claims,
+    id: TransferId,
+) -> Result<Plan, OfferError> {
     std::fs::create_dir_all(root).map_err(OfferError::Folder)?;
     let mut out = Plan {
         fetch: Vec::new(),
         already: Vec::new(),
     };
-    for step in offer::plan(root, items, overwrite)? {
+    // Held while planning, so two plans cannot pick the same name.
+    let mut held = crate::util::lock(claims);
+    let steps = offer::plan_around(root, items, overwrite, &|p| held.contains_key(p))?;
+    for step in &steps {
+        if let Step::Fetch { dest, .. } = step {
+            held.insert(dest.clone(), id);
+        }
+    }
+    drop(held);
+    for step in steps {
         match step {
             Step::Fetch { index, dest } => {
                 let item = &items[index as usize];

@@ -119,7 +119,14 @@ pub fn safe_create_parent(root: &Path, rel: &Path) -> io::Result<PathBuf> {
 
 /// `path` if free, else `name (1).ext`, `name (2).ext`, ... (up to 9999).
 pub fn unique(path: &Path) -> io::Result<PathBuf> {
-    if std::fs::symlink_metadata(path).is_err() {
+    unique_but(path, &|_| false)
+}
+
+/// [`unique`], also passing over the names `taken` says are taken (by a
+/// transfer under way that has not written them yet).
+pub fn unique_but(path: &Path, taken: &dyn Fn(&Path) -> bool) -> io::Result<PathBuf> {
+    let free = |p: &Path| std::fs::symlink_metadata(p).is_err() && !taken(p);
+    if free(path) {
         return Ok(path.to_path_buf());
     }
     let stem = path
@@ -132,7 +139,7 @@ pub fn unique(path: &Path) -> io::Result<PathBuf> {
         .unwrap_or_default();
     for n in 1..10_000 {
         let candidate = path.with_file_name(format!("{stem} ({n}){ext}"));
-        if std::fs::symlink_metadata(&candidate).is_err() {
+        if free(&candidate) {
             return Ok(candidate);
         }
     }
@@ -225,6 +232,12 @@ mod tests {
         assert_eq!(unique(&p).unwrap(), root.join("photo (1).jpg"));
         std::fs::write(root.join("photo (1).jpg"), b"2").unwrap();
         assert_eq!(unique(&p).unwrap(), root.join("photo (2).jpg"));
+        // A name another transfer holds is passed over too.
+        let held = root.join("photo (2).jpg");
+        assert_eq!(
+            unique_but(&p, &|c| c == held).unwrap(),
+            root.join("photo (3).jpg")
+        );
         std::fs::write(root.join("README"), b"x").unwrap();
         assert_eq!(
             unique(&root.join("README")).unwrap(),

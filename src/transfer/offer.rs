@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::hashcache::HashCache;
-use super::names::{safe_create_parent, sanitize, unique, NameError};
+use super::names::{safe_create_parent, sanitize, unique_but, NameError};
 use super::store::{hash_file, part_path};
 use crate::wire::{ItemKind, OfferItem, OfferSummary, Reason, MAX_TEXT_LEN};
 
@@ -384,6 +384,19 @@ pub enum Step {
 
 /// Plans the receipt of an offer into `root`.
 pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Step>, OfferError> {
+    plan_around(root, items, overwrite, &|_| false)
+}
+
+/// [`plan`], around the destinations `taken` says another transfer under
+/// way holds: such a name is neither resumed nor overwritten, the item
+/// gets the next free `name (N).ext` (two senders of `photo.jpg` at once
+/// get `photo.jpg` and `photo (1).jpg`).
+pub fn plan_around(
+    root: &Path,
+    items: &[OfferItem],
+    overwrite: bool,
+    taken: &dyn Fn(&Path) -> bool,
+) -> Result<Vec<Step>, OfferError> {
     let mut seen = HashSet::new();
     let mut steps = Vec::with_capacity(items.len());
     let mut need = 0u64;
@@ -411,11 +424,15 @@ pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Ste
             continue;
         }
         let part = part_path(&dest);
-        let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        let dest = if have > 0 || overwrite {
+        let held = taken(&dest);
+        let have = match held {
+            true => 0,
+            false => std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0),
+        };
+        let dest = if !held && (have > 0 || overwrite) {
             dest
         } else {
-            unique(&dest).map_err(OfferError::Folder)?
+            unique_but(&dest, taken).map_err(OfferError::Folder)?
         };
         // Sizes come from the peer: a sum that overflows is a lie.
         need = need

@@ -26,6 +26,30 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Limits what `dev` in `ns` sends to `rate` (tc tbf).
+fn tbf(ns: &str, dev: &str, rate: &str) {
+    exec(
+        ns,
+        &[
+            "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb",
+            "latency", "50ms",
+        ],
+    );
+}
+
+/// The `airhop` binary run inside namespace `ns` with config (and hash
+/// cache) in `cfg`, named `name`, on its address `ip` only.
+pub fn airhop(ns: &str, ip: std::net::Ipv4Addr, cfg: &std::path::Path, name: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(assert_cmd::cargo::cargo_bin("airhop"))
+        .env("AIRHOP_CONFIG_DIR", cfg)
+        .env("XDG_CACHE_HOME", cfg)
+        .env("NO_COLOR", "1")
+        .args(["--name", name, "--interface", &ip.to_string()]);
+    c
+}
+
 /// Runs a command inside namespace `ns`.
 pub fn exec(ns: &str, args: &[&str]) {
     let mut all = vec!["netns", "exec", ns];
@@ -74,24 +98,7 @@ impl Pair {
     /// Limits what `a` sends to `rate` (tc tbf), so a transfer takes long
     /// enough for something to happen in the middle of it.
     pub fn limit_a(&self, rate: &str) {
-        exec(
-            &self.a,
-            &[
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                &self.dev_a,
-                "root",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                "256kb",
-                "latency",
-                "50ms",
-            ],
-        );
+        tbf(&self.a, &self.dev_a, rate);
     }
 
     /// Takes `a`'s end of the link down or up (a cable pulled, Wi-Fi gone).
@@ -236,24 +243,7 @@ impl Star {
 
     /// Limits what host `i` sends to `rate` (tc tbf).
     pub fn limit(&self, i: usize, rate: &str) {
-        exec(
-            &self.hosts[i].0,
-            &[
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                &self.devs[i],
-                "root",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                "256kb",
-                "latency",
-                "50ms",
-            ],
-        );
+        tbf(&self.hosts[i].0, &self.devs[i], rate);
     }
 }
 

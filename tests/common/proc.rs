@@ -109,6 +109,17 @@ impl Proc {
         }
     }
 
+    /// The lines of standard output not read yet, up to its end: once the
+    /// process has exited, its reader thread may still be on the last
+    /// (unterminated) line, so this waits for the pipe to close.
+    pub fn rest_of_stdout(&mut self) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            got.push(l);
+        }
+        got
+    }
+
     pub fn stderr(&self) -> String {
         // Give the reader thread a moment to drain.
         std::thread::sleep(Duration::from_millis(50));

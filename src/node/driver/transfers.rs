@@ -30,6 +30,11 @@ impl Driver {
         }
     }
 
+    /// Lets go of the destinations transfer `id` held.
+    fn release(&mut self, id: TransferId) {
+        crate::util::lock(&self.claims).retain(|_, t| *t != id);
+    }
+
     pub(super) fn io(&mut self, id: TransferId) -> &mut Io {
         let n = self.transfers.item_count(id);
         self.io.entry(id).or_insert_with(|| Io::new(n))
@@ -40,9 +45,10 @@ impl Driver {
         match a {
             tcore::Action::Plan { id, items } => {
                 let (root, overwrite) = (self.config.download_dir.clone(), self.config.overwrite);
+                let claims = self.claims.clone();
                 self.tasks.spawn(async move {
                     let r = tokio::task::spawn_blocking(move || {
-                        transfer::plan(&root, &items, overwrite)
+                        transfer::plan(&root, &items, overwrite, &claims, id)
                     })
                     .await
                     .unwrap_or_else(|e| {
@@ -149,6 +155,7 @@ impl Driver {
                 total,
                 elapsed,
             } => {
+                self.release(id);
                 // Dropping the I/O side stops whatever task is left.
                 let moved = self.io.remove(&id).map_or(0, |io| {
                     io.counters.moved.load(std::sync::atomic::Ordering::Relaxed)
@@ -181,6 +188,7 @@ impl Driver {
                 direction,
                 reason,
             } => {
+                self.release(id);
                 self.io.remove(&id);
                 NodeEvent::TransferFailed {
                     transfer: id,
