@@ -115,3 +115,59 @@ fn one_sender_to_several_receivers_each_consenting_on_its_own() {
     assert_eq!(no.wait(20), 4, "the decliner's --once outcome");
     assert!(!no_inbox.join("f.bin").exists());
 }
+
+/// One sender to four receivers, each receiver's link at 100 Mbit/s: the
+/// four transfers run side by side, so the whole takes about as long as
+/// one receiver alone (at most 1.5 ×), not four times as long.
+#[test]
+#[ignore = "needs root (network namespaces and a bridge)"]
+fn four_receivers_take_about_as_long_as_one() {
+    let star = Star::new(4);
+    let t = TempDir::new("many-time");
+    let file = t.path().join("f.bin");
+    random_file(&file, 16 << 20, 91);
+    for i in 0..4 {
+        star.limit_to(i, "100mbit");
+    }
+    let timed = |names: &[&str], round: usize| {
+        let mut rs: Vec<Proc> = names
+            .iter()
+            .map(|n| {
+                let i: usize = n[1..].parse().unwrap();
+                let (ns, ip) = &star.hosts[i];
+                let inbox = t.path().join(format!("in-{round}-{i}"));
+                let mut c = airhop(ns, *ip, &t.path().join(format!("r{i}")), n);
+                c.args(["--json", "receive", "--once", "--yes", "--dir"])
+                    .arg(&inbox);
+                let mut p = Proc::spawn(c);
+                p.event(15, "ready", |v| v["event"] == "ready");
+                p
+            })
+            .collect();
+        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("s"), "Ada");
+        c.args(["send", "--wait", "10"]);
+        for n in names {
+            c.args(["--to", n]);
+        }
+        c.arg(&file);
+        let mut s = Proc::spawn(c);
+        let mut took = 0.0f64;
+        assert_eq!(s.wait(90), 0, "{}", s.stderr());
+        for r in &mut rs {
+            let done = r.event(30, "done", |v| v["event"] == "done");
+            took = took.max(done["seconds"].as_f64().unwrap());
+            assert_eq!(r.wait(20), 0);
+        }
+        took
+    };
+    // A first send hashes while it sends; later ones stream verified:
+    // compare like with like.
+    timed(&["R0"], 0);
+    let one = timed(&["R0"], 1);
+    let four = timed(&["R0", "R1", "R2", "R3"], 2);
+    eprintln!(
+        "one receiver: {one:.2} s; four at once: {four:.2} s ({:.2} x)",
+        four / one
+    );
+    assert!(four <= 1.5 * one, "four took {four:.2} s, one {one:.2} s");
+}

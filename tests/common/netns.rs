@@ -179,6 +179,7 @@ pub struct Star {
     pub hub_ip: std::net::Ipv4Addr,
     pub hosts: Vec<(String, std::net::Ipv4Addr)>,
     devs: Vec<String>,
+    ports: Vec<String>,
 }
 
 impl Star {
@@ -195,6 +196,7 @@ impl Star {
             hub_ip,
             hosts: Vec::new(),
             devs: Vec::new(),
+            ports: Vec::new(),
         };
         let hub = star.hub.clone();
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]);
@@ -237,6 +239,7 @@ impl Star {
             ip(&["-n", &ns, "link", "set", &dev, "up"]);
             ip(&["-n", &ns, "link", "set", "lo", "up"]);
             star.devs.push(dev);
+            star.ports.push(port);
         }
         star
     }
@@ -244,6 +247,12 @@ impl Star {
     /// Limits what host `i` sends to `rate` (tc tbf).
     pub fn limit(&self, i: usize, rate: &str) {
         tbf(&self.hosts[i].0, &self.devs[i], rate);
+    }
+
+    /// Limits what host `i` receives to `rate` (tc tbf on the bridge's
+    /// port toward it).
+    pub fn limit_to(&self, i: usize, rate: &str) {
+        tbf(&self.hub, &self.ports[i], rate);
     }
 }
 
