@@ -1,8 +1,79 @@
-//! Network interfaces and UDP sockets: the small amount of OS plumbing the
-//! LAN backend and the QUIC endpoint share.
+//! Network interfaces, UDP sockets and per-source slot pools: the small
+//! amount of plumbing the LAN backend and the QUIC endpoint share.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+
+/// A pool of slots (connections being served, handshakes in progress) of
+/// which one source address may hold only a share: a flood from one host
+/// leaves room for everyone else.
+#[derive(Clone, Debug)]
+pub struct Slots {
+    inner: Arc<SlotsInner>,
+}
+
+#[derive(Debug)]
+struct SlotsInner {
+    total: usize,
+    per_source: usize,
+    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    inner: Arc<SlotsInner>,
+    ip: IpAddr,
+}
+
+impl Slots {
+    /// `total` slots, at most `per_source` of them for one address.
+    pub fn new(total: usize, per_source: usize) -> Slots {
+        Slots {
+            inner: Arc::new(SlotsInner {
+                total,
+                per_source,
+                held: Mutex::default(),
+            }),
+        }
+    }
+
+    /// A slot for `ip`, or `None` when `ip` holds its share or every slot
+    /// is taken.
+    pub fn take(&self, ip: IpAddr) -> Option<Slot> {
+        let mut held = crate::util::lock(&self.inner.held);
+        let (all, by) = &mut *held;
+        let mine = by.entry(ip).or_insert(0);
+        if *all >= self.inner.total || *mine >= self.inner.per_source {
+            if *mine == 0 {
+                by.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        *all += 1;
+        Some(Slot {
+            inner: self.inner.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = crate::util::lock(&self.inner.held);
+        let (all, by) = &mut *held;
+        *all -= 1;
+        if let Some(c) = by.get_mut(&self.ip) {
+            *c -= 1;
+            if *c == 0 {
+                by.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// One IPv4 address of an interface that is up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +177,35 @@ fn set_int(socket: &socket2::Socket, opt: libc::c_int, value: usize) -> io::Resu
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn one_source_holds_only_its_share_and_slots_come_back() {
+        let slots = Slots::new(5, 2);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = slots.take(a).unwrap();
+        let _a2 = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "a holds its share");
+        let _b1 = slots.take(b).unwrap();
+        let _b2 = slots.take(b).unwrap();
+        let _c1 = slots.take(c).unwrap();
+        assert!(slots.take(c).is_none(), "all five are taken");
+        drop(a1);
+        let a3 = slots.take(a);
+        assert!(a3.is_some(), "a's slot came back");
+        assert_eq!(crate::util::lock(&slots.inner.held).0, 5);
+        drop((a3, _a2, _b1, _b2, _c1));
+        let held = crate::util::lock(&slots.inner.held);
+        assert_eq!((held.0, held.1.len()), (0, 0), "all given back");
     }
 }
 

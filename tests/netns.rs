@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use airhop::discovery::lan::{Lan, LanConfig};
@@ -316,4 +317,88 @@ async fn a_host_without_multicast_says_so() {
     assert!(matches!(e, DiscoveryError::Multicast(_)), "{e:?}");
     assert_eq!(e.reason(), Reason::UnableToSetUpMulticast);
     drop_rt(rt);
+}
+
+/// Sends one QUIC Initial to `server` from a fresh UDP socket and never
+/// answers: the server holds a handshake slot for it until its deadline.
+fn stalled_handshake(server: std::net::SocketAddr) -> std::net::UdpSocket {
+    use airhop::transfer::quic::{self, Pin, QuicIdentity};
+    let me = QuicIdentity::new(&airhop::crypto::Identity::from_seed(&[0x5a; 32])).unwrap();
+    let pin = Pin {
+        identity: airhop::wire::IdentityKey([0; 32]),
+        fingerprint: [0; 32],
+    };
+    let config = quic::client_config(&me, pin).unwrap();
+    let mut ep = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let now = std::time::Instant::now();
+    let (_, mut conn) = ep.connect(now, config, server, "airhop").unwrap();
+    let mut buf = Vec::new();
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial");
+    sock.send_to(&buf[..t.size], server).unwrap();
+    sock
+}
+
+/// One host fills the receiver with QUIC handshakes it never finishes
+/// (32 Initials from 32 ports, then silence): it holds at most 4 of the
+/// 16 handshake slots, so a real peer on another host still connects at
+/// once. Before the per-source cap, the 16 slots were the flooder's for
+/// 10 s and the real connection was refused.
+#[test]
+#[ignore = "needs root: network namespaces and a bridge (cargo test -- --include-ignored)"]
+fn a_host_stalling_quic_handshakes_does_not_keep_others_out() {
+    let star = netns::Star::new(2);
+    let (rt_hub, rt_flood, rt_real) = (
+        netns::runtime_in(&star.hub),
+        netns::runtime_in(&star.hosts[0].0),
+        netns::runtime_in(&star.hosts[1].0),
+    );
+    let dir = TempDir::new("ns-handshakes");
+    let port = port();
+    let (real_ip, hub_ip) = (star.hosts[1].1, star.hub_ip);
+    rt_real.block_on(async {
+        let mut b = start_on(
+            &rt_hub,
+            cfg("Bob", "ns-hs", dir.path()),
+            lan(hub_ip, port),
+            identity(61),
+        )
+        .await;
+        let server = std::net::SocketAddr::new(hub_ip.into(), b.node.quic_addr().port());
+        // The flood, from host 0's namespace (a task on its runtime's
+        // worker, which lives there; a blocking thread would be made from
+        // this thread, outside it).
+        let socks = rt_flood
+            .spawn(async move {
+                (0..32)
+                    .map(|_| stalled_handshake(server))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let mut a = start_on(
+            &rt_real,
+            cfg("Ada", "ns-hs", dir.path()),
+            lan(real_ip, port),
+            identity(62),
+        )
+        .await;
+        connect(&mut a, &mut b, b"hi").await;
+        let took = started.elapsed();
+        eprintln!("a real peer connected in {took:?} while 32 handshakes stalled");
+        assert!(took < Duration::from_secs(8), "{took:?}");
+        drop(socks);
+        a.node.stop().await;
+        b.node.stop().await;
+    });
+    for rt in [rt_hub, rt_flood, rt_real] {
+        drop_rt(rt);
+    }
 }

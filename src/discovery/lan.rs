@@ -60,7 +60,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 
 use super::{
@@ -547,8 +547,9 @@ async fn announce_loop(shared: Arc<Shared>, published: watch::Receiver<Option<Pu
 }
 
 async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let limit = Arc::new(Semaphore::new(MAX_SERVING));
-    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    // One host may hold a few of the slots, never all: a flood from one
+    // address leaves room for everyone else.
+    let slots = crate::net::Slots::new(MAX_SERVING, MAX_SERVING_PER_SOURCE);
     let mut conns = JoinSet::new();
     loop {
         let Ok((stream, from)) = listener.accept().await else {
@@ -556,38 +557,14 @@ async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             continue;
         };
         while conns.try_join_next().is_some() {}
-        // One host may hold a few of the slots, never all: a flood from
-        // one address leaves room for everyone else.
         let ip = from.ip();
-        {
-            let mut n = lock(&per_source);
-            let c = n.entry(ip).or_insert(0);
-            if *c >= MAX_SERVING_PER_SOURCE {
-                continue; // dropping the stream closes it
-            }
-            *c += 1;
-        }
-        let release = {
-            let per_source = per_source.clone();
-            move || {
-                let mut n = lock(&per_source);
-                if let Some(c) = n.get_mut(&ip) {
-                    *c -= 1;
-                    if *c == 0 {
-                        n.remove(&ip);
-                    }
-                }
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            release();
+        let Some(slot) = slots.take(ip) else {
             continue; // busy: dropping the stream closes it
         };
         let shared = shared.clone();
         conns.spawn(async move {
             let _ = serve_one(&shared, stream, ip).await;
-            drop(permit);
-            release();
+            drop(slot);
         });
     }
 }

@@ -16,6 +16,12 @@ use crate::transfer::stream;
 use crate::wifi::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
 use crate::wire::{Accept, Frame, IdentityKey, PeerId, Reason};
 
+/// Incoming connections in their handshake (TLS, then the Hello) at once.
+const HANDSHAKES: usize = 16;
+/// Of those, from one address: a host that stalls its handshakes holds 4
+/// of the 16 slots for at most [`HELLO_DEADLINE`], never all of them.
+const HANDSHAKES_PER_SOURCE: usize = 4;
+
 /// How long an incoming connection has to present its Hello.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a file stream has to send its 20-byte header.
@@ -434,17 +440,17 @@ impl Dial {
 /// Accepts incoming connections (certificates already checked against the
 /// pins by TLS) and hands each one that presents a Hello to the driver.
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, inputs: mpsc::UnboundedSender<Input>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(16));
+    let slots = crate::net::Slots::new(HANDSHAKES, HANDSHAKES_PER_SOURCE);
     let mut handshakes = JoinSet::new();
     while let Some(incoming) = endpoint.accept().await {
         while handshakes.try_join_next().is_some() {}
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Some(slot) = slots.take(incoming.remote_address().ip()) else {
             incoming.refuse();
             continue;
         };
         let inputs = inputs.clone();
         handshakes.spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             if let Ok(Some((identity, token, new))) =
                 tokio::time::timeout(HELLO_DEADLINE, admit(incoming)).await
             {
