@@ -27,6 +27,7 @@ Examples:
   airhop receive --yes --once --dir in  headless: take one transfer, then exit
   airhop receive --from-trusted         take trusted devices' transfers only
   airhop receive --stdout > file        write the one item received to stdout
+  airhop receive --max-senders 8        take up to 8 senders at once (default 4)
 On this machine it changes nothing but the download folder: files arrive as
 NAME.part and take their final name only once their BLAKE3 hash checks out;
 a taken name becomes `NAME (1).ext` unless --overwrite. Stop with Ctrl-C.

@@ -28,6 +28,8 @@ Examples:
   airhop send --to Bob ~/album          a folder, to the device named Bob
   airhop send --text 'the wifi code is 4711'
   tar c dir | airhop send - --as dir.tar
+  airhop send --to Bob --to Carol f.pdf several receivers, each asked on its own
+  airhop send --all f.pdf               every receiver nearby
 The receiver runs `airhop receive`. Both screens show the same pairing code
 on first contact: compare them.
 
