@@ -918,3 +918,40 @@ fn a_closed_stdout_ends_receive_cleanly() {
         "the private folder was left behind: {left:?}"
     );
 }
+
+/// A receiver asking about one sender goes on with another: while the
+/// question about Cyd is up (unanswered), Mallory, in session already,
+/// sends the offer Bob's user agreed to, and it is taken and `done` before
+/// the question is answered (before, it waited for the answer, up to
+/// 27 s). Then Cyd is taken once the user says yes.
+#[test]
+fn a_question_about_one_sender_does_not_hold_up_another() {
+    let (t, port) = (TempDir::new("cli-two-asks"), port());
+    let inbox = t.path().join("in");
+    let (x, small) = (t.path().join("x.bin"), t.path().join("small.bin"));
+    random_file(&x, 3 << 20, 21);
+    random_file(&small, 10_000, 22);
+    let mut r = receiver(&t.path().join("b"), port, &inbox, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let (mut m, bob) = rt.block_on(mallory(t.path(), port, 0x3c));
+    rt.block_on(common::mallory::in_session(&mut m, bob, &mut r, &x));
+    let mut c = cmd(&t.path().join("c"), port, "Cyd");
+    c.args(["send", "--to", "Bob", "--wait", "30"]).arg(&small);
+    let mut s = Proc::spawn(c);
+    r.event(10, "Cyd's invitation", |v| {
+        v["event"] == "invited" && v["name"] == "Cyd"
+    });
+    // The question about Cyd is up; Mallory sends what was agreed.
+    let offer = airhop::transfer::offer::build(std::slice::from_ref(&x)).unwrap();
+    rt.block_on(m.node.send_sources(bob, offer)).unwrap();
+    let done = r.event(15, "Mallory's done", |v| v["event"] == "done");
+    assert_eq!(done["name"], "Mallory");
+    r.say("y");
+    let done = r.event(20, "Cyd's done", |v| v["event"] == "done");
+    assert_eq!(done["name"], "Cyd");
+    assert_eq!(s.wait(10), 0, "{}", s.stderr());
+    assert!(same_bytes(&x, &inbox.join("x.bin")));
+    assert!(same_bytes(&small, &inbox.join("small.bin")));
+    rt.block_on(m.node.stop());
+}

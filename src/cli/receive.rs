@@ -1,7 +1,7 @@
 //! `airhop receive`: advertise, answer invitations (asking, or by policy),
 //! save what arrives, report where it went.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -142,6 +142,8 @@ pub async fn run(
             usize::from(args.max_senders)
         },
         answers: None,
+        deferred: VecDeque::new(),
+        stop: false,
     };
     let result = tokio::select! {
         res = r.serve(&mut events) => res,
@@ -180,6 +182,11 @@ struct Receiver<'a> {
     cap: usize,
     /// Lines typed on standard input (started on the first question).
     answers: Option<mpsc::UnboundedReceiver<String>>,
+    /// Invitations and offers that came while a question was up: each
+    /// may need a question of its own, so they wait for this one.
+    deferred: VecDeque<NodeEvent>,
+    /// `--once` ended while a question was up.
+    stop: bool,
 }
 
 impl Receiver<'_> {
@@ -194,8 +201,12 @@ impl Receiver<'_> {
             dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
         });
         loop {
-            let e = events.next().await.ok_or(CliError::Stopped)?;
-            match e {
+            // Events put aside while a question was up come first.
+            let e = match self.deferred.pop_front() {
+                Some(e) => e,
+                None => events.next().await.ok_or(CliError::Stopped)?,
+            };
+            let stop = match e {
                 NodeEvent::Invited {
                     invite,
                     from,
@@ -204,98 +215,116 @@ impl Receiver<'_> {
                     pairing_code,
                 } => {
                     let code = pairing_code.to_string();
-                    self.invited(invite, from, &context, offer.as_ref(), &code)
+                    self.invited(events, invite, from, &context, offer.as_ref(), &code)
                         .await?;
-                }
-                NodeEvent::InviteExpired { .. } => {
-                    out.say("an invitation expired before it was answered")
-                }
-                NodeEvent::Hotspot(h) => {
-                    out.hotspot(&h);
-                    if let (true, airhop::node::HotspotStage::Failed(err)) = (self.once, &h.stage) {
-                        // --once: a transfer that could not even start is its outcome.
-                        return Err(CliError::reason(err.stage.reason(), err.to_string()));
-                    }
-                }
-                NodeEvent::PeerState {
-                    peer,
-                    state: PeerState::Connected,
-                } => out.emit(&Event::Connected {
-                    peer: peer.to_string(),
-                }),
-                NodeEvent::PeerState {
-                    peer,
-                    state: PeerState::NotConnected(reason),
-                } => {
-                    self.accepted.remove(&peer);
-                    let busy = self.current.values().any(|(p, _)| *p == peer);
-                    if !busy && reason != Reason::Disconnected {
-                        // (During a transfer, its failure says it.)
-                        out.detail(format!("{peer} left: {reason}"));
-                    }
+                    false
                 }
                 NodeEvent::OfferReceived {
                     transfer,
                     from,
                     items,
                     consented,
-                } => self.offered(transfer, from, items, consented).await?,
-                NodeEvent::TransferStarted {
-                    transfer,
-                    files,
-                    bytes,
-                    resumed,
-                    ..
-                } if self.current.contains_key(&transfer) => out.emit(&Event::Started {
-                    direction: Direction::Receive,
-                    peer: self.current[&transfer].0.to_string(),
-                    files: files as u64,
-                    bytes,
-                    resumed,
-                }),
-                NodeEvent::Progress(p) if self.current.contains_key(&p.transfer) => {
-                    if self.cap > 1 {
-                        out.progress_as(&p, &self.name_of(p.peer).await);
-                    } else {
-                        out.progress(&p);
-                    }
+                } => {
+                    self.offered(events, transfer, from, items, consented)
+                        .await?;
+                    false
                 }
-                NodeEvent::FileReceived { path, .. } => self.file(&path)?,
-                NodeEvent::TextReceived { from, text, .. } => self.text(from, text).await,
-                NodeEvent::TransferDone {
-                    transfer,
-                    peer,
-                    bytes,
-                    elapsed,
-                    files,
-                    already_had,
-                    ..
-                } if self.current.contains_key(&transfer) => {
-                    let files: Vec<String> =
-                        files.iter().map(|p| p.display().to_string()).collect();
-                    self.done(transfer, peer, bytes, elapsed, files, already_had as u64)
-                        .await;
-                    if self.once {
-                        let _ = node.disconnect(peer).await;
-                        return Ok(());
-                    }
-                }
-                NodeEvent::TransferFailed {
-                    transfer,
-                    peer,
-                    reason,
-                    ..
-                } if self.current.contains_key(&transfer) => {
-                    self.failed(transfer, peer, reason).await?
-                }
-                NodeEvent::Error { reason, message } => {
-                    let (name, code) = why(reason);
-                    out.emit(&Event::Error { reason: name, code });
-                    return Err(CliError::reason(reason, message));
-                }
-                _ => {}
+                e => self.quiet(e).await?,
+            };
+            if stop || self.stop {
+                return Ok(());
             }
         }
+    }
+
+    /// An event that needs no question: reported, and `true` when it ends
+    /// `--once`. Handled at once even while a question is up, so other
+    /// transfers' progress and ends are not held behind it.
+    async fn quiet(&mut self, e: NodeEvent) -> Result<bool, CliError> {
+        let (out, node) = (self.out, self.node);
+        match e {
+            NodeEvent::InviteExpired { .. } => {
+                out.say("an invitation expired before it was answered")
+            }
+            NodeEvent::Hotspot(h) => {
+                out.hotspot(&h);
+                if let (true, airhop::node::HotspotStage::Failed(err)) = (self.once, &h.stage) {
+                    // --once: a transfer that could not even start is its outcome.
+                    return Err(CliError::reason(err.stage.reason(), err.to_string()));
+                }
+            }
+            NodeEvent::PeerState {
+                peer,
+                state: PeerState::Connected,
+            } => out.emit(&Event::Connected {
+                peer: peer.to_string(),
+            }),
+            NodeEvent::PeerState {
+                peer,
+                state: PeerState::NotConnected(reason),
+            } => {
+                self.accepted.remove(&peer);
+                let busy = self.current.values().any(|(p, _)| *p == peer);
+                if !busy && reason != Reason::Disconnected {
+                    // (During a transfer, its failure says it.)
+                    out.detail(format!("{peer} left: {reason}"));
+                }
+            }
+            NodeEvent::TransferStarted {
+                transfer,
+                files,
+                bytes,
+                resumed,
+                ..
+            } if self.current.contains_key(&transfer) => out.emit(&Event::Started {
+                direction: Direction::Receive,
+                peer: self.current[&transfer].0.to_string(),
+                files: files as u64,
+                bytes,
+                resumed,
+            }),
+            NodeEvent::Progress(p) if self.current.contains_key(&p.transfer) => {
+                if self.cap > 1 {
+                    out.progress_as(&p, &self.name_of(p.peer).await);
+                } else {
+                    out.progress(&p);
+                }
+            }
+            NodeEvent::FileReceived { path, .. } => self.file(&path)?,
+            NodeEvent::TextReceived { from, text, .. } => self.text(from, text).await,
+            NodeEvent::TransferDone {
+                transfer,
+                peer,
+                bytes,
+                elapsed,
+                files,
+                already_had,
+                ..
+            } if self.current.contains_key(&transfer) => {
+                let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+                self.done(transfer, peer, bytes, elapsed, files, already_had as u64)
+                    .await;
+                if self.once {
+                    let _ = node.disconnect(peer).await;
+                    return Ok(true);
+                }
+            }
+            NodeEvent::TransferFailed {
+                transfer,
+                peer,
+                reason,
+                ..
+            } if self.current.contains_key(&transfer) => {
+                self.failed(transfer, peer, reason).await?
+            }
+            NodeEvent::Error { reason, message } => {
+                let (name, code) = why(reason);
+                out.emit(&Event::Error { reason: name, code });
+                return Err(CliError::reason(reason, message));
+            }
+            _ => {}
+        }
+        Ok(false)
     }
 
     /// A transfer that ended well: its bars go, its `done` is reported.
@@ -384,14 +413,45 @@ impl Receiver<'_> {
     /// the user agrees to it now), declined otherwise.
     async fn offered(
         &mut self,
+        events: &mut Events,
         transfer: TransferId,
         from: PeerId,
         items: Vec<OfferItem>,
         consented: bool,
     ) -> Result<(), CliError> {
         self.drop_stale_answers();
-        let (out, node) = (self.out, self.node);
-        out.emit(&Event::Offer {
+        if !self.screen_offer(transfer, from, &items, consented).await {
+            return Ok(());
+        }
+        if !consented {
+            if let Err((reason, by)) = self.reconsent(events, from, &items).await? {
+                let _ = self.node.decline_offer(transfer, reason).await;
+                let (name, code) = why(reason);
+                self.out.emit(&Event::Declined {
+                    peer: from.to_string(),
+                    by,
+                    reason: name,
+                    code,
+                });
+                if self.once {
+                    return Err(CliError::reason(reason, "declined the only offer (--once)"));
+                }
+                return Ok(());
+            }
+        }
+        self.take_offer(transfer, from, items).await
+    }
+
+    /// Reports an offer, and declines it unless it comes from a sender we
+    /// accepted that has no other transfer under way.
+    async fn screen_offer(
+        &mut self,
+        transfer: TransferId,
+        from: PeerId,
+        items: &[OfferItem],
+        consented: bool,
+    ) -> bool {
+        self.out.emit(&Event::Offer {
             from: from.to_string(),
             items: items
                 .iter()
@@ -416,27 +476,22 @@ impl Receiver<'_> {
             } else {
                 Reason::UserNotInterested
             };
-            let _ = node.decline_offer(transfer, reason).await;
-            return Ok(());
+            let _ = self.node.decline_offer(transfer, reason).await;
+            return false;
         }
-        if !consented {
-            if let Err((reason, by)) = self.reconsent(from, &items).await {
-                let _ = node.decline_offer(transfer, reason).await;
-                let (name, code) = why(reason);
-                out.emit(&Event::Declined {
-                    peer: from.to_string(),
-                    by,
-                    reason: name,
-                    code,
-                });
-                if self.once {
-                    return Err(CliError::reason(reason, "declined the only offer (--once)"));
-                }
-                return Ok(());
-            }
-        }
+        true
+    }
+
+    /// Takes an offer the user agreed to.
+    async fn take_offer(
+        &mut self,
+        transfer: TransferId,
+        from: PeerId,
+        items: Vec<OfferItem>,
+    ) -> Result<(), CliError> {
         if self.to_stdout && items.len() != 1 {
-            let _ = node
+            let _ = self
+                .node
                 .decline_offer(transfer, Reason::UserNotInterested)
                 .await;
             return Err(CliError::Usage(format!(
@@ -445,7 +500,7 @@ impl Receiver<'_> {
                 summary(&items)
             )));
         }
-        node.accept_offer(transfer).await?;
+        self.node.accept_offer(transfer).await?;
         self.current.insert(transfer, (from, summary(&items)));
         Ok(())
     }
@@ -461,6 +516,7 @@ impl Receiver<'_> {
 
     async fn invited(
         &mut self,
+        events: &mut Events,
         invite: InviteId,
         from: PeerInfo,
         context: &[u8],
@@ -514,7 +570,7 @@ impl Receiver<'_> {
             By::Busy => false,
             By::Yes => true,
             By::Trusted => trusted,
-            _ => self.ask("  Accept? [y/N] ").await,
+            _ => self.ask(events, "  Accept? [y/N] ").await?,
         };
         // The invitation may have ended while the question was up (expired,
         // or the inviter gave up): that is an answer come too late, not a
@@ -567,10 +623,15 @@ impl Receiver<'_> {
     /// An offer from an accepted peer that is not the one its invitation
     /// showed: asked again, or (by policy, unattended) declined with
     /// [`Reason::OfferMismatch`], which the sender sees.
-    async fn reconsent(&mut self, from: PeerId, items: &[OfferItem]) -> Result<(), (Reason, By)> {
+    async fn reconsent(
+        &mut self,
+        events: &mut Events,
+        from: PeerId,
+        items: &[OfferItem],
+    ) -> Result<Result<(), (Reason, By)>, CliError> {
         let name = printable(&self.name_of(from).await);
         let Ok(s) = OfferSummary::of(items) else {
-            return Err((Reason::ProtocolViolation, By::User));
+            return Ok(Err((Reason::ProtocolViolation, By::User)));
         };
         let what = headline(&s);
         let shown: String = details(&s).iter().map(|l| format!("\n  {l}")).collect();
@@ -579,11 +640,10 @@ impl Receiver<'_> {
                 let q = format!(
                     "{name} now offers {what}, which is not what you accepted:{shown}\n  Accept this instead? [y/N] "
                 );
-                if self.ask(&q).await {
-                    Ok(())
-                } else {
-                    Err((Reason::UserNotInterested, By::User))
-                }
+                Ok(match self.ask(events, &q).await? {
+                    true => Ok(()),
+                    false => Err((Reason::UserNotInterested, By::User)),
+                })
             }
             Policy::Yes | Policy::Trusted => {
                 self.out.warn(format!(
@@ -594,7 +654,7 @@ impl Receiver<'_> {
                 } else {
                     By::Trusted
                 };
-                Err((Reason::OfferMismatch, by))
+                Ok(Err((Reason::OfferMismatch, by)))
             }
         }
     }
@@ -611,23 +671,61 @@ impl Receiver<'_> {
     /// Asks a yes/no question on the terminal (standard error) and reads
     /// the answer from standard input; end of input, or no answer within
     /// [`QUESTION_TIMEOUT`], is "no".
-    async fn ask(&mut self, q: &str) -> bool {
-        let rx = self.answers.get_or_insert_with(stdin_lines);
+    async fn ask(&mut self, events: &mut Events, q: &str) -> Result<bool, CliError> {
+        let mut rx = self.answers.take().unwrap_or_else(stdin_lines);
         // With --json the `invited` event is the question; a script answers
         // with a line on standard input just the same.
         if !self.out.json {
             eprint!("{q}");
         }
-        let answer = tokio::time::timeout(QUESTION_TIMEOUT, rx.recv()).await;
-        match answer {
-            Ok(Some(a)) => matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
-            _ => {
+        let deadline = tokio::time::Instant::now() + QUESTION_TIMEOUT;
+        let answer = loop {
+            tokio::select! {
+                a = rx.recv() => break a,
+                _ = tokio::time::sleep_until(deadline) => break None,
+                e = events.next() => match e {
+                    None => break None,
+                    // An offer exactly as agreed: taken at once.
+                    Some(NodeEvent::OfferReceived {
+                        transfer,
+                        from,
+                        items,
+                        consented: true,
+                    }) => {
+                        let taken = match self.screen_offer(transfer, from, &items, true).await {
+                            true => self.take_offer(transfer, from, items).await,
+                            false => Ok(()),
+                        };
+                        if let Err(err) = taken {
+                            self.answers = Some(rx);
+                            return Err(err);
+                        }
+                    }
+                    // May need a question of their own: after this one.
+                    Some(e @ (NodeEvent::Invited { .. } | NodeEvent::OfferReceived { .. })) => {
+                        self.deferred.push_back(e)
+                    }
+                    // Other transfers go on meanwhile.
+                    Some(e) => match self.quiet(e).await {
+                        Ok(stop) => self.stop |= stop,
+                        Err(err) => {
+                            self.answers = Some(rx);
+                            return Err(err);
+                        }
+                    },
+                },
+            }
+        };
+        self.answers = Some(rx);
+        Ok(match answer {
+            Some(a) => matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
+            None => {
                 if std::io::stdin().is_terminal() {
                     eprintln!();
                 }
                 false
             }
-        }
+        })
     }
 }
 
