@@ -144,6 +144,7 @@ pub async fn run(
         answers: None,
         deferred: VecDeque::new(),
         stop: false,
+        names: HashMap::new(),
     };
     let result = tokio::select! {
         res = r.serve(&mut events) => res,
@@ -187,6 +188,8 @@ struct Receiver<'a> {
     deferred: VecDeque<NodeEvent>,
     /// `--once` ended while a question was up.
     stop: bool,
+    /// Names of the peers that invited us, by id.
+    names: HashMap<PeerId, String>,
 }
 
 impl Receiver<'_> {
@@ -264,6 +267,8 @@ impl Receiver<'_> {
                 state: PeerState::NotConnected(reason),
             } => {
                 self.accepted.remove(&peer);
+                // (Events come in order: its `done` was reported already.)
+                self.names.remove(&peer);
                 let busy = self.current.values().any(|(p, _)| *p == peer);
                 if !busy && reason != Reason::Disconnected {
                     // (During a transfer, its failure says it.)
@@ -505,7 +510,13 @@ impl Receiver<'_> {
         Ok(())
     }
 
+    /// A peer's name as its invitation gave it (kept: a sender may leave
+    /// the session right after its transfer, before `done` is reported),
+    /// else from the session, else its id.
     async fn name_of(&self, peer: PeerId) -> String {
+        if let Some(n) = self.names.get(&peer) {
+            return n.clone();
+        }
         self.node
             .sessions()
             .await
@@ -526,6 +537,7 @@ impl Receiver<'_> {
         self.drop_stale_answers();
         let (out, node) = (self.out, self.node);
         let trusted = self.ctx.trust.trusts(&from.identity.0);
+        self.names.insert(from.id, from.name.as_str().to_string());
         let note = printable(&String::from_utf8_lossy(context))
             .chars()
             .take(120)
