@@ -537,7 +537,6 @@ impl Receiver<'_> {
         self.drop_stale_answers();
         let (out, node) = (self.out, self.node);
         let trusted = self.ctx.trust.trusts(&from.identity.0);
-        self.names.insert(from.id, from.name.as_str().to_string());
         let note = printable(&String::from_utf8_lossy(context))
             .chars()
             .take(120)
@@ -613,6 +612,9 @@ impl Receiver<'_> {
         let peer = from.id.to_string();
         if accept {
             self.accepted.insert(from.id);
+            // Kept while it is in session only: a declined stranger's name
+            // is never stored (no growth from a flood of invitations).
+            self.names.insert(from.id, from.name.as_str().to_string());
             out.emit(&Event::Accepted { peer, by });
             return Ok(());
         }
