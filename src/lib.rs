@@ -8,6 +8,8 @@
 //!
 //! Layers, each a module; imports only point down the list:
 //!
+//! - [`localsend`]: LocalSend v2 interop (discovery, sending, receiving
+//!   over its HTTPS API), beside the node, for the devices people own.
 //! - [`node`]: the public API: an async driver (tokio) that owns the
 //!   sockets, the discovery backend and the clock, and runs the session core,
 //!   the QUIC links and the transfers. Start here.
@@ -26,6 +28,7 @@ pub mod crypto;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod localsend;
 pub mod net;
 pub mod node;
 pub mod session;

@@ -25,4 +25,4 @@ pub mod stream;
 pub mod verified;
 
 #[cfg(test)]
-mod testdir;
+pub(crate) mod testdir;
