@@ -137,6 +137,12 @@ pub fn lan_datagram(data: &[u8]) {
     crate::discovery::lan::fuzz_datagram(data);
 }
 
+/// What a LocalSend peer sends: announcements, `prepare-upload` bodies,
+/// query strings, times.
+pub fn localsend(data: &[u8]) {
+    crate::localsend::server::fuzz(data);
+}
+
 /// A received path: what sanitising lets through stays relative, with no
 /// `..`, and joins under the download folder.
 pub fn sanitize(data: &[u8]) {
@@ -411,6 +417,7 @@ mod tests {
             ("session", session),
             ("transfer_core", transfer_core),
             ("plan_offer", plan_offer),
+            ("localsend", localsend),
         ];
         if std::env::var_os("AIRHOP_WRITE_CORPUS").is_some() {
             write_corpus(&corpus);
@@ -583,6 +590,14 @@ mod tests {
         }
         for (i, d) in crate::discovery::lan::fuzz_seeds().iter().enumerate() {
             put("lan_datagram", &format!("real{i}"), d);
+        }
+        for (n, d) in [
+            ("announce", &b"\x00{\"alias\":\"Ada\",\"version\":\"2.1\",\"deviceModel\":\"Pixel\",\"deviceType\":\"mobile\",\"fingerprint\":\"AB12\",\"port\":53317,\"protocol\":\"https\",\"download\":false,\"announce\":true}"[..]),
+            ("prepare", &b"\x01{\"info\":{\"alias\":\"Ada\",\"fingerprint\":\"AB\"},\"files\":{\"1\":{\"id\":\"1\",\"fileName\":\"a/b.jpg\",\"size\":12,\"fileType\":\"image/jpeg\",\"sha256\":\"00\",\"metadata\":{\"modified\":\"2024-03-01T12:00:00Z\"}}}}"[..]),
+            ("query", &b"\x02sessionId=ab&fileId=1&token=x%2Fy&pin=1+2"[..]),
+            ("time", &b"\x032024-03-01T12:00:00.5+02:00"[..]),
+        ] {
+            put("localsend", n, d);
         }
         for (n, p) in [
             ("plain", "photos/a.jpg"),

@@ -65,18 +65,29 @@ fn the_benchmark_and_the_lab_work_outside_the_repository() {
     }
 }
 
+/// Every `.rs` file under `src/cli/` (its subfolders too), sorted.
+fn cli_sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root().join("src/cli")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("src/cli") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// Functions in `src/cli/` longer than `max` lines (rustfmt's layout:
 /// a function ends at the first `}` at its own indentation).
 fn long_functions(max: usize) -> Vec<String> {
     let mut long = Vec::new();
-    let dir = root().join("src/cli");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("src/cli")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
-    files.sort();
-    for file in files {
+    for file in cli_sources() {
         let text = std::fs::read_to_string(&file).expect("source");
         let lines: Vec<&str> = text.lines().collect();
         for (i, l) in lines.iter().enumerate() {
@@ -123,10 +134,8 @@ fn no_function_in_the_command_line_is_over_120_lines() {
 /// clap's `Global` (or parses a flag's string again).
 #[test]
 fn commands_take_settings_not_the_global_flags() {
-    let dir = root().join("src/cli");
-    for e in std::fs::read_dir(&dir).expect("src/cli") {
-        let p = e.expect("entry").path();
-        if p.file_name().is_some_and(|n| n == "mod.rs") {
+    for p in cli_sources() {
+        if p.ends_with("src/cli/mod.rs") {
             continue;
         }
         let text = std::fs::read_to_string(&p).expect("source");

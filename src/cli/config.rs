@@ -19,6 +19,7 @@ pub const TRUSTED_FILE: &str = "trusted.toml";
 /// name = "Ada's laptop"
 /// download_dir = "/home/ada/Downloads"
 /// receive_policy = "ask"     # ask | yes | trusted
+/// localsend = false          # also talk to LocalSend devices
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,8 @@ pub struct Config {
     pub download_dir: Option<PathBuf>,
     /// What `receive` does with an invitation when no option says.
     pub receive_policy: Option<Policy>,
+    /// Also talk to LocalSend devices (as `--localsend`).
+    pub localsend: Option<bool>,
 }
 
 /// What a receiver does with an invitation.

@@ -158,10 +158,13 @@ pub enum Event {
         context: String,
         /// `--note`.
         note: Option<String>,
-        /// The six digits both sides show.
+        /// The six digits both sides show (empty for LocalSend, which has
+        /// none).
         pairing_code: String,
         /// Whether we trust that device.
         trusted: bool,
+        /// `lan`, `ble` or `localsend`.
+        transport: String,
     },
     /// Someone invites us.
     Invited {
@@ -175,12 +178,15 @@ pub enum Event {
         offer: Option<Shown>,
         /// The sender's `--note`, cleaned for a terminal.
         context: String,
-        /// The six digits both sides show.
+        /// The six digits both sides show (empty for LocalSend, which has
+        /// none).
         pairing_code: String,
         /// Whether we trust that device.
         trusted: bool,
         /// A stranger using a trusted device's name.
         unverified_name: bool,
+        /// `lan`, `ble` or `localsend`.
+        transport: String,
     },
     /// An invitation was accepted.
     Accepted {
@@ -429,10 +435,13 @@ impl Event {
                 context,
                 pairing_code,
                 trusted,
+                transport,
                 ..
             } => {
                 let name = printable(name);
-                say(if *trusted {
+                say(if transport == "localsend" {
+                    format!("Asking {name} (LocalSend) to accept {context}...")
+                } else if *trusted {
                     format!("Asking {name} (trusted) to accept {context}...")
                 } else {
                     format!(
@@ -575,11 +584,14 @@ impl Event {
             pairing_code,
             trusted,
             unverified_name,
+            transport,
         } = self
         else {
             return String::new();
         };
-        let tag = if *trusted {
+        let tag = if transport == "localsend" {
+            ", LocalSend"
+        } else if *trusted {
             ", trusted"
         } else if *unverified_name {
             ", UNVERIFIED: not the trusted device of that name"
@@ -593,7 +605,7 @@ impl Event {
         if offer.is_some() && !context.is_empty() {
             lines.push(format!("\"{context}\""));
         }
-        if !trusted {
+        if !trusted && !pairing_code.is_empty() {
             lines.push(format!(
                 "Pairing code: {} (the sender shows the same)",
                 o.bold(pairing_code)
@@ -759,6 +771,7 @@ impl Event {
                 note: Some(s("the slides")),
                 pairing_code: s("123456"),
                 trusted: false,
+                transport: s("lan"),
             },
             Event::Invited {
                 from: s("0011223344556677"),
@@ -776,6 +789,7 @@ impl Event {
                 pairing_code: s("123456"),
                 trusted: false,
                 unverified_name: false,
+                transport: s("lan"),
             },
             Event::Accepted {
                 peer: s("0011223344556677"),

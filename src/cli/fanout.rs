@@ -57,7 +57,7 @@ pub async fn pick(
     };
     loop {
         let until = settle.map_or(deadline, |s| s.min(deadline));
-        match next_receiver(out, node, events, until).await? {
+        match next_receiver(out, node, events, &mut None, until).await? {
             Some(Seen::Found(p)) => {
                 found.retain(|f| f.id != p.id);
                 found.push(p);
@@ -68,6 +68,7 @@ pub async fn pick(
                 }
             }
             Some(Seen::Lost(id)) => found.retain(|f| f.id != id),
+            Some(Seen::FoundLocalSend(_)) => {}
             None => break,
         }
     }
@@ -201,6 +202,7 @@ impl Fan<'_> {
                     note: self.note.clone(),
                     pairing_code: pairing_code.to_string(),
                     trusted: self.ctx.trust.trusts(&self.all[&peer].info.identity.0),
+                    transport: self.node.transport().to_string().to_lowercase(),
                 }),
             NodeEvent::InviteFailed { peer, reason } if self.all.contains_key(&peer) => {
                 let (name, code) = why(reason);

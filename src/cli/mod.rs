@@ -9,6 +9,7 @@ mod doctor;
 mod event;
 mod fanout;
 mod id;
+mod lssend;
 mod out;
 mod peers;
 mod receive;
@@ -132,6 +133,31 @@ pub struct Global {
         value_name = "DIR"
     )]
     pub config_dir: Option<PathBuf>,
+    /// Also find, send to and receive from LocalSend devices on the LAN
+    /// (UDP 224.0.0.167:53317, HTTPS on TCP 53317) [default: off, or the
+    /// config file's `localsend = true`].
+    #[arg(
+        long,
+        global = true,
+        env = "AIRHOP_LOCALSEND",
+        hide_env_values = true,
+        help_heading = "LocalSend options"
+    )]
+    pub localsend: bool,
+    /// LocalSend: the TCP port `receive` serves on, and the UDP port of the
+    /// group (other commands serve on any free port).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PORT",
+        default_value_t = airhop::localsend::DEFAULT_PORT,
+        help_heading = "LocalSend options"
+    )]
+    pub localsend_port: u16,
+    /// LocalSend: serve plain HTTP instead of HTTPS (for devices with
+    /// LocalSend's encryption turned off).
+    #[arg(long, global = true, help_heading = "LocalSend options")]
+    pub localsend_http: bool,
 }
 
 impl Global {
@@ -160,13 +186,20 @@ impl Global {
 
     /// The settings: these flags over the config file.
     fn settings(&self) -> Result<Settings, CliError> {
-        Settings::load(
+        let mut s = Settings::load(
             Some(self.config_dir()?),
             self.name.clone(),
             self.service_type.clone(),
             self.discovery(),
             (self.hotspot_backend, self.wifi_interface.clone()),
-        )
+        )?;
+        if self.localsend || s.localsend.is_some() {
+            s.localsend = Some(settings::LocalSendSettings {
+                port: self.localsend_port,
+                http: self.localsend_http,
+            });
+        }
+        Ok(s)
     }
 }
 

@@ -19,6 +19,8 @@ use super::start::Ctx;
 use super::term::{ctrl_c, stdin_lines};
 use super::{CliError, HotspotArgs, Out};
 
+mod ls;
+
 /// Arguments of `airhop receive`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -28,6 +30,7 @@ Examples:
   airhop receive --from-trusted         take trusted devices' transfers only
   airhop receive --stdout > file        write the one item received to stdout
   airhop receive --max-senders 8        take up to 8 senders at once (default 4)
+  airhop --localsend receive --pin 4711 LocalSend devices too, with a PIN
 On this machine it changes nothing but the download folder: files arrive as
 NAME.part and take their final name only once their BLAKE3 hash checks out;
 a taken name becomes `NAME (1).ext` unless --overwrite. Stop with Ctrl-C.
@@ -63,6 +66,10 @@ pub struct ReceiveArgs {
     /// Replace files with the same name instead of saving `NAME (1).ext`.
     #[arg(long)]
     pub overwrite: bool,
+    /// The PIN LocalSend senders must give (with --localsend; three wrong
+    /// tries lock that address out for a minute).
+    #[arg(long, value_name = "PIN")]
+    pub pin: Option<String>,
     /// Write the single item received to standard output instead of saving
     /// it (implies --once; status stays on standard error).
     #[arg(long, conflicts_with = "dir", conflicts_with = "overwrite")]
@@ -126,6 +133,11 @@ pub async fn run(
             c.session.card.caps = Capabilities::ACCEPTING;
         })
         .await?;
+    let ls = ctx.localsend(Some((dir.clone(), args.pin.clone()))).await?;
+    let (ls_service, ls_events) = match ls {
+        Some(s) => (Some(s.service), Some(s.events)),
+        None => (None, None),
+    };
     let mut r = Receiver {
         ctx: &ctx,
         out: &out,
@@ -145,6 +157,9 @@ pub async fn run(
         deferred: VecDeque::new(),
         stop: false,
         names: HashMap::new(),
+        ls_events,
+        ls_active: HashMap::new(),
+        ls_deferred: VecDeque::new(),
     };
     let result = tokio::select! {
         res = r.serve(&mut events) => res,
@@ -158,12 +173,22 @@ pub async fn run(
         }
         out.say("cancelled; what arrived is kept as .part and resumes next time");
     }
+    if let Some(s) = ls_service {
+        // Uploads under way stop; their .part files go.
+        s.stop();
+    }
     node.stop().await;
     out.drain_hotspots(&mut events).await;
     if let Some(s) = scratch {
         let _ = std::fs::remove_dir_all(s);
     }
     result
+}
+
+/// What [`Receiver::next_event`] found.
+enum Next {
+    Node(NodeEvent),
+    LocalSend(airhop::localsend::Event),
 }
 
 struct Receiver<'a> {
@@ -190,6 +215,12 @@ struct Receiver<'a> {
     stop: bool,
     /// Names of the peers that invited us, by id.
     names: HashMap<PeerId, String>,
+    /// LocalSend's events (`--localsend`).
+    ls_events: Option<mpsc::Receiver<airhop::localsend::Event>>,
+    /// LocalSend sessions accepted and under way (they count toward `cap`).
+    ls_active: HashMap<u64, ls::Incoming>,
+    /// LocalSend requests that came while a question was up.
+    ls_deferred: VecDeque<airhop::localsend::Request>,
 }
 
 impl Receiver<'_> {
@@ -204,10 +235,14 @@ impl Receiver<'_> {
             dir: (!self.to_stdout).then(|| self.dir.display().to_string()),
         });
         loop {
-            // Events put aside while a question was up come first.
-            let e = match self.deferred.pop_front() {
-                Some(e) => e,
-                None => events.next().await.ok_or(CliError::Stopped)?,
+            let e = match self.next_event(events).await? {
+                Next::Node(e) => e,
+                Next::LocalSend(e) => {
+                    if self.localsend(events, e).await? || self.stop {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             let stop = match e {
                 NodeEvent::Invited {
@@ -238,6 +273,24 @@ impl Receiver<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// The next thing to handle: what was put aside while a question was
+    /// up comes first, then whichever of the node and LocalSend speaks.
+    async fn next_event(&mut self, events: &mut Events) -> Result<Next, CliError> {
+        if let Some(e) = self.deferred.pop_front() {
+            return Ok(Next::Node(e));
+        }
+        if let Some(r) = self.ls_deferred.pop_front() {
+            return Ok(Next::LocalSend(airhop::localsend::Event::Request(r)));
+        }
+        let mut rx = self.ls_events.take();
+        let got = tokio::select! {
+            e = events.next() => e.map(Next::Node).ok_or(CliError::Stopped),
+            e = ls::next(&mut rx) => Ok(Next::LocalSend(e)),
+        };
+        self.ls_events = rx;
+        got
     }
 
     /// An event that needs no question: reported, and `true` when it ends
@@ -376,6 +429,11 @@ impl Receiver<'_> {
     /// A text: shown (cleaned for the terminal), or with `--stdout` its
     /// exact bytes.
     async fn text(&self, from: PeerId, text: String) {
+        let name = self.name_of(from).await;
+        self.show_text(from, name, text);
+    }
+
+    fn show_text(&self, from: PeerId, name: String, text: String) {
         self.out.end_progress();
         if self.to_stdout && !self.out.json {
             print_raw(&text);
@@ -383,7 +441,7 @@ impl Receiver<'_> {
         }
         self.out.emit(&Event::Text {
             from: from.to_string(),
-            name: self.name_of(from).await,
+            name,
             text,
         });
     }
@@ -566,9 +624,11 @@ impl Receiver<'_> {
             pairing_code: code.to_string(),
             trusted,
             unverified_name: impostor,
+            transport: node.transport().to_string().to_lowercase(),
         });
         // Each accepted sender holds a place until it leaves.
-        let by = if self.accepted.len() >= self.cap && !self.accepted.contains(&from.id) {
+        let taken = self.accepted.len() + self.ls_active.len();
+        let by = if taken >= self.cap && !self.accepted.contains(&from.id) {
             By::Busy
         } else {
             match self.policy {
@@ -687,6 +747,7 @@ impl Receiver<'_> {
     /// [`QUESTION_TIMEOUT`], is "no".
     async fn ask(&mut self, events: &mut Events, q: &str) -> Result<bool, CliError> {
         let mut rx = self.answers.take().unwrap_or_else(stdin_lines);
+        let mut lsrx = self.ls_events.take();
         // With --json the `invited` event is the question; a script answers
         // with a line on standard input just the same.
         if !self.out.json {
@@ -697,6 +758,17 @@ impl Receiver<'_> {
             tokio::select! {
                 a = rx.recv() => break a,
                 _ = tokio::time::sleep_until(deadline) => break None,
+                e = ls::next(&mut lsrx) => match e {
+                    airhop::localsend::Event::Request(r) => self.ls_deferred.push_back(r),
+                    e => match self.localsend_quiet(e) {
+                        Ok(stop) => self.stop |= stop,
+                        Err(err) => {
+                            self.answers = Some(rx);
+                            self.ls_events = lsrx;
+                            return Err(err);
+                        }
+                    },
+                },
                 e = events.next() => match e {
                     None => break None,
                     // An offer exactly as agreed: taken at once.
@@ -712,6 +784,7 @@ impl Receiver<'_> {
                         };
                         if let Err(err) = taken {
                             self.answers = Some(rx);
+                            self.ls_events = lsrx;
                             return Err(err);
                         }
                     }
@@ -724,6 +797,7 @@ impl Receiver<'_> {
                         Ok(stop) => self.stop |= stop,
                         Err(err) => {
                             self.answers = Some(rx);
+                            self.ls_events = lsrx;
                             return Err(err);
                         }
                     },
@@ -731,6 +805,7 @@ impl Receiver<'_> {
             }
         };
         self.answers = Some(rx);
+        self.ls_events = lsrx;
         Ok(match answer {
             Some(a) => matches!(a.trim().to_ascii_lowercase().as_str(), "y" | "yes"),
             None => {

@@ -16,9 +16,10 @@ use airhop::wire::{Capabilities, ItemKind, OfferItem, PeerId, Reason};
 use super::event::{why, By, Direction, Event};
 use super::out::took;
 use super::settings::{HotspotSettings, Settings};
-use super::start::Ctx;
+use super::start::{Ctx, LocalSendSide};
 use super::term::ctrl_c;
 use super::{CliError, HotspotArgs, Out};
+use airhop::localsend::Device;
 
 /// Arguments of `airhop send`.
 #[derive(Debug, clap::Args)]
@@ -30,6 +31,7 @@ Examples:
   tar c dir | airhop send - --as dir.tar
   airhop send --to Bob --to Carol f.pdf several receivers, each asked on its own
   airhop send --all f.pdf               every receiver nearby
+  airhop --localsend send --to \"Ada's Pixel\" photo.jpg   a LocalSend device
 The receiver runs `airhop receive`. Both screens show the same pairing code
 on first contact: compare them.
 
@@ -64,6 +66,9 @@ pub struct SendArgs {
     /// A line of text shown under the offer on the receiver's prompt.
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
+    /// The PIN a LocalSend receiver asks for (with --localsend).
+    #[arg(long, value_name = "PIN")]
+    pub pin: Option<String>,
     /// Seconds to look for a receiver, and to wait for its answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
@@ -102,11 +107,12 @@ pub async fn run(
             hotspot.apply(c);
         })
         .await?;
+    let mut ls = ctx.localsend(None).await?;
     let mut current = Vec::new();
     let work = flow(
         &ctx,
         &out,
-        &node,
+        (&node, &mut ls),
         &mut events,
         &args,
         timeout,
@@ -126,6 +132,9 @@ pub async fn run(
             let _ = node.cancel(*t).await;
         }
         out.say("cancelled; the receiver keeps what it has and can resume");
+    }
+    if let Some(ls) = ls {
+        ls.service.stop();
     }
     node.stop().await;
     out.drain_hotspots(&mut events).await;
@@ -176,7 +185,7 @@ async fn prepare(
 async fn flow(
     ctx: &Ctx,
     out: &Out,
-    node: &Node,
+    (node, ls): (&Node, &mut Option<LocalSendSide>),
     events: &mut Events,
     args: &SendArgs,
     hotspot_timeout: Duration,
@@ -201,13 +210,24 @@ async fn flow(
         )
         .await;
     }
-    let peer = pick(out, node, events, args).await?;
+    let peer = match pick(out, node, events, ls, args).await? {
+        Target::Airhop(p) => p,
+        Target::LocalSend(d) => {
+            let side = ls
+                .as_mut()
+                .expect("a LocalSend device comes from the LocalSend side");
+            let pin = args.pin.as_deref();
+            return super::lssend::send(out, side, &d, &sources, summary, pin).await;
+        }
+    };
     // Invite with the offer itself: the receiver's prompt is built from it,
     // and what it accepts is bound to exactly these items.
     let note = args.note.clone().unwrap_or_default().into_bytes();
     node.invite_with_offer(peer.id, &sources, note).await?;
     let trusted = ctx.trust.trusts(&peer.identity.0);
-    invite(out, events, args, hotspot_timeout, &peer, summary, trusted).await?;
+    let transport = node.transport().to_string().to_lowercase();
+    let tags = (trusted, transport.as_str());
+    invite(out, events, args, hotspot_timeout, &peer, summary, tags).await?;
     let transfer = node.send_sources(peer.id, sources).await?;
     current.push(transfer);
     let r = send(out, events, &peer, transfer, summary).await;
@@ -225,7 +245,7 @@ async fn invite(
     hotspot_timeout: Duration,
     peer: &PeerInfo,
     summary: &str,
-    trusted: bool,
+    (trusted, transport): (bool, &str),
 ) -> Result<(), CliError> {
     // What a terminal shows of the peer's name (JSON keeps it exact).
     let shown = printable(peer.name.as_str());
@@ -250,6 +270,7 @@ async fn invite(
                 note: args.note.clone(),
                 pairing_code: pairing_code.to_string(),
                 trusted,
+                transport: transport.to_string(),
             }),
             NodeEvent::InviteFailed { peer: p, reason } if p == peer.id => {
                 let (name, code) = why(reason);
@@ -384,8 +405,49 @@ async fn next(
 pub(super) enum Seen {
     /// A receiver (a device accepting transfers) appeared or changed.
     Found(PeerInfo),
+    /// A LocalSend device appeared or changed.
+    FoundLocalSend(Device),
     /// A device went away.
     Lost(PeerId),
+}
+
+/// A receiver: an airhop device, or a LocalSend one.
+#[derive(Clone, Debug)]
+enum Target {
+    Airhop(PeerInfo),
+    LocalSend(Device),
+}
+
+impl Target {
+    fn id(&self) -> PeerId {
+        match self {
+            Target::Airhop(p) => p.id,
+            Target::LocalSend(d) => d.id(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Target::Airhop(p) => p.name.as_str(),
+            Target::LocalSend(d) => &d.info.alias,
+        }
+    }
+
+    /// Whether `--to` names it: its name, or at least [`MIN_ID_PREFIX`]
+    /// digits of its id.
+    fn matches(&self, to: &str) -> bool {
+        self.name().eq_ignore_ascii_case(to)
+            || (to.len() >= MIN_ID_PREFIX
+                && self.id().to_string().starts_with(&to.to_ascii_lowercase()))
+    }
+
+    fn shown(&self) -> String {
+        let tag = match self {
+            Target::Airhop(_) => "",
+            Target::LocalSend(_) => ", LocalSend",
+        };
+        format!("{} ({}{tag})", printable(self.name()), self.id())
+    }
 }
 
 /// The next receiver found or lost before `until` (`None`: time is up);
@@ -394,10 +456,24 @@ pub(super) async fn next_receiver(
     out: &Out,
     node: &Node,
     events: &mut Events,
+    ls: &mut Option<LocalSendSide>,
     until: tokio::time::Instant,
 ) -> Result<Option<Seen>, CliError> {
+    use airhop::localsend::Event as Ls;
     loop {
-        match tokio::time::timeout_at(until, events.next()).await {
+        let e = tokio::select! {
+            e = tokio::time::timeout_at(until, events.next()) => e,
+            e = LocalSendSide::next(ls) => match e {
+                Ls::Found(d) => {
+                    out.emit(&super::peers::localsend_found(&d));
+                    out.detail(format!("found {} ({}, LocalSend)", printable(&d.info.alias), d.id()));
+                    return Ok(Some(Seen::FoundLocalSend(d)));
+                }
+                Ls::Lost(d) => return Ok(Some(Seen::Lost(d.id()))),
+                _ => continue,
+            },
+        };
+        match e {
             Ok(Some(NodeEvent::PeerFound(p))) if p.caps.contains(Capabilities::ACCEPTING) => {
                 out.emit(&super::peers::peer_found(&p, node.transport()));
                 out.detail(format!("found {} ({})", printable(p.name.as_str()), p.id));
@@ -421,39 +497,43 @@ async fn pick(
     out: &Out,
     node: &Node,
     events: &mut Events,
+    ls: &mut Option<LocalSendSide>,
     args: &SendArgs,
-) -> Result<PeerInfo, CliError> {
+) -> Result<Target, CliError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait.max(1));
-    let mut found: Vec<PeerInfo> = Vec::new();
+    let mut found: Vec<Target> = Vec::new();
     // After the first receiver shows up, a short grace for others.
     let mut settle: Option<tokio::time::Instant> = None;
     loop {
         let until = settle.map_or(deadline, |s| s.min(deadline));
-        match next_receiver(out, node, events, until).await? {
-            Some(Seen::Found(p)) => {
-                if let Some(to) = args.to.first() {
-                    // A whole id names one device: no need to wait for more.
-                    if to.eq_ignore_ascii_case(&p.id.to_string()) {
-                        return Ok(p);
-                    }
-                    // A name is only a label: another device may carry it
-                    // too. Wait a moment for them before choosing.
-                    if matches(&p, to) && settle.is_none() {
-                        settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
-                    }
-                }
-                found.retain(|f| f.id != p.id);
-                found.push(p);
-                if args.to.is_empty() && settle.is_none() {
-                    settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
-                }
+        let t = match next_receiver(out, node, events, ls, until).await? {
+            Some(Seen::Found(p)) => Target::Airhop(p),
+            Some(Seen::FoundLocalSend(d)) => Target::LocalSend(d),
+            Some(Seen::Lost(id)) => {
+                found.retain(|f| f.id() != id);
+                continue;
             }
-            Some(Seen::Lost(id)) => found.retain(|f| f.id != id),
             None => break,
+        };
+        if let Some(to) = args.to.first() {
+            // A whole id names one device: no need to wait for more.
+            if to.eq_ignore_ascii_case(&t.id().to_string()) {
+                return Ok(t);
+            }
+            // A name is only a label: another device may carry it
+            // too. Wait a moment for them before choosing.
+            if t.matches(to) && settle.is_none() {
+                settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
+            }
+        }
+        found.retain(|f| f.id() != t.id());
+        found.push(t);
+        if args.to.is_empty() && settle.is_none() {
+            settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
         }
     }
     if let Some(to) = args.to.first() {
-        let named: Vec<PeerInfo> = found.iter().filter(|p| matches(p, to)).cloned().collect();
+        let named: Vec<Target> = found.iter().filter(|p| p.matches(to)).cloned().collect();
         match named.len() {
             0 => {}
             1 => return Ok(named.into_iter().next().expect("one")),
@@ -468,12 +548,14 @@ async fn pick(
     }
     match (found.len(), args.to.first()) {
         (0, Some(to)) => Err(CliError::NotFound(format!(
-            "no receiver named {to:?} nearby after {} s: is `airhop receive` running there, with the same --service-type?",
-            args.wait
+            "no receiver named {to:?} nearby after {} s: is `airhop receive` running there, with the same --service-type?{}",
+            args.wait,
+            localsend_hint(ls)
         ))),
         (0, None) => Err(CliError::NotFound(format!(
-            "no receiver nearby after {} s: run `airhop receive` on the other device (same network, same --service-type)",
-            args.wait
+            "no receiver nearby after {} s: run `airhop receive` on the other device (same network, same --service-type){}",
+            args.wait,
+            localsend_hint(ls)
         ))),
         (_, Some(to)) => Err(CliError::NotFound(format!(
             "no receiver matches {to:?}; nearby: {}",
@@ -488,6 +570,14 @@ async fn pick(
     }
 }
 
+/// For a "nobody found": how to reach LocalSend devices too.
+fn localsend_hint(ls: &Option<LocalSendSide>) -> &'static str {
+    match ls {
+        Some(_) => "",
+        None => "; for a LocalSend device, add --localsend",
+    }
+}
+
 /// The shortest id prefix `--to` takes: 8 hex digits (32 bits) are not
 /// cheap to grind for a look-alike; fewer would be.
 const MIN_ID_PREFIX: usize = 8;
@@ -499,18 +589,18 @@ pub(super) fn matches(p: &PeerInfo, to: &str) -> bool {
         || (to.len() >= MIN_ID_PREFIX && p.id.to_string().starts_with(&to.to_ascii_lowercase()))
 }
 
-fn list(found: &[PeerInfo]) -> String {
+fn list(found: &[Target]) -> String {
     found
         .iter()
-        .map(|p| format!("{} ({})", printable(p.name.as_str()), p.id))
+        .map(Target::shown)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-async fn choose(found: Vec<PeerInfo>) -> Result<PeerInfo, CliError> {
+async fn choose(found: Vec<Target>) -> Result<Target, CliError> {
     eprintln!("Several receivers are nearby:");
     for (i, p) in found.iter().enumerate() {
-        eprintln!("  {}) {} ({})", i + 1, printable(p.name.as_str()), p.id);
+        eprintln!("  {}) {}", i + 1, p.shown());
     }
     loop {
         eprint!("Send to which? [1-{}] ", found.len());

@@ -50,6 +50,15 @@ pub struct HotspotSettings {
     pub interface: Option<String>,
 }
 
+/// LocalSend interop (`--localsend`, or `localsend = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSendSettings {
+    /// `--localsend-port`.
+    pub port: u16,
+    /// `--localsend-http`.
+    pub http: bool,
+}
+
 /// A command's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -69,6 +78,8 @@ pub struct Settings {
     pub download_dir: Option<PathBuf>,
     /// What `receive` does with an invitation when no flag says.
     pub receive_policy: Policy,
+    /// LocalSend interop, when on.
+    pub localsend: Option<LocalSendSettings>,
 }
 
 impl Settings {
@@ -92,6 +103,13 @@ impl Settings {
             wifi,
             download_dir: file.download_dir,
             receive_policy: file.receive_policy.unwrap_or(Policy::Ask),
+            localsend: file
+                .localsend
+                .unwrap_or(false)
+                .then_some(LocalSendSettings {
+                    port: airhop::localsend::DEFAULT_PORT,
+                    http: false,
+                }),
             config_dir,
         })
     }

@@ -15,6 +15,27 @@ use super::config::TrustStore;
 use super::settings::{DiscoverySettings, HotspotSettings, Settings, Transport};
 use super::{CliError, Out};
 
+/// The LocalSend service a command runs beside its node.
+pub struct LocalSendSide {
+    /// The service.
+    pub service: airhop::localsend::LocalSend,
+    /// Its events.
+    pub events: tokio::sync::mpsc::Receiver<airhop::localsend::Event>,
+}
+
+impl LocalSendSide {
+    /// The next event; never, when there is no LocalSend side.
+    pub async fn next(side: &mut Option<LocalSendSide>) -> airhop::localsend::Event {
+        match side {
+            Some(s) => match s.events.recv().await {
+                Some(e) => e,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// A command's context: its settings, who we are and what we trust.
 pub struct Ctx {
     /// The settings.
@@ -39,6 +60,60 @@ impl Ctx {
     /// This device's name.
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// Starts the LocalSend side when the settings turn it on (`None`
+    /// otherwise): as a receiver into `receive` (its folder and PIN), else
+    /// only to find devices and send.
+    pub async fn localsend(
+        &self,
+        receive: Option<(std::path::PathBuf, Option<String>)>,
+    ) -> Result<Option<LocalSendSide>, CliError> {
+        use airhop::localsend::{self as ls, LocalSend};
+        let Some(opts) = self.settings.localsend else {
+            return Ok(None);
+        };
+        let fail = |e: ls::LocalSendError| {
+            let hint = match &e {
+                ls::LocalSendError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
+                    " (is LocalSend itself running on this machine? Quit it, or use --localsend-port)"
+                }
+                _ => "",
+            };
+            CliError::reason(e.reason(), format!("LocalSend: {e}{hint}"))
+        };
+        let tls = ls::tls::Certificate::load_or_create(&self.settings.config_dir).map_err(fail)?;
+        let (receive_dir, pin) = match receive {
+            Some((d, p)) => (Some(d), p),
+            None => (None, None),
+        };
+        let cfg = ls::Config {
+            alias: self.settings.name.clone(),
+            device_type: if receive_dir.is_some() {
+                "headless"
+            } else {
+                "desktop"
+            }
+            .into(),
+            // Only a receiver needs the well-known port (devices scanning
+            // for one probe it); otherwise any port does, since it is in
+            // our announcements, and a `send` can run beside a `receive`.
+            port: if receive_dir.is_some() { opts.port } else { 0 },
+            scheme: if opts.http {
+                ls::Scheme::Http
+            } else {
+                ls::Scheme::Https
+            },
+            tls,
+            group: std::net::SocketAddrV4::new(*ls::MULTICAST.ip(), opts.port),
+            interfaces: self.settings.discovery.interfaces.clone(),
+            receive_dir,
+            pin,
+        };
+        let (service, events) = LocalSend::start(cfg).await.map_err(fail)?;
+        Ok(Some(LocalSendSide { service, events }))
     }
 
     /// Starts a node on the transport the settings pick.

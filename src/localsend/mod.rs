@@ -44,6 +44,8 @@ pub mod discovery;
 pub mod server;
 pub mod tls;
 
+pub use server::LocalSend;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;

@@ -919,6 +919,47 @@ async fn janitor(shared: Arc<Shared>) {
     }
 }
 
+/// For `crate::fuzzing`: everything a LocalSend peer's bytes go through
+/// before any file is touched (the first byte picks: an announcement, a
+/// `prepare-upload` body, a query string, a time).
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    match pick % 4 {
+        0 => {
+            if let Some(i) = serde_json::from_slice::<Info>(rest)
+                .ok()
+                .and_then(Info::checked)
+            {
+                assert!(!i.fingerprint.is_empty() && i.fingerprint.len() <= 128);
+                assert!(i.alias.len() <= 128);
+            }
+        }
+        1 => {
+            if let Ok(p) = serde_json::from_slice::<PrepareUpload>(rest) {
+                let files: Vec<FileInfo> = p.files.into_values().collect();
+                if let Some(items) = checked_files(&files) {
+                    let mut sum = 0u64;
+                    for (item, _) in items {
+                        sum = sum.checked_add(item.size).expect("sizes were checked");
+                        let rel = sanitize(&item.path).expect("names were checked");
+                        assert!(Path::new("/root").join(rel).starts_with("/root"));
+                    }
+                }
+            }
+        }
+        2 => {
+            let q = Query::parse(&String::from_utf8_lossy(rest));
+            assert!(q.0.len() <= 16);
+        }
+        _ => {
+            let _ = parse_time(&String::from_utf8_lossy(rest));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

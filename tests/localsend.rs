@@ -1,0 +1,480 @@
+//! LocalSend interop, against an implementation nobody here wrote:
+//! `localsendd` from PyPI (a LocalSend v2.2 daemon, installed into a venv
+//! by `scripts/localsendd.sh`), in its own network namespace joined to
+//! airhop's by a veth pair. Real processes on both sides.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::netns::{airhop, exec, Pair};
+use common::proc::Proc;
+use common::{random_file, same_bytes, TempDir};
+
+/// The venv's bin folder (installed on first use).
+fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/localsendd.sh");
+        let out = Command::new(script).output().unwrap();
+        assert!(
+            out.status.success(),
+            "installing localsendd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+/// A running localsendd in a namespace.
+struct Localsendd {
+    child: Child,
+    ns: String,
+    sock: PathBuf,
+    downloads: PathBuf,
+    log: PathBuf,
+}
+
+impl Localsendd {
+    fn start(ns: &str, dir: &Path, alias: &str, extra: &[&str]) -> Localsendd {
+        let home = dir.join("home");
+        let downloads = dir.join("downloads");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::create_dir_all(&downloads).unwrap();
+        let sock = dir.join("ctl.sock");
+        let log = dir.join("localsendd.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(bin().join("localsendd"))
+            .args([
+                "--alias",
+                alias,
+                "--device-type",
+                "mobile",
+                "--download-dir",
+            ])
+            .arg(&downloads)
+            .arg("--socket")
+            .arg(&sock)
+            .args(extra)
+            .env("HOME", &home)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("XDG_RUNTIME_DIR", &home)
+            .stdout(Stdio::null())
+            // Its log (where the fingerprint line is) goes to stderr.
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        let d = Localsendd {
+            child,
+            ns: ns.to_string(),
+            sock,
+            downloads,
+            log,
+        };
+        let t = Instant::now();
+        while !std::fs::read_to_string(&d.log)
+            .unwrap_or_default()
+            .contains("fingerprint=")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "localsendd did not start: {}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+
+    fn fingerprint(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        let at = log.find("fingerprint=").unwrap() + "fingerprint=".len();
+        log[at..].split_whitespace().next().unwrap().to_string()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(bin().join("localsendctl"))
+            .arg("--socket")
+            .arg(&self.sock)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Localsendd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two hosts: airhop on `a`, localsendd on `b`; each with a default route
+/// (localsendd sends its multicast without choosing an interface, as most
+/// programs do, so it needs one, as any LAN has).
+fn hosts() -> Pair {
+    let p = Pair::new();
+    exec(&p.a, &["ip", "route", "add", "default", "dev", &p.dev_a]);
+    exec(&p.b, &["ip", "route", "add", "default", "dev", &p.dev_b]);
+    p
+}
+
+fn run(mut c: Command) -> Output {
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `airhop --localsend` on host `a` (extra global flags first).
+fn ah(p: &Pair, cfg: &Path, global: &[&str], args: &[&str]) -> Command {
+    let mut c = airhop(&p.a, p.ip_a, cfg, "Bob");
+    c.arg("--localsend").args(global).args(args);
+    c
+}
+
+#[test]
+#[ignore = "needs root (network namespaces) and localsendd from PyPI"]
+fn airhop_and_localsendd_find_each_other_and_send_both_ways_over_https() {
+    let p = hosts();
+    let t = TempDir::new("ls-https");
+    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let cfg = t.0.join("cfg");
+
+    // airhop sees it, as a LocalSend device.
+    let o = run(ah(&p, &cfg, &["--json"], &["peers", "--wait", "4"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let found = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        found.contains(r#""name":"Ada's Pixel""#) && found.contains(r#""transport":"localsend""#),
+        "{found}"
+    );
+
+    // It sees airhop's receiver, and sends to it.
+    let inbox = t.0.join("in");
+    let mut rx = Proc::spawn(ah(
+        &p,
+        &cfg,
+        &["--json"],
+        &["receive", "--yes", "--dir", inbox.to_str().unwrap()],
+    ));
+    rx.event(10, "ready", |e| e["event"] == "ready");
+    let t0 = Instant::now();
+    let listed = loop {
+        let o = lsd.ctl(&["devices", "--scan", "--json"]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        if s.contains("\"Bob\"") || t0.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+    };
+    assert!(
+        listed.contains("\"Bob\"") && listed.contains("headless"),
+        "{listed}"
+    );
+    let g = t.0.join("from-lsd.bin");
+    random_file(&g, 3 << 20, 1);
+    let o = lsd.ctl(&[
+        "send",
+        g.to_str().unwrap(),
+        "--to",
+        "Bob",
+        "--wait",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let invited = rx.event(10, "invited", |e| e["event"] == "invited");
+    assert_eq!(invited["transport"], "localsend");
+    // localsendd shows its certificate as a client (mutual TLS): proven.
+    assert!(invited["context"]
+        .as_str()
+        .unwrap()
+        .contains("certificate checked"));
+    let done = rx.event(20, "done", |e| e["event"] == "done");
+    assert_eq!(done["bytes"], 3 << 20);
+    assert!(same_bytes(&g, &inbox.join("from-lsd.bin")));
+    let _ = rx.child.kill();
+
+    // airhop sends a file, a folder and a text to it.
+    let f = t.0.join("photo.jpg");
+    random_file(&f, 5 << 20, 2);
+    let folder = t.0.join("album");
+    std::fs::create_dir_all(folder.join("day2")).unwrap();
+    random_file(&folder.join("a.jpg"), 1000, 3);
+    random_file(&folder.join("day2/b.jpg"), 2000, 4);
+    for what in [vec![f.to_str().unwrap()], vec![folder.to_str().unwrap()]] {
+        let mut args = vec!["send", "--to", "Ada's Pixel"];
+        args.extend(what);
+        let o = run(ah(&p, &cfg, &[], &args));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert!(same_bytes(&f, &lsd.downloads.join("photo.jpg")));
+    // localsendd keeps only the last part of a name (its choice).
+    assert!(same_bytes(
+        &folder.join("a.jpg"),
+        &lsd.downloads.join("a.jpg")
+    ));
+    assert!(same_bytes(
+        &folder.join("day2/b.jpg"),
+        &lsd.downloads.join("b.jpg")
+    ));
+    let o = run(ah(
+        &p,
+        &cfg,
+        &["--json"],
+        &[
+            "send",
+            "--to",
+            "Ada's Pixel",
+            "--text",
+            "the wifi code is 4711",
+        ],
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let saved = std::fs::read_to_string(lsd.downloads.join("message.txt")).unwrap();
+    assert_eq!(saved, "the wifi code is 4711");
+}
+
+#[test]
+#[ignore = "needs root (network namespaces) and localsendd from PyPI"]
+fn plain_http_works_both_ways() {
+    let p = hosts();
+    let t = TempDir::new("ls-http");
+    let lsd = Localsendd::start(
+        &p.b,
+        &t.0.join("lsd"),
+        "Ada's Pixel",
+        &["--unattended", "--no-encryption"],
+    );
+    let cfg = t.0.join("cfg");
+    let f = t.0.join("notes.pdf");
+    random_file(&f, 1 << 20, 5);
+    let o = run(ah(
+        &p,
+        &cfg,
+        &["--localsend-http"],
+        &["send", "--to", "Ada's Pixel", f.to_str().unwrap()],
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(same_bytes(&f, &lsd.downloads.join("notes.pdf")));
+
+    let inbox = t.0.join("in");
+    let mut rx = Proc::spawn(ah(
+        &p,
+        &cfg,
+        &["--json", "--localsend-http"],
+        &[
+            "receive",
+            "--yes",
+            "--once",
+            "--dir",
+            inbox.to_str().unwrap(),
+        ],
+    ));
+    rx.event(10, "ready", |e| e["event"] == "ready");
+    let g = t.0.join("back.bin");
+    random_file(&g, 1 << 20, 6);
+    let t0 = Instant::now();
+    // Until localsendd has heard us (it answers our announcement).
+    let o = loop {
+        let o = lsd.ctl(&[
+            "send",
+            g.to_str().unwrap(),
+            "--to",
+            "Bob",
+            "--wait",
+            "--quiet",
+        ]);
+        if o.status.success() || t0.elapsed() > Duration::from_secs(10) {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(o.status.success(), "{}", text(&o));
+    let invited = rx.event(10, "invited", |e| e["event"] == "invited");
+    // Over plain HTTP nothing proves who sent it.
+    assert!(!invited["context"]
+        .as_str()
+        .unwrap()
+        .contains("certificate checked"));
+    rx.event(20, "done", |e| e["event"] == "done");
+    let status = rx.child.wait().unwrap();
+    assert!(status.success(), "--once ends after the transfer");
+    assert!(same_bytes(&g, &inbox.join("back.bin")));
+}
+
+#[test]
+#[ignore = "needs root (network namespaces) and localsendd from PyPI"]
+fn pins_declines_busy_and_a_wrong_certificate_map_to_exit_codes() {
+    let p = hosts();
+    let t = TempDir::new("ls-codes");
+    let cfg = t.0.join("cfg");
+    let f = t.0.join("f.bin");
+    random_file(&f, 100_000, 7);
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--to", "Ada's Pixel", "--wait", "8"];
+        args.extend_from_slice(extra);
+        args.push(f.to_str().unwrap());
+        run(ah(&p, &cfg, &[], &args))
+    };
+    {
+        // Its PIN: none or a wrong one is exit 10 (security), the right one works.
+        let lsd = Localsendd::start(
+            &p.b,
+            &t.0.join("pin"),
+            "Ada's Pixel",
+            &["--unattended", "--pin", "1234"],
+        );
+        let o = send(&[]);
+        assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+        assert!(text(&o).contains("--pin"), "says how: {}", text(&o));
+        let o = send(&["--pin", "0000"]);
+        assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+        let o = send(&["--pin", "1234"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(same_bytes(&f, &lsd.downloads.join("f.bin")));
+    }
+    {
+        // Nobody to ask there: it declines (403), exit 4.
+        let lsd = Localsendd::start(&p.b, &t.0.join("decline"), "Ada's Pixel", &[]);
+        let o = send(&[]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+        assert!(std::fs::read_dir(&lsd.downloads).unwrap().next().is_none());
+
+        // Someone to ask (a `watch` client) and a first sender waiting for
+        // the answer: the second is told busy (409), exit 11.
+        let mut watch = Command::new("ip")
+            .args(["netns", "exec", &p.b])
+            .arg(bin().join("localsendctl"))
+            .arg("--socket")
+            .arg(&lsd.sock)
+            .arg("watch")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut first = Proc::spawn(ah(
+            &p,
+            &cfg,
+            &["--json"],
+            &["send", "--to", "Ada's Pixel", f.to_str().unwrap()],
+        ));
+        first.event(15, "invite_sent", |e| e["event"] == "invite_sent");
+        std::thread::sleep(Duration::from_millis(500));
+        let o = send(&[]);
+        assert_eq!(o.status.code(), Some(11), "{}", text(&o));
+        let _ = first.child.kill();
+        let _ = watch.kill();
+        let _ = watch.wait();
+    }
+    {
+        // A device announced with a fingerprint its certificate does not
+        // have (here: someone announcing "Mallory" at localsendd's address):
+        // refused before anything is sent, exit 10.
+        let lsd = Localsendd::start(&p.b, &t.0.join("mallory"), "Ada's Pixel", &["--unattended"]);
+        assert_ne!(lsd.fingerprint(), "00".repeat(32));
+        let forged = format!(
+            r#"{{"alias":"Mallory","version":"2.1","deviceType":"mobile","fingerprint":"{}","port":53317,"protocol":"https","download":false,"announce":false}}"#,
+            "00".repeat(32)
+        );
+        let script = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_IF,socket.inet_aton('{}'))\nfor _ in range(60):\n    s.sendto({forged:?}.encode(),('224.0.0.167',53317))\n    time.sleep(0.2)\n",
+            p.ip_b
+        );
+        let mut liar = Command::new("ip")
+            .args(["netns", "exec", &p.b, "python3", "-c", &script])
+            .spawn()
+            .unwrap();
+        let o = run(ah(
+            &p,
+            &cfg,
+            &[],
+            &[
+                "send",
+                "--to",
+                "Mallory",
+                "--wait",
+                "8",
+                f.to_str().unwrap(),
+            ],
+        ));
+        let _ = liar.kill();
+        let _ = liar.wait();
+        assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+        assert!(text(&o).contains("certificate"), "{}", text(&o));
+        assert!(
+            std::fs::read_dir(&lsd.downloads).unwrap().next().is_none(),
+            "nothing sent"
+        );
+    }
+    {
+        // airhop's PIN, to localsendd as the sender: wrong refused, right taken.
+        let lsd = Localsendd::start(&p.b, &t.0.join("ourpin"), "Ada's Pixel", &["--unattended"]);
+        let inbox = t.0.join("in");
+        let mut rx = Proc::spawn(ah(
+            &p,
+            &cfg,
+            &["--json"],
+            &[
+                "receive",
+                "--yes",
+                "--pin",
+                "4711",
+                "--dir",
+                inbox.to_str().unwrap(),
+            ],
+        ));
+        rx.event(10, "ready", |e| e["event"] == "ready");
+        let g = t.0.join("g.bin");
+        random_file(&g, 200_000, 8);
+        let t0 = Instant::now();
+        let wrong = loop {
+            let o = lsd.ctl(&[
+                "send",
+                g.to_str().unwrap(),
+                "--to",
+                "Bob",
+                "--pin",
+                "0000",
+                "--wait",
+                "--quiet",
+            ]);
+            let s = text(&o);
+            // Until localsendd knows us, it says so instead.
+            if !s.contains("no device") && !s.contains("not found")
+                || t0.elapsed() > Duration::from_secs(10)
+            {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert!(!inbox.join("g.bin").exists(), "{wrong}");
+        assert!(wrong.to_lowercase().contains("pin"), "{wrong}");
+        let o = lsd.ctl(&[
+            "send",
+            g.to_str().unwrap(),
+            "--to",
+            "Bob",
+            "--pin",
+            "4711",
+            "--wait",
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        rx.event(20, "done", |e| e["event"] == "done");
+        assert!(same_bytes(&g, &inbox.join("g.bin")));
+        let _ = rx.child.kill();
+    }
+}
