@@ -3,7 +3,8 @@
 # namespaces (root needed): airhop against iperf3, a raw quinn sender (the
 # library's ceiling), scp, magic-wormhole and sendme, unshaped and shaped like
 # Wi-Fi (tc tbf 500 Mbit/s); 10 000 x 4 KiB files against tar | nc; airhop's
-# peak RSS for a 1 GiB and a 4 GiB file.
+# peak RSS for a 1 GiB and a 4 GiB file; LocalSend both ways between the
+# airhop binary (--localsend) and localsendd, beside airhop -> airhop.
 #
 #   scripts/bench-transfer.sh            # everything, 3 runs each, 1 GiB
 #   RUNS=5 SIZE_MB=512 scripts/bench-transfer.sh
@@ -122,6 +123,50 @@ one_airhop() {
   gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
 }
 
+# LocalSend: the airhop binary (--localsend) against localsendd (a
+# LocalSend v2.2 daemon from PyPI, scripts/localsendd.sh), both ways, each
+# timed from the sending command's start to its exit.
+LSD_BIN=""
+localsendd_up() {
+  [[ -n $LSD_BIN ]] && return 0
+  LSD_BIN=$("$ROOT/scripts/localsendd.sh") || { say "localsendd could not be installed"; return 1; }
+  # localsendd multicasts without choosing an interface: it needs a route.
+  ip -n $NSA route replace default dev $DEVA; ip -n $NSB route replace default dev $DEVB
+  mkdir -p "$WORK/lsd/home" "$WORK/in"
+  B env HOME="$WORK/lsd/home" XDG_STATE_HOME="$WORK/lsd/home/state" XDG_CONFIG_HOME="$WORK/lsd/home/config" \
+    "$LSD_BIN/localsendd" --alias bench-lsd --unattended --download-dir "$WORK/in" \
+    --socket "$WORK/lsd/ctl.sock" >/dev/null 2>"$WORK/lsd/log" &
+  for _ in $(seq 100); do grep -q fingerprint= "$WORK/lsd/log" 2>/dev/null && break; sleep 0.1; done
+  local fp; fp=$(grep -o 'fingerprint=[0-9A-Fa-f]*' "$WORK/lsd/log" | cut -d= -f2)
+  # airhop's id for it (the first 8 bytes of the SHA-256 of the fingerprint
+  # in lower case):
+  # --to ID needs no wait for look-alikes.
+  LSD_ID=$(printf %s "${fp,,}" | sha256sum | cut -c1-16)
+}
+AH=$ROOT/target/release/airhop
+one_localsend_to() {
+  [[ -n ${LSD_ID:-} ]] || return 1
+  local t0=$(now)
+  A env AIRHOP_CONFIG_DIR="$WORK/ahcfg" "$AH" -q --localsend --interface $IPA --name bench-ah \
+    send --to "$LSD_ID" --wait 10 "$FILE" >/dev/null
+  local t1=$(now)
+  cmp -s "$FILE" "$WORK/in/$(basename "$FILE")" || { say "localsend: received bytes differ"; return 1; }
+  gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
+}
+one_localsend_from() {
+  [[ -n ${LSD_ID:-} ]] || return 1
+  A env AIRHOP_CONFIG_DIR="$WORK/ahcfg" "$AH" --json --localsend --interface $IPA --name bench-ah \
+    receive --yes --once --dir "$WORK/in" >"$WORK/ahrecv.out" 2>&1 & local rp=$!
+  for _ in $(seq 100); do grep -q '"ready"' "$WORK/ahrecv.out" 2>/dev/null && break; sleep 0.1; done
+  # Until localsendd has heard the receiver (it answers our announcement).
+  for _ in $(seq 50); do B "$LSD_BIN/localsendctl" --socket "$WORK/lsd/ctl.sock" devices | grep -q bench-ah && break; sleep 0.2; done
+  local t0=$(now)
+  B "$LSD_BIN/localsendctl" --socket "$WORK/lsd/ctl.sock" send "$FILE" --to bench-ah --wait --quiet >/dev/null
+  wait $rp; local t1=$(now)
+  cmp -s "$FILE" "$WORK/in/$(basename "$FILE")" || { say "localsend: received bytes differ"; return 1; }
+  gbit "$BYTES" "$(echo "$t1 - $t0" | bc -l)"
+}
+
 # A repeat send: the sender's hash cache (and outboard) knows the file, so
 # it moves as a verified stream, checked group by group. Warmed once,
 # untimed; the plain airhop row's RSS figure is kept.
@@ -191,7 +236,7 @@ main() {
   [[ $(id -u) == 0 ]] || { say "needs root (network namespaces)"; exit 2; }
   install
   say "building (release)"
-  cargo build -q --release --example bench_peer
+  cargo build -q --release --example bench_peer --bin airhop
   rm -rf "$WORK"; mkdir -p "$WORK/src"
   FILE=$WORK/src/payload.bin
   head -c $((SIZE_MB << 20)) /dev/urandom >"$FILE"
@@ -218,12 +263,14 @@ PY
   (cd "$WORK" && B twist wormhole-mailbox --port tcp:4000 --channel-db "$WORK/relay.sqlite" >/dev/null 2>&1) &
   (cd "$WORK" && B twist transitrelay --port tcp:4001 >/dev/null 2>&1) &
   sleep 2
+  # (Here, not in a run: each run is a subshell.)
+  if [[ -z ${ONLY:-} || " $ONLY " == *" localsend_"* ]]; then localsendd_up || true; fi
 
   for SHAPED in 0 1; do
     shape
     say "== link: $([[ $SHAPED == 1 ]] && echo 'tbf 500 Mbit/s (Wi-Fi-like)' || echo 'veth, unshaped'); $SIZE_MB MiB file, $RUNS runs"
-    for t in iperf3 quinn airhop airhop_verified scp wormhole sendme; do
-      [[ $SHAPED == 1 && $t =~ ^(airhop_verified|scp|wormhole|sendme)$ ]] && continue
+    for t in iperf3 quinn airhop airhop_verified scp wormhole sendme localsend_to localsend_from; do
+      [[ $SHAPED == 1 && $t =~ ^(airhop_verified|scp|wormhole|sendme|localsend_to|localsend_from)$ ]] && continue
       run_tool $t
       eval "R${SHAPED}_$t=\${RESULT[$t]}"
     done
@@ -238,6 +285,10 @@ PY
       echo "  airhop / magic-wormhole $(ratio airhop wormhole)   (target >= 1.5)"
       echo "  airhop / scp            $(ratio airhop scp)   (target >= 1.0)"
       echo "  airhop peak RSS (KiB, sender/receiver), ${SIZE_MB} MiB: $(cat "$WORK/rss" 2>/dev/null || echo n/a)"
+      printf '  %-9s %s\n' "airhop -> localsendd (LocalSend, HTTPS)" "${RESULT[localsend_to]:-n/a}"
+      printf '  %-9s %s\n' "localsendd -> airhop (LocalSend, HTTPS)" "${RESULT[localsend_from]:-n/a}"
+      echo "  airhop -> localsendd / airhop -> airhop   $(ratio localsend_to airhop)"
+      echo "  localsendd -> airhop / airhop -> airhop   $(ratio localsend_from airhop)"
     else
       echo
       echo "tbf 500 Mbit/s, ${SIZE_MB} MiB, medians of $RUNS (Gbit/s)"

@@ -206,6 +206,53 @@ fn airhop_and_localsendd_find_each_other_and_send_both_ways_over_https() {
     assert_eq!(done["bytes"], 3 << 20);
     assert!(same_bytes(&g, &inbox.join("from-lsd.bin")));
     let _ = rx.child.kill();
+    let _ = rx.child.wait();
+
+    // --from-trusted: declined until its fingerprint is trusted, then taken.
+    let from_trusted = |inbox: &Path| {
+        let mut rx = Proc::spawn(ah(
+            &p,
+            &cfg,
+            &["--json"],
+            &[
+                "receive",
+                "--from-trusted",
+                "--once",
+                "--dir",
+                inbox.to_str().unwrap(),
+            ],
+        ));
+        rx.event(10, "ready", |e| e["event"] == "ready");
+        let o = lsd.ctl(&[
+            "send",
+            g.to_str().unwrap(),
+            "--to",
+            "Bob",
+            "--wait",
+            "--quiet",
+        ]);
+        (rx, o)
+    };
+    let (mut rx, o) = from_trusted(&t.0.join("in2"));
+    let declined = rx.event(10, "declined", |e| e["event"] == "declined");
+    assert_eq!(declined["by"], "trusted");
+    assert!(!o.status.success(), "{}", text(&o));
+    let _ = rx.child.kill();
+    let _ = rx.child.wait();
+    let mut trust = airhop(&p.a, p.ip_a, &cfg, "Bob");
+    trust.args(["trust", "add", "Ada", "--fingerprint", &lsd.fingerprint()]);
+    let o = run(trust);
+    assert!(o.status.success(), "{}", text(&o));
+    let (mut rx, o) = from_trusted(&t.0.join("in3"));
+    assert!(o.status.success(), "{}", text(&o));
+    let invited = rx.event(10, "invited", |e| e["event"] == "invited");
+    assert_eq!(invited["trusted"], true);
+    rx.event(10, "accepted", |e| {
+        e["event"] == "accepted" && e["by"] == "trusted"
+    });
+    rx.event(20, "done", |e| e["event"] == "done");
+    assert!(rx.child.wait().unwrap().success());
+    assert!(same_bytes(&g, &t.0.join("in3/from-lsd.bin")));
 
     // airhop sends a file, a folder and a text to it.
     let f = t.0.join("photo.jpg");

@@ -49,6 +49,7 @@ pub fn localsend_found(d: &airhop::localsend::Device) -> Event {
         info.insert("device_model".to_string(), m.clone());
     }
     info.insert("protocol".to_string(), d.scheme.to_string());
+    info.insert("fingerprint".to_string(), d.info.fingerprint.clone());
     info.insert("address".to_string(), d.addr.to_string());
     Event::PeerFound {
         peer: d.id().to_string(),

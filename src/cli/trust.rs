@@ -28,8 +28,14 @@ pub enum TrustCommand {
         peer: String,
         /// Its identity key (64 hex digits, from `airhop id` on it): trusts
         /// it without looking for it nearby.
-        #[arg(long, value_name = "HEX")]
+        #[arg(long, value_name = "HEX", conflicts_with = "fingerprint")]
         key: Option<String>,
+        /// A LocalSend device's certificate fingerprint (64 hex digits, as
+        /// LocalSend shows it, or `info.fingerprint` in `airhop --localsend
+        /// --json peers`): `receive --from-trusted` then takes it, once it
+        /// proves that certificate.
+        #[arg(long, value_name = "HEX")]
+        fingerprint: Option<String>,
         /// Seconds to look for it nearby.
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         wait: u64,
@@ -63,10 +69,16 @@ pub fn run(settings: &Settings, out: &Out, c: TrustCommand) -> Result<(), CliErr
             }
             Ok(())
         }
-        TrustCommand::Add { peer, key, wait } => {
-            let t = match key {
-                Some(k) => by_key(&peer, &k)?,
-                None => block_on(find(settings, out, &peer, wait))?,
+        TrustCommand::Add {
+            peer,
+            key,
+            fingerprint,
+            wait,
+        } => {
+            let t = match (key, fingerprint) {
+                (Some(k), _) => by_key(&peer, &k)?,
+                (None, Some(f)) => by_fingerprint(&peer, &f)?,
+                (None, None) => block_on(find(settings, out, &peer, wait))?,
             };
             store.devices.retain(|d| d.key != t.key);
             out.say(format!("trusting {} ({})", printable(&t.name), t.id));
@@ -110,6 +122,23 @@ fn by_key(name: &str, k: &str) -> Result<Trusted, CliError> {
     Ok(Trusted {
         id: id.to_string(),
         key: hex(&key),
+        name: name.to_string(),
+    })
+}
+
+/// A LocalSend device, by its certificate's fingerprint (what is checked),
+/// with the id airhop shows for it.
+fn by_fingerprint(name: &str, f: &str) -> Result<Trusted, CliError> {
+    let Some(fp) = airhop::localsend::parse_fingerprint(f) else {
+        return Err(CliError::Usage(
+            "--fingerprint takes the 64 hex digits of a LocalSend device's certificate fingerprint"
+                .into(),
+        ));
+    };
+    let key = hex(&fp);
+    Ok(Trusted {
+        id: airhop::localsend::peer_id(&key).to_string(),
+        key,
         name: name.to_string(),
     })
 }

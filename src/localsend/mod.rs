@@ -224,9 +224,12 @@ impl Device {
     }
 }
 
-/// airhop's 16-hex-digit id for a LocalSend fingerprint.
+/// airhop's 16-hex-digit id for a LocalSend fingerprint: the first 8
+/// bytes of the SHA-256 of the fingerprint in lower case (devices differ
+/// in the case they write it in).
 pub fn peer_id(fingerprint: &str) -> PeerId {
-    let d = ring::digest::digest(&ring::digest::SHA256, fingerprint.as_bytes());
+    let fp = fingerprint.to_ascii_lowercase();
+    let d = ring::digest::digest(&ring::digest::SHA256, fp.as_bytes());
     let mut id = [0u8; 8];
     id.copy_from_slice(&d.as_ref()[..8]);
     PeerId(id)

@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,6 +48,8 @@ use crate::wire::{ItemKind, OfferItem, Reason};
 
 /// Requests waiting for the app's answer at once; more get 409.
 const MAX_PENDING: usize = 8;
+/// Of those, from one address: one host cannot hold every place.
+const PENDING_PER_ADDRESS: usize = 2;
 /// Sessions accepted and not yet ended, at most (the app's cap is usually
 /// lower).
 const MAX_SESSIONS: usize = 16;
@@ -99,7 +101,7 @@ impl LocalSend {
             registry: Mutex::default(),
             sessions: Mutex::default(),
             pins: Mutex::default(),
-            pending: AtomicUsize::new(0),
+            pending: crate::net::Slots::new(MAX_PENDING, PENDING_PER_ADDRESS),
             next: AtomicU64::new(1),
         });
         let tasks = vec![
@@ -182,7 +184,9 @@ pub(super) struct Shared {
     /// Receiving sessions by their id on the wire.
     sessions: Mutex<HashMap<String, Session>>,
     pins: Mutex<HashMap<IpAddr, (u32, Option<Instant>)>>,
-    pending: AtomicUsize,
+    /// Requests waiting for the app's answer (a slot each, given back
+    /// however the request ends, a dropped connection included).
+    pending: crate::net::Slots,
     next: AtomicU64,
 }
 
@@ -241,16 +245,21 @@ impl Shared {
         Some(StatusCode::UNAUTHORIZED)
     }
 
-    fn end(&self, key: &str, result: Result<(), Reason>) {
+    /// Ends a session and reports it (waiting for room: an end is never
+    /// dropped, or `receive --once` would wait for it forever).
+    async fn end(&self, key: &str, result: Result<(), Reason>) {
         let gone = lock(&self.sessions).remove(key);
         if let Some(s) = gone {
             s.cancelled.store(true, Ordering::Relaxed);
             let bytes = s.bytes.load(Ordering::Relaxed);
-            let _ = self.events.try_send(Event::Ended {
-                session: s.num,
-                bytes,
-                result,
-            });
+            let _ = self
+                .events
+                .send(Event::Ended {
+                    session: s.num,
+                    bytes,
+                    result,
+                })
+                .await;
         }
     }
 }
@@ -383,7 +392,7 @@ async fn route(
         (&Method::POST, "/upload") => upload(shared, req, &query).await,
         (&Method::POST, "/cancel") => {
             if let Some(id) = query.get("sessionId") {
-                shared.end(id, Err(Reason::SendCancelled));
+                shared.end(id, Err(Reason::SendCancelled)).await;
             }
             status(StatusCode::OK)
         }
@@ -513,10 +522,10 @@ async fn prepare(
     };
     let verified = shown.is_some() && super::parse_fingerprint(&from.fingerprint) == shown;
     // Ask the app, within bounds: a flood of requests waits for nobody.
-    if shared.pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING
-        || lock(&shared.sessions).len() >= MAX_SESSIONS
-    {
-        shared.pending.fetch_sub(1, Ordering::SeqCst);
+    let Some(_pending) = shared.pending.take(ip) else {
+        return status(StatusCode::CONFLICT);
+    };
+    if lock(&shared.sessions).len() >= MAX_SESSIONS {
         return status(StatusCode::CONFLICT);
     }
     let num = shared.next.fetch_add(1, Ordering::Relaxed);
@@ -535,7 +544,6 @@ async fn prepare(
         true => tokio::time::timeout(super::ANSWER_TIMEOUT, rx).await,
         false => Ok(Ok(Answer::Decline)),
     };
-    shared.pending.fetch_sub(1, Ordering::SeqCst);
     match answer {
         Ok(Ok(Answer::Accept)) => {}
         Ok(Ok(Answer::Busy)) => return status(StatusCode::CONFLICT),
@@ -548,11 +556,12 @@ async fn prepare(
     match accept(shared, &dir, num, &files, plan) {
         Ok(answer) => json(&answer),
         Err((code, reason)) => {
-            let _ = shared.events.try_send(Event::Ended {
+            let ended = Event::Ended {
                 session: num,
                 bytes: 0,
                 result: Err(reason),
-            });
+            };
+            let _ = shared.events.send(ended).await;
             status(code)
         }
     }
@@ -748,7 +757,7 @@ async fn upload(shared: &Arc<Shared>, req: HttpRequest<Incoming>, query: &Query)
         }
     };
     if declared_length(&req).is_some_and(|n| n > slot.size) {
-        shared.end(&slot.key, Err(Reason::ProtocolViolation));
+        shared.end(&slot.key, Err(Reason::ProtocolViolation)).await;
         return status(StatusCode::PAYLOAD_TOO_LARGE);
     }
     match receive(shared, req.into_body(), &slot).await {
@@ -766,17 +775,20 @@ async fn upload(shared: &Arc<Shared>, req: HttpRequest<Incoming>, query: &Query)
                     None => false,
                 }
             };
-            let _ = shared.events.try_send(Event::Saved {
-                session: slot.num,
-                path,
-            });
+            let _ = shared
+                .events
+                .send(Event::Saved {
+                    session: slot.num,
+                    path,
+                })
+                .await;
             if all_done {
-                shared.end(&slot.key, Ok(()));
+                shared.end(&slot.key, Ok(())).await;
             }
             status(StatusCode::OK)
         }
         Err((code, reason)) => {
-            shared.end(&slot.key, Err(reason));
+            shared.end(&slot.key, Err(reason)).await;
             status(code)
         }
     }
@@ -913,7 +925,7 @@ async fn janitor(shared: Arc<Shared>) {
             .map(|(k, _)| k.clone())
             .collect();
         for k in idle {
-            shared.end(&k, Err(Reason::TimedOut));
+            shared.end(&k, Err(Reason::TimedOut)).await;
         }
         shared.prune();
     }

@@ -45,7 +45,44 @@ fn transfer(session: u64) -> TransferId {
     .transfer
 }
 
+/// A request's files as offer items, and their summary (`None`: not a
+/// sensible offer, declined).
+fn offer_of(r: &Request) -> (Vec<OfferItem>, Option<OfferSummary>) {
+    let items: Vec<OfferItem> = r
+        .files
+        .iter()
+        .map(|f| OfferItem {
+            path: f.file_name.clone(),
+            size: f.size,
+            hash: None,
+            mode: 0,
+            mtime: -1,
+            kind: if r.text.is_some() {
+                ItemKind::Text
+            } else {
+                ItemKind::File
+            },
+        })
+        .collect();
+    let summary = OfferSummary::of(&items).ok();
+    (items, summary)
+}
+
 impl Receiver<'_> {
+    /// Whether a LocalSend sender is trusted: its fingerprint is in the
+    /// trust store (`trust add --fingerprint`) and it proved it (mutual
+    /// TLS); and whether it is a stranger using a trusted device's name.
+    fn trust_of(&self, r: &Request) -> (bool, bool) {
+        let fp = localsend::parse_fingerprint(&r.from.fingerprint).map(|f| airhop::util::hex(&f));
+        let devices = &self.ctx.trust.devices;
+        let trusted = r.verified && fp.is_some_and(|fp| devices.iter().any(|d| d.key == fp));
+        let impostor = !trusted
+            && devices
+                .iter()
+                .any(|d| d.name.eq_ignore_ascii_case(&r.from.alias));
+        (trusted, impostor)
+    }
+
     /// A LocalSend event; `true` when it ends `--once`.
     pub(super) async fn localsend(&mut self, events: &mut Events, e: Ls) -> Result<bool, CliError> {
         match e {
@@ -133,35 +170,14 @@ impl Receiver<'_> {
     }
 
     /// A LocalSend device asks to send: shown like an invitation, answered
-    /// by the policy (a LocalSend device is never trusted: it has no
-    /// airhop key), within the cap.
+    /// by the policy within the cap. `--from-trusted` takes it only when
+    /// its fingerprint was trusted (`trust add --fingerprint`) and proven.
     async fn localsend_request(&mut self, events: &mut Events, r: Request) -> Result<(), CliError> {
         self.drop_stale_answers();
         let out = self.out;
         let peer = localsend::peer_id(&r.from.fingerprint);
-        let items: Vec<OfferItem> = r
-            .files
-            .iter()
-            .map(|f| OfferItem {
-                path: f.file_name.clone(),
-                size: f.size,
-                hash: None,
-                mode: 0,
-                mtime: -1,
-                kind: if r.text.is_some() {
-                    ItemKind::Text
-                } else {
-                    ItemKind::File
-                },
-            })
-            .collect();
-        let summary = OfferSummary::of(&items).ok();
-        let impostor = self
-            .ctx
-            .trust
-            .devices
-            .iter()
-            .any(|d| d.name.eq_ignore_ascii_case(&r.from.alias));
+        let (items, summary) = offer_of(&r);
+        let (trusted, impostor) = self.trust_of(&r);
         let what = summary.as_ref().map_or_else(|| "an offer".into(), headline);
         out.emit(&Event::Invited {
             from: peer.to_string(),
@@ -178,7 +194,7 @@ impl Receiver<'_> {
                 }
             ),
             pairing_code: String::new(),
-            trusted: false,
+            trusted,
             unverified_name: impostor,
             transport: "localsend".into(),
         });
@@ -193,8 +209,9 @@ impl Receiver<'_> {
         };
         let accept = match by {
             By::Yes => true,
+            By::Trusted => trusted,
             By::User => self.ask(events, "  Accept? [y/N] ").await?,
-            _ => false,
+            By::Busy | By::Peer => false,
         };
         let answer = match (accept, by) {
             (true, _) => Answer::Accept,
