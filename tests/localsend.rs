@@ -525,3 +525,84 @@ fn pins_declines_busy_and_a_wrong_certificate_map_to_exit_codes() {
         let _ = rx.child.kill();
     }
 }
+
+#[test]
+#[ignore = "needs root (network namespaces) and localsendd from PyPI"]
+fn a_cancel_on_either_side_ends_the_transfer_on_both() {
+    let p = hosts();
+    let t = TempDir::new("ls-cancel");
+    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let cfg = t.0.join("cfg");
+    // 40 Mbit/s both ways: 20 MB take about 4 s.
+    p.limit_a("40mbit");
+    exec(
+        &p.b,
+        &[
+            "tc", "qdisc", "add", "dev", &p.dev_b, "root", "tbf", "rate", "40mbit", "burst",
+            "256kb", "latency", "50ms",
+        ],
+    );
+    let f = t.0.join("big.bin");
+    random_file(&f, 20 << 20, 9);
+
+    // Ctrl-C on the airhop sender: exit 130, and localsendd keeps nothing.
+    let mut tx = Proc::spawn(ah(
+        &p,
+        &cfg,
+        &["--json"],
+        &["send", "--to", "Ada's Pixel", f.to_str().unwrap()],
+    ));
+    tx.event(15, "progress", |e| {
+        e["event"] == "progress" && e["done"].as_u64() > Some(0)
+    });
+    let pid = tx.child.id().to_string();
+    // The process under `ip netns exec` is airhop itself (exec'd).
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tx.child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !lsd.downloads.join("big.bin").exists(),
+        "localsendd kept a partial file"
+    );
+
+    // localsendd cancels its send to airhop: airhop reports it, keeps no
+    // partial file, and goes on receiving.
+    let inbox = t.0.join("in");
+    let mut rx = Proc::spawn(ah(
+        &p,
+        &cfg,
+        &["--json"],
+        &["receive", "--yes", "--dir", inbox.to_str().unwrap()],
+    ));
+    rx.event(10, "ready", |e| e["event"] == "ready");
+    let t0 = Instant::now();
+    loop {
+        let o = lsd.ctl(&["devices", "--scan", "--json"]);
+        if String::from_utf8_lossy(&o.stdout).contains("\"Bob\"")
+            || t0.elapsed() > Duration::from_secs(10)
+        {
+            break;
+        }
+    }
+    let o = lsd.ctl(&["send", f.to_str().unwrap(), "--to", "Bob"]);
+    assert!(o.status.success(), "{}", text(&o));
+    rx.event(15, "progress", |e| {
+        e["event"] == "progress" && e["done"].as_u64() > Some(0)
+    });
+    let o = lsd.ctl(&["cancel"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let failed = rx.event(10, "failed", |e| e["event"] == "failed");
+    assert!(
+        ["send_cancelled", "peer_lost"].contains(&failed["reason"].as_str().unwrap()),
+        "{failed}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&inbox).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(rx.child.try_wait().unwrap().is_none(), "receive goes on");
+    let _ = rx.child.kill();
+}

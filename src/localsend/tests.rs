@@ -362,3 +362,42 @@ async fn two_services_find_each_other_on_the_group() {
     assert_eq!(bob.info.device_type.as_deref(), Some("headless"));
     assert!(a.devices().iter().any(|d| d.info.alias == "Bob"));
 }
+
+#[tokio::test]
+async fn a_slow_client_is_cut_and_holds_up_nobody() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestDir::new("ls-slow");
+    let (ls, rx) = LocalSend::start(config("recv", Scheme::Http, Some(t.0.clone()), None))
+        .await
+        .unwrap();
+    let _seen = answering(rx, Answer::Accept);
+    let dev = device(&ls);
+    // Half a request's headers, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(dev.addr).await.unwrap();
+    slow.write_all(b"POST /api/localsend/v2/prepare-upload HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Meanwhile another device is served at once.
+    let t0 = std::time::Instant::now();
+    let b = prepare_body(vec![]);
+    let n = b.len() as u64;
+    assert_eq!(
+        post(&dev, &format!("{API}/prepare-upload"), b, n).await,
+        204
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    // The slow one is cut after the header deadline (whatever it is told
+    // first, the connection then ends).
+    let closed = async {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = slow.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(HEADER_TIMEOUT + Duration::from_secs(3), closed)
+        .await
+        .expect("cut within the header deadline");
+    assert!(t0.elapsed() >= HEADER_TIMEOUT - Duration::from_secs(1));
+}
