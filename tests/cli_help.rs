@@ -5,7 +5,7 @@
 use std::path::Path;
 
 const COMMANDS: &[&str] = &[
-    "", "send", "receive", "peers", "chat", "trust", "doctor", "demo", "id",
+    "", "send", "receive", "share", "ls", "get", "peers", "chat", "trust", "doctor", "demo", "id",
 ];
 
 #[test]

@@ -40,6 +40,8 @@ pub enum Role {
     Receive,
     /// `airhop chat`.
     Chat,
+    /// `airhop share`.
+    Share,
 }
 
 /// Who decided an answer to an invitation or an offer.
@@ -385,6 +387,17 @@ pub enum Event {
         /// Failed checks.
         failures: u64,
     },
+    /// An entry of a sharer's catalogue (`airhop ls`).
+    Shared {
+        /// The sharer.
+        peer: String,
+        /// The path to pull (`airhop get PEER:PATH`).
+        path: String,
+        /// Its size.
+        size: u64,
+        /// Its BLAKE3 root (hex), when the sharer knows it.
+        root: Option<String>,
+    },
     /// A trusted device (listed or added).
     Trusted {
         /// Its peer id.
@@ -501,6 +514,17 @@ impl Event {
             Event::Trusted { peer, name, key } => {
                 vec![(Result, format!("{:<24} {peer}  key {key}", printable(name)))]
             }
+            Event::Shared {
+                path, size, root, ..
+            } => vec![(
+                Result,
+                format!(
+                    "  {:<40} {:>10}  {}",
+                    printable(path),
+                    human_bytes(*size),
+                    root.as_deref().map_or("-", |r| &r[..r.len().min(16)])
+                ),
+            )],
             Event::PeerFound { .. }
             | Event::PeerLost { .. }
             | Event::Offer { .. }
@@ -534,6 +558,7 @@ impl Event {
                  Ctrl-D or Ctrl-C to leave.",
                 o.bold(name)
             ),
+            (Role::Share, _) => format!("Ready to share as {} ({peer}).", o.bold(name)),
         }
     }
 
@@ -916,6 +941,12 @@ impl Event {
                 name: s("Ada"),
                 key: s("00".repeat(32).as_str()),
             },
+            Event::Shared {
+                peer: s("0011223344556677"),
+                path: s("album/a.jpg"),
+                size: 1200,
+                root: Some(s("ab".repeat(32).as_str())),
+            },
         ]
     }
 }
@@ -1044,7 +1075,8 @@ mod tests {
             | Event::Sent { .. }
             | Event::Check { .. }
             | Event::Summary { .. }
-            | Event::Trusted { .. } => 25,
+            | Event::Shared { .. }
+            | Event::Trusted { .. } => 26,
         };
         assert_eq!(names.len(), count(&Event::examples()[0]));
     }

@@ -15,6 +15,7 @@ mod peers;
 mod receive;
 mod send;
 mod settings;
+mod share;
 mod start;
 mod term;
 mod trust;
@@ -246,6 +247,13 @@ pub enum Command {
     Receive(receive::ReceiveArgs),
     /// List the devices nearby.
     Peers(peers::PeersArgs),
+    /// Serve files and folders for devices nearby to list and pull, until
+    /// stopped.
+    Share(share::ShareArgs),
+    /// List what one sharer nearby (or every one) shares.
+    Ls(share::LsArgs),
+    /// Pull a file or folder from a sharer nearby: PEER:PATH, or by hash.
+    Get(share::GetArgs),
     /// Chat, a line at a time, with every device nearby on the same service type.
     Chat(chat::ChatArgs),
     /// Remember devices: no pairing code, and `receive --from-trusted` takes them.
@@ -477,6 +485,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             term::block_on(receive::run(s, out, a, h))
         }
         Command::Peers(a) => term::block_on(peers::run(g.settings()?, out, a)),
+        Command::Share(a) => term::block_on(share::share(g.settings()?, out, a)),
+        Command::Ls(a) => term::block_on(share::ls(g.settings()?, out, a)),
+        Command::Get(a) => term::block_on(share::get(g.settings()?, out, a)),
         Command::Chat(a) => term::block_on(chat::run(g.settings()?, out, a)),
         Command::Doctor(a) => {
             let wifi = (g.hotspot_backend, g.wifi_interface.clone());

@@ -1,0 +1,127 @@
+//! Share and pull between two hosts (network namespaces, real processes,
+//! real QUIC): `airhop share` on one, `airhop ls` and `airhop get` on the
+//! other. Needs root (CI has it).
+
+mod common;
+
+use common::netns::{airhop, Pair};
+use common::proc::Proc;
+use common::{random_file, same_bytes, TempDir};
+
+#[test]
+#[ignore = "needs root (network namespaces)"]
+fn ls_lists_what_is_shared_and_get_pulls_files_folders_and_hashes() {
+    let p = Pair::new();
+    let t = TempDir::new("share");
+    let shared = t.path().join("shared");
+    std::fs::create_dir_all(shared.join("album/day2")).unwrap();
+    random_file(&shared.join("album/a.jpg"), 300_000, 1);
+    random_file(&shared.join("album/day2/b.jpg"), 2 << 20, 2);
+    random_file(&shared.join("notes.pdf"), 5 << 20, 3);
+    let mut c = airhop(&p.a, p.ip_a, &t.path().join("sharer"), "Ada");
+    c.args(["--json", "share", "--yes"])
+        .arg(shared.join("album"))
+        .arg(shared.join("notes.pdf"));
+    let mut sharer = Proc::spawn(c);
+    sharer.event(15, "ready", |v| {
+        v["event"] == "ready" && v["role"] == "share"
+    });
+
+    let puller = |args: &[&str]| {
+        let mut c = airhop(&p.b, p.ip_b, &t.path().join("puller"), "Bob");
+        c.args(args);
+        c.output().unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!(
+            "exit {:?}\n{}\n{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // The catalogue, from every sharer nearby and from Ada by name.
+    for args in [vec!["--json", "ls"], vec!["--json", "ls", "Ada"]] {
+        let o = puller(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v["event"] == "shared")
+            .collect();
+        let mut paths: Vec<&str> = lines.iter().map(|v| v["path"].as_str().unwrap()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["album/a.jpg", "album/day2/b.jpg", "notes.pdf"],
+            "{}",
+            text(&o)
+        );
+        let notes = lines.iter().find(|v| v["path"] == "notes.pdf").unwrap();
+        assert_eq!(notes["size"], 5 << 20);
+    }
+
+    // A file, then a folder.
+    let inbox = t.path().join("in");
+    let dir = inbox.to_str().unwrap();
+    let o = puller(&["get", "Ada:notes.pdf", "--dir", dir]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(same_bytes(
+        &shared.join("notes.pdf"),
+        &inbox.join("notes.pdf")
+    ));
+    let o = puller(&["get", "Ada:album", "--dir", dir]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(same_bytes(
+        &shared.join("album/a.jpg"),
+        &inbox.join("album/a.jpg")
+    ));
+    assert!(same_bytes(
+        &shared.join("album/day2/b.jpg"),
+        &inbox.join("album/day2/b.jpg")
+    ));
+
+    // Once sent, the sharer knows notes.pdf's root: `ls` shows it, and
+    // `get HASH` pulls by content from whoever lists it.
+    let o = puller(&["--json", "ls", "Ada"]);
+    let root = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["event"] == "shared" && v["path"] == "notes.pdf")
+        .and_then(|v| v["root"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no root for notes.pdf: {}", text(&o)));
+    assert_eq!(root.len(), 64);
+    let again = t.path().join("again");
+    let o = puller(&["get", &root[..12], "--dir", again.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(same_bytes(
+        &shared.join("notes.pdf"),
+        &again.join("notes.pdf")
+    ));
+
+    // Nothing shared by that name: a clear error, exit 9 (files).
+    let o = puller(&["get", "Ada:nope.txt", "--dir", dir]);
+    assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+    assert!(text(&o).contains("nothing shared matches"), "{}", text(&o));
+    assert!(sharer.child.try_wait().unwrap().is_none(), "share goes on");
+    let _ = sharer.child.kill();
+
+    // A sharer for trusted devices only declines a stranger: exit 4.
+    let mut c = airhop(&p.a, p.ip_a, &t.path().join("sharer"), "Ada");
+    c.args(["--json", "share", "--from-trusted"])
+        .arg(shared.join("notes.pdf"));
+    let mut sharer = Proc::spawn(c);
+    sharer.event(15, "ready", |v| v["event"] == "ready");
+    let o = puller(&[
+        "get",
+        "Ada:notes.pdf",
+        "--dir",
+        t.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    sharer.event(10, "declined", |v| {
+        v["event"] == "declined" && v["by"] == "trusted"
+    });
+    let _ = sharer.child.kill();
+}
