@@ -116,6 +116,7 @@ pub struct LsArgs {
 Examples:
   airhop get Bob:notes.pdf              one file Bob shares
   airhop get Bob:album --dir ~/in       a shared folder
+  airhop get Bob:film.mkv --stdout | mpv -   play it while it arrives
   airhop get 3f9a0c1d7e2b...            by content (BLAKE3 root, 8+ hex digits) from whoever lists it")]
 pub struct GetArgs {
     /// `PEER:PATH` (PATH as `airhop ls` lists it), or the content's BLAKE3
@@ -125,6 +126,12 @@ pub struct GetArgs {
     /// Where the files go [default: as for `receive`].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Write the one file pulled to standard output while it arrives, in
+    /// order (`| mpv -` starts playing before the end): chunk by chunk
+    /// verified when the sharer knows its root (`ls` shows one), else
+    /// checked at the end (a mismatch then exits 10 after the bytes).
+    #[arg(long, conflicts_with = "dir")]
+    pub stdout: bool,
     /// Seconds to look for the sharer, and to wait for its answer.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub wait: u64,
@@ -376,6 +383,8 @@ impl Sharer<'_> {
                 }
             }
             Ok(Ask::Get { paths }) => {
+                // Roots known by now make the pull a verified stream.
+                self.learn_roots();
                 let chosen: Vec<Source> = self
                     .sources
                     .iter()
@@ -624,7 +633,28 @@ async fn catalogue(
 /// Runs `airhop get`.
 pub async fn get(settings: Settings, out: Out, args: GetArgs) -> Result<(), CliError> {
     let ctx = Ctx::load(&settings)?;
-    let dir = settings.download_dir(args.dir.clone());
+    if args.stdout && out.json {
+        return Err(CliError::Usage(
+            "--stdout carries the file: it cannot also carry --json events".into(),
+        ));
+    }
+    // --stdout pulls into a private folder (fresh, unguessable, 0700) and
+    // streams from there; the folder goes afterwards.
+    let scratch = match args.stdout {
+        true => Some(
+            airhop::util::private_dir_in(&std::env::temp_dir(), "airhop-get").map_err(|e| {
+                CliError::reason(
+                    Reason::SpaceNotAvailable,
+                    format!("a private folder for --stdout: {e}"),
+                )
+            })?,
+        ),
+        false => None,
+    };
+    let dir = match &scratch {
+        Some(s) => s.clone(),
+        None => settings.download_dir(args.dir.clone()),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| {
         CliError::reason(
             Reason::SpaceNotAvailable,
@@ -639,16 +669,81 @@ pub async fn get(settings: Settings, out: Out, args: GetArgs) -> Result<(), CliE
     let wait = Duration::from_secs(args.wait.max(1));
     let mut current = None;
     let r = tokio::select! {
-        r = pull(&out, &node, &mut events, &args.what, wait, &dir, &mut current) => r,
+        r = pull(&out, &node, &mut events, (&args.what, args.stdout), wait, &dir, &mut current) => r,
         _ = ctrl_c() => Err(CliError::Interrupted),
+        _ = super::out::stdout_closed() => Err(CliError::StdoutClosed),
     };
     out.end_progress();
     if let (Err(CliError::Interrupted), Some(t)) = (&r, current) {
         let _ = node.cancel(t).await;
-        out.say("cancelled; what arrived is kept as .part and resumes next time");
+        if scratch.is_none() {
+            out.say("cancelled; what arrived is kept as .part and resumes next time");
+        }
     }
     node.stop().await;
+    if let Some(s) = scratch {
+        let _ = std::fs::remove_dir_all(s);
+    }
     r
+}
+
+/// A `--stdout` stream under way: where to say the file is complete, and
+/// the thread writing it out.
+type Streaming = (
+    std::sync::mpsc::Sender<PathBuf>,
+    tokio::task::JoinHandle<Result<(), CliError>>,
+);
+
+/// Streams a file being received to standard output, in order: the bytes
+/// its `.part` holds as they land (the receiver writes only verified bytes
+/// when it knows the root), then, once `done` names the final file (small
+/// files have no `.part`), the rest. Ends when `size` bytes are out; an
+/// error when `done` is dropped first (the transfer failed).
+fn tail(
+    part: PathBuf,
+    size: u64,
+    done: std::sync::mpsc::Receiver<PathBuf>,
+) -> Result<(), CliError> {
+    use std::io::{Read, Write};
+    use std::sync::mpsc::TryRecvError;
+    let mut out = std::io::stdout().lock();
+    let (mut file, mut fin): (Option<std::fs::File>, Option<PathBuf>) = (None, None);
+    let (mut off, mut buf) = (0u64, vec![0u8; 1 << 20]);
+    while off < size {
+        if fin.is_none() {
+            match done.try_recv() {
+                Ok(p) => fin = Some(p),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return Err(CliError::Stopped),
+            }
+        }
+        if file.is_none() {
+            file = std::fs::File::open(&part)
+                .ok()
+                .or_else(|| fin.as_ref().and_then(|p| std::fs::File::open(p).ok()));
+        }
+        let n = match file.as_mut() {
+            Some(f) => f
+                .read(&mut buf)
+                .map_err(CliError::io("reading what arrived"))?,
+            None => 0,
+        };
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let n = n.min((size - off) as usize);
+        match out.write_all(&buf[..n]) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                super::out::mark_stdout_closed();
+                return Err(CliError::StdoutClosed);
+            }
+            r => r.map_err(CliError::io("writing to standard output"))?,
+        }
+        off += n as u64;
+    }
+    out.flush()
+        .map_err(CliError::io("writing to standard output"))
 }
 
 /// What `get` was given: a peer and a path, or a content hash.
@@ -680,11 +775,12 @@ async fn pull(
     out: &Out,
     node: &Node,
     events: &mut Events,
-    what: &str,
+    (what, to_stdout): (&str, bool),
     wait: Duration,
     dir: &std::path::Path,
     current: &mut Option<TransferId>,
 ) -> Result<(), CliError> {
+    let mut streaming: Option<Streaming> = None;
     let (peer, path) = match want(what)? {
         Want::Path(peer, path) => {
             let found = find(node, events, Some(&peer), wait).await?;
@@ -738,6 +834,26 @@ async fn pull(
                     let _ = node.decline_offer(transfer, Reason::OfferMismatch).await;
                     continue;
                 }
+                if to_stdout {
+                    let [item] = items.as_slice() else {
+                        let _ = node
+                            .decline_offer(transfer, Reason::UserNotInterested)
+                            .await;
+                        return Err(CliError::Usage(format!(
+                            "--stdout takes a single file; {path} holds {}",
+                            items.len()
+                        )));
+                    };
+                    let rel = airhop::transfer::names::sanitize(&item.path)
+                        .map_err(|e| CliError::reason(Reason::ProtocolViolation, e.to_string()))?;
+                    let part = airhop::transfer::store::part_path(&dir.join(rel));
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let size = item.size;
+                    streaming = Some((
+                        tx,
+                        tokio::task::spawn_blocking(move || tail(part, size, rx)),
+                    ));
+                }
                 node.accept_offer(transfer).await?;
                 *current = Some(transfer);
                 out.emit(&Event::Started {
@@ -757,9 +873,14 @@ async fn pull(
                 }
             }
             NodeEvent::Progress(p) if Some(p.transfer) == *current => out.progress(&p),
-            NodeEvent::FileReceived { path, .. } => out.emit(&Event::File {
-                path: path.display().to_string(),
-            }),
+            NodeEvent::FileReceived { path, .. } => match &streaming {
+                Some((tx, _)) => {
+                    let _ = tx.send(path);
+                }
+                None => out.emit(&Event::File {
+                    path: path.display().to_string(),
+                }),
+            },
             NodeEvent::TransferDone {
                 transfer,
                 bytes,
@@ -769,6 +890,10 @@ async fn pull(
                 ..
             } if Some(transfer) == *current => {
                 out.end_progress();
+                if let Some((tx, task)) = streaming.take() {
+                    drop(tx);
+                    task.await??;
+                }
                 out.emit(&Event::Done {
                     direction: Direction::Receive,
                     peer: peer.id.to_string(),
