@@ -181,3 +181,67 @@ fn get_stdout_streams_the_file_while_it_arrives() {
     }
     let _ = sharer.child.kill();
 }
+
+/// Eight pullers on eight hosts pull one file from one sharer at the same
+/// time, each on a 100 Mbit/s link: all eight are served at once (their
+/// transfers overlap: every `started` comes before any `done`) and every
+/// copy is identical.
+#[test]
+#[ignore = "needs root (network namespaces and a bridge)"]
+fn a_sharer_serves_eight_pullers_at_once() {
+    let star = common::netns::Star::new(8);
+    let t = TempDir::new("share-eight");
+    let file = t.path().join("talk.mp4");
+    random_file(&file, 12 << 20, 8);
+    let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("sharer"), "Ada");
+    c.args(["--json", "share", "--yes"]).arg(&file);
+    let mut sharer = Proc::spawn(c);
+    sharer.event(15, "ready", |v| v["event"] == "ready");
+    let t0 = std::time::Instant::now();
+    let mut pullers: Vec<_> = (0..8)
+        .map(|i| {
+            star.limit_to(i, "100mbit");
+            let (ns, ip) = &star.hosts[i];
+            let mut c = airhop(ns, *ip, &t.path().join(format!("p{i}")), &format!("P{i}"));
+            c.args(["--json", "get", "Ada:talk.mp4", "--wait", "30", "--dir"])
+                .arg(t.path().join(format!("in{i}")));
+            Proc::spawn(c)
+        })
+        .collect();
+    // Every puller's `started` comes before any puller's `done`: the
+    // events are read as they come, from all eight at once.
+    let (mut started, mut done) = (0, 0);
+    let deadline = t0 + std::time::Duration::from_secs(90);
+    while done < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{started} started, {done} done"
+        );
+        let mut idle = true;
+        for p in &mut pullers {
+            while let Ok(line) = p.lines.try_recv() {
+                idle = false;
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if v["event"] == "started" {
+                    started += 1;
+                } else if v["event"] == "done" {
+                    assert_eq!(started, 8, "one was done before all eight had started");
+                    done += 1;
+                }
+            }
+        }
+        if idle {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    eprintln!("all eight done after {:?}", t0.elapsed());
+    for (i, p) in pullers.iter_mut().enumerate() {
+        assert_eq!(p.wait(30), 0, "puller {i}: {}", p.stderr());
+        assert!(
+            same_bytes(&file, &t.path().join(format!("in{i}/talk.mp4"))),
+            "puller {i}"
+        );
+    }
+    assert!(sharer.child.try_wait().unwrap().is_none(), "share goes on");
+    let _ = sharer.child.kill();
+}
