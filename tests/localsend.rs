@@ -97,6 +97,19 @@ impl Localsendd {
         log[at..].split_whitespace().next().unwrap().to_string()
     }
 
+    /// Its device list once it names `alias` (it answers our
+    /// announcement), or after 10 s.
+    fn wait_for(&self, alias: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let o = self.ctl(&["devices", "--scan", "--json"]);
+            let s = String::from_utf8_lossy(&o.stdout).to_string();
+            if s.contains(&format!("\"{alias}\"")) || t0.elapsed() > Duration::from_secs(10) {
+                return s;
+            }
+        }
+    }
+
     fn ctl(&self, args: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", &self.ns])
@@ -139,6 +152,20 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// `airhop --localsend --json receive --yes` on host `a` into `inbox`, once
+/// localsendd has heard it; and localsendd's device list then.
+fn receiver(p: &Pair, cfg: &Path, lsd: &Localsendd, inbox: &Path) -> (Proc, String) {
+    let mut rx = Proc::spawn(ah(
+        p,
+        cfg,
+        &["--json"],
+        &["receive", "--yes", "--dir", inbox.to_str().unwrap()],
+    ));
+    rx.event(10, "ready", |e| e["event"] == "ready");
+    let listed = lsd.wait_for("Bob");
+    (rx, listed)
+}
+
 /// `airhop --localsend` on host `a` (extra global flags first).
 fn ah(p: &Pair, cfg: &Path, global: &[&str], args: &[&str]) -> Command {
     let mut c = airhop(&p.a, p.ip_a, cfg, "Bob");
@@ -165,21 +192,7 @@ fn airhop_and_localsendd_find_each_other_and_send_both_ways_over_https() {
 
     // It sees airhop's receiver, and sends to it.
     let inbox = t.0.join("in");
-    let mut rx = Proc::spawn(ah(
-        &p,
-        &cfg,
-        &["--json"],
-        &["receive", "--yes", "--dir", inbox.to_str().unwrap()],
-    ));
-    rx.event(10, "ready", |e| e["event"] == "ready");
-    let t0 = Instant::now();
-    let listed = loop {
-        let o = lsd.ctl(&["devices", "--scan", "--json"]);
-        let s = String::from_utf8_lossy(&o.stdout).to_string();
-        if s.contains("\"Bob\"") || t0.elapsed() > Duration::from_secs(10) {
-            break s;
-        }
-    };
+    let (mut rx, listed) = receiver(&p, &cfg, &lsd, &inbox);
     assert!(
         listed.contains("\"Bob\"") && listed.contains("headless"),
         "{listed}"
@@ -573,22 +586,7 @@ fn a_cancel_on_either_side_ends_the_transfer_on_both() {
     // localsendd cancels its send to airhop: airhop reports it, keeps no
     // partial file, and goes on receiving.
     let inbox = t.0.join("in");
-    let mut rx = Proc::spawn(ah(
-        &p,
-        &cfg,
-        &["--json"],
-        &["receive", "--yes", "--dir", inbox.to_str().unwrap()],
-    ));
-    rx.event(10, "ready", |e| e["event"] == "ready");
-    let t0 = Instant::now();
-    loop {
-        let o = lsd.ctl(&["devices", "--scan", "--json"]);
-        if String::from_utf8_lossy(&o.stdout).contains("\"Bob\"")
-            || t0.elapsed() > Duration::from_secs(10)
-        {
-            break;
-        }
-    }
+    let (mut rx, _) = receiver(&p, &cfg, &lsd, &inbox);
     let o = lsd.ctl(&["send", f.to_str().unwrap(), "--to", "Bob"]);
     assert!(o.status.success(), "{}", text(&o));
     rx.event(15, "progress", |e| {

@@ -46,6 +46,18 @@ pub enum Policy {
     Trusted,
 }
 
+impl Policy {
+    /// Who decides an invitation under this policy (when there is room).
+    pub fn by(self) -> super::event::By {
+        use super::event::By;
+        match self {
+            Policy::Yes => By::Yes,
+            Policy::Trusted => By::Trusted,
+            Policy::Ask => By::User,
+        }
+    }
+}
+
 impl Config {
     /// Reads `config.toml` from `dir`; a missing file is the defaults.
     pub fn load(dir: &Path) -> Result<Config, CliError> {

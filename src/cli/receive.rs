@@ -99,29 +99,8 @@ pub async fn run(
     } else {
         settings.receive_policy
     };
-    // --stdout receives into a private folder (a fresh, unguessable name,
-    // mode 0700, created here or not at all), copies out, and removes it.
-    let scratch = match args.stdout {
-        true => Some(
-            airhop::util::private_dir_in(&std::env::temp_dir(), "airhop-stdout").map_err(|e| {
-                CliError::reason(
-                    Reason::SpaceNotAvailable,
-                    format!("a private folder for --stdout: {e}"),
-                )
-            })?,
-        ),
-        false => None,
-    };
-    let dir = match &scratch {
-        Some(s) => s.clone(),
-        None => settings.download_dir(args.dir.clone()),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        CliError::reason(
-            Reason::SpaceNotAvailable,
-            format!("download folder {}: {e}", dir.display()),
-        )
-    })?;
+    // --stdout receives into a private folder, copies out, and removes it.
+    let (dir, scratch) = settings.receive_dir(args.dir.clone(), args.stdout)?;
     let overwrite = args.overwrite;
     let hotspot = super::start::hotspot(&hotspot, &out)?;
     let (node, mut events) = ctx
@@ -631,11 +610,7 @@ impl Receiver<'_> {
         let by = if taken >= self.cap && !self.accepted.contains(&from.id) {
             By::Busy
         } else {
-            match self.policy {
-                Policy::Yes => By::Yes,
-                Policy::Trusted => By::Trusted,
-                Policy::Ask => By::User,
-            }
+            self.policy.by()
         };
         let accept = match by {
             By::Busy => false,

@@ -129,6 +129,43 @@ impl Settings {
         }
     }
 
+    /// Where a command that receives puts files, created if missing: with
+    /// `--stdout` (`to_stdout`), a private folder (a fresh, unguessable
+    /// name, mode 0700, created here or not at all) that the command
+    /// streams from and removes (the second value), else
+    /// [`Settings::download_dir`].
+    pub fn receive_dir(
+        &self,
+        arg: Option<PathBuf>,
+        to_stdout: bool,
+    ) -> Result<(PathBuf, Option<PathBuf>), CliError> {
+        use airhop::wire::Reason;
+        let scratch = match to_stdout {
+            true => Some(
+                airhop::util::private_dir_in(&std::env::temp_dir(), "airhop-stdout").map_err(
+                    |e| {
+                        CliError::reason(
+                            Reason::SpaceNotAvailable,
+                            format!("a private folder for --stdout: {e}"),
+                        )
+                    },
+                )?,
+            ),
+            false => None,
+        };
+        let dir = match &scratch {
+            Some(s) => s.clone(),
+            None => self.download_dir(arg),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            CliError::reason(
+                Reason::SpaceNotAvailable,
+                format!("download folder {}: {e}", dir.display()),
+            )
+        })?;
+        Ok((dir, scratch))
+    }
+
     /// Where received files go: `arg` (`--dir`), the config file,
     /// `$XDG_DOWNLOAD_DIR`, `~/Downloads` when it exists, else the current
     /// folder; absolute, so every message says exactly where files went.

@@ -310,11 +310,7 @@ impl Sharer<'_> {
         let by = if self.pullers.len() >= MAX_PULLERS {
             By::Busy
         } else {
-            match self.policy {
-                Policy::Yes => By::Yes,
-                Policy::Trusted => By::Trusted,
-                Policy::Ask => By::User,
-            }
+            self.policy.by()
         };
         let accept = match by {
             By::Yes => true,
@@ -638,29 +634,9 @@ pub async fn get(settings: Settings, out: Out, args: GetArgs) -> Result<(), CliE
             "--stdout carries the file: it cannot also carry --json events".into(),
         ));
     }
-    // --stdout pulls into a private folder (fresh, unguessable, 0700) and
-    // streams from there; the folder goes afterwards.
-    let scratch = match args.stdout {
-        true => Some(
-            airhop::util::private_dir_in(&std::env::temp_dir(), "airhop-get").map_err(|e| {
-                CliError::reason(
-                    Reason::SpaceNotAvailable,
-                    format!("a private folder for --stdout: {e}"),
-                )
-            })?,
-        ),
-        false => None,
-    };
-    let dir = match &scratch {
-        Some(s) => s.clone(),
-        None => settings.download_dir(args.dir.clone()),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        CliError::reason(
-            Reason::SpaceNotAvailable,
-            format!("download folder {}: {e}", dir.display()),
-        )
-    })?;
+    // --stdout pulls into a private folder and streams from there; the
+    // folder goes afterwards.
+    let (dir, scratch) = settings.receive_dir(args.dir.clone(), args.stdout)?;
     let (node, mut events) = ctx
         .start(dir.clone(), |c| {
             c.progress_every = Duration::from_millis(200);
@@ -693,6 +669,26 @@ type Streaming = (
     std::sync::mpsc::Sender<PathBuf>,
     tokio::task::JoinHandle<Result<(), CliError>>,
 );
+
+/// Starts streaming the one item of `items` (else a usage error) from
+/// where it will land in `dir`.
+fn stream(items: &[OfferItem], dir: &std::path::Path) -> Result<Streaming, CliError> {
+    let [item] = items else {
+        return Err(CliError::Usage(format!(
+            "--stdout takes a single file; this holds {}",
+            items.len()
+        )));
+    };
+    let rel = airhop::transfer::names::sanitize(&item.path)
+        .map_err(|e| CliError::reason(Reason::ProtocolViolation, e.to_string()))?;
+    let part = airhop::transfer::store::part_path(&dir.join(rel));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let size = item.size;
+    Ok((
+        tx,
+        tokio::task::spawn_blocking(move || tail(part, size, rx)),
+    ))
+}
 
 /// Streams a file being received to standard output, in order: the bytes
 /// its `.part` holds as they land (the receiver writes only verified bytes
@@ -780,7 +776,6 @@ async fn pull(
     dir: &std::path::Path,
     current: &mut Option<TransferId>,
 ) -> Result<(), CliError> {
-    let mut streaming: Option<Streaming> = None;
     let (peer, path) = match want(what)? {
         Want::Path(peer, path) => {
             let found = find(node, events, Some(&peer), wait).await?;
@@ -813,6 +808,31 @@ async fn pull(
     .expect("asks serialise");
     node.send_message(Recipients::Some(vec![peer.id]), bytes)
         .await?;
+    follow(
+        out,
+        node,
+        events,
+        (&peer, &path, to_stdout),
+        wait,
+        dir,
+        current,
+    )
+    .await
+}
+
+/// Takes the sharer's offer of what was asked for, and follows the pull to
+/// its end (streaming it out with `--stdout`).
+async fn follow(
+    out: &Out,
+    node: &Node,
+    events: &mut Events,
+    (peer, path, to_stdout): (&PeerInfo, &str, bool),
+    wait: Duration,
+    dir: &std::path::Path,
+    current: &mut Option<TransferId>,
+) -> Result<(), CliError> {
+    let shown = printable(peer.name.as_str());
+    let mut streaming: Option<Streaming> = None;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let e = match current {
@@ -830,29 +850,20 @@ async fn pull(
                 ..
             } if from == peer.id => {
                 // Only what was asked for: the sharer chose the items.
-                if current.is_some() || !items.iter().all(|i| asked_for(&i.path, &path)) {
+                if current.is_some() || !items.iter().all(|i| asked_for(&i.path, path)) {
                     let _ = node.decline_offer(transfer, Reason::OfferMismatch).await;
                     continue;
                 }
                 if to_stdout {
-                    let [item] = items.as_slice() else {
-                        let _ = node
-                            .decline_offer(transfer, Reason::UserNotInterested)
-                            .await;
-                        return Err(CliError::Usage(format!(
-                            "--stdout takes a single file; {path} holds {}",
-                            items.len()
-                        )));
-                    };
-                    let rel = airhop::transfer::names::sanitize(&item.path)
-                        .map_err(|e| CliError::reason(Reason::ProtocolViolation, e.to_string()))?;
-                    let part = airhop::transfer::store::part_path(&dir.join(rel));
-                    let (tx, rx) = std::sync::mpsc::channel();
-                    let size = item.size;
-                    streaming = Some((
-                        tx,
-                        tokio::task::spawn_blocking(move || tail(part, size, rx)),
-                    ));
+                    match stream(&items, dir) {
+                        Ok(s) => streaming = Some(s),
+                        Err(e) => {
+                            let _ = node
+                                .decline_offer(transfer, Reason::UserNotInterested)
+                                .await;
+                            return Err(e);
+                        }
+                    }
                 }
                 node.accept_offer(transfer).await?;
                 *current = Some(transfer);
@@ -902,7 +913,7 @@ async fn pull(
                     seconds: elapsed.as_secs_f64(),
                     files: files.iter().map(|p| p.display().to_string()).collect(),
                     already_had: already_had as u64,
-                    summary: path.clone(),
+                    summary: path.to_string(),
                     dir: Some(dir.display().to_string()),
                 });
                 let _ = node.disconnect(peer.id).await;
@@ -910,18 +921,7 @@ async fn pull(
             }
             NodeEvent::TransferFailed {
                 transfer, reason, ..
-            } if Some(transfer) == *current => {
-                let (name, code) = why(reason);
-                out.emit(&Event::Failed {
-                    peer: peer.id.to_string(),
-                    reason: name,
-                    code,
-                });
-                return Err(CliError::reason(
-                    reason,
-                    format!("pulling {path} from {shown} failed: {reason}"),
-                ));
-            }
+            } if Some(transfer) == *current => return Err(failed(out, peer, path, reason)),
             NodeEvent::PeerState {
                 peer: p,
                 state: PeerState::NotConnected(reason),
@@ -934,6 +934,21 @@ async fn pull(
             _ => {}
         }
     }
+}
+
+/// Reports a failed pull and makes its error.
+fn failed(out: &Out, peer: &PeerInfo, path: &str, reason: Reason) -> CliError {
+    let (name, code) = why(reason);
+    out.emit(&Event::Failed {
+        peer: peer.id.to_string(),
+        reason: name,
+        code,
+    });
+    let shown = printable(peer.name.as_str());
+    CliError::reason(
+        reason,
+        format!("pulling {path} from {shown} failed: {reason}"),
+    )
 }
 
 /// The first sharer nearby whose catalogue lists content `hash` (a prefix

@@ -202,7 +202,8 @@ impl PinSet {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// rustls on ring (also used by [`crate::localsend::tls`]).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -217,8 +218,9 @@ fn no_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
     ))
 }
 
-/// The handshake signature, under the (already pinned) certificate's key.
-fn tls13(
+/// The handshake signature, under the (already pinned) certificate's key
+/// (also used by [`crate::localsend::tls`]).
+pub(crate) fn tls13(
     provider: &CryptoProvider,
     message: &[u8],
     cert: &CertificateDer<'_>,

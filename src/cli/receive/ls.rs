@@ -8,7 +8,6 @@ use airhop::node::{Direction as NodeDirection, Events, TransferId};
 use airhop::transfer::offer::{headline, printable};
 use airhop::wire::{ItemKind, OfferItem, OfferSummary, PeerId, Reason};
 
-use super::super::config::Policy;
 use super::super::event::{why, By, Direction, Event, Shown};
 use super::super::lssend::progress;
 use super::super::CliError;
@@ -201,12 +200,7 @@ impl Receiver<'_> {
         let busy = self.current.len() + self.ls_active.len() >= self.cap
             || summary.is_none()
             || (self.to_stdout && items.len() != 1);
-        let by = match (busy, self.policy) {
-            (true, _) => By::Busy,
-            (_, Policy::Yes) => By::Yes,
-            (_, Policy::Trusted) => By::Trusted,
-            (_, Policy::Ask) => By::User,
-        };
+        let by = if busy { By::Busy } else { self.policy.by() };
         let accept = match by {
             By::Yes => true,
             By::Trusted => trusted,
