@@ -604,3 +604,46 @@ fn a_cancel_on_either_side_ends_the_transfer_on_both() {
     assert!(rx.child.try_wait().unwrap().is_none(), "receive goes on");
     let _ = rx.child.kill();
 }
+
+#[test]
+#[ignore = "needs root (network namespaces) and localsendd from PyPI"]
+fn send_all_reaches_localsend_devices_and_airhop_receivers_alike() {
+    let p = hosts();
+    let t = TempDir::new("ls-all");
+    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    // An airhop receiver on the same host as localsendd (no --localsend).
+    let inbox = t.0.join("carol-in");
+    let mut carol = Proc::spawn({
+        let mut c = airhop(&p.b, p.ip_b, &t.0.join("carol"), "Carol");
+        c.args([
+            "--json",
+            "receive",
+            "--yes",
+            "--dir",
+            inbox.to_str().unwrap(),
+        ]);
+        c
+    });
+    carol.event(10, "ready", |e| e["event"] == "ready");
+    let f = t.0.join("slides.pdf");
+    random_file(&f, 2 << 20, 10);
+    let o = run(ah(
+        &p,
+        &t.0.join("cfg"),
+        &["--json"],
+        &["send", "--all", "--wait", "6", f.to_str().unwrap()],
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let done: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["event"] == "done")
+        .collect();
+    assert_eq!(done.len(), 2, "{}", text(&o));
+    let names: std::collections::BTreeSet<&str> =
+        done.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Ada's Pixel", "Carol"].into(), "{}", text(&o));
+    assert!(same_bytes(&f, &lsd.downloads.join("slides.pdf")));
+    assert!(same_bytes(&f, &inbox.join("slides.pdf")));
+    let _ = carol.child.kill();
+}

@@ -125,7 +125,7 @@ pub(super) async fn send(
 
 /// Reports a failed send to LocalSend and makes its error (declines as
 /// `declined`, the rest as `failed`).
-fn failed(out: &Out, peer: PeerId, shown: &str, e: LocalSendError) -> CliError {
+pub(super) fn failed(out: &Out, peer: PeerId, shown: &str, e: LocalSendError) -> CliError {
     let reason = e.reason();
     let (name, code) = why(reason);
     let declined = matches!(

@@ -201,14 +201,18 @@ async fn flow(
     ));
     if args.all || args.to.len() > 1 {
         let wait = Duration::from_secs(args.wait.max(1));
-        let peers = super::fanout::pick(out, node, events, &args.to, args.all, wait).await?;
-        let names: Vec<String> = peers.iter().map(|p| printable(p.name.as_str())).collect();
+        let targets =
+            super::fanout::pick(out, (node, &mut *ls), events, &args.to, args.all, wait).await?;
+        let names: Vec<String> = targets.iter().map(|t| printable(t.name())).collect();
         out.say(format!("Sending {summary} to {}", names.join(", ")));
-        let note = args.note.clone();
-        return super::fanout::send(
-            ctx, out, node, events, peers, sources, note, summary, current,
-        )
-        .await;
+        let fan = super::fanout::Offer {
+            sources,
+            note: args.note.clone(),
+            summary,
+            pin: args.pin.as_deref(),
+        };
+        return super::fanout::send(ctx, out, (node, ls.as_ref()), events, targets, fan, current)
+            .await;
     }
     let peer = match pick(out, node, events, ls, args).await? {
         Target::Airhop(p) => p,
@@ -413,20 +417,22 @@ pub(super) enum Seen {
 
 /// A receiver: an airhop device, or a LocalSend one.
 #[derive(Clone, Debug)]
-enum Target {
+pub(super) enum Target {
+    /// An airhop receiver.
     Airhop(PeerInfo),
+    /// A LocalSend device (`--localsend`).
     LocalSend(Device),
 }
 
 impl Target {
-    fn id(&self) -> PeerId {
+    pub(super) fn id(&self) -> PeerId {
         match self {
             Target::Airhop(p) => p.id,
             Target::LocalSend(d) => d.id(),
         }
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         match self {
             Target::Airhop(p) => p.name.as_str(),
             Target::LocalSend(d) => &d.info.alias,
@@ -435,7 +441,7 @@ impl Target {
 
     /// Whether `--to` names it: its name, or at least [`MIN_ID_PREFIX`]
     /// digits of its id.
-    fn matches(&self, to: &str) -> bool {
+    pub(super) fn matches(&self, to: &str) -> bool {
         self.name().eq_ignore_ascii_case(to)
             || (to.len() >= MIN_ID_PREFIX
                 && self.id().to_string().starts_with(&to.to_ascii_lowercase()))
