@@ -10,6 +10,8 @@
 //!
 //! - [`localsend`]: LocalSend v2 interop (discovery, sending, receiving
 //!   over its HTTPS API), beside the node, for the devices people own.
+//! - [`share`]: the pull protocol (catalogue, ls, get) over a session,
+//!   sans-IO, for `airhop share` / `ls` / `get` and apps.
 //! - [`node`]: the public API: an async driver (tokio) that owns the
 //!   sockets, the discovery backend and the clock, and runs the session core,
 //!   the QUIC links and the transfers. Start here.
@@ -32,6 +34,7 @@ pub mod localsend;
 pub mod net;
 pub mod node;
 pub mod session;
+pub mod share;
 pub mod transfer;
 pub mod util;
 pub mod wifi;

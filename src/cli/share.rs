@@ -1,14 +1,8 @@
 //! `airhop share`, `airhop ls` and `airhop get`: a device serves a
-//! catalogue of files; others nearby list it and pull from it.
-//!
-//! A pull is a session like any other, the other way round: the puller
-//! invites the sharer (whose policy decides: ask, `--yes`,
-//! `--from-trusted`), then asks over the session's reliable messages
-//! ([`Ask`]): the catalogue, or some of its paths. The sharer offers what
-//! was asked through the transfer core, so a pull is verified, resumable
-//! and shows progress exactly as a send; the puller takes the offer only
-//! if it is what it asked for. The sharer announces itself with a `share`
-//! entry in its card's info (`peers` shows it).
+//! catalogue of files; others nearby list it and pull from it, with the
+//! library's pull protocol ([`airhop::share`]) over a session. The sharer's
+//! policy (ask, `--yes`, `--from-trusted`) answers the puller's
+//! invitation; the puller takes only an offer of what it asked for.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,10 +11,10 @@ use std::time::Duration;
 
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState, Recipients};
+use airhop::share::{asked_for, Answer, Ask, Catalogue, Entry, Reply, SHARE_KEY};
 use airhop::transfer::hashcache::HashCache;
-use airhop::transfer::offer::{self, human_bytes, printable, Source};
+use airhop::transfer::offer::{self, human_bytes, printable};
 use airhop::wire::{DiscoveryInfo, OfferItem, PeerId, Reason};
-use serde::{Deserialize, Serialize};
 
 use super::config::Policy;
 use super::event::{why, By, Direction, Event, Role};
@@ -29,53 +23,8 @@ use super::start::Ctx;
 use super::term::{ctrl_c, stdin_lines};
 use super::{CliError, Out};
 
-/// The card info key a sharer announces.
-const SHARE_KEY: &str = "share";
-/// The most catalogue entries one answer carries (a reliable message is
-/// at most 64 KiB); more are counted, not listed.
-const MAX_LISTED: usize = 200;
 /// Pullers served at once.
 const MAX_PULLERS: usize = 8;
-
-/// What a puller asks a sharer (a reliable message, JSON).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "pull", rename_all = "snake_case")]
-enum Ask {
-    /// The catalogue.
-    Ls,
-    /// These paths (a folder's path takes what is under it).
-    Get {
-        /// Catalogue paths.
-        paths: Vec<String>,
-    },
-}
-
-/// A sharer's answer.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "share", rename_all = "snake_case")]
-enum Answer {
-    /// The catalogue (the first [`MAX_LISTED`] entries, and how many more).
-    Catalogue {
-        /// Entries.
-        entries: Vec<Entry>,
-        /// Entries not listed.
-        more: usize,
-    },
-    /// Why an ask cannot be served.
-    Refused {
-        /// For people.
-        why: String,
-    },
-}
-
-/// A catalogue entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    path: String,
-    size: u64,
-    /// BLAKE3 root (hex), when the sharer's hash cache knows it.
-    root: Option<String>,
-}
 
 /// Arguments of `airhop share`.
 #[derive(Debug, clap::Args)]
@@ -137,24 +86,6 @@ pub struct GetArgs {
     pub wait: u64,
 }
 
-fn entries(sources: &[Source]) -> Vec<Entry> {
-    sources
-        .iter()
-        .map(|s| Entry {
-            path: s.item.path.clone(),
-            size: s.item.size,
-            root: s.item.hash.map(|h| airhop::util::hex(&h)),
-        })
-        .collect()
-}
-
-/// Whether catalogue path `path` is asked for by `asked` (itself, or a
-/// folder holding it).
-fn asked_for(path: &str, asked: &str) -> bool {
-    let asked = asked.trim_end_matches('/');
-    path == asked || path.strip_prefix(asked).is_some_and(|r| r.starts_with('/'))
-}
-
 /// Runs `airhop share`.
 pub async fn share(settings: Settings, out: Out, args: ShareArgs) -> Result<(), CliError> {
     let ctx = Ctx::load(&settings)?;
@@ -195,8 +126,7 @@ pub async fn share(settings: Settings, out: Out, args: ShareArgs) -> Result<(), 
         out: &out,
         node: &node,
         policy,
-        sources,
-        cache: cache.clone(),
+        catalogue: Catalogue::new(sources, Some(cache.clone())),
         pullers: HashMap::new(),
         pulls: HashMap::new(),
         answers: None,
@@ -217,9 +147,7 @@ struct Sharer<'a> {
     out: &'a Out,
     node: &'a Node,
     policy: Policy,
-    sources: Vec<Source>,
-    /// Roots learnt while sending go here; the catalogue reads them back.
-    cache: Arc<HashCache>,
+    catalogue: Catalogue,
     /// Accepted pullers, by id, with their names.
     pullers: HashMap<PeerId, String>,
     /// Pulls under way.
@@ -354,63 +282,22 @@ impl Sharer<'_> {
         Ok(())
     }
 
-    /// Takes the roots the hash cache learnt (a file sent once is hashed on
-    /// the way) into the catalogue; a file changed since is left unknown.
-    fn learn_roots(&mut self) {
-        for s in self.sources.iter_mut().filter(|s| s.item.hash.is_none()) {
-            if let Ok(meta) = std::fs::metadata(&s.path) {
-                if meta.len() == s.item.size {
-                    s.item.hash = self.cache.get(&meta);
-                }
-            }
-        }
-    }
-
     /// A puller's ask: the catalogue, or some paths (offered at once).
     async fn asked(&mut self, from: PeerId, data: &[u8]) {
-        let answer = match serde_json::from_slice::<Ask>(data) {
-            Ok(Ask::Ls) => {
-                self.learn_roots();
-                let all = entries(&self.sources);
-                let more = all.len().saturating_sub(MAX_LISTED);
-                Answer::Catalogue {
-                    entries: all.into_iter().take(MAX_LISTED).collect(),
-                    more,
+        let message = match self.catalogue.answer(data) {
+            Reply::Message(m) => m,
+            Reply::Offer(chosen) => match self.node.send_sources(from, chosen).await {
+                Ok(t) => {
+                    self.pulls.insert(t, from);
+                    return;
                 }
-            }
-            Ok(Ask::Get { paths }) => {
-                // Roots known by now make the pull a verified stream.
-                self.learn_roots();
-                let chosen: Vec<Source> = self
-                    .sources
-                    .iter()
-                    .filter(|s| paths.iter().take(64).any(|p| asked_for(&s.item.path, p)))
-                    .cloned()
-                    .collect();
-                if chosen.is_empty() {
-                    Answer::Refused {
-                        why: "nothing shared matches that path".into(),
-                    }
-                } else {
-                    match self.node.send_sources(from, chosen).await {
-                        Ok(t) => {
-                            self.pulls.insert(t, from);
-                            return;
-                        }
-                        Err(e) => Answer::Refused { why: e.to_string() },
-                    }
-                }
-            }
-            Err(_) => Answer::Refused {
-                why: "not a pull request this version understands".into(),
+                Err(e) => Answer::Refused { why: e.to_string() }.encode(),
             },
         };
-        if let Ok(bytes) = serde_json::to_vec(&answer) {
-            let _ = self
-                .node
-                .send_message(Recipients::Some(vec![from]), bytes)
-                .await;
-        }
+        let _ = self
+            .node
+            .send_message(Recipients::Some(vec![from]), message)
+            .await;
     }
 }
 
@@ -512,7 +399,7 @@ async fn ask(
     ask: &Ask,
     wait: Duration,
 ) -> Result<Answer, CliError> {
-    let bytes = serde_json::to_vec(ask).expect("asks serialise");
+    let bytes = ask.encode();
     node.send_message(Recipients::Some(vec![p.id]), bytes)
         .await?;
     let deadline = tokio::time::Instant::now() + wait;
@@ -523,7 +410,7 @@ async fn ask(
             .ok_or(CliError::Stopped)?;
         match e {
             NodeEvent::Message { from, data } if from == p.id => {
-                return serde_json::from_slice(&data).map_err(|_| {
+                return Answer::decode(&data).ok_or_else(|| {
                     CliError::reason(
                         Reason::ProtocolViolation,
                         "the sharer's answer is malformed",
@@ -802,10 +689,10 @@ async fn pull(
     if !open {
         join(node, events, &peer, &format!("get {path}"), wait).await?;
     }
-    let bytes = serde_json::to_vec(&Ask::Get {
+    let bytes = Ask::Get {
         paths: vec![path.clone()],
-    })
-    .expect("asks serialise");
+    }
+    .encode();
     node.send_message(Recipients::Some(vec![peer.id]), bytes)
         .await?;
     follow(
@@ -876,7 +763,7 @@ async fn follow(
                 });
             }
             NodeEvent::Message { from, data } if from == peer.id => {
-                if let Ok(Answer::Refused { why }) = serde_json::from_slice(&data) {
+                if let Some(Answer::Refused { why }) = Answer::decode(&data) {
                     return Err(CliError::reason(
                         Reason::ContentUnavailable,
                         format!("{shown}: {why}"),

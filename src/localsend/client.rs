@@ -2,8 +2,10 @@
 //! (files in parallel, each streamed from disk), `cancel`.
 //!
 //! Over HTTPS the device's certificate is pinned to the fingerprint it
-//! announced ([`Device::pin`]); a device that announced one scheme and
-//! serves the other (some do) is tried with the other before giving up.
+//! announced ([`Device::pin`]). A device announced as plain HTTP that
+//! turns out to serve HTTPS (some do) is tried over HTTPS; never the
+//! other way round (that would let anyone who can break a connection make
+//! us send in the clear).
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -219,7 +221,6 @@ pub async fn send(
     };
     // The user on the other side has a minute to answer.
     let mut scheme = dev.scheme;
-    let mut tried = Vec::new();
     let answer = loop {
         let attempt = async {
             let mut c = connect(cfg, dev, scheme).await?;
@@ -232,13 +233,16 @@ pub async fn send(
         };
         match r {
             Ok(Ok(a)) => break a,
-            Ok(Err(e @ LocalSendError::Tls { .. })) => return Err(e),
-            Ok(Err(e)) if tried.contains(&scheme.other()) => return Err(e),
-            Ok(Err(e)) => {
-                tried.push(scheme);
-                scheme = scheme.other();
-                let _ = e;
+            // Announced as plain HTTP, serving HTTPS (some devices do):
+            // try that. Never the other way: a device announced with
+            // HTTPS is not sent to in the clear because a connection
+            // failed (anyone on the path can make one fail).
+            Ok(Err(LocalSendError::Io { .. } | LocalSendError::Http { .. }))
+                if scheme == Scheme::Http =>
+            {
+                scheme = Scheme::Https
             }
+            Ok(Err(e)) => return Err(e),
             Err(_) => {
                 return Err(LocalSendError::TimedOut {
                     what: format!("{}'s answer", dev.info.alias),

@@ -107,16 +107,6 @@ pub enum Scheme {
     Https,
 }
 
-impl Scheme {
-    /// The other one (devices sometimes announce the wrong one).
-    pub fn other(self) -> Scheme {
-        match self {
-            Scheme::Http => Scheme::Https,
-            Scheme::Https => Scheme::Http,
-        }
-    }
-}
-
 impl std::fmt::Display for Scheme {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -838,10 +838,11 @@ async fn receive(
         .await
         .unwrap_or(Err(WriteError::Io(std::io::Error::other("writer died"))));
     if let Some(f) = failed {
-        let _ = std::fs::remove_file(store::part_path(&slot.dest));
+        // (The writer saw the body end short and removed its `.part`.)
         return Err(f);
     }
     written.map_err(|e| match e {
+        WriteError::Taken => (StatusCode::CONFLICT, Reason::Busy),
         WriteError::TooLong => (StatusCode::PAYLOAD_TOO_LARGE, Reason::ProtocolViolation),
         WriteError::TooShort => (StatusCode::BAD_REQUEST, Reason::ProtocolViolation),
         WriteError::Hash => (StatusCode::BAD_REQUEST, Reason::IntegrityMismatch),
@@ -854,6 +855,8 @@ async fn receive(
 
 #[derive(Debug)]
 enum WriteError {
+    /// The `.part` name was taken by another transfer meanwhile.
+    Taken,
     TooLong,
     TooShort,
     Hash,
@@ -871,13 +874,21 @@ fn write(
     mtime: i64,
 ) -> Result<PathBuf, WriteError> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let part = store::part_path(dest);
-    let r = (|| {
-        let file = store::open_part(&part).map_err(|e| match e {
-            store::StoreError::Io { source, .. } => WriteError::Io(source),
-            other => WriteError::Io(std::io::Error::other(other.to_string())),
+    // Created here or not at all: a `.part` that appeared since the plan
+    // (another transfer chose the same name) is never touched.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&part)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => WriteError::Taken,
+            _ => WriteError::Io(e),
         })?;
-        file.set_len(0).map_err(WriteError::Io)?;
+    let r = (|| {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
         let mut written = 0u64;

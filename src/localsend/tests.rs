@@ -401,3 +401,64 @@ async fn a_slow_client_is_cut_and_holds_up_nobody() {
         .expect("cut within the header deadline");
     assert!(t0.elapsed() >= HEADER_TIMEOUT - Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn a_device_announced_with_https_is_never_sent_to_in_the_clear() {
+    let t = TestDir::new("ls-downgrade");
+    let (ls, rx) = LocalSend::start(config("recv", Scheme::Http, Some(t.0.clone()), None))
+        .await
+        .unwrap();
+    let mut seen = answering(rx, Answer::Accept);
+    let me = config("sender", Scheme::Https, None, None);
+    // It announced HTTPS, but what answers there speaks plain HTTP (an
+    // attacker's, say): the TLS handshake fails, and nothing is retried
+    // over HTTP.
+    let mut dev = device(&ls);
+    dev.scheme = Scheme::Https;
+    let f = write(&t.0, "secret.txt", 100);
+    let e = send(&me, &dev, std::slice::from_ref(&f), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, LocalSendError::Tls { .. } | LocalSendError::Http { .. }),
+        "{e}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), seen.recv())
+            .await
+            .is_err(),
+        "nothing reached the plain-HTTP server"
+    );
+}
+
+#[tokio::test]
+async fn an_upload_never_touches_a_part_file_another_transfer_made() {
+    let t = TestDir::new("ls-taken");
+    let (ls, rx) = LocalSend::start(config("recv", Scheme::Http, Some(t.0.clone()), None))
+        .await
+        .unwrap();
+    let _seen = answering(rx, Answer::Accept);
+    let dev = device(&ls);
+    let me = config("raw", Scheme::Http, None, None);
+    let b = prepare_body(vec![("x.bin", 4)]);
+    let n = b.len() as u64;
+    let mut c = client::connect(&me, &dev, Scheme::Http).await.unwrap();
+    let (code, answer) = c
+        .post(&format!("{API}/prepare-upload"), client::full(b), n, true)
+        .await
+        .unwrap();
+    assert_eq!(code.as_u16(), 200);
+    let a: PrepareUploadAnswer = serde_json::from_slice(&answer).unwrap();
+    // Between the plan and the upload, another transfer takes the name.
+    std::fs::write(t.0.join("x.bin.part"), b"someone else's").unwrap();
+    let url = format!(
+        "{API}/upload?sessionId={}&fileId=0&token={}",
+        a.session_id, a.files["0"]
+    );
+    assert_eq!(post(&dev, &url, vec![1; 4], 4).await, 409);
+    assert_eq!(
+        std::fs::read(t.0.join("x.bin.part")).unwrap(),
+        b"someone else's"
+    );
+    assert!(!t.0.join("x.bin").exists());
+}
