@@ -245,3 +245,35 @@ fn a_sharer_serves_eight_pullers_at_once() {
     assert!(sharer.child.try_wait().unwrap().is_none(), "share goes on");
     let _ = sharer.child.kill();
 }
+
+/// A sharer with no policy asks: its `invited` event (with --json) is the
+/// question, answered on standard input; "n" declines (get exits 4), "y"
+/// lets the pull through.
+#[test]
+#[ignore = "needs root (network namespaces)"]
+fn a_sharer_asks_before_each_puller() {
+    let p = Pair::new();
+    let t = TempDir::new("share-ask");
+    let f = t.path().join("notes.pdf");
+    random_file(&f, 100_000, 5);
+    let mut c = airhop(&p.a, p.ip_a, &t.path().join("sharer"), "Ada");
+    c.args(["--json", "share"]).arg(&f);
+    let mut sharer = Proc::spawn(c);
+    sharer.event(15, "ready", |v| v["event"] == "ready");
+    let get = |dir: &str| {
+        let mut c = airhop(&p.b, p.ip_b, &t.path().join("puller"), "Bob");
+        c.args(["get", "Ada:notes.pdf", "--dir"])
+            .arg(t.path().join(dir));
+        Proc::spawn(c)
+    };
+    for (answer, code) in [("n", 4), ("y", 0)] {
+        let mut puller = get(answer);
+        let q = sharer.event(20, "invited", |v| v["event"] == "invited");
+        assert_eq!(q["name"], "Bob");
+        assert_eq!(q["pairing_code"].as_str().unwrap().len(), 7, "{q}");
+        sharer.say(answer);
+        assert_eq!(puller.wait(30), code, "{answer}: {}", puller.stderr());
+    }
+    assert!(same_bytes(&f, &t.path().join("y/notes.pdf")));
+    let _ = sharer.child.kill();
+}

@@ -240,22 +240,31 @@ impl Sharer<'_> {
         } else {
             self.policy.by()
         };
+        // With --json this event is the question (answered with a line on
+        // standard input, as for `receive`); a person reads a line of its own.
+        let invited = Event::Invited {
+            from: from.id.to_string(),
+            name: name.clone(),
+            summary: "a pull (to list and get what you share)".into(),
+            offer: None,
+            context: String::new(),
+            pairing_code: code.to_string(),
+            trusted,
+            unverified_name: false,
+            transport: self.node.transport().to_string().to_lowercase(),
+        };
+        self.out.emit_with(&invited, |_, _| {});
+        if !self.out.json && by == By::User {
+            eprintln!(
+                "{} ({}) asks to list and pull what you share. Pairing code: {code}",
+                self.out.bold(&printable(&name)),
+                from.id
+            );
+        }
         let accept = match by {
             By::Yes => true,
             By::Trusted => trusted,
-            By::User => {
-                let mut rx = self.answers.take().unwrap_or_else(stdin_lines);
-                if !self.out.json {
-                    eprint!(
-                        "{} ({}) wants to see and pull what you share. Pairing code: {code}\n  Allow? [y/N] ",
-                        self.out.bold(&printable(&name)),
-                        from.id
-                    );
-                }
-                let a = tokio::time::timeout(Duration::from_secs(27), rx.recv()).await;
-                self.answers = Some(rx);
-                matches!(a, Ok(Some(l)) if matches!(l.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
-            }
+            By::User => self.ask().await,
             By::Busy | By::Peer => false,
         };
         let peer = from.id.to_string();
@@ -280,6 +289,20 @@ impl Sharer<'_> {
             code,
         });
         Ok(())
+    }
+
+    /// "Allow? [y/N]" on the terminal, answered from standard input; no
+    /// answer in 27 s (a little less than the invitation lives) is no.
+    /// Lines typed before the question answer nothing.
+    async fn ask(&mut self) -> bool {
+        let mut rx = self.answers.take().unwrap_or_else(stdin_lines);
+        while rx.try_recv().is_ok() {}
+        if !self.out.json {
+            eprint!("  Allow? [y/N] ");
+        }
+        let a = tokio::time::timeout(Duration::from_secs(27), rx.recv()).await;
+        self.answers = Some(rx);
+        matches!(a, Ok(Some(l)) if matches!(l.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
     }
 
     /// A puller's ask: the catalogue, or some paths (offered at once).
