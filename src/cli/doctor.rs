@@ -77,6 +77,9 @@ pub async fn run(
             Some("check the firewall allows UDP on this host"),
         ),
     }
+    if let Some(s) = settings.as_ref().filter(|s| s.localsend.is_some()) {
+        localsend(&mut r, s).await;
+    }
     let dir = match &settings {
         Some(s) => s.download_dir(args.dir),
         None => download_dir(args.dir),
@@ -274,6 +277,44 @@ async fn lan(r: &mut Report<'_>, d: &DiscoverySettings) {
     }
     if any {
         r.ways.push("LAN".into());
+    }
+}
+
+/// With `--localsend`: our certificate, and whether `receive` could take
+/// LocalSend's port (a LocalSend app running here holds it).
+async fn localsend(r: &mut Report<'_>, s: &Settings) {
+    use airhop::localsend::tls::Certificate;
+    let port = s.localsend.map_or(airhop::localsend::DEFAULT_PORT, |l| l.port);
+    match Certificate::load_or_create(&s.config_dir) {
+        Ok(c) => r.check(
+            Status::Ok,
+            "LocalSend certificate",
+            &format!(
+                "fingerprint {}",
+                airhop::util::hex(&c.fingerprint()).to_ascii_uppercase()
+            ),
+            None,
+        ),
+        Err(e) => r.check(
+            Status::Fail,
+            "LocalSend certificate",
+            &e.to_string(),
+            Some("remove the damaged localsend.pem in the config folder (a new one is made)"),
+        ),
+    }
+    match tokio::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).await {
+        Ok(_) => r.check(
+            Status::Ok,
+            "LocalSend port",
+            &format!("TCP {port} is free for `airhop --localsend receive`"),
+            None,
+        ),
+        Err(e) => r.check(
+            Status::Warn,
+            "LocalSend port",
+            &format!("TCP {port}: {e}"),
+            Some("quit the LocalSend app (or another airhop receive) on this machine, or use --localsend-port"),
+        ),
     }
 }
 
