@@ -284,7 +284,9 @@ async fn lan(r: &mut Report<'_>, d: &DiscoverySettings) {
 /// LocalSend's port (a LocalSend app running here holds it).
 async fn localsend(r: &mut Report<'_>, s: &Settings) {
     use airhop::localsend::tls::Certificate;
-    let port = s.localsend.map_or(airhop::localsend::DEFAULT_PORT, |l| l.port);
+    let port = s
+        .localsend
+        .map_or(airhop::localsend::DEFAULT_PORT, |l| l.port);
     match Certificate::load_or_create(&s.config_dir) {
         Ok(c) => r.check(
             Status::Ok,
