@@ -647,3 +647,61 @@ fn send_all_reaches_localsend_devices_and_airhop_receivers_alike() {
     assert!(same_bytes(&f, &inbox.join("slides.pdf")));
     let _ = carol.child.kill();
 }
+
+#[test]
+#[ignore = "needs root (network namespaces) and localsendd from PyPI"]
+fn localsend_senders_count_toward_the_senders_cap() {
+    let p = hosts();
+    let t = TempDir::new("ls-cap");
+    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let inbox = t.0.join("in");
+    let mut rx = Proc::spawn(ah(
+        &p,
+        &t.0.join("cfg"),
+        &["--json"],
+        &[
+            "receive",
+            "--yes",
+            "--max-senders",
+            "1",
+            "--dir",
+            inbox.to_str().unwrap(),
+        ],
+    ));
+    rx.event(10, "ready", |e| e["event"] == "ready");
+    lsd.wait_for("Bob");
+    // An airhop sender on the other host, slowed so it is still going.
+    exec(
+        &p.b,
+        &[
+            "tc", "qdisc", "add", "dev", &p.dev_b, "root", "tbf", "rate", "40mbit", "burst",
+            "256kb", "latency", "50ms",
+        ],
+    );
+    let big = t.0.join("big.bin");
+    random_file(&big, 20 << 20, 11);
+    let mut tx = Proc::spawn({
+        let mut c = airhop(&p.b, p.ip_b, &t.0.join("carol"), "Carol");
+        c.args(["send", "--to", "Bob"]).arg(&big);
+        c
+    });
+    rx.event(20, "started", |e| e["event"] == "started");
+    // The one place is taken: localsendd hears 409 (busy).
+    let g = t.0.join("g.bin");
+    random_file(&g, 1000, 12);
+    let o = lsd.ctl(&[
+        "send",
+        g.to_str().unwrap(),
+        "--to",
+        "Bob",
+        "--wait",
+        "--quiet",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    rx.event(10, "declined", |e| {
+        e["event"] == "declined" && e["by"] == "busy"
+    });
+    assert!(!inbox.join("g.bin").exists());
+    assert_eq!(tx.wait(60), 0, "{}", tx.stderr());
+    let _ = rx.child.kill();
+}

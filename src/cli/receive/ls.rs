@@ -197,7 +197,9 @@ impl Receiver<'_> {
             unverified_name: impostor,
             transport: "localsend".into(),
         });
-        let busy = self.current.len() + self.ls_active.len() >= self.cap
+        // Accepted airhop senders hold a place until they leave (as in
+        // `invited`), LocalSend sessions until they end.
+        let busy = self.accepted.len() + self.ls_active.len() >= self.cap
             || summary.is_none()
             || (self.to_stdout && items.len() != 1);
         let by = if busy { By::Busy } else { self.policy.by() };
