@@ -139,6 +139,26 @@ fn hosts() -> Pair {
     p
 }
 
+/// Limits what host `b` (localsendd's) sends to `rate`.
+fn limit_b(p: &Pair, rate: &str) {
+    exec(
+        &p.b,
+        &[
+            "tc", "qdisc", "add", "dev", &p.dev_b, "root", "tbf", "rate", rate, "burst", "256kb",
+            "latency", "50ms",
+        ],
+    );
+}
+
+/// Two hosts, and localsendd called "Ada's Pixel" on `b` with `extra`
+/// flags; a folder for the test.
+fn setup(tag: &str, extra: &[&str]) -> (Pair, TempDir, Localsendd) {
+    let p = hosts();
+    let t = TempDir::new(tag);
+    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", extra);
+    (p, t, lsd)
+}
+
 fn run(mut c: Command) -> Output {
     c.output().unwrap()
 }
@@ -176,9 +196,7 @@ fn ah(p: &Pair, cfg: &Path, global: &[&str], args: &[&str]) -> Command {
 #[test]
 #[ignore = "needs root (network namespaces) and localsendd from PyPI"]
 fn airhop_and_localsendd_find_each_other_and_send_both_ways_over_https() {
-    let p = hosts();
-    let t = TempDir::new("ls-https");
-    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let (p, t, lsd) = setup("ls-https", &["--unattended"]);
     let cfg = t.0.join("cfg");
 
     // airhop sees it, as a LocalSend device.
@@ -310,14 +328,7 @@ fn airhop_and_localsendd_find_each_other_and_send_both_ways_over_https() {
 #[test]
 #[ignore = "needs root (network namespaces) and localsendd from PyPI"]
 fn plain_http_works_both_ways() {
-    let p = hosts();
-    let t = TempDir::new("ls-http");
-    let lsd = Localsendd::start(
-        &p.b,
-        &t.0.join("lsd"),
-        "Ada's Pixel",
-        &["--unattended", "--no-encryption"],
-    );
+    let (p, t, lsd) = setup("ls-http", &["--unattended", "--no-encryption"]);
     let cfg = t.0.join("cfg");
     let f = t.0.join("notes.pdf");
     random_file(&f, 1 << 20, 5);
@@ -542,19 +553,11 @@ fn pins_declines_busy_and_a_wrong_certificate_map_to_exit_codes() {
 #[test]
 #[ignore = "needs root (network namespaces) and localsendd from PyPI"]
 fn a_cancel_on_either_side_ends_the_transfer_on_both() {
-    let p = hosts();
-    let t = TempDir::new("ls-cancel");
-    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let (p, t, lsd) = setup("ls-cancel", &["--unattended"]);
     let cfg = t.0.join("cfg");
     // 40 Mbit/s both ways: 20 MB take about 4 s.
     p.limit_a("40mbit");
-    exec(
-        &p.b,
-        &[
-            "tc", "qdisc", "add", "dev", &p.dev_b, "root", "tbf", "rate", "40mbit", "burst",
-            "256kb", "latency", "50ms",
-        ],
-    );
+    limit_b(&p, "40mbit");
     let f = t.0.join("big.bin");
     random_file(&f, 20 << 20, 9);
 
@@ -608,9 +611,7 @@ fn a_cancel_on_either_side_ends_the_transfer_on_both() {
 #[test]
 #[ignore = "needs root (network namespaces) and localsendd from PyPI"]
 fn send_all_reaches_localsend_devices_and_airhop_receivers_alike() {
-    let p = hosts();
-    let t = TempDir::new("ls-all");
-    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let (p, t, lsd) = setup("ls-all", &["--unattended"]);
     // An airhop receiver on the same host as localsendd (no --localsend).
     let inbox = t.0.join("carol-in");
     let mut carol = Proc::spawn({
@@ -651,9 +652,7 @@ fn send_all_reaches_localsend_devices_and_airhop_receivers_alike() {
 #[test]
 #[ignore = "needs root (network namespaces) and localsendd from PyPI"]
 fn localsend_senders_count_toward_the_senders_cap() {
-    let p = hosts();
-    let t = TempDir::new("ls-cap");
-    let lsd = Localsendd::start(&p.b, &t.0.join("lsd"), "Ada's Pixel", &["--unattended"]);
+    let (p, t, lsd) = setup("ls-cap", &["--unattended"]);
     let inbox = t.0.join("in");
     let mut rx = Proc::spawn(ah(
         &p,
@@ -671,13 +670,7 @@ fn localsend_senders_count_toward_the_senders_cap() {
     rx.event(10, "ready", |e| e["event"] == "ready");
     lsd.wait_for("Bob");
     // An airhop sender on the other host, slowed so it is still going.
-    exec(
-        &p.b,
-        &[
-            "tc", "qdisc", "add", "dev", &p.dev_b, "root", "tbf", "rate", "40mbit", "burst",
-            "256kb", "latency", "50ms",
-        ],
-    );
+    limit_b(&p, "40mbit");
     let big = t.0.join("big.bin");
     random_file(&big, 20 << 20, 11);
     let mut tx = Proc::spawn({
