@@ -143,9 +143,12 @@ bt_variant() {
   local found inv conn done; found=$(at $f peer_found); inv=$(at $f invite_sent); conn=$(at $f connected); done=$(at $f done)
   result "TIME $V receiver start -> ready: $(secs $RX_START "$(at "$O/rx-accept.jsonl" ready)") s"
   result "TIME $V sender start -> receiver seen over BLE: $(secs $TX_START "$found") s (receiver started $(secs $RX_START $TX_START) s before the sender)"
+  awk -v f="$(secs $TX_START "$found")" 'BEGIN { exit !(f == "?" || f > 10) }' \
+    && bad "accept: the sender saw the receiver only after $(secs $TX_START "$found") s (over 10 s)"
   result "TIME $V invite sent -> QUIC connected: $(secs "$inv" "$conn") s (card read and sealed reply over GATT)"
   result "TIME $V QUIC connected -> 8 MiB done: $(secs "$conn" "$done") s"
   kill_ns rx
+  back_to_back
 
   [ "$V" = le ] || { bt_down; return 0; }
 
@@ -173,6 +176,42 @@ bt_variant() {
     kill_ns rx
   }
   bt_down
+}
+
+# Back-to-back sends to one receiver that stays up: each send is a fresh
+# process that must find the receiver again right after the last one's
+# connection (issue 16: it took 10 to 90 s).
+back_to_back() {
+  local i f seen worst=0 all=""
+  head -c 64K /dev/urandom > $W/small.bin
+  start_receiver b2b --yes || return 1
+  for i in 1 2 3 4; do
+    if [ $i = 3 ]; then
+      # A third device (hci2, "Carol") sends to the receiver first: the
+      # next send comes right after someone else's connection.
+      ip netns exec tx $AIRHOP --config-dir $W/c-conf --transport ble --adapter hci2 --name Carol --json \
+        send --to Bob --wait 60 $W/small.bin > "$O/carol.jsonl" 2> "$O/carol.err" \
+        && cmp -s $W/small.bin $W/inbox-b2b/small.bin \
+        || bad "back-to-back: the third device's send failed: $(tail -2 "$O/carol.err" | tr '\n' ' ')"
+      rm -f $W/inbox-b2b/small.bin
+    fi
+    send "b2b-$i" --wait 60 $W/small.bin
+    f=$O/tx-b2b-$i.jsonl
+    seen=$(secs $TX_START "$(at $f peer_found)")
+    all="$all $seen"
+    [ "$SEND_RC" = 0 ] && cmp -s $W/small.bin $W/inbox-b2b/small.bin \
+      || { bad "back-to-back send $i: exit $SEND_RC: $(tail -2 "$O/tx-b2b-$i.err" | tr '\n' ' ')"; break; }
+    rm -f $W/inbox-b2b/small.bin
+  done
+  result "TIME $V back-to-back sends (a third device's send before the 3rd), sender start -> receiver seen:$all s"
+  # Issue 16 asks for 3 s on real radios; under TCG on a busy host the
+  # process start, the connection and the card read alone can take that
+  # long, so the lab fails only what the old bugs did (11 to 90 s).
+  for f in $all; do
+    awk -v f="$f" 'BEGIN { exit !(f == "?" || f > 10) }' \
+      && bad "back-to-back: a send saw the receiver only after $f s (over 10 s)"
+  done
+  kill_ns rx
 }
 
 bt_down() {

@@ -26,6 +26,19 @@ const OP_TIMEOUT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(8);
 /// The same advert from the same device is reported again after this long.
 const RESEEN: Duration = Duration::from_secs(2);
+/// The scan is restarted this often in its first [`EAGER`], then every
+/// [`SCAN_WINDOW`]. A controller reports each advertiser once per scan (its
+/// duplicate filter), and the kernel drops a report that comes before it
+/// has marked discovery as started: a restart is a fresh report of every
+/// device in range. The air lab's emulated controllers deliver a legacy
+/// advert only at that instant, and lose it to the kernel more often than
+/// not: there, without restarts, a receiver stayed unseen until BlueZ's own
+/// restart 10 s later, or several of them (11 to 86 s measured).
+const EAGER_WINDOW: Duration = Duration::from_millis(800);
+/// How long the scan restarts at [`EAGER_WINDOW`].
+const EAGER: Duration = Duration::from_secs(15);
+/// The restart period after [`EAGER`].
+const SCAN_WINDOW: Duration = Duration::from_secs(4);
 
 #[derive(Default)]
 struct Devices {
@@ -39,18 +52,29 @@ struct Devices {
 /// The browsing side on one adapter.
 pub(super) struct Central {
     adapter: Adapter,
+    /// The same adapter through bluer, for the advertisement monitor.
+    bluez: bluer::Adapter,
     devices: Arc<StdMutex<Devices>>,
     events: mpsc::UnboundedSender<DiscoveryEvent>,
     scan: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held while connecting (the scan paused) and while restarting the
+    /// scan, so a restart never lands in the middle of a connection.
+    radio: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Central {
-    pub(super) fn new(adapter: Adapter, events: mpsc::UnboundedSender<DiscoveryEvent>) -> Self {
+    pub(super) fn new(
+        adapter: Adapter,
+        bluez: bluer::Adapter,
+        events: mpsc::UnboundedSender<DiscoveryEvent>,
+    ) -> Self {
         Central {
             adapter,
+            bluez,
             devices: Arc::default(),
             events,
             scan: StdMutex::new(None),
+            radio: Arc::default(),
         }
     }
 
@@ -74,14 +98,16 @@ impl Central {
             .events()
             .await
             .map_err(|e| DiscoveryError::Browse(e.to_string()))?;
+        let mut watch = monitor(&self.bluez).await;
         self.adapter
             .start_scan(ScanFilter::default())
             .await
             .map_err(|e| DiscoveryError::Browse(format!("LE scan: {e}")))?;
-        let (adapter, devices, events) = (
+        let (adapter, devices, events, radio) = (
             self.adapter.clone(),
             self.devices.clone(),
             self.events.clone(),
+            self.radio.clone(),
         );
         let task = tokio::spawn(async move {
             // BlueZ signals a device's properties only when they change: an
@@ -89,8 +115,25 @@ impl Central {
             // before this stream began raises no event. So every device
             // BlueZ knows is also looked at every RESEEN.
             let mut poll = tokio::time::interval(RESEEN);
+            let started = Instant::now();
+            let mut restart = tokio::time::interval(EAGER_WINDOW);
+            restart.tick().await;
             loop {
                 let ids = tokio::select! {
+                    Some(_) = next_match(&mut watch) => continue,
+                    _ = restart.tick() => {
+                        if started.elapsed() >= EAGER && restart.period() != SCAN_WINDOW {
+                            restart = tokio::time::interval(SCAN_WINDOW);
+                            restart.tick().await;
+                        }
+                        // Not while a connection is being made (the scan is
+                        // paused for it then).
+                        if let Ok(_radio) = radio.try_lock() {
+                            let _ = adapter.stop_scan().await;
+                            let _ = adapter.start_scan(ScanFilter::default()).await;
+                        }
+                        continue;
+                    }
                     ev = stream.next() => match ev {
                         Some(CentralEvent::DeviceDiscovered(id))
                         | Some(CentralEvent::DeviceUpdated(id))
@@ -151,6 +194,7 @@ impl Central {
         device: DeviceId,
     ) -> Result<(Peripheral, Vec<Characteristic>), DiscoveryError> {
         self.bump(device);
+        let _radio = self.radio.lock().await;
         let scanning = lock(&self.scan).is_some();
         if scanning {
             let _ = self.adapter.stop_scan().await;
@@ -226,6 +270,49 @@ impl Central {
                 let _ = p.disconnect().await;
             }
         });
+    }
+}
+
+/// An advertisement monitor for airhop's service data, where BlueZ offers
+/// one (bluetoothd 5.66 does with `-E`): while a monitor is registered the
+/// kernel passes on every matching report, including one that comes as a
+/// scan starts, before the kernel has marked discovery as started, which it
+/// otherwise drops. Without one, the scan restarts make up for it.
+async fn monitor(
+    adapter: &bluer::Adapter,
+) -> Option<(
+    bluer::monitor::MonitorManager,
+    bluer::monitor::MonitorHandle,
+)> {
+    use bluer::monitor::{Monitor, Pattern, Type};
+    let manager = adapter.monitor().await.ok()?;
+    // Service data with a 128-bit UUID (AD type 0x21), the UUID first and
+    // little-endian.
+    let mut uuid = *SERVICE_UUID.as_bytes();
+    uuid.reverse();
+    const SERVICE_DATA_128: u8 = 0x21;
+    let handle = manager
+        .register(Monitor {
+            monitor_type: Type::OrPatterns,
+            patterns: Some(vec![Pattern::new(SERVICE_DATA_128, 0, &uuid)]),
+            ..Default::default()
+        })
+        .await;
+    debug(|| format!("advertisement monitor: {:?}", handle.as_ref().map(|_| ())));
+    Some((manager, handle.ok()?))
+}
+
+/// The monitor's next event (ignored: the device objects BlueZ updates
+/// are what is read), or never without a monitor.
+async fn next_match(
+    watch: &mut Option<(
+        bluer::monitor::MonitorManager,
+        bluer::monitor::MonitorHandle,
+    )>,
+) -> Option<bluer::monitor::MonitorEvent> {
+    match watch {
+        Some((_, handle)) => handle.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -111,8 +111,8 @@ impl Ble {
 
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Ble {
-            peripheral: peripheral::Peripheral::new(adapter, config.extended, tx.clone()),
-            central: central::Central::new(central_adapter, tx),
+            central: central::Central::new(central_adapter, adapter.clone(), tx.clone()),
+            peripheral: peripheral::Peripheral::new(adapter, config.extended, tx),
             addrs: config.addrs,
             events: Mutex::new(Some(rx)),
             name,

@@ -29,6 +29,17 @@ const INBOUND_STALE: Duration = Duration::from_secs(30);
 /// The name in the scan response is cut to this many bytes (the scan
 /// response holds 31: 2 of header leave 29).
 const MAX_ADV_NAME: usize = 29;
+/// Centrals remembered for the connection check, at most (the oldest goes).
+const MAX_CENTRALS: usize = 32;
+/// An advert change waits at most this long for connected centrals to go.
+const SWAP_WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting advert change looks again.
+const SWAP_POLL: Duration = Duration::from_millis(200);
+/// The advertising interval: BlueZ's default is 1.28 s, which a scanner
+/// needs a second or more to catch; 100 to 150 ms is the fast interval the
+/// kernel itself uses, found within a scan window or two. (An experimental
+/// property in BlueZ 5.66: without `-E` it is ignored, not refused.)
+const ADV_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(150));
 
 type Pending<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -46,6 +57,21 @@ pub(super) struct State {
     replies: StdMutex<HashMap<Address, Vec<u8>>>,
     notifier: Mutex<Option<CharacteristicNotifier>>,
     events: mpsc::UnboundedSender<DiscoveryEvent>,
+    /// Centrals that used the GATT service, and when: the ones that may
+    /// still be connected.
+    centrals: StdMutex<HashMap<Address, Instant>>,
+}
+
+impl State {
+    fn touch(&self, central: Address) {
+        let mut c = lock(&self.centrals);
+        c.insert(central, Instant::now());
+        if c.len() > MAX_CENTRALS {
+            if let Some(oldest) = c.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a) {
+                c.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// The advertising side on one adapter.
@@ -53,7 +79,7 @@ pub(super) struct Peripheral {
     adapter: bluer::Adapter,
     state: Arc<State>,
     extended: bool,
-    handles: Mutex<Handles>,
+    handles: Arc<Mutex<Handles>>,
 }
 
 impl Peripheral {
@@ -71,8 +97,9 @@ impl Peripheral {
                 replies: StdMutex::new(HashMap::new()),
                 notifier: Mutex::new(None),
                 events,
+                centrals: StdMutex::new(HashMap::new()),
             }),
-            handles: Mutex::new(Handles::default()),
+            handles: Arc::default(),
         }
     }
 
@@ -82,6 +109,16 @@ impl Peripheral {
     /// The application stays registered while the card changes (it does
     /// after every invitation): re-registering it would drop the inviter's
     /// subscription to the reply before the reply is sent.
+    ///
+    /// A new advert waits until no central is connected (at most
+    /// [`SWAP_WAIT`]). Swapping it under a connection trips the kernel: the
+    /// connection remembers the advertising instance it came through, and
+    /// when it ends the kernel re-enables that instance, now removed, as a
+    /// non-connectable advert from a random address carrying the new data.
+    /// Scanners then see a phantom device they cannot connect to, and the
+    /// real, connectable advert stays off until the kernel's next instance
+    /// rotation, about a minute later (measured in the air lab: a receiver
+    /// unreachable for 60 s after each invitation).
     pub(super) async fn publish(&self, published: Option<Published>) -> Result<(), DiscoveryError> {
         let mut handles = self.handles.lock().await;
         let Some(p) = published else {
@@ -99,27 +136,84 @@ impl Peripheral {
         }
         let advert = advertisement(&p.advert.encode(), &p.name, self.extended);
         if handles.advert.as_ref().map(|(a, _)| a) == Some(&advert.service_data) {
+            handles.pending = None;
             return Ok(());
         }
-        // Dropping a handle unregisters it: the old advert goes before the
-        // new one comes, so one advertising instance is enough.
-        handles.advert = None;
-        let data = advert.service_data.clone();
-        let adv = self
-            .adapter
-            .advertise(advert)
-            .await
-            .map_err(|e| DiscoveryError::Advertise(format!("LE advertisement: {e}")))?;
-        handles.advert = Some((data, adv));
-        debug(|| "advertising".into());
-        Ok(())
+        if handles.advert.is_some() && connected(&self.adapter, &self.state).await {
+            handles.pending = Some(advert);
+            if !handles.waiting {
+                handles.waiting = true;
+                let (adapter, state, h) = (
+                    self.adapter.clone(),
+                    self.state.clone(),
+                    self.handles.clone(),
+                );
+                tokio::spawn(swap_later(adapter, state, h));
+            }
+            debug(|| "new advert waits for the connected central to go".into());
+            return Ok(());
+        }
+        handles.pending = None;
+        swap(&self.adapter, &mut handles, advert).await
     }
+}
+
+/// Replaces the advertisement. Dropping a handle unregisters it: the old
+/// advert goes before the new one comes, so one advertising instance is
+/// enough.
+async fn swap(
+    adapter: &bluer::Adapter,
+    handles: &mut Handles,
+    advert: Advertisement,
+) -> Result<(), DiscoveryError> {
+    handles.advert = None;
+    let data = advert.service_data.clone();
+    let adv = adapter
+        .advertise(advert)
+        .await
+        .map_err(|e| DiscoveryError::Advertise(format!("LE advertisement: {e}")))?;
+    handles.advert = Some((data, adv));
+    debug(|| "advertising".into());
+    Ok(())
+}
+
+/// Puts up the pending advert once no central is connected.
+async fn swap_later(adapter: bluer::Adapter, state: Arc<State>, handles: Arc<Mutex<Handles>>) {
+    let until = Instant::now() + SWAP_WAIT;
+    while Instant::now() < until && connected(&adapter, &state).await {
+        tokio::time::sleep(SWAP_POLL).await;
+    }
+    let mut h = handles.lock().await;
+    h.waiting = false;
+    if let Some(advert) = h.pending.take() {
+        if let Err(e) = swap(&adapter, &mut h, advert).await {
+            debug(|| format!("the new advert failed: {e}"));
+        }
+    }
+}
+
+/// Whether a central that used the service is still connected.
+async fn connected(adapter: &bluer::Adapter, state: &State) -> bool {
+    let centrals: Vec<Address> = lock(&state.centrals).keys().copied().collect();
+    for c in centrals {
+        let Ok(device) = adapter.device(c) else {
+            continue;
+        };
+        if device.is_connected().await.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
 }
 
 #[derive(Default)]
 struct Handles {
     app: Option<ApplicationHandle>,
     advert: Option<(BTreeMap<uuid::Uuid, Vec<u8>>, AdvertisementHandle)>,
+    /// An advert waiting for connected centrals to go.
+    pending: Option<Advertisement>,
+    /// Whether a task waits to put `pending` up.
+    waiting: bool,
 }
 
 /// The advertisement: service data under the airhop UUID, 31 bytes with the
@@ -136,6 +230,8 @@ pub(super) fn advertisement(payload: &[u8], name: &str, extended: bool) -> Adver
         discoverable: Some(true),
         local_name: (!extended).then(|| cut_name(name)),
         secondary_channel: extended.then_some(SecondaryChannel::OneM),
+        min_interval: Some(ADV_INTERVAL.0),
+        max_interval: Some(ADV_INTERVAL.1),
         ..Default::default()
     }
 }
@@ -157,7 +253,10 @@ fn application(state: &Arc<State>) -> Application {
             read: true,
             fun: Box::new(move |req| {
                 let s = s_read.clone();
-                Box::pin(async move { read_at(&lock(&s.card), &req) }) as Pending<_>
+                Box::pin(async move {
+                    s.touch(req.device_address);
+                    read_at(&lock(&s.card), &req)
+                }) as Pending<_>
             }),
             ..Default::default()
         }),
@@ -231,6 +330,7 @@ fn on_write(
     value: Vec<u8>,
     req: CharacteristicWriteRequest,
 ) -> Result<(), ReqError> {
+    state.touch(req.device_address);
     let now = Instant::now();
     let mut inbound = lock(&state.inbound);
     inbound.retain(|_, i| now.duration_since(i.last) < INBOUND_STALE);
