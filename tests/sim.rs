@@ -867,3 +867,31 @@ async fn shutdown_says_goodbye_to_everyone() {
         "no timers left after shutdown"
     );
 }
+
+/// A peer's card changes after every invitation it answers. While we are in
+/// a session with it, its new card is not read (that would connect to a
+/// device we are busy with); once the session is over, it is.
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_in_session_is_not_asked_for_its_new_card() {
+    let mut sim = Sim::new();
+    let (a, b) = (sim.add("Alice", |_| {}), sim.add("Bob", |_| {}));
+    sim.meet(a, b).await;
+    let reads = sim.nodes[a].card_reads;
+    sim.connect(a, b).await;
+    // Bob published a new advert for his new card; Alice saw it.
+    sim.browse(a).await;
+    assert_eq!(sim.nodes[a].card_reads, reads, "no read while in session");
+    let b_id = sim.id(b);
+    assert!(sim.nodes[a].ep.nearby_peers().iter().any(|p| p.id == b_id));
+
+    assert!(sim.nodes[a].ep.disconnect(b_id));
+    sim.settle().await;
+    sim.browse(a).await;
+    assert_eq!(
+        sim.nodes[a].card_reads,
+        reads + 1,
+        "read once the session is over"
+    );
+    // And the fresh card is good for a new invitation.
+    sim.connect(a, b).await;
+}

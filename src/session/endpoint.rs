@@ -298,7 +298,33 @@ impl Endpoint {
                     .get(p)
                     .is_some_and(|c| advert.matches_card(&c.bytes))
             });
-        if let Some(peer) = known {
+        // A peer we invited or are in a session with, whose card changed:
+        // that happens after every invitation it answers, and a card is
+        // needed only for the next one. Reading it now would connect again to a device we
+        // are busy with (over BLE, a link that outlived a finished `send`);
+        // it is read when the session is over.
+        let busy = || {
+            entry
+                .peer
+                .into_iter()
+                .chain(
+                    self.resolving
+                        .iter()
+                        .filter(|(_, k)| advert.rid.resolves(k))
+                        .map(|(p, _)| *p),
+                )
+                .find(|p| {
+                    let inviting = self
+                        .outgoing
+                        .get(p)
+                        .is_some_and(|o| !matches!(o.state, OutState::ReadingCard));
+                    inviting
+                        || self.peers.get(p).is_some_and(|s| {
+                            matches!(s.state, PeerState::Connecting | PeerState::Connected)
+                        })
+                })
+        };
+        if let Some(peer) = known.or_else(busy) {
             let newly_here = entry.peer != Some(peer);
             entry.peer = Some(peer);
             if newly_here {
