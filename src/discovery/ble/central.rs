@@ -2,6 +2,7 @@
 //! invitation and wait for the reply notification.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -38,15 +39,38 @@ const EAGER_WINDOW: Duration = Duration::from_millis(800);
 /// How long the scan restarts at [`EAGER_WINDOW`].
 const EAGER: Duration = Duration::from_secs(15);
 /// The restart period after [`EAGER`].
-const SCAN_WINDOW: Duration = Duration::from_secs(4);
+const SCAN_WINDOW: Duration = Duration::from_secs(3);
+/// How long stopping waits for a card read or an invitation under way.
+const HANG_UP_WAIT: Duration = Duration::from_millis(1500);
+/// A device not reported for this long, while the scan ran, is lost: two
+/// scan windows and a margin; noticed within [`LOST_CHECK`] more.
+const LOST_AFTER: Duration = Duration::from_millis(6500);
+/// How often lost devices are looked for.
+const LOST_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Devices {
     ids: HashMap<DeviceId, PeripheralId>,
+    /// The last advert reported per device, and when: the devices present.
     last: HashMap<DeviceId, (Vec<u8>, Instant)>,
+    /// When the device was last heard. With a discovery filter (btleplug
+    /// always sets one) BlueZ signals the RSSI of every report, even an
+    /// unchanged one, so each scan restart is a signal per device in range;
+    /// a poll of BlueZ's device list is not hearing (it keeps devices for a
+    /// while after they go).
+    fresh: HashMap<DeviceId, Instant>,
+    /// When the scan last resumed after a pause for a connection: nothing
+    /// is heard while paused, so nothing counts as lost from then.
+    resumed: Option<Instant>,
     /// Bumped by each operation; a lingering disconnect only fires if
     /// nothing used the connection since.
     generation: HashMap<DeviceId, u64>,
+    /// Connections kept after a card read, dropped when the scan stops: a
+    /// link BlueZ holds outlives the process that asked for it, and keeps
+    /// the peripheral from others (many accept one central at a time).
+    lingering: HashMap<DeviceId, Peripheral>,
+    /// The scan was stopped: a card read from now on does not linger.
+    stopped: bool,
 }
 
 /// The browsing side on one adapter.
@@ -60,6 +84,24 @@ pub(super) struct Central {
     /// Held while connecting (the scan paused) and while restarting the
     /// scan, so a restart never lands in the middle of a connection.
     radio: Arc<tokio::sync::Mutex<()>>,
+    /// Card reads and invitations under way.
+    inflight: AtomicUsize,
+}
+
+/// Counts an operation under way for as long as it lives.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Busy(n)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Central {
@@ -75,6 +117,7 @@ impl Central {
             events,
             scan: StdMutex::new(None),
             radio: Arc::default(),
+            inflight: AtomicUsize::new(0),
         }
     }
 
@@ -91,8 +134,10 @@ impl Central {
             let _ = self.adapter.stop_scan().await;
         }
         if !on {
+            self.hang_up().await;
             return Ok(());
         }
+        lock(&self.devices).stopped = false;
         let mut stream = self
             .adapter
             .events()
@@ -115,12 +160,14 @@ impl Central {
             // before this stream began raises no event. So every device
             // BlueZ knows is also looked at every RESEEN.
             let mut poll = tokio::time::interval(RESEEN);
+            let mut check = tokio::time::interval(LOST_CHECK);
             let started = Instant::now();
             let mut restart = tokio::time::interval(EAGER_WINDOW);
             restart.tick().await;
             loop {
                 let ids = tokio::select! {
                     Some(_) = next_match(&mut watch) => continue,
+                    _ = check.tick() => (Vec::new(), false),
                     _ = restart.tick() => {
                         if started.elapsed() >= EAGER && restart.period() != SCAN_WINDOW {
                             restart = tokio::time::interval(SCAN_WINDOW);
@@ -137,20 +184,32 @@ impl Central {
                     ev = stream.next() => match ev {
                         Some(CentralEvent::DeviceDiscovered(id))
                         | Some(CentralEvent::DeviceUpdated(id))
-                        | Some(CentralEvent::ServiceDataAdvertisement { id, .. }) => vec![id],
+                        | Some(CentralEvent::ServiceDataAdvertisement { id, .. }) => (vec![id], true),
                         Some(_) => continue,
                         None => return,
                     },
                     _ = poll.tick() => match adapter.peripherals().await {
-                        Ok(ps) => ps.iter().map(|p| p.id()).collect(),
+                        Ok(ps) => (ps.iter().map(|p| p.id()).collect(), false),
                         Err(_) => continue,
                     },
                 };
+                let (ids, heard) = ids;
                 for id in ids {
-                    if let Some(seen) = look(&adapter, &devices, &id).await {
+                    if let Some(seen) = look(&adapter, &devices, &id, heard).await {
                         if events.send(seen).is_err() {
                             return;
                         }
+                    }
+                }
+                // Not while a connection is being made: the scan is paused.
+                let lost = match radio.try_lock() {
+                    Ok(_radio) => lost(&adapter, &devices).await,
+                    Err(_) => Vec::new(),
+                };
+                for device in lost {
+                    debug(|| format!("lost {device:?}"));
+                    if events.send(DiscoveryEvent::Lost { device }).is_err() {
+                        return;
                     }
                 }
             }
@@ -162,11 +221,16 @@ impl Central {
 
     /// Reads a device's card over a connection that lingers for an invitation.
     pub(super) async fn read_card(&self, device: DeviceId) -> Result<Vec<u8>, DiscoveryError> {
+        let _busy = Busy::new(&self.inflight);
         let (p, chars) = self.connect(device).await?;
         let card = find(&chars, CARD_CHAR_UUID)?;
         let r = retry(|| p.read(card)).await;
         debug(|| format!("card read: {:?}", r.as_ref().map(Vec::len)));
-        self.linger(device, p);
+        if lock(&self.devices).stopped {
+            let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
+        } else {
+            self.linger(device, p);
+        }
         r
     }
 
@@ -176,12 +240,14 @@ impl Central {
         device: DeviceId,
         invitation: Vec<u8>,
     ) -> Result<Vec<u8>, DiscoveryError> {
+        let _busy = Busy::new(&self.inflight);
         let (p, chars) = self.connect(device).await?;
         let r = exchange(&p, &chars, &invitation).await;
         debug(|| format!("invitation answered: {:?}", r.as_ref().map(Vec::len)));
         // No linger: the card's ephemeral key is spent, so the next
         // invitation needs a new card read anyway.
         self.bump(device);
+        lock(&self.devices).lingering.remove(&device);
         let _ = p.disconnect().await;
         r
     }
@@ -203,6 +269,7 @@ impl Central {
         if scanning && lock(&self.scan).is_some() {
             let _ = self.adapter.start_scan(ScanFilter::default()).await;
         }
+        lock(&self.devices).resumed = Some(Instant::now());
         r
     }
 
@@ -260,12 +327,50 @@ impl Central {
         *g
     }
 
+    /// Drops every connection to an airhop device this side made: one BlueZ
+    /// holds outlives this process otherwise.
+    async fn hang_up(&self) {
+        // An operation under way would connect (or keep a link) after the
+        // hang-up: give it a moment to end first.
+        let until = Instant::now() + HANG_UP_WAIT;
+        while self.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (kept, known) = {
+            let mut d = lock(&self.devices);
+            d.stopped = true;
+            let kept: Vec<Peripheral> = d.lingering.drain().map(|(_, p)| p).collect();
+            (kept, d.ids.values().cloned().collect::<Vec<_>>())
+        };
+        for p in kept {
+            let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
+        }
+        for pid in known {
+            let Ok(Ok(p)) = tokio::time::timeout(OP_TIMEOUT, self.adapter.peripheral(&pid)).await
+            else {
+                continue;
+            };
+            if p.is_connected().await.unwrap_or(false) {
+                debug(|| format!("disconnecting {pid:?}"));
+                let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
+            }
+        }
+    }
+
     fn linger(&self, device: DeviceId, p: Peripheral) {
         let generation = self.bump(device);
+        lock(&self.devices).lingering.insert(device, p.clone());
         let devices = self.devices.clone();
         tokio::spawn(async move {
             tokio::time::sleep(LINGER).await;
-            let still = lock(&devices).generation.get(&device) == Some(&generation);
+            let still = {
+                let mut d = lock(&devices);
+                let still = d.generation.get(&device) == Some(&generation);
+                if still {
+                    d.lingering.remove(&device);
+                }
+                still
+            };
             if still {
                 let _ = p.disconnect().await;
             }
@@ -316,11 +421,13 @@ async fn next_match(
     }
 }
 
-/// Reports an advert if it carries airhop service data.
+/// Reports an advert if it carries airhop service data: one just `heard`,
+/// or (a poll) one heard within [`LOST_AFTER`].
 async fn look(
     adapter: &Adapter,
     devices: &StdMutex<Devices>,
     id: &PeripheralId,
+    heard: bool,
 ) -> Option<DiscoveryEvent> {
     let p = adapter.peripheral(id).await.ok()?;
     let props = p.properties().await.ok()??;
@@ -329,6 +436,15 @@ async fn look(
     let device = DeviceId(u64::from(props.address));
     let now = Instant::now();
     let mut d = lock(devices);
+    if heard {
+        d.fresh.insert(device, now);
+    } else if d
+        .fresh
+        .get(&device)
+        .is_none_or(|t| now.duration_since(*t) >= LOST_AFTER)
+    {
+        return None;
+    }
     d.ids.insert(device, id.clone());
     if let Some((prev, at)) = d.last.get(&device) {
         if *prev == advert && now.duration_since(*at) < RESEEN {
@@ -351,6 +467,42 @@ async fn look(
         advert,
         rssi,
     })
+}
+
+/// The reported devices not heard for [`LOST_AFTER`] of scanning, and not
+/// connected to us; they are forgotten, so a return is a new sighting.
+async fn lost(adapter: &Adapter, devices: &StdMutex<Devices>) -> Vec<DeviceId> {
+    let now = Instant::now();
+    let candidates: Vec<(DeviceId, Option<PeripheralId>)> = {
+        let d = lock(devices);
+        d.last
+            .keys()
+            .filter(|dev| {
+                let heard = d.fresh.get(dev).copied().max(d.resumed);
+                heard.is_none_or(|t| now.duration_since(t) >= LOST_AFTER)
+            })
+            .map(|dev| (*dev, d.ids.get(dev).cloned()))
+            .collect()
+    };
+    let mut gone = Vec::new();
+    for (device, pid) in candidates {
+        if let Some(pid) = pid {
+            if let Ok(p) = adapter.peripheral(&pid).await {
+                if p.is_connected().await.unwrap_or(false) {
+                    continue;
+                }
+            }
+        }
+        gone.push(device);
+    }
+    let mut d = lock(devices);
+    for device in &gone {
+        d.last.remove(device);
+        d.fresh.remove(device);
+        d.ids.remove(device);
+        d.generation.remove(device);
+    }
+    gone
 }
 
 /// Subscribe, write the segments, reassemble the reply of our transaction.
