@@ -187,6 +187,44 @@ async fn bluetooth(r: &mut Report<'_>, d: &DiscoverySettings) {
             Some("meanwhile airhop uses the LAN (`--transport auto`)"),
         ),
     }
+    let conf = std::fs::read_to_string(BLUEZ_CONF).unwrap_or_default();
+    let privacy = bluez_privacy(&conf);
+    let private = privacy != "off";
+    r.check(
+        Report::state(private, Status::Warn),
+        "BLE privacy",
+        &if private {
+            format!("BlueZ Privacy = {privacy}: adverts come from a rotating random address")
+        } else {
+            format!(
+                "BlueZ Privacy = {privacy}: adverts come from this adapter's fixed address, \
+                 so anyone nearby can follow it whatever airhop's rotating ids"
+            )
+        },
+        (!private).then_some(
+            "set `Privacy = device` under [General] in /etc/bluetooth/main.conf, then `systemctl restart bluetooth`",
+        ),
+    );
+}
+
+/// BlueZ's configuration, where its privacy setting lives.
+const BLUEZ_CONF: &str = "/etc/bluetooth/main.conf";
+
+/// The `Privacy` value of BlueZ's main.conf (its `[General]` section),
+/// lower-cased; `off`, BlueZ's default, when it is not set.
+fn bluez_privacy(conf: &str) -> String {
+    let mut general = false;
+    for line in conf.lines().map(str::trim) {
+        if line.starts_with('[') {
+            general = line.eq_ignore_ascii_case("[general]");
+        } else if let (true, Some((key, value))) = (general, line.split_once('=')) {
+            if !line.starts_with('#') && key.trim().eq_ignore_ascii_case("privacy") {
+                let v = value.trim().to_ascii_lowercase();
+                return if v.is_empty() { "off".into() } else { v };
+            }
+        }
+    }
+    "off".into()
 }
 
 /// Wi-Fi devices, NetworkManager, and the hotspot backend as `send` and
@@ -396,4 +434,26 @@ fn folder_check(dir: &Path) -> Result<u64, String> {
     std::fs::write(&probe, b"x").map_err(|e| format!("not writable: {e}"))?;
     let _ = std::fs::remove_file(&probe);
     free_space(dir).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bluez_privacy;
+
+    #[test]
+    fn bluez_privacy_is_read_from_the_general_section_only() {
+        assert_eq!(bluez_privacy(""), "off");
+        assert_eq!(bluez_privacy("[General]\n#Privacy = device\n"), "off");
+        assert_eq!(
+            bluez_privacy("[General]\nName = x\nPrivacy = Device\n"),
+            "device"
+        );
+        assert_eq!(bluez_privacy("[general]\n  privacy=network  \n"), "network");
+        assert_eq!(bluez_privacy("[Policy]\nPrivacy = device\n"), "off");
+        assert_eq!(bluez_privacy("[General]\nPrivacy =\n"), "off");
+        assert_eq!(
+            bluez_privacy("[LE]\nPrivacy = device\n[General]\nPrivacy = off\n"),
+            "off"
+        );
+    }
 }
