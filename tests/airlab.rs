@@ -3,7 +3,10 @@
 //! Discovery over BLE, the card read and sealed invitation over GATT, then
 //! the file over QUIC between two network namespaces; a decline and a
 //! timeout reach the sender; bluetoothctl reads and decodes the card; a
-//! garbage advertiser confuses nothing; the same over extended advertising.
+//! garbage advertiser confuses nothing; four sends back to back, with a
+//! fourth device's send among them, each see the receiver within 10 s;
+//! `peers` shows the receiver lost within 10 s of it going; the same over
+//! extended advertising.
 //! With two emulated Wi-Fi radios and no shared network, the transfer goes
 //! over a hotspot the receiver hosts (hostapd) and the sender joins
 //! (wpa_supplicant); a LAN that does not connect the two is probed and left
@@ -41,7 +44,11 @@ fn the_air_lab_passes_every_scenario() {
         "OK   le decline: sender exit 4",
         "OK   le timeout:",
         "OK   le garbage advertiser",
+        "OK   le back-to-back: 4 sends",
+        "OK   le lost: peers showed the receiver lost",
         "OK   ext accept:",
+        "OK   ext back-to-back: 4 sends",
+        "OK   ext lost: peers showed the receiver lost",
         "ext adv properties 0x0001 -> EXTENDED (non-legacy) PDU",
         "OK   wifi hotspot: 8 MiB over BLE rendezvous + hotspot",
         "OK   wifi hotspot: both sides report the hotspot removed",

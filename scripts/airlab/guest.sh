@@ -216,10 +216,13 @@ back_to_back() {
   # Issue 16 asks for 3 s on real radios; under TCG on a busy host the
   # process start, the connection and the card read alone can take that
   # long, so the lab fails only what the old bugs did (11 to 90 s).
+  local slow=0
   for f in $all; do
     awk -v f="$f" 'BEGIN { exit !(f == "?" || f > 10) }' \
-      && bad "back-to-back: a send saw the receiver only after $f s (over 10 s)"
+      && { slow=1; bad "back-to-back: a send saw the receiver only after $f s (over 10 s)"; }
   done
+  [ $slow = 0 ] && [ "$(echo $all | wc -w)" = 4 ] \
+    && ok "back-to-back: 4 sends and a fourth device's, each saw the receiver within 10 s:$all s"
 
   # Lost: `peers --watch` sees the receiver, the receiver goes away, and
   # peers says so within 10 s.
@@ -259,11 +262,8 @@ bluetoothctl_read() {
   # card read, not the latency.
   for try in 1 2 3; do
     { echo "select $self"; echo "scan le"
-      # Each new scan is another chance past the kernel's race (quirk 9 in
-      # firmware-notes), as the airhop central does.
       for _ in $(seq 40); do
         sleep 1; bluetoothctl devices 2>/dev/null | grep -qi "$target" && break
-        echo "scan off"; echo "scan le"
       done
       echo "connect $target"; sleep 8
       echo "menu gatt"; echo "select-attribute $CARD_UUID"; sleep 1; echo "read"; sleep 4

@@ -123,6 +123,7 @@ impl Peripheral {
         let mut handles = self.handles.lock().await;
         let Some(p) = published else {
             *handles = Handles::default();
+            hang_up(&self.adapter, &self.state).await;
             return Ok(());
         };
         *lock(&self.state.card) = p.card;
@@ -188,6 +189,22 @@ async fn swap_later(adapter: bluer::Adapter, state: Arc<State>, handles: Arc<Mut
     if let Some(advert) = h.pending.take() {
         if let Err(e) = swap(&adapter, &mut h, advert).await {
             debug(|| format!("the new advert failed: {e}"));
+        }
+    }
+}
+
+/// Drops the links of the centrals that used the service: BlueZ keeps a
+/// link after the service is gone, and a central that reads it as "still
+/// here" would list a receiver that has quit.
+async fn hang_up(adapter: &bluer::Adapter, state: &State) {
+    let centrals: Vec<Address> = lock(&state.centrals).drain().map(|(a, _)| a).collect();
+    for c in centrals {
+        let Ok(device) = adapter.device(c) else {
+            continue;
+        };
+        if device.is_connected().await.unwrap_or(false) {
+            debug(|| format!("disconnecting {c}"));
+            let _ = tokio::time::timeout(Duration::from_secs(1), device.disconnect()).await;
         }
     }
 }
