@@ -19,7 +19,7 @@ use airhop::wire::{PeerId, Reason};
 use tokio::sync::{mpsc, watch};
 
 use super::event::{why, By, Direction, Event};
-use super::send::{next_receiver, Seen, Target};
+use super::send::{collect, Target};
 use super::start::{Ctx, LocalSendSide};
 use super::{CliError, Out};
 
@@ -70,17 +70,12 @@ pub async fn pick(
     };
     loop {
         let until = settle.map_or(deadline, |s| s.min(deadline));
-        let t = match next_receiver(out, node, events, ls, until).await? {
-            Some(Seen::Found(p)) => Target::Airhop(p),
-            Some(Seen::FoundLocalSend(d)) => Target::LocalSend(d),
-            Some(Seen::Lost(id)) => {
-                found.retain(|f| f.id() != id);
-                continue;
-            }
-            None => break,
-        };
-        found.retain(|f| f.id() != t.id());
-        found.push(t);
+        if collect(out, (node, ls), events, until, &mut found)
+            .await?
+            .is_none()
+        {
+            break;
+        }
         let complete = !all && to.iter().all(|t| !named(&found, t).is_empty());
         if (all || complete) && settle.is_none() {
             // A moment for others (another device with a name).

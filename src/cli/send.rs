@@ -497,6 +497,32 @@ pub(super) async fn next_receiver(
     }
 }
 
+/// The next receiver found before `until` (`None`: time is up), with
+/// `found` kept current: a lost one dropped, a found one in place of its
+/// older entry. `pick` and the fan-out's pick both collect this way.
+pub(super) async fn collect(
+    out: &Out,
+    (node, ls): (&Node, &mut Option<LocalSendSide>),
+    events: &mut Events,
+    until: tokio::time::Instant,
+    found: &mut Vec<Target>,
+) -> Result<Option<Target>, CliError> {
+    loop {
+        let t = match next_receiver(out, node, events, ls, until).await? {
+            Some(Seen::Found(p)) => Target::Airhop(p),
+            Some(Seen::FoundLocalSend(d)) => Target::LocalSend(d),
+            Some(Seen::Lost(id)) => {
+                found.retain(|f| f.id() != id);
+                continue;
+            }
+            None => return Ok(None),
+        };
+        found.retain(|f| f.id() != t.id());
+        found.push(t.clone());
+        return Ok(Some(t));
+    }
+}
+
 /// Finds the receiver: the one `--to` names, or the only one nearby, or
 /// (on a terminal, with several) the one the user picks.
 async fn pick(
@@ -512,14 +538,8 @@ async fn pick(
     let mut settle: Option<tokio::time::Instant> = None;
     loop {
         let until = settle.map_or(deadline, |s| s.min(deadline));
-        let t = match next_receiver(out, node, events, ls, until).await? {
-            Some(Seen::Found(p)) => Target::Airhop(p),
-            Some(Seen::FoundLocalSend(d)) => Target::LocalSend(d),
-            Some(Seen::Lost(id)) => {
-                found.retain(|f| f.id() != id);
-                continue;
-            }
-            None => break,
+        let Some(t) = collect(out, (node, ls), events, until, &mut found).await? else {
+            break;
         };
         if let Some(to) = args.to.first() {
             // A whole id names one device: no need to wait for more.
@@ -532,8 +552,6 @@ async fn pick(
                 settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
             }
         }
-        found.retain(|f| f.id() != t.id());
-        found.push(t);
         if args.to.is_empty() && settle.is_none() {
             settle = Some(tokio::time::Instant::now() + Duration::from_millis(1500));
         }

@@ -282,9 +282,9 @@ impl Endpoint {
         });
         entry.advert = advert;
         entry.last_seen = now;
-        // Is this a card we already hold? This device's last card, or the card
-        // of a peer whose resolving key resolves the rotating identifier.
-        let known = entry
+        // The peers this advert may be: this device's last one, and any whose
+        // resolving key resolves the rotating identifier.
+        let candidates: Vec<PeerId> = entry
             .peer
             .into_iter()
             .chain(
@@ -293,36 +293,29 @@ impl Endpoint {
                     .filter(|(_, k)| advert.rid.resolves(k))
                     .map(|(p, _)| *p),
             )
-            .find(|p| {
-                self.cards
-                    .get(p)
-                    .is_some_and(|c| advert.matches_card(&c.bytes))
-            });
-        // A peer we invited or are in a session with, whose card changed:
+            .collect();
+        // Is this a card we already hold?
+        let known = candidates.iter().copied().find(|p| {
+            self.cards
+                .get(p)
+                .is_some_and(|c| advert.matches_card(&c.bytes))
+        });
+        // Or a peer we invited or are in a session with, whose card changed:
         // that happens after every invitation it answers, and a card is
-        // needed only for the next one. Reading it now would connect again to a device we
-        // are busy with (over BLE, a link that outlived a finished `send`);
-        // it is read when the session is over.
+        // needed only for the next one. Reading it now would connect again
+        // to a device we are busy with (over BLE, a link that outlived a
+        // finished `send`); it is read when the session is over.
         let busy = || {
-            entry
-                .peer
-                .into_iter()
-                .chain(
-                    self.resolving
-                        .iter()
-                        .filter(|(_, k)| advert.rid.resolves(k))
-                        .map(|(p, _)| *p),
-                )
-                .find(|p| {
-                    let inviting = self
-                        .outgoing
-                        .get(p)
-                        .is_some_and(|o| !matches!(o.state, OutState::ReadingCard));
-                    inviting
-                        || self.peers.get(p).is_some_and(|s| {
-                            matches!(s.state, PeerState::Connecting | PeerState::Connected)
-                        })
-                })
+            candidates.iter().copied().find(|p| {
+                let inviting = self
+                    .outgoing
+                    .get(p)
+                    .is_some_and(|o| !matches!(o.state, OutState::ReadingCard));
+                inviting
+                    || self.peers.get(p).is_some_and(|s| {
+                        matches!(s.state, PeerState::Connecting | PeerState::Connected)
+                    })
+            })
         };
         if let Some(peer) = known.or_else(busy) {
             let newly_here = entry.peer != Some(peer);
