@@ -167,7 +167,21 @@ impl Central {
             loop {
                 let ids = tokio::select! {
                     Some(_) = next_match(&mut watch) => continue,
-                    _ = check.tick() => (Vec::new(), false),
+                    _ = check.tick() => {
+                        // Not while a connection is being made: the scan is
+                        // paused.
+                        let lost = match radio.try_lock() {
+                            Ok(_radio) => lost(&adapter, &devices).await,
+                            Err(_) => Vec::new(),
+                        };
+                        for device in lost {
+                            debug(|| format!("lost {device:?}"));
+                            if events.send(DiscoveryEvent::Lost { device }).is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
                     _ = restart.tick() => {
                         if started.elapsed() >= EAGER && restart.period() != SCAN_WINDOW {
                             restart = tokio::time::interval(SCAN_WINDOW);
@@ -199,17 +213,6 @@ impl Central {
                         if events.send(seen).is_err() {
                             return;
                         }
-                    }
-                }
-                // Not while a connection is being made: the scan is paused.
-                let lost = match radio.try_lock() {
-                    Ok(_radio) => lost(&adapter, &devices).await,
-                    Err(_) => Vec::new(),
-                };
-                for device in lost {
-                    debug(|| format!("lost {device:?}"));
-                    if events.send(DiscoveryEvent::Lost { device }).is_err() {
-                        return;
                     }
                 }
             }
