@@ -175,15 +175,20 @@ fn text(o: &Output) -> String {
 /// `airhop --localsend --json receive --yes` on host `a` into `inbox`, once
 /// localsendd has heard it; and localsendd's device list then.
 fn receiver(p: &Pair, cfg: &Path, lsd: &Localsendd, inbox: &Path) -> (Proc, String) {
-    let mut rx = Proc::spawn(ah(
-        p,
-        cfg,
-        &["--json"],
-        &["receive", "--yes", "--dir", inbox.to_str().unwrap()],
-    ));
-    rx.event(10, "ready", |e| e["event"] == "ready");
+    let rx = receive(p, cfg, &["--json"], inbox, &["--yes"]);
     let listed = lsd.wait_for("Bob");
     (rx, listed)
+}
+
+/// `airhop --localsend GLOBAL... receive FLAGS... --dir INBOX` on host `a`,
+/// once it says it is ready.
+fn receive(p: &Pair, cfg: &Path, global: &[&str], inbox: &Path, flags: &[&str]) -> Proc {
+    let mut args = vec!["receive"];
+    args.extend_from_slice(flags);
+    args.extend(["--dir", inbox.to_str().unwrap()]);
+    let mut rx = Proc::spawn(ah(p, cfg, global, &args));
+    rx.event(10, "ready", |e| e["event"] == "ready");
+    rx
 }
 
 /// `airhop --localsend` on host `a` (extra global flags first).
@@ -241,19 +246,7 @@ fn airhop_and_localsendd_find_each_other_and_send_both_ways_over_https() {
 
     // --from-trusted: declined until its fingerprint is trusted, then taken.
     let from_trusted = |inbox: &Path| {
-        let mut rx = Proc::spawn(ah(
-            &p,
-            &cfg,
-            &["--json"],
-            &[
-                "receive",
-                "--from-trusted",
-                "--once",
-                "--dir",
-                inbox.to_str().unwrap(),
-            ],
-        ));
-        rx.event(10, "ready", |e| e["event"] == "ready");
+        let rx = receive(&p, &cfg, &["--json"], inbox, &["--from-trusted", "--once"]);
         let o = lsd.ctl(&[
             "send",
             g.to_str().unwrap(),
@@ -342,19 +335,13 @@ fn plain_http_works_both_ways() {
     assert!(same_bytes(&f, &lsd.downloads.join("notes.pdf")));
 
     let inbox = t.0.join("in");
-    let mut rx = Proc::spawn(ah(
+    let mut rx = receive(
         &p,
         &cfg,
         &["--json", "--localsend-http"],
-        &[
-            "receive",
-            "--yes",
-            "--once",
-            "--dir",
-            inbox.to_str().unwrap(),
-        ],
-    ));
-    rx.event(10, "ready", |e| e["event"] == "ready");
+        &inbox,
+        &["--yes", "--once"],
+    );
     let g = t.0.join("back.bin");
     random_file(&g, 1 << 20, 6);
     let t0 = Instant::now();
@@ -494,20 +481,7 @@ fn pins_declines_busy_and_a_wrong_certificate_map_to_exit_codes() {
         // airhop's PIN, to localsendd as the sender: wrong refused, right taken.
         let lsd = Localsendd::start(&p.b, &t.0.join("ourpin"), "Ada's Pixel", &["--unattended"]);
         let inbox = t.0.join("in");
-        let mut rx = Proc::spawn(ah(
-            &p,
-            &cfg,
-            &["--json"],
-            &[
-                "receive",
-                "--yes",
-                "--pin",
-                "4711",
-                "--dir",
-                inbox.to_str().unwrap(),
-            ],
-        ));
-        rx.event(10, "ready", |e| e["event"] == "ready");
+        let mut rx = receive(&p, &cfg, &["--json"], &inbox, &["--yes", "--pin", "4711"]);
         let g = t.0.join("g.bin");
         random_file(&g, 200_000, 8);
         let t0 = Instant::now();
@@ -654,20 +628,13 @@ fn send_all_reaches_localsend_devices_and_airhop_receivers_alike() {
 fn localsend_senders_count_toward_the_senders_cap() {
     let (p, t, lsd) = setup("ls-cap", &["--unattended"]);
     let inbox = t.0.join("in");
-    let mut rx = Proc::spawn(ah(
+    let mut rx = receive(
         &p,
         &t.0.join("cfg"),
         &["--json"],
-        &[
-            "receive",
-            "--yes",
-            "--max-senders",
-            "1",
-            "--dir",
-            inbox.to_str().unwrap(),
-        ],
-    ));
-    rx.event(10, "ready", |e| e["event"] == "ready");
+        &inbox,
+        &["--yes", "--max-senders", "1"],
+    );
     lsd.wait_for("Bob");
     // An airhop sender on the other host, slowed so it is still going.
     limit_b(&p, "40mbit");
