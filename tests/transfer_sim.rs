@@ -746,12 +746,14 @@ fn a_receiver_asking_again_for_what_it_may_not_is_caught() {
         spans: spans.to_vec(),
     };
     // Item 0 is not verified; item 1 is, but may be asked for again only
-    // MAX_REFETCHES times, with spans that fit it.
+    // with spans that fit it, and never for more than MAX_ASKED times its
+    // size in all (the accept asked for it once already).
+    assert_eq!(airhop::transfer::core::MAX_ASKED, 4);
     let cases = [
         vec![start(0, 0, &[(0, 1)])],
         vec![start(1, 0, &[(0, 11)])],
         vec![start(7, 0, &[(0, 1)])],
-        vec![start(1, big - GROUP_BYTES, &[(9, 10)]); 3],
+        vec![start(1, 0, &[(0, 10)]); 4],
     ];
     for refetches in cases {
         let mut p = Pair::new(6, true);

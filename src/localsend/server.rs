@@ -656,7 +656,8 @@ fn accept(
         .collect();
     // LocalSend cannot resume: never touch a `.part` (an airhop transfer
     // may resume from it), never a name another session holds.
-    let taken = |p: &Path| held.iter().any(|h| h == p) || store::part_path(p).exists();
+    let taken =
+        |p: &Path, _: &OfferItem| held.iter().any(|h| h == p) || store::part_path(p).exists();
     let steps = offer::plan_around(dir, &items, false, &taken).map_err(|e| match e.reason() {
         Reason::SpaceNotAvailable => (StatusCode::INTERNAL_SERVER_ERROR, Reason::SpaceNotAvailable),
         r => (StatusCode::BAD_REQUEST, r),

@@ -29,6 +29,7 @@ use crate::transfer::offer::{self, OfferError, Step};
 use crate::transfer::quic::{code, read_reason};
 use crate::transfer::store::{open_part, part_path};
 use crate::transfer::stream;
+use crate::transfer::swarm::Part;
 use crate::transfer::verified::{sums_path, Outboards, PartSums, Span};
 use crate::wire::{OfferItem, Reason};
 
@@ -80,8 +81,9 @@ impl Counters {
                 Some(FileProgress {
                     index: i,
                     path: item.path.clone(),
-                    done: offsets.get(&i).copied().unwrap_or(0)
-                        + self.items[i as usize].load(Ordering::Relaxed),
+                    done: (offsets.get(&i).copied().unwrap_or(0)
+                        + self.items[i as usize].load(Ordering::Relaxed))
+                    .min(item.size),
                     total: item.size,
                 })
             })
@@ -147,13 +149,42 @@ pub(super) fn offer_id() -> Result<u64, crate::util::RandomError> {
     crate::util::random().map(u64::from_be_bytes)
 }
 
-/// The destinations that incoming transfers under way hold, by transfer:
-/// a second transfer planned meanwhile goes around them (the node may
-/// receive from several peers at once).
-pub(super) type Claims = Arc<std::sync::Mutex<HashMap<PathBuf, TransferId>>>;
+/// What an incoming transfer under way holds a destination for.
+#[derive(Clone, Debug)]
+pub(super) enum Claim {
+    /// One transfer writes it.
+    One(TransferId),
+    /// A verified file one or more transfers fetch together: another
+    /// transfer of the same content joins it ([`crate::transfer::swarm`]).
+    Shared(Arc<Part>),
+}
+
+/// The destinations that incoming transfers under way hold: a second
+/// transfer planned meanwhile goes around them (the node may receive from
+/// several peers at once), or joins one with the same verified content.
+pub(super) type Claims = Arc<std::sync::Mutex<HashMap<PathBuf, Claim>>>;
+
+/// Lets go of what transfer `id` held: its own destinations, and its share
+/// of those it fetched with others (their other sources take its groups).
+pub(super) fn release(claims: &Claims, id: TransferId) {
+    crate::util::lock(claims).retain(|_, c| match c {
+        Claim::One(t) => *t != id,
+        Claim::Shared(p) => p.leave(id) > 0,
+    });
+}
+
+/// The shared destination of a verified file at `dest`, if there is one.
+pub(super) fn shared(claims: &Claims, dest: &Path) -> Option<Arc<Part>> {
+    match crate::util::lock(claims).get(dest) {
+        Some(Claim::Shared(p)) => Some(p.clone()),
+        _ => None,
+    }
+}
 
 /// Plans an offer into `root` (blocking: hashes existing files, reads
-/// `.part` records), around and into `claims` for transfer `id`.
+/// `.part` records), around and into `claims` for transfer `id`. A
+/// verified item whose destination another transfer is fetching with the
+/// same root and size joins it and is given its share of the groups.
 pub(super) fn plan(
     root: &Path,
     items: &[OfferItem],
@@ -168,20 +199,82 @@ pub(super) fn plan(
     };
     // Held while planning, so two plans cannot pick the same name.
     let mut held = crate::util::lock(claims);
-    let steps = offer::plan_around(root, items, overwrite, &|p| held.contains_key(p))?;
+    let joins = |p: &Path, item: &OfferItem| match (held.get(p), item.hash) {
+        (Some(Claim::Shared(part)), Some(h)) => is_verified(item) && part.joinable(&h, item.size),
+        _ => false,
+    };
+    let steps = offer::plan_around(root, items, overwrite, &|p, item| {
+        held.contains_key(p) && !joins(p, item)
+    })?;
+    let mut joined = HashMap::new();
     for step in &steps {
-        if let Step::Fetch { dest, .. } = step {
-            held.insert(dest.clone(), id);
+        if let Step::Fetch { index, dest } = step {
+            let item = &items[*index as usize];
+            if joins(dest, item) {
+                joined.insert(*index, dest.clone());
+            }
         }
     }
+    // A verified item's destination is shared from the start, so a second
+    // source of the same content joins it even while this plan reads its
+    // record.
+    let mut firsts = HashMap::new();
+    for step in &steps {
+        if let Step::Fetch { index, dest } = step {
+            let item = &items[*index as usize];
+            let claim = match item.hash {
+                _ if joined.contains_key(index) => continue,
+                Some(root) if is_verified(item) => {
+                    let part = Part::pending(dest.clone(), root, item.size);
+                    firsts.insert(*index, part.clone());
+                    Claim::Shared(part)
+                }
+                _ => Claim::One(id),
+            };
+            held.insert(dest.clone(), claim);
+        }
+    }
+    let joining: Vec<(u32, Arc<Part>)> = joined
+        .into_iter()
+        .filter_map(|(index, dest)| match held.get(&dest) {
+            Some(Claim::Shared(part)) => Some((index, part.clone())),
+            _ => None,
+        })
+        .collect();
     drop(held);
+    // (A join may wait for the first source's plan to read the record.)
+    let mut shares: HashMap<u32, Vec<Span>> = joining
+        .into_iter()
+        .map(|(index, part)| (index, part.join(id)))
+        .collect();
     for step in steps {
         match step {
             Step::Fetch { index, dest } => {
                 let item = &items[index as usize];
-                let (offset, spans) = match item.hash {
-                    Some(root) if is_verified(item) => {
-                        open_sums(&dest, &root, item.size).map_err(OfferError::Folder)?
+                let (offset, spans) = match (item.hash, shares.remove(&index)) {
+                    // Nothing worth taking from the others: this source
+                    // fetches nothing of it.
+                    (_, Some(spans)) if spans.is_empty() => continue,
+                    (_, Some(spans)) => (
+                        item.size - crate::transfer::verified::span_bytes(&spans, item.size),
+                        spans,
+                    ),
+                    (Some(root), None) if is_verified(item) => {
+                        let part = &firsts[&index];
+                        let missing = match open_sums(&dest, &root, item.size) {
+                            Ok((_, missing)) => missing,
+                            Err(e) => {
+                                for p in firsts.values() {
+                                    p.fail(Reason::SpaceNotAvailable);
+                                }
+                                return Err(OfferError::Folder(e));
+                            }
+                        };
+                        let spans = part.start(missing, id);
+                        (
+                            item.size - crate::transfer::verified::span_bytes(&spans, item.size),
+                            spans,
+                        )
                     }
                     _ => (raw_prefix(&dest, item.size), Vec::new()),
                 };
@@ -323,6 +416,10 @@ pub(super) async fn send_items(
 
 /// What a receive task needs to know about its item.
 pub(super) struct Receipt {
+    /// The transfer it belongs to.
+    pub id: TransferId,
+    /// A verified file's destination, shared with any other source of it.
+    pub part: Option<Arc<Part>>,
     pub index: u32,
     pub dest: Sink,
     pub item: OfferItem,
@@ -353,26 +450,17 @@ pub(super) async fn receive_item(
                 mtime: r.item.mtime,
                 spans: r.spans.clone(),
             };
-            let verified = !file.spans.is_empty();
-            let got = stream::receive_file(recv, file, |n| counters.add(index, n), cancel).await;
-            match (got, r.item.hash) {
-                // A group failed its check: what was verified is held; ask
-                // again for the rest (the core decides whether it may).
-                (Err(Reason::IntegrityMismatch), Some(root)) if verified => {
-                    let d = dest.clone();
-                    let size = r.item.size;
-                    tokio::task::spawn_blocking(move || open_sums(&d, &root, size))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|(offset, spans)| Received::Retry {
-                            dest: dest.clone(),
-                            offset,
-                            spans,
-                        })
-                        .ok_or(Reason::IntegrityMismatch)
+            let progress = |n| counters.add(index, n);
+            match (&r.part, r.item.hash) {
+                (Some(part), Some(root)) if !file.spans.is_empty() => {
+                    let to = (part, r.id);
+                    let got =
+                        stream::receive_verified(recv, file, root, to, progress, cancel.clone());
+                    landed(got.await, part, r.id, cancel).await
                 }
-                (got, _) => got.map(Received::File),
+                _ => stream::receive_file(recv, file, progress, cancel)
+                    .await
+                    .map(Received::File),
             }
         }
         Sink::Text => receive_text(recv, &r, &counters, cancel)
@@ -381,6 +469,63 @@ pub(super) async fn receive_item(
     };
     counters.set_active(index, false);
     got
+}
+
+/// What a verified stream's end means for its transfer: the file, or
+/// (several sources) the next groups to ask this source for, or nothing
+/// more from it; after a bad group, the same source asked again when it is
+/// the only one, else dropped (the others take its groups).
+async fn landed(
+    got: Result<stream::Landed, Reason>,
+    part: &Arc<Part>,
+    who: TransferId,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<Received, Reason> {
+    let dest = part.dest().to_path_buf();
+    match got {
+        Ok(stream::Landed::File(p)) => return Ok(Received::File(p)),
+        Ok(stream::Landed::Partial) => {}
+        Err(Reason::IntegrityMismatch) if part.members() <= 1 => {
+            let spans = part.claim(who);
+            let size = part.size();
+            return Ok(Received::Retry {
+                dest,
+                offset: size - crate::transfer::verified::span_bytes(&spans, size),
+                spans,
+            });
+        }
+        Err(reason) => {
+            part.leave(who);
+            return Err(reason);
+        }
+    }
+    let mut changed = part.subscribe();
+    loop {
+        match part.outcome() {
+            Some(Ok(_)) => return Ok(Received::Covered),
+            Some(Err(reason)) => return Err(reason),
+            None => {}
+        }
+        if !part.complete() {
+            let spans = part.claim(who);
+            if !spans.is_empty() {
+                return Ok(Received::More { dest, spans });
+            }
+        }
+        // Nothing to take now: wait for a source to leave (its groups
+        // come free) or for the last writer to publish the file; a
+        // source that stalls that long loses the rest of its groups.
+        tokio::select! {
+            r = changed.changed() => r.map_err(|_| Reason::Generic)?,
+            _ = cancel.wait_for(|c| *c) => return Err(Reason::ReceiveCancelled),
+            _ = tokio::time::sleep(crate::transfer::swarm::STALL) => {
+                let spans = part.take_rest(who);
+                if !spans.is_empty() {
+                    return Ok(Received::More { dest, spans });
+                }
+            }
+        }
+    }
 }
 
 async fn receive_text(

@@ -60,6 +60,11 @@ pub const MAX_PENDING_OFFERS: usize = 4;
 /// [`Reason::IntegrityMismatch`]; also how many a sender answers.
 pub const MAX_REFETCHES: u32 = 2;
 
+/// A sender sends at most this many times an item's size in all, however
+/// often the receiver asks again ([`Frame::Refetch`]: a bad group, or the
+/// next groups of a file it fetches from several sources).
+pub const MAX_ASKED: u64 = 4;
+
 /// A node-local handle for one transfer, in either direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransferId(pub u64);
@@ -106,6 +111,19 @@ pub enum Received {
         /// Groups missing.
         spans: Vec<Span>,
     },
+    /// A verified item fetched from several sources
+    /// ([`super::swarm`]): this source delivered what it was given and
+    /// is to fetch these groups next (the core asks for them, like a
+    /// [`Received::Retry`] that does not count as one).
+    More {
+        /// Where the file goes.
+        dest: PathBuf,
+        /// Groups this source fetches next.
+        spans: Vec<Span>,
+    },
+    /// A verified item fetched from several sources is complete, and
+    /// another source's transfer published it: nothing more of it here.
+    Covered,
 }
 
 /// One item the receiver will fetch.
@@ -285,6 +303,15 @@ pub enum Event {
         /// Where it is.
         path: PathBuf,
     },
+    /// A file this transfer fetched part of, from one of several sources,
+    /// is complete: another source's transfer published it (its
+    /// [`Event::FileReceived`] names the file).
+    Covered {
+        /// The transfer.
+        id: TransferId,
+        /// The item.
+        index: u32,
+    },
     /// A text arrived, verified.
     TextReceived {
         /// The transfer.
@@ -394,10 +421,15 @@ struct Transfer {
     phase: Phase,
     /// Where each wanted item starts (a resumed prefix).
     offsets: HashMap<u32, u64>,
+    /// Where each item started when the transfer started (progress counts
+    /// from there; `offsets` follows refetches).
+    started_at: HashMap<u32, u64>,
     /// Receiver: the spans asked for each verified item.
     spans: HashMap<u32, Vec<Span>>,
     /// Either side: how many times each item was asked for again.
     refetches: HashMap<u32, u32>,
+    /// A sent item's bytes asked for so far (accept and refetches).
+    asked: HashMap<u32, u64>,
     /// Receiver: wanted items whose stream has not come yet.
     pending: HashMap<u32, Sink>,
     /// Receiver: wanted items not finished yet.
@@ -599,6 +631,7 @@ impl Core {
             // Peer-supplied sizes (the plan checked that their sum fits).
             t.total = t.total.saturating_add(item.size);
             t.offsets.insert(f.index, f.offset);
+            t.started_at.insert(f.index, f.offset);
             t.pending.insert(f.index, f.dest);
             if !f.spans.is_empty() {
                 t.spans.insert(f.index, f.spans.clone());
@@ -709,18 +742,23 @@ impl Core {
             return;
         };
         let (peer, offer) = (t.peer, t.offer);
-        let r = match r {
+        let (r, counted) = match r {
             Ok(Received::Retry {
                 dest,
                 offset,
                 spans,
-            }) => (dest, offset, spans),
+            }) => ((dest, offset, spans), true),
+            Ok(Received::More { dest, spans }) => {
+                let size = t.items.get(index as usize).map_or(0, |i| i.size);
+                let offset = size.saturating_sub(verified::span_bytes(&spans, size));
+                ((dest, offset, spans), false)
+            }
             other => return self.finished(now, id, index, other),
         };
         {
             let (dest, offset, spans) = r;
             let n = t.refetches.entry(index).or_insert(0);
-            *n += 1;
+            *n += u32::from(counted);
             let item = t.items.get(index as usize);
             let fits = item.is_some_and(|i| {
                 is_verified(i)
@@ -757,7 +795,7 @@ impl Core {
         };
         let (peer, offer) = (t.peer, t.offer);
         match r {
-            Ok(Received::Retry { .. }) => unreachable!("handled above"),
+            Ok(Received::Retry { .. } | Received::More { .. }) => unreachable!("handled above"),
             Ok(item) => {
                 t.remaining = t.remaining.saturating_sub(1);
                 let finished = t.remaining == 0 && t.pending.is_empty();
@@ -777,7 +815,11 @@ impl Core {
                         index,
                         text,
                     },
-                    Received::Retry { .. } => unreachable!("handled above"),
+                    // Another source's transfer published it.
+                    Received::Covered => Event::Covered { id, index },
+                    Received::Retry { .. } | Received::More { .. } => {
+                        unreachable!("handled above")
+                    }
                 };
                 self.events.push_back(event);
                 if finished {
@@ -840,7 +882,7 @@ impl Core {
             peer: t.peer,
             direction: t.direction,
             items: &t.items,
-            offsets: &t.offsets,
+            offsets: &t.started_at,
             total: t.total,
         })
     }
@@ -967,7 +1009,10 @@ impl Core {
         let t = self.transfers.get_mut(&id).expect("found");
         let mut list = Vec::with_capacity(wanted.len());
         for w in &wanted {
+            let size = t.items[w.index as usize].size;
+            t.asked.insert(w.index, size - w.offset);
             t.offsets.insert(w.index, w.offset);
+            t.started_at.insert(w.index, w.offset);
             t.total = t.total.saturating_add(t.items[w.index as usize].size);
             list.push(t.outgoing(w));
         }
@@ -1003,9 +1048,13 @@ impl Core {
                     && verified::spans_valid(&w.spans, i.size)
                     && w.offset == i.size - verified::span_bytes(&w.spans, i.size)
             });
-        let n = t.refetches.entry(w.index).or_insert(0);
-        *n += 1;
-        if !ok || *n > MAX_REFETCHES {
+        // Asking again for a bad group, or for the next groups of a file
+        // fetched from several sources: either way a receiver may not
+        // make us send more than MAX_ASKED times the file.
+        let size = t.items.get(w.index as usize).map_or(0, |i| i.size);
+        let asked = t.asked.entry(w.index).or_insert(0);
+        *asked = asked.saturating_add(verified::span_bytes(&w.spans, size));
+        if !ok || *asked > size.saturating_mul(MAX_ASKED) {
             self.misbehaved(id, Misbehaviour::BadRefetch(w.index));
             return;
         }
@@ -1090,8 +1139,10 @@ impl Transfer {
             sources: Vec::new(),
             phase: Phase::Offered,
             offsets: HashMap::new(),
+            started_at: HashMap::new(),
             spans: HashMap::new(),
             refetches: HashMap::new(),
+            asked: HashMap::new(),
             pending: HashMap::new(),
             remaining: 0,
             total: 0,

@@ -12,6 +12,8 @@
 //!   implementation of sending and receiving a file's bytes.
 //! - [`store`]: writing a received file: `.part`, BLAKE3, atomic publish, resume.
 //! - [`hashcache`]: roots of files sent before, so a repeat send knows them.
+//! - [`swarm`]: one verified file fetched from several sources at once
+//!   into one `.part`, scheduled by work stealing.
 //! - [`core`]: the transfer protocol (offer, accept, streams, done, cancel)
 //!   as a sans-IO state machine; the node pumps it.
 
@@ -22,6 +24,7 @@ pub mod offer;
 pub mod quic;
 pub mod store;
 pub mod stream;
+pub mod swarm;
 pub mod verified;
 
 #[cfg(test)]

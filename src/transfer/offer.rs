@@ -384,7 +384,7 @@ pub enum Step {
 
 /// Plans the receipt of an offer into `root`.
 pub fn plan(root: &Path, items: &[OfferItem], overwrite: bool) -> Result<Vec<Step>, OfferError> {
-    plan_around(root, items, overwrite, &|_| false)
+    plan_around(root, items, overwrite, &|_, _| false)
 }
 
 /// [`plan`], around the destinations `taken` says another transfer under
@@ -395,7 +395,7 @@ pub fn plan_around(
     root: &Path,
     items: &[OfferItem],
     overwrite: bool,
-    taken: &dyn Fn(&Path) -> bool,
+    taken: &dyn Fn(&Path, &OfferItem) -> bool,
 ) -> Result<Vec<Step>, OfferError> {
     let mut seen = HashSet::new();
     let mut steps = Vec::with_capacity(items.len());
@@ -424,7 +424,7 @@ pub fn plan_around(
             continue;
         }
         let part = part_path(&dest);
-        let held = taken(&dest);
+        let held = taken(&dest, item);
         let have = match held {
             true => 0,
             false => std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0),
@@ -432,7 +432,7 @@ pub fn plan_around(
         let dest = if !held && (have > 0 || overwrite) {
             dest
         } else {
-            unique_but(&dest, taken).map_err(OfferError::Folder)?
+            unique_but(&dest, &|p| taken(p, item)).map_err(OfferError::Folder)?
         };
         // Sizes come from the peer: a sum that overflows is a lie.
         need = need

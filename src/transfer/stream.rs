@@ -33,11 +33,14 @@
 //! transfers call it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::core::TransferId;
 use super::quic::{code, read_reason, write_reason};
 use super::store::{Incoming, StoreError, BUF};
+use super::swarm::{Exit, Part};
 use super::verified::{self, DecodeFail, Outboards, Span, GROUP_BYTES};
 use crate::wire::Reason;
 
@@ -154,9 +157,12 @@ pub async fn send_file(
     }
     .await;
     match result {
-        // The receiver found a group that failed its check and stopped the
-        // stream: it will ask again for what is missing (or cancel).
-        Err(Reason::IntegrityMismatch) if out.verified.is_some() => Ok(None),
+        // The receiver found a group that failed its check, or has the
+        // rest from another source, and stopped the stream: it will ask
+        // again for what it still wants from us (or cancel, or be done).
+        Err(Reason::IntegrityMismatch | Reason::ReceivingSameContent) if out.verified.is_some() => {
+            Ok(None)
+        }
         Err(reason) => {
             let _ = send.reset(code(reason));
             Err(reason)
@@ -391,7 +397,13 @@ pub async fn receive_file(
     mut cancel: watch::Receiver<bool>,
 ) -> Result<PathBuf, Reason> {
     if let (Some(root), false) = (r.root, r.spans.is_empty()) {
-        return receive_verified(recv, r, root, progress, cancel).await;
+        // One source: a part of its own, every group asked for its own.
+        let me = TransferId(0);
+        let (part, _) = Part::new(r.dest.clone(), root, r.size, r.spans.clone(), me);
+        return match receive_verified(recv, r, root, (&part, me), progress, cancel).await? {
+            Landed::File(p) => Ok(p),
+            Landed::Partial => Err(Reason::PeerLost),
+        };
     }
     let data_len = r.size.saturating_sub(r.offset);
     let cap = (data_len.max(1) as usize).min(BUF);
@@ -507,60 +519,66 @@ enum Ended {
     WriterStopped,
 }
 
-/// Receives a verified item: the bao encoding of its spans, decoded on a
-/// blocking thread that writes only verified groups into the `.part`.
-async fn receive_verified(
+/// How a verified stream's bytes landed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Landed {
+    /// The file is complete and published under this name.
+    File(PathBuf),
+    /// This stream's groups are written (or another source has the rest
+    /// of them); the file is not complete yet, or another stream is still
+    /// writing it.
+    Partial,
+}
+
+/// Receives a verified item's stream for transfer `who` into `part`: the
+/// bao encoding of its spans, decoded on a blocking thread that writes
+/// only verified groups, and only groups `who` still owns (another source
+/// may have taken the rest: then the stream is stopped with
+/// [`Reason::ReceivingSameContent`]).
+pub async fn receive_verified(
     mut recv: quinn::RecvStream,
     r: IncomingFile,
     root: [u8; 32],
+    (part, who): (&Arc<Part>, TransferId),
     progress: impl Fn(u64),
     mut cancel: watch::Receiver<bool>,
-) -> Result<PathBuf, Reason> {
+) -> Result<Landed, Reason> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(2);
     let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let item = r.clone();
     let permit = writer_slot().await;
-    let writer = tokio::task::spawn_blocking(move || -> Result<PathBuf, Reason> {
+    let shared = part.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<Landed, Reason> {
         let _permit = permit;
-        let part = super::store::part_path(&item.dest);
-        let file = super::store::open_part(&part).map_err(|e| e.reason())?;
-        let disk = |e: std::io::Error| {
-            StoreError::Io {
-                path: part.clone(),
-                source: e,
-            }
-            .reason()
-        };
-        let mut sums = verified::PartSums::open(&part, &file, &root, item.size).map_err(disk)?;
-        if sums.missing() != item.spans {
-            // The .part changed since the plan (another transfer?): refuse
-            // rather than guess.
-            return Err(Reason::Generic);
-        }
-        sums.begin().map_err(disk)?;
+        let file = shared.enter().map_err(|e| e.reason())?;
         let reader = ChannelReader {
             rx,
             cur: Vec::new(),
             at: 0,
             back: back_tx,
         };
-        let got = verified::decode(reader, &file, &mut sums, &item.spans);
-        if got.is_ok() && sums.complete() {
-            super::store::set_meta(&file, item.mode, item.mtime);
-            super::store::publish(&file, &part, &item.dest, item.overwrite)
-                .map_err(|e| e.reason())?;
-            let _ = std::fs::remove_file(verified::sums_path(&part));
-            return Ok(item.dest);
+        let mut writer = shared.writer(who);
+        let got = verified::decode(reader, &file, &mut writer, (root, item.size), &item.spans);
+        let exit = shared
+            .exit(item.mode, item.mtime, item.overwrite)
+            .map_err(|e| e.reason())?;
+        if let Exit::Published(p) = exit {
+            return Ok(Landed::File(p));
         }
-        // Keep what was verified, closed cleanly: a resume re-reads nothing.
-        sums.close(&file).map_err(disk)?;
-        Err(match got {
-            Ok(()) => Reason::Generic,
-            Err(DecodeFail::Corrupt { .. }) => Reason::IntegrityMismatch,
-            Err(DecodeFail::TooLong) => Reason::ProtocolViolation,
-            Err(DecodeFail::Short) => Reason::PeerLost,
-            Err(DecodeFail::Disk(e)) => disk(e),
-        })
+        let disk = |e: std::io::Error| {
+            StoreError::Io {
+                path: super::store::part_path(&item.dest),
+                source: e,
+            }
+            .reason()
+        };
+        match got {
+            Ok(()) | Err(DecodeFail::NotWanted) => Ok(Landed::Partial),
+            Err(DecodeFail::Corrupt { .. }) => Err(Reason::IntegrityMismatch),
+            Err(DecodeFail::TooLong) => Err(Reason::ProtocolViolation),
+            Err(DecodeFail::Short) => Err(Reason::PeerLost),
+            Err(DecodeFail::Disk(e)) => Err(disk(e)),
+        }
     });
     let mut left = verified::span_bytes(&r.spans, r.size);
     let read = async {
@@ -595,9 +613,12 @@ async fn receive_verified(
         (Err(reason), Err(_)) => Err(reason),
         (_, w) => w,
     };
-    if let Err(reason) = result {
-        let _ = recv.stop(code(reason));
-    }
+    // Whatever of the stream is left is not wanted (a no-op when it was
+    // all read).
+    let _ = recv.stop(code(match result {
+        Ok(_) => Reason::ReceivingSameContent,
+        Err(reason) => reason,
+    }));
     result
 }
 

@@ -559,6 +559,41 @@ impl PartSums {
     }
 }
 
+/// Where [`decode`] records the groups it wrote: a `.part`'s record
+/// ([`PartSums`]), or one source's share of a file several fetch
+/// ([`super::swarm::Writer`]).
+pub trait Groups {
+    /// Whether group `g` is still wanted from this stream; the first one
+    /// that is not ends the decoding ([`DecodeFail::NotWanted`]).
+    fn wanted(&mut self, _g: u64) -> bool {
+        true
+    }
+    /// Group `g`, verified, is written (its bytes are `data`).
+    fn record(&mut self, g: u64, data: &[u8]);
+    /// Makes the records so far durable.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Writes a run of verified groups `gs` (their bytes `run`, from byte
+    /// `at`) into `data`, then records them.
+    fn write(&mut self, data: &File, at: u64, run: &[u8], gs: &[u64]) -> io::Result<()> {
+        data.write_all_at(run, at)?;
+        for (i, &g) in gs.iter().enumerate() {
+            let from = i * GROUP_BYTES as usize;
+            let to = (from + GROUP_BYTES as usize).min(run.len());
+            self.record(g, &run[from..to]);
+        }
+        self.flush()
+    }
+}
+
+impl Groups for PartSums {
+    fn record(&mut self, g: u64, data: &[u8]) {
+        PartSums::record(self, g, data)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        PartSums::flush(self)
+    }
+}
+
 fn add_span(held: &mut Vec<Span>, g: u64) {
     // Groups mostly come in order: extend the last span.
     if let Some(last) = held.last_mut() {
@@ -600,7 +635,7 @@ fn read_full_at(f: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-trait WriteAllAt {
+pub(crate) trait WriteAllAt {
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
 }
 
@@ -625,6 +660,9 @@ pub enum DecodeFail {
     TooLong,
     /// Writing the `.part` or its sums failed.
     Disk(io::Error),
+    /// The next group is no longer wanted from this stream (another
+    /// source fetches it): what came before is written.
+    NotWanted,
 }
 
 /// Decodes the bao encoding of `spans` from `encoded` into `data` (the
@@ -632,26 +670,21 @@ pub enum DecodeFail {
 pub fn decode(
     mut encoded: impl Read,
     data: &File,
-    sums: &mut PartSums,
+    sums: &mut impl Groups,
+    (root, size): ([u8; 32], u64),
     spans: &[Span],
 ) -> Result<(), DecodeFail> {
-    let (root, size) = (sums.root, sums.size);
     let ranges = chunk_ranges(spans, size);
     let mut run: (u64, Vec<u8>) = (0, Vec::with_capacity(1 << 20));
     let mut groups_in_run: Vec<u64> = Vec::new();
     // Writes the buffered run of groups, then their sums.
     let flush = |run: &mut (u64, Vec<u8>),
                  gs: &mut Vec<u64>,
-                 sums: &mut PartSums|
+                 sums: &mut dyn Groups|
      -> Result<(), DecodeFail> {
         if !run.1.is_empty() {
-            data.write_all_at(&run.1, run.0).map_err(DecodeFail::Disk)?;
-            for (i, &g) in gs.iter().enumerate() {
-                let from = i * GROUP_BYTES as usize;
-                let to = (from + GROUP_BYTES as usize).min(run.1.len());
-                sums.record(g, &run.1[from..to]);
-            }
-            sums.flush().map_err(DecodeFail::Disk)?;
+            sums.write(data, run.0, &run.1, gs)
+                .map_err(DecodeFail::Disk)?;
         }
         run.1.clear();
         gs.clear();
@@ -668,6 +701,10 @@ pub fn decode(
         match item {
             Ok(BaoContentItem::Parent(_)) => {}
             Ok(BaoContentItem::Leaf(leaf)) => {
+                if !sums.wanted(leaf.offset / GROUP_BYTES) {
+                    failed = Some(DecodeFail::NotWanted);
+                    break;
+                }
                 let contiguous = run.0 + run.1.len() as u64 == leaf.offset;
                 if !contiguous || run.1.len() >= 1 << 20 {
                     flush(&mut run, &mut groups_in_run, sums)?;
@@ -740,7 +777,7 @@ mod tests {
         let f = open_private(&part).unwrap();
         let mut sums = PartSums::open(&part, &f, &root, size).unwrap();
         sums.begin().unwrap();
-        let r = decode(&wire[..], &f, &mut sums, spans);
+        let r = decode(&wire[..], &f, &mut sums, (root, size), spans);
         sums.close(&f).unwrap();
         (r, wire.len())
     }

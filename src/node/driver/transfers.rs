@@ -32,7 +32,7 @@ impl Driver {
 
     /// Lets go of the destinations transfer `id` held.
     fn release(&mut self, id: TransferId) {
-        crate::util::lock(&self.claims).retain(|_, t| *t != id);
+        transfer::release(&self.claims, id);
     }
 
     pub(super) fn io(&mut self, id: TransferId) -> &mut Io {
@@ -221,7 +221,13 @@ impl Driver {
                 return;
             }
         };
+        let part = match &grant.dest {
+            tcore::Sink::File(dest) => transfer::shared(&self.claims, dest),
+            tcore::Sink::Text => None,
+        };
         let receipt = Receipt {
+            id: grant.id,
+            part,
             index: grant.index,
             dest: grant.dest,
             item: grant.item,
