@@ -277,3 +277,92 @@ fn a_sharer_asks_before_each_puller() {
     assert!(same_bytes(&f, &t.path().join("y/notes.pdf")));
     let _ = sharer.child.kill();
 }
+
+/// `get HASH` pulls one file from every sharer that lists it, at once:
+/// three sharers, each sending at most 100 Mbit/s (tc tbf on its link),
+/// deliver a 256 MiB file to one puller at least 2.5 times as fast as one
+/// of them alone, identical; and a sharer killed mid-way costs only what it
+/// had not sent (the others take its share). Times are the pulls' own
+/// (`done`'s seconds: from the first accepted offer to the file in place).
+#[test]
+#[ignore = "needs root (network namespaces and a bridge)"]
+fn get_by_hash_pulls_from_every_sharer_at_once() {
+    let star = common::netns::Star::new(3);
+    let t = TempDir::new("share-sources");
+    let film = t.path().join("film.bin");
+    random_file(&film, 256 << 20, 9);
+    // The sharers' hash caches are one folder: the root the first one
+    // computes while sending is known to the other two when they start.
+    let cache = t.path().join("cache");
+    let sharer = |i: usize, name: &str| {
+        let (ns, ip) = &star.hosts[i];
+        star.limit(i, "100mbit");
+        let mut c = airhop(ns, *ip, &t.path().join(format!("s{i}")), name);
+        c.env("XDG_CACHE_HOME", &cache)
+            .args(["--json", "share", "--yes"])
+            .arg(&film);
+        let mut p = Proc::spawn(c);
+        p.event(15, "ready", |v| v["event"] == "ready");
+        p
+    };
+    let get = |what: &str, dir: &str| {
+        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("puller"), "Pat");
+        c.args(["--json", "get", what, "--wait", "30", "--dir"])
+            .arg(t.path().join(dir));
+        Proc::spawn(c)
+    };
+    let done = |p: &mut Proc| -> serde_json::Value {
+        let v = p.event(240, "done", |v| v["event"] == "done");
+        assert_eq!(p.wait(30), 0, "{}", p.stderr());
+        v
+    };
+
+    // One source: Ada alone. (She learns the root as she sends.)
+    let mut ada = sharer(0, "Ada");
+    let mut one = get("Ada:film.bin", "one");
+    let one_s = done(&mut one)["seconds"].as_f64().unwrap();
+    assert!(same_bytes(&film, &t.path().join("one/film.bin")));
+
+    // Three sources, by hash.
+    let mut bea = sharer(1, "Bea");
+    let mut cy = sharer(2, "Cy");
+    let mut ls = Proc::spawn({
+        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("puller"), "Pat");
+        c.args(["--json", "ls", "Ada"]);
+        c
+    });
+    let root = ls.event(30, "shared", |v| v["event"] == "shared")["root"]
+        .as_str()
+        .unwrap_or_else(|| panic!("Ada lists no root: {}", ls.stderr()))
+        .to_string();
+    ls.wait(30);
+    let mut three = get(&root[..16], "three");
+    let v = done(&mut three);
+    let three_s = v["seconds"].as_f64().unwrap();
+    assert!(same_bytes(&film, &t.path().join("three/film.bin")));
+    let names = v["name"].as_str().unwrap().to_string();
+    eprintln!(
+        "one source {one_s:.2} s, three sources {three_s:.2} s ({names}): {:.2} x",
+        one_s / three_s
+    );
+    for n in ["Ada", "Bea", "Cy"] {
+        assert!(names.contains(n), "{n} was not a source: {names}");
+    }
+    assert!(
+        one_s >= 2.5 * three_s,
+        "three sources took {three_s:.2} s, one {one_s:.2} s"
+    );
+
+    // Cy is killed a second into the next pull: the file still arrives.
+    let mut again = get(&root[..16], "again");
+    again.event(60, "started", |v| v["event"] == "started");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let _ = cy.child.kill();
+    let v = done(&mut again);
+    eprintln!("with Cy killed: {:.2} s", v["seconds"].as_f64().unwrap());
+    assert!(same_bytes(&film, &t.path().join("again/film.bin")));
+    for p in [&mut ada, &mut bea] {
+        assert!(p.child.try_wait().unwrap().is_none(), "sharers go on");
+        let _ = p.child.kill();
+    }
+}

@@ -686,7 +686,7 @@ async fn pull(
     dir: &std::path::Path,
     current: &mut Option<TransferId>,
 ) -> Result<(), CliError> {
-    let (peer, path) = match want(what)? {
+    let (sources, path) = match want(what)? {
         Want::Path(peer, path) => {
             let found = find(node, events, Some(&peer), wait).await?;
             match found.len() {
@@ -695,7 +695,7 @@ async fn pull(
                         "no sharer named {peer:?} nearby: is `airhop share` running there?"
                     )))
                 }
-                1 => (found.into_iter().next().expect("one"), path),
+                1 => (found, path),
                 n => {
                     return Err(CliError::Usage(format!(
                         "{n} sharers match {peer:?}: pick one by its id (PEERID:PATH)"
@@ -703,146 +703,348 @@ async fn pull(
                 }
             }
         }
-        Want::Hash(h) => by_hash(node, events, &h, wait).await?,
+        Want::Hash(h) => {
+            let (mut sources, path) = by_hash(node, events, &h, wait).await?;
+            // Standard output takes the bytes in order: one source, which
+            // sends them in order.
+            if to_stdout {
+                for p in sources.drain(1..) {
+                    let _ = node.disconnect(p.id).await;
+                }
+            }
+            (sources, path)
+        }
     };
-    let shown = printable(peer.name.as_str());
-    out.say(format!("Asking {shown} ({}) for {path}...", peer.id));
-    // (Finding it by hash may have left the session to it open.)
-    let open = node.sessions().await?.iter().any(|s| s.peer == peer.id);
-    if !open {
-        join(node, events, &peer, &format!("get {path}"), wait).await?;
+    let names: Vec<String> = sources
+        .iter()
+        .map(|p| format!("{} ({})", printable(p.name.as_str()), p.id))
+        .collect();
+    out.say(format!("Asking {} for {path}...", names.join(", ")));
+    let (mut asked, mut refused) = (Vec::new(), None);
+    for p in sources {
+        // (Finding it by hash may have left the session to it open.)
+        let open = node.sessions().await?.iter().any(|s| s.peer == p.id);
+        let joined = match open {
+            true => Ok(()),
+            false => join(node, events, &p, &format!("get {path}"), wait).await,
+        };
+        match joined {
+            Ok(()) => {
+                let bytes = Ask::Get {
+                    paths: vec![path.clone()],
+                }
+                .encode();
+                node.send_message(Recipients::Some(vec![p.id]), bytes)
+                    .await?;
+                asked.push(p);
+            }
+            // One source of several may fail: the others go on. With
+            // none left, the last one's error stands.
+            Err(e) => {
+                out.warn(format!("{}: {e}", printable(p.name.as_str())));
+                refused = Some(e);
+            }
+        }
     }
-    let bytes = Ask::Get {
-        paths: vec![path.clone()],
+    if let (true, Some(e)) = (asked.is_empty(), refused) {
+        return Err(e);
     }
-    .encode();
-    node.send_message(Recipients::Some(vec![peer.id]), bytes)
-        .await?;
-    follow(
+    let mut pull = Pull {
         out,
         node,
-        events,
-        (&peer, &path, to_stdout),
-        wait,
+        path: &path,
+        sources: asked,
         dir,
-        current,
-    )
-    .await
+        current: HashMap::new(),
+        base: HashMap::new(),
+        last: HashMap::new(),
+        bytes: 0,
+        published: Vec::new(),
+        started: None,
+        streaming: None,
+        first: current,
+    };
+    pull.follow(events, to_stdout, wait).await
 }
 
-/// Takes the sharer's offer of what was asked for, and follows the pull to
-/// its end (streaming it out with `--stdout`).
-async fn follow(
-    out: &Out,
-    node: &Node,
-    events: &mut Events,
-    (peer, path, to_stdout): (&PeerInfo, &str, bool),
-    wait: Duration,
-    dir: &std::path::Path,
-    current: &mut Option<TransferId>,
-) -> Result<(), CliError> {
-    let shown = printable(peer.name.as_str());
-    let mut streaming: Option<Streaming> = None;
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let e = match current {
-            Some(_) => events.next().await,
-            None => tokio::time::timeout_at(deadline, events.next())
-                .await
-                .map_err(|_| CliError::NotFound(format!("{shown} did not offer {path} in time")))?,
+/// A pull under way, from one or several sharers of the same content.
+struct Pull<'a> {
+    out: &'a Out,
+    node: &'a Node,
+    path: &'a str,
+    /// The sharers asked.
+    sources: Vec<PeerInfo>,
+    dir: &'a std::path::Path,
+    /// Transfers accepted and not ended, by source.
+    current: HashMap<TransferId, PeerId>,
+    /// Bytes each transfer started with (its resumed prefix).
+    base: HashMap<TransferId, u64>,
+    /// Each transfer's last progress.
+    last: HashMap<TransferId, airhop::node::Progress>,
+    /// Bytes moved by transfers that ended.
+    bytes: u64,
+    /// Files published.
+    published: Vec<PathBuf>,
+    /// When the first transfer started.
+    started: Option<tokio::time::Instant>,
+    streaming: Option<Streaming>,
+    /// The first transfer accepted (what Ctrl-C cancels, and says so).
+    first: &'a mut Option<TransferId>,
+}
+
+impl Pull<'_> {
+    fn source(&self, id: PeerId) -> Option<&PeerInfo> {
+        self.sources.iter().find(|p| p.id == id)
+    }
+
+    fn shown(&self, id: PeerId) -> String {
+        self.source(id)
+            .map_or_else(|| id.to_string(), |p| printable(p.name.as_str()))
+    }
+
+    /// Takes the sharers' offers of what was asked for, and follows the
+    /// pull until what was asked for is here (streaming it out with
+    /// `--stdout`).
+    async fn follow(
+        &mut self,
+        events: &mut Events,
+        to_stdout: bool,
+        wait: Duration,
+    ) -> Result<(), CliError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let e = match self.started {
+                Some(_) => events.next().await,
+                None => tokio::time::timeout_at(deadline, events.next())
+                    .await
+                    .map_err(|_| {
+                        CliError::NotFound(format!("nobody offered {} in time", self.path))
+                    })?,
+            }
+            .ok_or(CliError::Stopped)?;
+            if self.event(e, to_stdout).await? {
+                return self.finish().await;
+            }
         }
-        .ok_or(CliError::Stopped)?;
+    }
+
+    /// One event of the pull; true when the pull is complete.
+    async fn event(&mut self, e: NodeEvent, to_stdout: bool) -> Result<bool, CliError> {
         match e {
             NodeEvent::OfferReceived {
                 transfer,
                 from,
                 items,
                 ..
-            } if from == peer.id => {
-                // Only what was asked for: the sharer chose the items.
-                if current.is_some() || !items.iter().all(|i| asked_for(&i.path, path)) {
-                    let _ = node.decline_offer(transfer, Reason::OfferMismatch).await;
-                    continue;
-                }
-                if to_stdout {
-                    match stream(&items, dir) {
-                        Ok(s) => streaming = Some(s),
-                        Err(e) => {
-                            let _ = node
-                                .decline_offer(transfer, Reason::UserNotInterested)
-                                .await;
-                            return Err(e);
-                        }
-                    }
-                }
-                node.accept_offer(transfer).await?;
-                *current = Some(transfer);
-                out.emit(&Event::Started {
-                    direction: Direction::Receive,
-                    peer: peer.id.to_string(),
-                    files: items.len() as u64,
-                    bytes: items.iter().map(|i| i.size).sum(),
-                    resumed: 0,
-                });
+            } if self.source(from).is_some() => {
+                self.offered(transfer, from, items, to_stdout).await?
             }
-            NodeEvent::Message { from, data } if from == peer.id => {
+            NodeEvent::TransferStarted {
+                transfer, resumed, ..
+            } if self.current.contains_key(&transfer) => {
+                self.base.insert(transfer, resumed);
+            }
+            NodeEvent::Message { from, data } if self.source(from).is_some() => {
                 if let Some(Answer::Refused { why }) = Answer::decode(&data) {
-                    return Err(CliError::reason(
-                        Reason::ContentUnavailable,
-                        format!("{shown}: {why}"),
-                    ));
+                    let shown = self.shown(from);
+                    return self.lost(from, |_, _| {
+                        CliError::reason(Reason::ContentUnavailable, format!("{shown}: {why}"))
+                    });
                 }
             }
-            NodeEvent::Progress(p) if Some(p.transfer) == *current => out.progress(&p),
-            NodeEvent::FileReceived { path, .. } => match &streaming {
-                Some((tx, _)) => {
-                    let _ = tx.send(path);
+            NodeEvent::Progress(p) if self.current.contains_key(&p.transfer) => {
+                self.last.insert(p.transfer, p);
+                self.progress();
+            }
+            NodeEvent::FileReceived { transfer, path, .. }
+                if self.current.contains_key(&transfer) =>
+            {
+                self.published.push(path.clone());
+                match &self.streaming {
+                    Some((tx, _)) => {
+                        let _ = tx.send(path);
+                    }
+                    None => self.out.emit(&Event::File {
+                        path: path.display().to_string(),
+                    }),
                 }
-                None => out.emit(&Event::File {
-                    path: path.display().to_string(),
-                }),
-            },
+            }
             NodeEvent::TransferDone {
                 transfer,
                 bytes,
-                elapsed,
                 files,
-                already_had,
                 ..
-            } if Some(transfer) == *current => {
-                out.end_progress();
-                if let Some((tx, task)) = streaming.take() {
-                    drop(tx);
-                    task.await??;
-                }
-                out.emit(&Event::Done {
-                    direction: Direction::Receive,
-                    peer: peer.id.to_string(),
-                    name: peer.name.as_str().to_string(),
-                    bytes,
-                    seconds: elapsed.as_secs_f64(),
-                    files: files.iter().map(|p| p.display().to_string()).collect(),
-                    already_had: already_had as u64,
-                    summary: path.to_string(),
-                    dir: Some(dir.display().to_string()),
-                });
-                let _ = node.disconnect(peer.id).await;
-                return Ok(());
+            } if self.current.contains_key(&transfer) => {
+                self.current.remove(&transfer);
+                self.last.remove(&transfer);
+                self.bytes += bytes;
+                // The transfer that published the file ends the pull; the
+                // other sources' transfers end with it.
+                return Ok(!files.is_empty() || self.current.is_empty());
             }
             NodeEvent::TransferFailed {
                 transfer, reason, ..
-            } if Some(transfer) == *current => return Err(failed(out, peer, path, reason)),
+            } if self.current.contains_key(&transfer) => {
+                let from = self.current.remove(&transfer).expect("checked");
+                self.last.remove(&transfer);
+                let (out, path) = (self.out, self.path);
+                return self.lost(from, |p, last| match last {
+                    true => failed(out, p, path, reason),
+                    false => CliError::reason(
+                        reason,
+                        format!("{}: {reason}", printable(p.name.as_str())),
+                    ),
+                });
+            }
             NodeEvent::PeerState {
-                peer: p,
+                peer,
                 state: PeerState::NotConnected(reason),
-            } if p == peer.id => {
-                return Err(CliError::reason(
-                    reason,
-                    format!("{shown} went away: {reason}"),
-                ))
+            } if self.source(peer).is_some() => {
+                if self.current.values().any(|p| *p == peer) {
+                    // Its transfer's failure follows.
+                    return Ok(false);
+                }
+                let shown = self.shown(peer);
+                return self.lost(peer, |_, _| {
+                    CliError::reason(reason, format!("{shown} went away: {reason}"))
+                });
             }
             _ => {}
         }
+        Ok(false)
+    }
+
+    /// An offer from source `from`: taken if it is exactly what was asked.
+    async fn offered(
+        &mut self,
+        transfer: TransferId,
+        from: PeerId,
+        items: Vec<OfferItem>,
+        to_stdout: bool,
+    ) -> Result<(), CliError> {
+        // Only what was asked for: the sharer chose the items.
+        let twice = self.current.values().any(|p| *p == from);
+        if twice || !items.iter().all(|i| asked_for(&i.path, self.path)) {
+            let _ = self
+                .node
+                .decline_offer(transfer, Reason::OfferMismatch)
+                .await;
+            return Ok(());
+        }
+        if to_stdout && self.streaming.is_none() {
+            match stream(&items, self.dir) {
+                Ok(s) => self.streaming = Some(s),
+                Err(e) => {
+                    let _ = self
+                        .node
+                        .decline_offer(transfer, Reason::UserNotInterested)
+                        .await;
+                    return Err(e);
+                }
+            }
+        }
+        self.node.accept_offer(transfer).await?;
+        self.current.insert(transfer, from);
+        self.first.get_or_insert(transfer);
+        if self.started.is_none() {
+            self.started = Some(tokio::time::Instant::now());
+            self.out.emit(&Event::Started {
+                direction: Direction::Receive,
+                peer: from.to_string(),
+                files: items.len() as u64,
+                bytes: items.iter().map(|i| i.size).sum(),
+                resumed: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Source `from` dropped out (declined, failed, left): the pull goes
+    /// on with the others, or fails with `error` when none is left.
+    /// (`error` is told whether it is the pull's end.)
+    fn lost(
+        &mut self,
+        from: PeerId,
+        error: impl FnOnce(&PeerInfo, bool) -> CliError,
+    ) -> Result<bool, CliError> {
+        let Some(peer) = self.source(from).cloned() else {
+            return Ok(false);
+        };
+        self.sources.retain(|p| p.id != from);
+        if self.sources.is_empty() {
+            return Err(error(&peer, true));
+        }
+        let e = error(&peer, false);
+        self.out.warn(format!("{e}; the other sources go on"));
+        Ok(false)
+    }
+
+    /// One progress line for the whole pull: every source's bytes.
+    fn progress(&self) {
+        let Some(first) = self.last.values().next() else {
+            return;
+        };
+        let base = self.base.values().copied().min().unwrap_or(0);
+        let moved: u64 = self
+            .last
+            .iter()
+            .map(|(t, p)| {
+                p.done
+                    .saturating_sub(self.base.get(t).copied().unwrap_or(0))
+            })
+            .sum();
+        let total = first.total;
+        let done = (base + moved + self.bytes).min(total);
+        let rate: f64 = self.last.values().map(|p| p.rate).sum();
+        let eta = (rate > 0.0).then(|| Duration::from_secs_f64((total - done) as f64 / rate));
+        self.out.progress(&airhop::node::Progress {
+            done,
+            rate,
+            eta,
+            ..first.clone()
+        });
+    }
+
+    /// What was asked for is here: the other sources' transfers stop, the
+    /// sessions end, and the summary goes out.
+    async fn finish(&mut self) -> Result<(), CliError> {
+        self.out.end_progress();
+        for (t, _) in self.current.drain() {
+            let _ = self.node.cancel(t).await;
+        }
+        if let Some((tx, task)) = self.streaming.take() {
+            drop(tx);
+            task.await??;
+        }
+        let names: Vec<String> = self
+            .sources
+            .iter()
+            .map(|p| p.name.as_str().to_string())
+            .collect();
+        let peer = self
+            .sources
+            .first()
+            .map(|p| p.id.to_string())
+            .unwrap_or_default();
+        self.out.emit(&Event::Done {
+            direction: Direction::Receive,
+            peer,
+            name: names.join(", "),
+            bytes: self.bytes,
+            seconds: self.started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            files: self
+                .published
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            already_had: 0,
+            summary: self.path.to_string(),
+            dir: Some(self.dir.display().to_string()),
+        });
+        for p in &self.sources {
+            let _ = self.node.disconnect(p.id).await;
+        }
+        Ok(())
     }
 }
 
@@ -861,28 +1063,40 @@ fn failed(out: &Out, peer: &PeerInfo, path: &str, reason: Reason) -> CliError {
     )
 }
 
-/// The first sharer nearby whose catalogue lists content `hash` (a prefix
-/// of its root), and that entry's path.
+/// Every sharer nearby whose catalogue lists content `hash` (a prefix of
+/// its root) under the same path as the first one found, and that path:
+/// they all send their share of it into one file.
 async fn by_hash(
     node: &Node,
     events: &mut Events,
     hash: &str,
     wait: Duration,
-) -> Result<(PeerInfo, String), CliError> {
+) -> Result<(Vec<PeerInfo>, String), CliError> {
     let found = find(node, events, None, wait).await?;
+    let mut sources = Vec::new();
+    let mut path: Option<String> = None;
     for p in found {
         let Ok((entries, _)) = catalogue(node, events, &p, wait).await else {
             continue;
         };
-        let hit = entries
-            .into_iter()
-            .find(|e| e.root.as_deref().is_some_and(|r| r.starts_with(hash)));
-        if let Some(e) = hit {
-            return Ok((p, e.path));
+        let hit = entries.into_iter().find(|e| {
+            e.root.as_deref().is_some_and(|r| r.starts_with(hash))
+                && path.as_ref().is_none_or(|want| *want == e.path)
+        });
+        match hit {
+            Some(e) => {
+                path.get_or_insert(e.path);
+                sources.push(p);
+            }
+            None => {
+                let _ = node.disconnect(p.id).await;
+            }
         }
-        let _ = node.disconnect(p.id).await;
     }
-    Err(CliError::NotFound(format!(
-        "nobody nearby lists content {hash} (`airhop ls` shows what is shared, with hashes once known)"
-    )))
+    match path {
+        Some(path) => Ok((sources, path)),
+        None => Err(CliError::NotFound(format!(
+            "nobody nearby lists content {hash} (`airhop ls` shows what is shared, with hashes once known)"
+        ))),
+    }
 }
