@@ -69,7 +69,8 @@ Examples:
   airhop get 3f9a0c1d7e2b...            by content (BLAKE3 root, 8+ hex digits) from whoever lists it")]
 pub struct GetArgs {
     /// `PEER:PATH` (PATH as `airhop ls` lists it), or the content's BLAKE3
-    /// root (at least 8 hex digits) as `ls` shows it.
+    /// root (at least 8 hex digits) as `ls` shows it: then every sharer
+    /// nearby that lists it sends its part at once.
     #[arg(value_name = "PEER:PATH|HASH")]
     pub what: String,
     /// Where the files go [default: as for `receive`].
@@ -79,6 +80,7 @@ pub struct GetArgs {
     /// order (`| mpv -` starts playing before the end): chunk by chunk
     /// verified when the sharer knows its root (`ls` shows one), else
     /// checked at the end (a mismatch then exits 10 after the bytes).
+    /// From one sharer only, which sends in order.
     #[arg(long, conflicts_with = "dir")]
     pub stdout: bool,
     /// Seconds to look for the sharer, and to wait for its answer.

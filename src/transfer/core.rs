@@ -19,7 +19,9 @@
 //!                                <------  OfferAccept { id, [index, offset, spans] } | OfferDecline { id, reason }
 //! one stream per wanted item     ------>  header | bao encoding of the spans      (root known: verified)
 //!                                         header | bytes from offset | [root]    (otherwise)
-//!                                <------  Refetch { id, [index, offset, spans] }  (a verified group failed its check)
+//!                                <------  Refetch { id, [index, offset, spans] }  (a verified group failed its check,
+//!                                                                                  or the next groups of a file fetched
+//!                                                                                  from several sources: super::swarm)
 //! the spans again, on a new stream ------>
 //!                                <------  Done { id }        (every wanted item verified, published)
 //! either side, any time: Cancel { id, reason }
