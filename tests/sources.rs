@@ -169,3 +169,54 @@ async fn a_source_that_leaves_mid_way_costs_only_what_it_had_not_sent() {
     );
     sent(&mut t.s[0].0).await.unwrap();
 }
+
+/// A plain `.part` (left by a transfer that had no root) is kept when the
+/// file comes again with its root: its prefix is not fetched again, and
+/// the whole file is checked against the root before it is published; a
+/// prefix that does not match is fetched again, and the file is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_part_is_kept_when_the_file_comes_again_with_its_root() {
+    for bad in [false, true] {
+        let (src, dst) = (
+            TempDir::new(&format!("sources-plain-{bad}")),
+            TempDir::new(&format!("sources-plain-in-{bad}")),
+        );
+        let file = src.path().join("film.mkv");
+        random_file(&file, SIZE, 8);
+        let inbox = dst.path().join("inbox");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let mut prefix = std::fs::read(&file).unwrap();
+        prefix.truncate(10 << 20);
+        if bad {
+            prefix[5 << 20] ^= 1;
+        }
+        std::fs::write(inbox.join("film.mkv.part"), &prefix).unwrap();
+        let port = port();
+        let mut cfg = config("Rae", "it-sources", &inbox);
+        cfg.auto_accept_offers = true;
+        let mut r = start(cfg, port, identity(1)).await;
+        let (mut s, _relay) = source("Sam", 2, port, src.path(), &file).await;
+        let (r_id, _) = connect(&mut r, &mut s, b"film").await;
+        s.node.send_files(r_id, vec![file.clone()]).await.unwrap();
+        let resumed = wait(&mut r.events, 30, "started", |e| match e {
+            NodeEvent::TransferStarted { resumed, .. } => Some(*resumed),
+            _ => None,
+        })
+        .await;
+        assert_eq!(resumed, 10 << 20, "the prefix is kept");
+        let (files, moved) = received(&mut r, 1).await;
+        assert_eq!(files, vec![inbox.join("film.mkv")]);
+        assert!(
+            same_bytes(&file, &inbox.join("film.mkv")),
+            "bad prefix: {bad}"
+        );
+        let want = if bad { SIZE } else { SIZE - (10 << 20) };
+        eprintln!("prefix bad: {bad}: {} bytes moved", moved[0]);
+        assert!(
+            moved[0] >= want && moved[0] < want + (1 << 20),
+            "bad prefix {bad}: moved {}",
+            moved[0]
+        );
+        assert!(!inbox.join("film.mkv.part.sums").exists());
+    }
+}

@@ -145,6 +145,12 @@ impl Schedule {
         taken
     }
 
+    /// Groups `span` turned out not to be held after all (an adopted
+    /// prefix that failed its check): free to fetch again.
+    pub fn free_again(&mut self, span: Span) {
+        insert(&mut self.free, span);
+    }
+
     /// Whether `who` is (still) to fetch group `g`.
     pub fn owns(&self, who: TransferId, g: u64) -> bool {
         self.owned
@@ -468,14 +474,28 @@ impl Part {
         if s.outcome.is_some() {
             return Ok(Exit::Partial);
         }
-        let complete = s.io.as_ref().is_some_and(|(_, sums)| sums.complete());
+        let part = part_path(&self.dest);
+        let mut complete = s.io.as_ref().is_some_and(|(_, sums)| sums.complete());
+        if complete {
+            // An adopted plain prefix is checked now, the file whole.
+            let (_, sums) = s.io.as_mut().expect("complete");
+            let disk = |source| StoreError::Io {
+                path: part.clone(),
+                source,
+            };
+            if let Some(again) = sums.check_prefix(&part).map_err(disk)? {
+                s.schedule.free_again(again);
+                complete = false;
+            }
+        }
         if !complete && s.writers > 0 {
+            drop(s);
+            self.touch();
             return Ok(Exit::Partial);
         }
         let Some((file, sums)) = s.io.take() else {
             return Ok(Exit::Partial);
         };
-        let part = part_path(&self.dest);
         let r = if complete {
             set_meta(&file, mode, mtime);
             let r = publish(&file, &part, &self.dest, overwrite).map(|()| {
@@ -552,6 +572,7 @@ impl verified::Groups for Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const A: TransferId = TransferId(1);
     const B: TransferId = TransferId(2);
@@ -805,6 +826,74 @@ mod tests {
         let missing = sums.missing();
         assert_eq!(missing.len(), 1);
         assert!(missing[0].0 > 0 && missing[0].1 == b[0].0, "{missing:?}");
+    }
+
+    /// A plain `.part` (no record: a transfer without a root left it)
+    /// holding the first `prefix` bytes of `src`, `flip`ped at one byte if
+    /// asked; returns the groups the record adopted and those missing.
+    fn plain_part(
+        src: &Source,
+        dest: &Path,
+        prefix: usize,
+        flip: Option<usize>,
+    ) -> (u64, Vec<Span>) {
+        let mut data = std::fs::read(&src.path).unwrap();
+        data.truncate(prefix);
+        if let Some(at) = flip {
+            data[at] ^= 0x40;
+        }
+        let part = part_path(dest);
+        std::fs::write(&part, &data).unwrap();
+        let file = open_part(&part).unwrap();
+        let sums = PartSums::open(&part, &file, &src.root, src.size).unwrap();
+        let got = (sums.unchecked(), sums.missing());
+        sums.close(&file).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_plain_part_offered_with_a_root_keeps_its_prefix_checked_at_the_end() {
+        let src = Source::new("swarm-plain", 300 * verified::GROUP_BYTES as usize + 99);
+        let dest = src.dir.0.join("dst.bin");
+        let n = verified::groups(src.size);
+        // 100 groups and a bit: the whole groups are kept, the bit is not.
+        let (adopted, missing) = plain_part(
+            &src,
+            &dest,
+            100 * verified::GROUP_BYTES as usize + 500,
+            None,
+        );
+        assert_eq!((adopted, missing.clone()), (100, vec![(100, n)]));
+        let (part, spans) = Part::new(dest.clone(), src.root, src.size, missing, A);
+        let exit = src.stream(&part, A, &src.encode(&spans), &spans).unwrap();
+        assert_eq!(exit, Exit::Published(dest.clone()));
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&src.path).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_plain_prefix_that_fails_the_check_is_fetched_again() {
+        let src = Source::new("swarm-plain-bad", 300 * verified::GROUP_BYTES as usize);
+        let dest = src.dir.0.join("dst.bin");
+        let n = verified::groups(src.size);
+        let g = verified::GROUP_BYTES as usize;
+        let (_, missing) = plain_part(&src, &dest, 120 * g, Some(7 * g + 3));
+        assert_eq!(missing, vec![(120, n)]);
+        let (part, spans) = Part::new(dest.clone(), src.root, src.size, missing, A);
+        // Every group is in, but the whole does not match the root.
+        let exit = src.stream(&part, A, &src.encode(&spans), &spans).unwrap();
+        assert_eq!(exit, Exit::Partial);
+        assert!(!part.complete());
+        let again = part.claim(A);
+        assert_eq!(again, vec![(0, 120)], "the prefix is asked for again");
+        let exit = src.stream(&part, A, &src.encode(&again), &again).unwrap();
+        assert_eq!(exit, Exit::Published(dest.clone()));
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            std::fs::read(&src.path).unwrap()
+        );
     }
 
     #[test]

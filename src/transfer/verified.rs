@@ -313,14 +313,25 @@ pub fn encode(
 /// 64  8   its modification time (ns since the epoch)
 /// 72  8   its status-change time (ns since the epoch)
 /// 80  8   its inode
+/// 88  8   groups from 0 held but not verified yet (a plain prefix adopted)
 /// 96  16  per group: the first 16 bytes of BLAKE3(group), all zero if not held
 /// ```
+///
+/// A plain `.part` (left by a transfer that had no root: no record beside
+/// it) offered again with a root is not thrown away: its whole groups are
+/// adopted as held but *unchecked*; they are not asked for, and when every
+/// other group is in, the whole file is hashed against the root
+/// ([`PartSums::check_prefix`]) before it is published. A prefix that
+/// fails is fetched again.
 pub struct PartSums {
     file: File,
     root: [u8; 32],
     size: u64,
-    /// Groups held, verified: sorted, disjoint spans.
+    /// Groups held: sorted, disjoint spans (verified, but for the first
+    /// `unchecked`).
     held: Vec<Span>,
+    /// Groups `[0, unchecked)` are held unverified: an adopted prefix.
+    unchecked: u64,
     /// Sums written to the .part but not yet to this file.
     pending: Vec<(u64, [u8; 16])>,
 }
@@ -381,14 +392,29 @@ impl PartSums {
             root: *root,
             size,
             held: Vec::new(),
+            unchecked: 0,
             pending: Vec::new(),
         };
         if !same_file {
-            data.set_len(0)?;
+            // No record at all: a plain prefix (of a transfer that had no
+            // root) is adopted, to be checked at the end; a record of
+            // another file means the data is of another file.
+            let plain = head.iter().all(|b| *b == 0) || s.file.metadata()?.len() == 0;
+            let have = data.metadata()?.len();
+            let keep = match (plain, have == size) {
+                (false, _) => 0,
+                (true, true) => groups(size),
+                (true, false) if have < size => have / GROUP_BYTES,
+                (true, false) => 0,
+            };
+            data.set_len((keep * GROUP_BYTES).min(size))?;
             s.file.set_len(0)?;
+            s.unchecked = keep;
             s.write_header(None)?;
+            s.adopt(data, keep)?;
             return Ok(s);
         }
+        s.unchecked = u64::from_le_bytes(head[88..96].try_into().expect("8"));
         let clean = head[49] == 1;
         let mut fp = [0u64; 4];
         for (i, v) in fp.iter_mut().enumerate() {
@@ -400,12 +426,58 @@ impl PartSums {
         Ok(s)
     }
 
+    /// Records the first `k` groups of `data` as held (unchecked).
+    fn adopt(&mut self, data: &File, k: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; GROUP_BYTES as usize];
+        for g in 0..k {
+            let len = group_len(g, self.size) as usize;
+            if read_full_at(data, g * GROUP_BYTES, &mut buf[..len])? < len {
+                break;
+            }
+            self.record(g, &buf[..len]);
+            if self.pending.len() >= 4096 {
+                self.flush()?;
+            }
+        }
+        self.flush()
+    }
+
+    /// Groups `[0, n)` are held but not verified yet (an adopted prefix).
+    pub fn unchecked(&self) -> u64 {
+        self.unchecked
+    }
+
+    /// Every group held, with an adopted prefix among them: hashes the
+    /// whole `.part` at `part` against the root. `Ok(None)`: it matches
+    /// (the file may be published). `Ok(Some(span))`: it does not, and
+    /// the prefix is forgotten: those groups are to fetch again.
+    pub fn check_prefix(&mut self, part: &Path) -> io::Result<Option<Span>> {
+        if self.unchecked == 0 {
+            return Ok(None);
+        }
+        let (root, _) = super::store::hash_file(part)?;
+        let k = std::mem::take(&mut self.unchecked);
+        if root == self.root {
+            self.write_header(None)?;
+            return Ok(None);
+        }
+        self.file
+            .write_all_at(&vec![0u8; (k * SUM) as usize], HEADER)?;
+        self.held.retain_mut(|s| {
+            s.0 = s.0.max(k);
+            s.0 < s.1
+        });
+        self.write_header(None)?;
+        Ok(Some((0, k)))
+    }
+
     fn write_header(&mut self, clean: Option<[u64; 4]>) -> io::Result<()> {
         let mut head = [0u8; HEADER as usize];
         head[..8].copy_from_slice(MAGIC);
         head[8..40].copy_from_slice(&self.root);
         head[40..48].copy_from_slice(&self.size.to_le_bytes());
         head[48] = GROUP_LOG;
+        head[88..96].copy_from_slice(&self.unchecked.to_le_bytes());
         if let Some(fp) = clean {
             head[49] = 1;
             for (i, v) in fp.iter().enumerate() {
