@@ -366,3 +366,41 @@ fn get_by_hash_pulls_from_every_sharer_at_once() {
         let _ = p.child.kill();
     }
 }
+
+/// While a sharer that asks waits for its user's answer about one puller,
+/// the puller it already let in goes on: its pull ends (the sharer reports
+/// `done`) with the question still up; then the question is answered.
+#[test]
+#[ignore = "needs root (network namespaces)"]
+fn a_question_up_does_not_hold_a_pull_under_way() {
+    let p = Pair::new();
+    let t = TempDir::new("share-ask-busy");
+    let f = t.path().join("talk.mp4");
+    random_file(&f, 8 << 20, 6);
+    let mut c = airhop(&p.a, p.ip_a, &t.path().join("sharer"), "Ada");
+    c.args(["--json", "share"]).arg(&f);
+    let mut sharer = Proc::spawn(c);
+    sharer.event(15, "ready", |v| v["event"] == "ready");
+    p.limit_a("20mbit"); // 8 MiB: about 3.5 s
+    let get = |who: &str| {
+        let mut c = airhop(&p.b, p.ip_b, &t.path().join(who), who);
+        c.args(["get", "Ada:talk.mp4", "--dir"])
+            .arg(t.path().join(format!("in-{who}")));
+        Proc::spawn(c)
+    };
+    let mut bob = get("Bob");
+    sharer.event(20, "Bob's question", |v| v["event"] == "invited");
+    sharer.say("y");
+    sharer.event(20, "Bob's pull", |v| v["event"] == "progress");
+    let mut cleo = get("Cleo");
+    let q = sharer.event(20, "Cleo's question", |v| v["event"] == "invited");
+    assert_eq!(q["name"], "Cleo");
+    // Not answered yet: Bob's pull ends all the same.
+    let done = sharer.event(15, "Bob's pull to end", |v| v["event"] == "done");
+    assert_eq!(done["name"], "Bob");
+    assert_eq!(bob.wait(15), 0, "{}", bob.stderr());
+    sharer.say("y");
+    assert_eq!(cleo.wait(30), 0, "{}", cleo.stderr());
+    assert!(same_bytes(&f, &t.path().join("in-Cleo/talk.mp4")));
+    let _ = sharer.child.kill();
+}

@@ -132,6 +132,7 @@ pub async fn share(settings: Settings, out: Out, args: ShareArgs) -> Result<(), 
         pullers: HashMap::new(),
         pulls: HashMap::new(),
         answers: None,
+        deferred: Default::default(),
     };
     let r = tokio::select! {
         r = s.serve(&mut events) => r,
@@ -155,12 +156,17 @@ struct Sharer<'a> {
     /// Pulls under way.
     pulls: HashMap<TransferId, PeerId>,
     answers: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// Invitations that came while a question was up: each asked in turn.
+    deferred: std::collections::VecDeque<NodeEvent>,
 }
 
 impl Sharer<'_> {
     async fn serve(&mut self, events: &mut Events) -> Result<(), CliError> {
         loop {
-            let e = events.next().await.ok_or(CliError::Stopped)?;
+            let e = match self.deferred.pop_front() {
+                Some(e) => e,
+                None => events.next().await.ok_or(CliError::Stopped)?,
+            };
             match e {
                 NodeEvent::Invited {
                     invite,
@@ -168,9 +174,19 @@ impl Sharer<'_> {
                     pairing_code,
                     ..
                 } => {
-                    self.invited(invite, from, &pairing_code.to_string())
+                    self.invited(events, invite, from, &pairing_code.to_string())
                         .await?
                 }
+                e => self.quiet(e).await?,
+            }
+        }
+    }
+
+    /// An event that needs no question: handled at once, also while a
+    /// question is up (other pullers' asks, progress and ends go on).
+    async fn quiet(&mut self, e: NodeEvent) -> Result<(), CliError> {
+        {
+            match e {
                 NodeEvent::Message { from, data } if self.pullers.contains_key(&from) => {
                     self.asked(from, &data).await
                 }
@@ -223,14 +239,20 @@ impl Sharer<'_> {
                 NodeEvent::Error { reason, message } => {
                     return Err(CliError::reason(reason, message))
                 }
+                // A puller waiting for its question gave up: no question.
+                NodeEvent::InviteExpired { invite } => self
+                    .deferred
+                    .retain(|e| !matches!(e, NodeEvent::Invited { invite: i, .. } if *i == invite)),
                 _ => {}
             }
         }
+        Ok(())
     }
 
     /// A pull request (an invitation): by the policy, within the cap.
     async fn invited(
         &mut self,
+        events: &mut Events,
         invite: airhop::session::InviteId,
         from: PeerInfo,
         code: &str,
@@ -266,7 +288,7 @@ impl Sharer<'_> {
         let accept = match by {
             By::Yes => true,
             By::Trusted => trusted,
-            By::User => self.ask().await,
+            By::User => self.ask(events).await?,
             By::Busy | By::Peer => false,
         };
         let peer = from.id.to_string();
@@ -295,16 +317,36 @@ impl Sharer<'_> {
 
     /// "Allow? [y/N]" on the terminal, answered from standard input; no
     /// answer in 27 s (a little less than the invitation lives) is no.
-    /// Lines typed before the question answer nothing.
-    async fn ask(&mut self) -> bool {
+    /// Lines typed before the question answer nothing. Meanwhile the
+    /// pullers already in go on; another puller's invitation waits for
+    /// its own question.
+    async fn ask(&mut self, events: &mut Events) -> Result<bool, CliError> {
         let mut rx = self.answers.take().unwrap_or_else(stdin_lines);
         while rx.try_recv().is_ok() {}
         if !self.out.json {
             eprint!("  Allow? [y/N] ");
         }
-        let a = tokio::time::timeout(Duration::from_secs(27), rx.recv()).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(27);
+        let answer = loop {
+            tokio::select! {
+                a = rx.recv() => break a,
+                _ = tokio::time::sleep_until(deadline) => break None,
+                e = events.next() => match e {
+                    None => break None,
+                    Some(e @ NodeEvent::Invited { .. }) => self.deferred.push_back(e),
+                    Some(e) => {
+                        if let Err(err) = self.quiet(e).await {
+                            self.answers = Some(rx);
+                            return Err(err);
+                        }
+                    }
+                },
+            }
+        };
         self.answers = Some(rx);
-        matches!(a, Ok(Some(l)) if matches!(l.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+        Ok(
+            matches!(answer, Some(l) if matches!(l.trim().to_ascii_lowercase().as_str(), "y" | "yes")),
+        )
     }
 
     /// A puller's ask: the catalogue, or some paths (offered at once).
