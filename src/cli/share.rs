@@ -80,7 +80,6 @@ pub struct GetArgs {
     /// order (`| mpv -` starts playing before the end): chunk by chunk
     /// verified when the sharer knows its root (`ls` shows one), else
     /// checked at the end (a mismatch then exits 10 after the bytes).
-    /// From one sharer only, which sends in order.
     #[arg(long, conflicts_with = "dir")]
     pub stdout: bool,
     /// Seconds to look for the sharer, and to wait for its answer.
@@ -672,9 +671,17 @@ fn tail(
                 .ok()
                 .or_else(|| fin.as_ref().and_then(|p| std::fs::File::open(p).ok()));
         }
+        // Several sources write a .part out of order: only the verified
+        // run from here on goes out (its record says how far it reaches).
+        let room = match fin {
+            Some(_) => usize::MAX,
+            None => airhop::transfer::verified::PartSums::verified_run(&part, off)
+                .map_or(usize::MAX, |end| (end - off) as usize),
+        };
+        let want = buf.len().min(room);
         let n = match file.as_mut() {
             Some(f) => f
-                .read(&mut buf)
+                .read(&mut buf[..want])
                 .map_err(CliError::io("reading what arrived"))?,
             None => 0,
         };
@@ -748,15 +755,10 @@ async fn pull(
             }
         }
         Want::Hash(h) => {
-            let (mut sources, path) = by_hash(node, events, &h, wait).await?;
-            // Standard output takes the bytes in order: one source, which
-            // sends them in order.
-            if to_stdout {
-                for p in sources.drain(1..) {
-                    let _ = node.disconnect(p.id).await;
-                }
-            }
-            (sources, path)
+            // (With --stdout too: the first source keeps the front of the
+            // file, others take from its end, and only the verified run
+            // from the front goes out.)
+            by_hash(node, events, &h, wait).await?
         }
     };
     let names: Vec<String> = sources

@@ -625,6 +625,38 @@ impl PartSums {
         prefix().unwrap_or(0)
     }
 
+    /// How far from byte `from` the `.part` at `part` holds verified
+    /// bytes in a row, by its record (read while others write it: a
+    /// group's sum is written after its bytes). `None`: no record (a
+    /// transfer without a root, which writes in order). An adopted,
+    /// unchecked prefix does not count: it is checked only at the end.
+    pub fn verified_run(part: &Path, from: u64) -> Option<u64> {
+        let f = File::open(sums_path(part)).ok()?;
+        let mut head = [0u8; HEADER as usize];
+        if read_full_at(&f, 0, &mut head).ok()? < head.len() || &head[..8] != MAGIC {
+            return None;
+        }
+        let size = u64::from_le_bytes(head[40..48].try_into().expect("8"));
+        let unchecked = u64::from_le_bytes(head[88..96].try_into().expect("8"));
+        let mut g = from / GROUP_BYTES;
+        if g < unchecked {
+            return Some(from.min(size));
+        }
+        let mut buf = vec![0u8; (256 * SUM) as usize];
+        loop {
+            let n = read_full_at(&f, HEADER + g * SUM, &mut buf).ok()?;
+            for sum in buf[..n - n % SUM as usize].chunks(SUM as usize) {
+                if sum.iter().all(|b| *b == 0) {
+                    return Some((g * GROUP_BYTES).clamp(from, size));
+                }
+                g += 1;
+            }
+            if n < buf.len() {
+                return Some((g * GROUP_BYTES).clamp(from, size));
+            }
+        }
+    }
+
     /// Every group is held.
     pub fn complete(&self) -> bool {
         groups(self.size) == 0 || self.held == [(0, groups(self.size))]
