@@ -697,6 +697,19 @@ impl Event {
                         v.push((Level::Say, format!("  ... and {} more", files.len() - 10)));
                     }
                 }
+                if files.is_empty() && *bytes > 0 {
+                    // Its share of a file another sender (of the same
+                    // content, at the same time) completed.
+                    v.push((
+                        Level::Say,
+                        format!(
+                            "{} {} from {name} in {}, part of a file that also came from another sender",
+                            o.green("Received"),
+                            human_bytes(*bytes),
+                            took(elapsed),
+                        ),
+                    ));
+                }
                 if *already_had > 0 {
                     v.push((
                         Level::Say,
@@ -1100,6 +1113,26 @@ mod tests {
             vec![(
                 Level::Say,
                 "Sent 1 file, 3.0 MB to Bob in 1.0 s (24.0 Mbit/s)".to_string()
+            )]
+        );
+        // A receiver's share of a file another sender completed.
+        let covered = Event::Done {
+            direction: Direction::Receive,
+            peer: "8899aabbccddeeff".into(),
+            name: "Bob".into(),
+            bytes: 3_000_000,
+            seconds: 1.0,
+            files: vec![],
+            already_had: 0,
+            summary: "1 file, 3.0 MB".into(),
+            dir: Some("/in".into()),
+        };
+        assert_eq!(
+            covered.human(&out),
+            vec![(
+                Level::Say,
+                "Received 3.0 MB from Bob in 1.0 s, part of a file that also came from another sender"
+                    .to_string()
             )]
         );
         let invited = &Event::examples()[4];
