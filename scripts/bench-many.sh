@@ -118,18 +118,29 @@ for l in sys.stdin:
   done
   for i in 0 1 2; do untbf "$(ns "$i")" "ahmh$i"; done
   ip netns pids "$(ns 0)" | xargs -r kill; ip netns pids "$(ns 1)" | xargs -r kill; ip netns pids "$(ns 2)" | xargs -r kill
-  local one three
-  one=$(printf '%s\n' "${ones[@]}" | median); three=$(printf '%s\n' "${threes[@]}" | median)
   echo
   echo "multi-source, $SIZE_MB MiB, three sharers at 100 Mbit/s each, medians of $RUNS (seconds)"
-  echo "  one sharer (get Ada:FILE)      $one   runs: ${ones[*]}"
-  echo "  three sharers (get HASH)       $three   runs: ${threes[*]}"
-  echo "  speed-up, three / one          $(awk -v a="$one" -v b="$three" 'BEGIN {printf "%.2f", a/b}')   (target >= 2.5; ideal 3)"
-  local per=()
-  for ((k = 0; k < ${#ones[@]} && k < ${#threes[@]}; k++)); do
-    per+=("$(awk -v a="${ones[$k]}" -v b="${threes[$k]}" 'BEGIN {printf "%.2f", a/b}')")
+  report "one sharer (get Ada:FILE)" ones "three sharers (get HASH)" threes \
+    "speed-up, three / one" "(target >= 2.5; ideal 3)" 1
+}
+
+# ratio A B: A/B with 2 decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+
+# report LABEL_A ARRAY_A LABEL_B ARRAY_B RATIO_LABEL TARGET A_OVER_B: the
+# medians and every run of both, their ratio (A/B when A_OVER_B is 1, else
+# B/A), and the ratio run by run.
+report() {
+  local -n xs=$2 ys=$4
+  local x y k per=()
+  x=$(printf '%s\n' "${xs[@]}" | median); y=$(printf '%s\n' "${ys[@]}" | median)
+  local r; if [[ $7 == 1 ]]; then r=$(ratio "$x" "$y"); else r=$(ratio "$y" "$x"); fi
+  for ((k = 0; k < ${#xs[@]} && k < ${#ys[@]}; k++)); do
+    if [[ $7 == 1 ]]; then per+=("$(ratio "${xs[$k]}" "${ys[$k]}")"); else per+=("$(ratio "${ys[$k]}" "${xs[$k]}")"); fi
   done
-  echo "  speed-up per run               ${per[*]}"
+  printf '  %-30s %s   runs: %s\n' "$1" "$x" "${xs[*]}" "$3" "$y" "${ys[*]}"
+  printf '  %-30s %s   %s\n' "$5" "$r" "$6"
+  printf '  %-30s %s\n' "$5, run by run" "${per[*]}"
 }
 
 fan_out() {
@@ -158,13 +169,9 @@ fan_out() {
       say "  run $r, $what receiver(s): $s s"
     done
   done
-  local one four
-  one=$(printf '%s\n' "${ones[@]}" | median); four=$(printf '%s\n' "${fours[@]}" | median)
   echo
   echo "fan-out, $SIZE_MB MiB, each receiver's link 100 Mbit/s, medians of $RUNS (seconds, whole command)"
-  echo "  one receiver                   $one   runs: ${ones[*]}"
-  echo "  four receivers at once         $four   runs: ${fours[*]}"
-  echo "  four / one                     $(awk -v a="$four" -v b="$one" 'BEGIN {printf "%.2f", a/b}')   (target <= 1.5)"
+  report "one receiver" ones "four receivers at once" fours "four / one" "(target <= 1.5)" 0
 }
 
 main() {
