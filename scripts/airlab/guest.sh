@@ -259,9 +259,13 @@ bluetoothctl_read() {
   # the kernel often drops that one), and bluetoothd forgets a device it
   # has not heard for a while: scan until it knows the receiver, connect at
   # once (still scanning), read; up to three tries. This step checks the
-  # card read, not the latency.
+  # card read, not the latency. Each try first removes the device object
+  # an earlier step left: otherwise its temporary timeout (30 s) can run
+  # out between finding it and connecting to it ("[DEL] Device ... Bob",
+  # then "not available"; seen in CI), and the emulated controller does
+  # not report the advert again during that scan.
   for try in 1 2 3; do
-    { echo "select $self"; echo "scan le"
+    { echo "select $self"; echo "remove $target"; sleep 1; echo "scan le"
       for _ in $(seq 40); do
         sleep 1; bluetoothctl devices 2>/dev/null | grep -qi "$target" && break
       done
