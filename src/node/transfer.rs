@@ -264,10 +264,12 @@ pub(super) fn plan(
                         let missing = match open_sums(&dest, &root, item.size) {
                             Ok((_, missing)) => missing,
                             Err(e) => {
+                                // Sources waiting to join hear why.
+                                let e = OfferError::Folder(e);
                                 for p in firsts.values() {
-                                    p.fail(Reason::SpaceNotAvailable);
+                                    p.fail(e.reason());
                                 }
-                                return Err(OfferError::Folder(e));
+                                return Err(e);
                             }
                         };
                         let spans = part.start(missing, id);
