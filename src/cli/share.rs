@@ -276,6 +276,14 @@ impl Sharer<'_> {
             unverified_name: false,
             transport: self.node.transport().to_string().to_lowercase(),
         };
+        if by == By::User {
+            // Lines typed since the last question answer nothing; dropped
+            // before this one is shown (a script answers the `invited`
+            // event at once, maybe before `ask` runs).
+            if let Some(rx) = self.answers.as_mut() {
+                while rx.try_recv().is_ok() {}
+            }
+        }
         self.out.emit_with(&invited, |_, _| {});
         if !self.out.json && by == By::User {
             eprintln!(
@@ -316,12 +324,12 @@ impl Sharer<'_> {
 
     /// "Allow? [y/N]" on the terminal, answered from standard input; no
     /// answer in 27 s (a little less than the invitation lives) is no.
-    /// Lines typed before the question answer nothing. Meanwhile the
+    /// Lines typed before the question was shown answer nothing (dropped
+    /// by `invited`). Meanwhile the
     /// pullers already in go on; another puller's invitation waits for
     /// its own question.
     async fn ask(&mut self, events: &mut Events) -> Result<bool, CliError> {
         let mut rx = self.answers.take().unwrap_or_else(stdin_lines);
-        while rx.try_recv().is_ok() {}
         if !self.out.json {
             eprint!("  Allow? [y/N] ");
         }
