@@ -386,6 +386,74 @@ fn get_by_hash_pulls_from_every_sharer_at_once() {
     }
 }
 
+/// A source that sends a corrupted chunk is caught by the puller's check
+/// against the root, dropped, and its groups fetched from the others: the
+/// file arrives identical. Cy is a real airhop process made to lie
+/// (`AIRHOP_FAULT_CORRUPT_AT`, debug builds only: every verified stream it
+/// sends has the byte 4 MiB in flipped). Pulled from Cy alone, the file
+/// fails with a reason and nothing is published; what checked out is kept.
+#[test]
+#[ignore = "needs root (network namespaces and a bridge)"]
+fn a_source_sending_a_bad_chunk_is_dropped_and_the_file_arrives() {
+    let star = common::netns::Star::new(3);
+    let t = TempDir::new("share-liar");
+    let film = t.path().join("film.bin");
+    random_file(&film, 48 << 20, 11);
+    let cache = t.path().join("cache");
+    let sharer = |i: usize, name: &str, lie: bool| {
+        let (ns, ip) = &star.hosts[i];
+        star.limit(i, "100mbit");
+        let mut c = airhop(ns, *ip, &t.path().join(format!("s{i}")), name);
+        c.env("XDG_CACHE_HOME", &cache)
+            .args(["--json", "share", "--yes"])
+            .arg(&film);
+        if lie {
+            c.env("AIRHOP_FAULT_CORRUPT_AT", (4u64 << 20).to_string());
+        }
+        let mut p = Proc::spawn(c);
+        p.event(15, "ready", |v| v["event"] == "ready");
+        p
+    };
+    let get = |what: &str, dir: &str| {
+        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("puller"), "Pat");
+        c.args(["--json", "get", what, "--wait", "30", "--dir"])
+            .arg(t.path().join(dir));
+        Proc::spawn(c)
+    };
+    // Ada learns the root by sending once.
+    let mut ada = sharer(0, "Ada", false);
+    let mut one = get("Ada:film.bin", "one");
+    assert_eq!(one.wait(60), 0, "{}", one.stderr());
+    let mut bea = sharer(1, "Bea", false);
+    let mut cy = sharer(2, "Cy", true);
+    let root = blake3::hash(&std::fs::read(&film).unwrap()).to_hex();
+
+    let mut all = get(&root[..16], "all");
+    let v = all.event(120, "done", |v| v["event"] == "done");
+    assert_eq!(all.wait(30), 0, "{}", all.stderr());
+    assert!(same_bytes(&film, &t.path().join("all/film.bin")));
+    let err = all.stderr();
+    assert!(
+        err.contains("Cy: ") && err.contains("the other sources go on"),
+        "Cy was not dropped: {err}\n{v}"
+    );
+    assert!(err.contains("did not match its hash"), "{err}");
+
+    // Cy alone: every stream it sends is bad; the pull fails, names why,
+    // and publishes nothing.
+    let mut alone = get("Cy:film.bin", "alone");
+    let code = alone.wait(60);
+    let err = alone.stderr();
+    eprintln!("Cy alone: exit {code}: {err}");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("did not match its hash"), "{err}");
+    assert!(!t.path().join("alone/film.bin").exists());
+    for p in [&mut ada, &mut bea, &mut cy] {
+        assert!(p.child.try_wait().unwrap().is_none(), "sharers go on");
+        let _ = p.child.kill();
+    }
+}
+
 /// While a sharer that asks waits for its user's answer about one puller,
 /// the puller it already let in goes on: its pull ends (the sharer reports
 /// `done`) with the question still up; then the question is answered.

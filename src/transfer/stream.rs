@@ -131,9 +131,13 @@ pub async fn send_file(
             .await
             .map_err(write_reason)?;
         let mut root = None;
+        let mut fault = fault::Corrupt::new(out.verified.is_some());
         while let Some(piece) = pieces.recv().await {
             let data = match piece.map_err(|_| Reason::ContentUnavailable)? {
-                Piece::Data(d) => d,
+                Piece::Data(mut d) => {
+                    fault.apply(&mut d);
+                    d
+                }
                 Piece::Root(r) => {
                     root = Some(r);
                     r.to_vec()
@@ -168,6 +172,42 @@ pub async fn send_file(
             Err(reason)
         }
         ok => ok,
+    }
+}
+
+/// Fault injection for tests of receivers, in debug builds only: a real
+/// airhop process that sends a corrupted chunk, as a sharer with a bad disk
+/// or a hostile one would (an honest sender cannot: its encoder checks every
+/// group against the outboard). With `AIRHOP_FAULT_CORRUPT_AT=N` set, every
+/// verified stream this process sends has the byte at stream offset `N`
+/// flipped. Release builds never read the variable.
+mod fault {
+    pub struct Corrupt {
+        at: Option<u64>,
+        pos: u64,
+    }
+
+    impl Corrupt {
+        pub fn new(verified: bool) -> Self {
+            #[cfg(debug_assertions)]
+            let at = verified
+                .then(|| std::env::var("AIRHOP_FAULT_CORRUPT_AT").ok()?.parse().ok())
+                .flatten();
+            #[cfg(not(debug_assertions))]
+            let at = {
+                let _ = verified;
+                None
+            };
+            Corrupt { at, pos: 0 }
+        }
+
+        pub fn apply(&mut self, data: &mut [u8]) {
+            let start = self.pos;
+            self.pos += data.len() as u64;
+            if let Some(at) = self.at.filter(|at| (start..self.pos).contains(at)) {
+                data[(at - start) as usize] ^= 0x55;
+            }
+        }
     }
 }
 
