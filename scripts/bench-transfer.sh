@@ -4,12 +4,14 @@
 # library's ceiling), scp, magic-wormhole and sendme, unshaped and shaped like
 # Wi-Fi (tc tbf 500 Mbit/s); 10 000 x 4 KiB files against tar | nc; airhop's
 # peak RSS for a 1 GiB and a 4 GiB file; LocalSend both ways between the
-# airhop binary (--localsend) and localsendd, beside airhop -> airhop.
+# airhop binary (--localsend) and localsendd, beside airhop -> airhop; then
+# the many-to-many rows of scripts/bench-many.sh (multi-source, fan-out).
 #
 #   scripts/bench-transfer.sh            # everything, 3 runs each, 1 GiB
 #   RUNS=5 SIZE_MB=512 scripts/bench-transfer.sh
 #   QUICK=1 scripts/bench-transfer.sh    # 1 run, 256 MiB, no 4 GiB RSS run
 #   ONLY="airhop quinn" scripts/bench-transfer.sh   # just these tools
+#   SKIP_MANY=1 scripts/bench-transfer.sh  # without the many-to-many rows
 #
 # Every figure is a median over RUNS runs of the whole sending command, from
 # its start to its exit (discovery, hashing and handshakes included, as a
@@ -333,3 +335,11 @@ PY
 }
 
 main "$@"
+# The many-to-many rows (multi-source pull, fan-out send) need a bridged
+# LAN of five hosts: their own script, run here too unless ONLY or
+# SKIP_MANY=1 narrows the run. Same RUNS; a quarter of SIZE_MB.
+if [[ -z ${ONLY:-} && ${SKIP_MANY:-0} != 1 ]]; then
+  cleanup
+  say "== many to many (scripts/bench-many.sh)"
+  RUNS=$RUNS SIZE_MB=$((SIZE_MB / 4)) scripts/bench-many.sh
+fi
