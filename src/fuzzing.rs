@@ -225,8 +225,13 @@ pub fn session(data: &[u8]) {
             }
             2 => {
                 invite += 1;
-                // Two sources, so the per-address limits are reached too.
-                let source = Some(std::net::IpAddr::from([10, 0, 0, (invite % 2) as u8]));
+                // Three sources (two hosts, a central), so the per-source
+                // limits are reached too.
+                use crate::session::Source;
+                let source = Some(match invite % 3 {
+                    2 => Source::Bluetooth([0x7a, 0, 0, 0, 0, 1]),
+                    n => Source::Ip(std::net::IpAddr::from([10, 0, 0, n as u8])),
+                });
                 ep.handle_invitation(now, InviteId(invite), arg, source);
             }
             3 => ep.handle_reply(now, some_peer, arg),

@@ -589,7 +589,7 @@ async fn serve_one(shared: &Shared, mut stream: TcpStream, from: IpAddr) -> std:
             let _ = shared.events.send(DiscoveryEvent::Invitation {
                 invitation: body,
                 responder,
-                source: Some(from),
+                source: Some(from.into()),
             });
             tokio::time::timeout(ANSWER_DEADLINE, reply)
                 .await
@@ -824,7 +824,7 @@ mod tests {
                 } = next(&mut ea).await
                 {
                     assert_eq!(invitation, b"invitation");
-                    assert_eq!(source, Some(std::net::IpAddr::from([127, 0, 0, 1])));
+                    assert_eq!(source, Some(std::net::IpAddr::from([127, 0, 0, 1]).into()));
                     assert!(responder.respond(b"reply".to_vec()));
                     break;
                 }

@@ -94,9 +94,9 @@ pub enum DiscoveryEvent {
         invitation: Vec<u8>,
         /// Where the reply goes.
         responder: Responder,
-        /// The network address it came from, for per-address limits (none
-        /// over Bluetooth, where a central's address is random).
-        source: Option<std::net::IpAddr>,
+        /// Where it came from, for the per-source limits (a network
+        /// address, or the writing central's Bluetooth address).
+        source: Option<crate::session::Source>,
     },
 }
 

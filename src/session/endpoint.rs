@@ -2,7 +2,6 @@
 //! of `session`.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use ring::rand::SecureRandom;
 
 use super::{
     AnswerError, Config, DeviceId, Event, InviteError, InviteId, LinkOffer, PeerInfo, PeerState,
-    Recipients, SendError, SessionInfo, Transmit,
+    Recipients, SendError, SessionInfo, Source, Transmit,
 };
 use crate::crypto::{
     build_invitation, verify_card, HandshakeError, Identity, LocalCard, SessionKeys, VerifiedCard,
@@ -35,11 +34,12 @@ pub const INVITE_WINDOW: Duration = Duration::from_secs(10);
 pub const INVITES_PER_IDENTITY: usize = 3;
 /// Invitations opened in all within [`INVITE_WINDOW`].
 pub const INVITES_PER_WINDOW: usize = 24;
-/// Invitations opened from one network address within [`INVITE_WINDOW`]
-/// (fresh identities cost nothing; an address does).
+/// Invitations opened from one source (a network address, or a Bluetooth
+/// central's address) within [`INVITE_WINDOW`]: fresh identities cost
+/// nothing; an address does (over Bluetooth, a new connection).
 pub const INVITES_PER_SOURCE: usize = 6;
-/// Invitations from one network address that may wait for an answer at
-/// once: a flood from one host holds at most this many of the
+/// Invitations from one source that may wait for an answer at once: a
+/// flood from one host or one central holds at most this many of the
 /// [`MAX_PENDING_INVITATIONS`], and others still get in.
 pub const PENDING_PER_SOURCE: usize = 2;
 
@@ -64,7 +64,7 @@ pub struct Endpoint {
     kicked: HashMap<PeerId, Instant>,
     /// Invitations opened lately (time, from whom, from where), for the
     /// rate limits; at most [`INVITES_PER_WINDOW`] long.
-    recent_invites: VecDeque<(Instant, PeerId, Option<IpAddr>)>,
+    recent_invites: VecDeque<(Instant, PeerId, Option<Source>)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -109,8 +109,8 @@ struct Incoming {
     keys: SessionKeys,
     payload: InvitePayload,
     deadline: Instant,
-    /// The network address it came from (none over Bluetooth).
-    source: Option<IpAddr>,
+    /// Where it came from (a network or a Bluetooth address).
+    source: Option<Source>,
 }
 
 struct SessionPeer {
@@ -683,7 +683,7 @@ impl Endpoint {
         now: Instant,
         invite: InviteId,
         bytes: &[u8],
-        source: Option<IpAddr>,
+        source: Option<Source>,
     ) {
         if !self.advertising {
             self.reject(invite, Reason::Busy);
@@ -781,7 +781,7 @@ impl Endpoint {
     /// [`PENDING_PER_SOURCE`] of them from one address; within
     /// [`INVITE_WINDOW`], [`INVITES_PER_IDENTITY`] per identity,
     /// [`INVITES_PER_SOURCE`] per address and [`INVITES_PER_WINDOW`] in all.
-    fn admit(&mut self, now: Instant, from: PeerId, source: Option<IpAddr>) -> Option<Reason> {
+    fn admit(&mut self, now: Instant, from: PeerId, source: Option<Source>) -> Option<Reason> {
         while self
             .recent_invites
             .front()
@@ -795,14 +795,14 @@ impl Endpoint {
             .filter(|(_, p, _)| *p == from)
             .count();
         let (from_there, waiting_there) = match source {
-            Some(ip) => (
+            Some(src) => (
                 self.recent_invites
                     .iter()
-                    .filter(|(_, _, s)| *s == Some(ip))
+                    .filter(|(_, _, s)| *s == Some(src))
                     .count(),
                 self.incoming
                     .values()
-                    .filter(|i| i.source == Some(ip))
+                    .filter(|i| i.source == Some(src))
                     .count(),
             ),
             None => (0, 0),

@@ -44,7 +44,8 @@ mod endpoint;
 mod tests;
 
 pub use endpoint::{
-    Endpoint, INVITES_PER_IDENTITY, INVITES_PER_WINDOW, INVITE_WINDOW, MAX_PENDING_INVITATIONS,
+    Endpoint, INVITES_PER_IDENTITY, INVITES_PER_SOURCE, INVITES_PER_WINDOW, INVITE_WINDOW,
+    MAX_PENDING_INVITATIONS, PENDING_PER_SOURCE,
 };
 
 use std::time::{Duration, Instant};
@@ -61,6 +62,26 @@ use crate::wire::{
 /// device is only trusted as a [`PeerId`] once its signed card is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId(pub u64);
+
+/// Where an invitation came from, for the per-source limits: the network
+/// address of a LAN or QUIC writer, or the address a Bluetooth central
+/// wrote from. A central's address is random and may rotate, but it is
+/// fixed for a connection: a flooder that wants a fresh one must connect
+/// again, which the radio makes slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A network address.
+    Ip(std::net::IpAddr),
+    /// A Bluetooth device address (as BlueZ gives it, most significant
+    /// byte first).
+    Bluetooth([u8; 6]),
+}
+
+impl From<std::net::IpAddr> for Source {
+    fn from(ip: std::net::IpAddr) -> Self {
+        Source::Ip(ip)
+    }
+}
 
 /// A handle for one incoming invitation, chosen by the driver (unique while
 /// the invitation is pending).

@@ -1,1 +1,102 @@
+//! The endpoint's admission of invitations, driven with real signed
+//! invitations (no backend): the per-source limits over Bluetooth.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use ring::rand::SystemRandom;
+
+use super::{Config, Endpoint, Event, InviteId, Source, Transmit, PENDING_PER_SOURCE};
+use crate::crypto::{build_invitation, verify_card, CardFields, Identity};
+use crate::wire::{
+    Capabilities, DiscoveryInfo, DisplayName, InvitePayload, Reason, Reply, ResolvingKey,
+    ServiceType,
+};
+
+fn fields(name: &str) -> CardFields {
+    CardFields {
+        name: DisplayName::new(name).unwrap(),
+        service: ServiceType::default(),
+        info: DiscoveryInfo::default(),
+        caps: Capabilities::ACCEPTING,
+    }
+}
+
+/// An invitation to `to`'s current card from a fresh identity (a
+/// throwaway key: free to make).
+fn invitation_from_a_stranger(to: &Endpoint, rng: &SystemRandom) -> Vec<u8> {
+    let stranger = Identity::generate(rng).unwrap();
+    let card = verify_card(to.card_bytes()).unwrap();
+    let payload = InvitePayload {
+        context: Vec::new(),
+        offer: None,
+        cert_fingerprint: [9; 32],
+        resolving_key: ResolvingKey([3; 16]),
+    };
+    build_invitation(&stranger, &fields("Bob"), &card, &payload, rng)
+        .unwrap()
+        .0
+}
+
+/// What the endpoint made of invitation `id`: shown to the user (`None`),
+/// or refused with a reason.
+fn outcome(ep: &mut Endpoint, id: InviteId) -> Option<Reason> {
+    let mut refused = None;
+    while let Some(t) = ep.poll_transmit() {
+        if let Transmit::Reply { invite, reply } = t {
+            if invite == id {
+                if let Ok(Reply::Rejected(r)) = Reply::decode(&reply) {
+                    refused = Some(r);
+                }
+            }
+        }
+    }
+    let mut shown = false;
+    while let Some(e) = ep.poll_event() {
+        shown |= matches!(e, Event::Invited { invite, .. } if invite == id);
+    }
+    assert!(
+        shown != refused.is_some(),
+        "invitation {id:?}: shown and refused"
+    );
+    refused
+}
+
+/// One Bluetooth central writing invitations from throwaway identities
+/// holds at most [`PENDING_PER_SOURCE`] of the pending slots and is then
+/// refused as `RateLimited` before the card's key is spent; a real inviter
+/// on another central still gets its question shown.
+#[test]
+fn one_central_flooding_throwaway_identities_cannot_shut_out_another() {
+    let rng = SystemRandom::new();
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let config = Config::new(DisplayName::new("Bob").unwrap(), ServiceType::default());
+    let mut ep = Endpoint::new(config, bob, Box::new(SystemRandom::new())).unwrap();
+    let now = Instant::now();
+    ep.advertise(now);
+    while ep.poll_event().is_some() {}
+    let mallory = Source::Bluetooth([0x7a, 0x11, 0x22, 0x33, 0x44, 0x55]);
+    let mut refused = Vec::new();
+    for i in 1..=20 {
+        let inv = invitation_from_a_stranger(&ep, &rng);
+        ep.handle_invitation(now, InviteId(i), &inv, Some(mallory));
+        let card = ep.card_bytes().to_vec();
+        let r = outcome(&mut ep, InviteId(i));
+        if r == Some(Reason::RateLimited) {
+            // Refused before the key was spent: the card is unchanged.
+            assert_eq!(ep.card_bytes(), &card[..], "invitation {i}");
+        }
+        refused.push(r);
+    }
+    let shown = refused.iter().filter(|r| r.is_none()).count();
+    assert_eq!(shown, PENDING_PER_SOURCE, "{refused:?}");
+    assert!(refused[PENDING_PER_SOURCE..]
+        .iter()
+        .all(|r| *r == Some(Reason::RateLimited)));
+
+    // A real inviter on another central: its question is shown.
+    let alice = Source::Bluetooth([0x5c, 0x01, 0x02, 0x03, 0x04, 0x05]);
+    let inv = invitation_from_a_stranger(&ep, &rng);
+    ep.handle_invitation(now, InviteId(100), &inv, Some(alice));
+    assert_eq!(outcome(&mut ep, InviteId(100)), None);
+}

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Mutex};
 use super::debug;
 use super::segment::{segment_size, segments, Reassembly, SEGMENT_HEADER};
 use crate::discovery::{lock, DiscoveryError, DiscoveryEvent, Published, Responder};
+use crate::session::Source;
 use crate::wire::advert::{CARD_CHAR_UUID, INVITE_CHAR_UUID, REPLY_CHAR_UUID, SERVICE_UUID};
 use crate::wire::invite::MAX_INVITATION_LEN;
 
@@ -378,8 +379,10 @@ fn on_write(
             let sent = state.events.send(DiscoveryEvent::Invitation {
                 invitation,
                 responder,
-                // A central's address is random and rotates: no source.
-                source: None,
+                // The central's address: random and it may rotate, but not
+                // within a connection, so the per-source limits bound what
+                // one connection can ask (a new address costs a reconnect).
+                source: Some(Source::Bluetooth(req.device_address.0)),
             });
             if sent.is_err() {
                 return Err(ReqError::Failed);
