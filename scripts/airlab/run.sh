@@ -69,12 +69,19 @@ if [ ! -s "$S" ]; then
   exit 1
 fi
 cat "$S"
+GATT_OK=1
 for f in "$LAB"/out/*/hci.btsnoop; do
   [ -s "$f" ] || continue
-  echo "== HCI counts, $(basename "$(dirname "$f")") ($f)"
-  python3 "$HERE/snoopsum.py" "$f"
+  SCEN=$(basename "$(dirname "$f")")
+  echo "== HCI counts, $SCEN ($f)"
+  # le and ext rendezvous over GATT: each must take two ATT request/response
+  # exchanges from connect to the sealed reply (firmware-notes, section 3).
+  case $SCEN in
+    le|ext) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 || GATT_OK=0 ;;
+    *) python3 "$HERE/snoopsum.py" "$f" ;;
+  esac
 done
-if grep -q FAIL "$S" || ! grep -q '^DONE' "$S"; then
+if [ $GATT_OK = 0 ] || grep -q FAIL "$S" || ! grep -q '^DONE' "$S"; then
   echo "== airlab: FAILED (logs in $LAB/out)"
   exit 1
 fi

@@ -1,9 +1,17 @@
 #!/usr/bin/python3
 """Summarise a btmon -w (btsnoop 'monitor' format, type 2001) capture:
 counts of the LE HCI commands / LE meta events that matter, and of the ATT
-(GATT) operations sent by each controller, per controller.
-(btmon 5.66 -r segfaults on these captures while decoding ATT, hence this.)"""
-import struct, sys, collections
+(GATT) operations sent by each controller, per controller; then, for each
+connection in which a central wrote an airhop invitation, the ATT
+request/response exchanges it made on airhop's characteristics between
+connecting and the first notification of the sealed reply.
+(btmon 5.66 -r segfaults on these captures while decoding ATT, hence this.)
+
+  snoopsum.py CAPTURE [--exchanges N]
+
+With --exchanges N, exits 1 unless the capture holds at least one rendezvous
+and every rendezvous took exactly N exchanges."""
+import struct, sys, collections, uuid
 
 CMDS = {0x2006: 'LE Set Adv Params (legacy)', 0x200a: 'LE Set Adv Enable (legacy)',
         0x200b: 'LE Set Scan Params (legacy)', 0x200c: 'LE Set Scan Enable (legacy)',
@@ -16,17 +24,95 @@ ATT = {0x02: 'Exchange MTU Req', 0x03: 'Exchange MTU Rsp', 0x01: 'Error Rsp',
        0x0a: 'Read Req', 0x0b: 'Read Rsp', 0x0c: 'Read Blob Req', 0x12: 'Write Req',
        0x13: 'Write Rsp', 0x16: 'Prepare Write Req', 0x18: 'Execute Write Req',
        0x1b: 'Handle Value Notification', 0x1d: 'Handle Value Indication',
-       0x1e: 'Handle Value Confirmation', 0x52: 'Write Cmd'}
+       0x1e: 'Handle Value Confirmation', 0x23: 'Multiple Handle Value Notification',
+       0x52: 'Write Cmd'}
 SUBEV = {0x01: 'LE Connection Complete', 0x02: 'LE Advertising Report',
          0x0a: 'LE Enhanced Connection Complete', 0x0d: 'LE Extended Advertising Report',
          0x03: 'LE Connection Update Complete'}
 
-def main(path):
+# airhop's GATT service and characteristics (src/discovery/ble/mod.rs).
+SUFFIX = '-6491-4731-9f92-1ff720827c07'
+CARD, INVITE, REPLY = (uuid.UUID(p + SUFFIX) for p in ('bf5f786f', 'bf5f7870', 'bf5f7871'))
+# ATT requests that take a round trip; Write Cmd (0x52) does not.
+REQUESTS = {0x0a: 'read', 0x0c: 'read blob', 0x12: 'write', 0x16: 'prepare write',
+            0x18: 'execute write'}
+
+
+class Conn:
+    """One LE connection as its central saw it."""
+    def __init__(self, idx, handle, ts):
+        self.idx, self.handle, self.t0 = idx, handle, ts
+        self.frag = {}              # dir -> [L2CAP frame length, bytes so far]
+        self.eatt = set()           # CIDs of its Enhanced ATT bearers
+        self.sdu = {}               # (dir, CID) -> [SDU length, bytes so far]
+        self.ops = []               # (ts, dir, att pdu)
+
+
+def rendezvous(conns):
+    """Per connection that wrote an invitation: the exchanges on airhop's
+    handles until the first reply notification. Handles are learnt from the
+    discovery replies, in this connection or an earlier one of the same
+    controller (BlueZ may reuse its cache of the peer's database)."""
+    known = {}                      # controller -> {name: handle}
+    out = []
+    for c in conns:
+        h = dict(known.get(c.idx, {}))
+        cccd_after = None
+        for ts, d, pdu in c.ops:
+            if d == 'rx' and pdu[0] == 0x09 and len(pdu) >= 2 and pdu[1] == 21:
+                for i in range(2, len(pdu) - 20, 21):
+                    e = pdu[i:i + 21]
+                    u = uuid.UUID(bytes=bytes(reversed(e[5:21])))
+                    for name, want in (('card', CARD), ('invite', INVITE), ('reply', REPLY)):
+                        if u == want:
+                            h[name] = struct.unpack('<H', e[3:5])[0]
+                            h.pop('cccd', None)
+            elif d == 'rx' and pdu[0] == 0x05 and len(pdu) >= 2 and pdu[1] == 1:
+                for i in range(2, len(pdu) - 3, 4):
+                    at, u16 = struct.unpack('<HH', pdu[i:i + 4])
+                    if u16 == 0x2902 and 'reply' in h and at > h['reply'] and 'cccd' not in h:
+                        h['cccd'] = at
+        known[c.idx] = h
+        if not {'card', 'invite', 'reply'} <= h.keys():
+            continue
+        # With its cache current, BlueZ skips the descriptor discovery; its
+        # GATT server puts a CCCD right after the value it belongs to.
+        h.setdefault('cccd', h['reply'] + 1)
+        names = {h['card']: 'card', h['invite']: 'invite', h['cccd']: 'reply CCCD'}
+        steps, invited, cmd, t_reply, prepared = [], False, False, None, False
+        for ts, d, pdu in c.ops:
+            op = pdu[0]
+            if d == 'tx' and op in REQUESTS:
+                at = struct.unpack('<H', pdu[1:3])[0] if op != 0x18 and len(pdu) >= 3 else None
+                if at == h['cccd'] and op == 0x12 and pdu[3:] == b'\0\0':
+                    break           # unsubscribed: the central gave up waiting
+                if at in names or (op == 0x18 and prepared):
+                    steps.append('%s %s' % (REQUESTS[op], names.get(at, 'invite')))
+                    invited |= names.get(at) == 'invite'
+                    prepared |= op == 0x16 and at in names
+            elif d == 'tx' and op == 0x52 and len(pdu) >= 3 \
+                    and struct.unpack('<H', pdu[1:3])[0] == h['invite']:
+                invited = cmd = True
+                steps.append('command invite')
+            # A notification, or a Multiple Handle Value Notification (EATT),
+            # whose first handle is the reply's.
+            elif d == 'rx' and op in (0x1b, 0x23) and len(pdu) >= 3 and invited \
+                    and struct.unpack('<H', pdu[1:3])[0] == h['reply']:
+                t_reply = ts
+                break
+        if invited:
+            n = sum(1 for s in steps if not s.startswith('command'))
+            out.append((c, n, steps, t_reply))
+    return out
+
+
+def main(path, want=None):
     f = open(path, 'rb')
     hdr = f.read(16)
     assert hdr[:8] == b'btsnoop\0', 'not btsnoop'
     c = collections.Counter()
     ext_props = set()
+    conns, live = [], {}            # every central-role connection; (idx, handle) -> Conn
     while True:
         rec = f.read(24)
         if len(rec) < 24:
@@ -44,6 +130,13 @@ def main(path):
             sub = data[2]
             if sub in SUBEV:
                 c[('hci%d' % idx, 'EVT', SUBEV[sub])] += 1
+            # Connection Complete: status, handle, role (0 = central).
+            if sub in (0x01, 0x0a) and len(data) >= 7 and data[3] == 0 and data[6] == 0:
+                conn = Conn(idx, struct.unpack('<H', data[4:6])[0] & 0xfff, ts)
+                conns.append(conn)
+                live[(idx, conn.handle)] = conn
+        elif op == 3 and len(data) >= 5 and data[0] == 0x05:  # Disconnection Complete
+            live.pop((idx, struct.unpack('<H', data[3:5])[0] & 0xfff), None)
         elif op in (4, 5):
             c[('hci%d' % idx, 'ACL', 'tx' if op == 4 else 'rx')] += 1
             # ACL header (handle+flags, length), L2CAP (length, CID 4 = ATT).
@@ -51,10 +144,76 @@ def main(path):
                 cid = struct.unpack('<H', data[6:8])[0]
                 if cid == 4 and data[8] in ATT:
                     c[('hci%d' % idx, 'ATT', 'sent ' + ATT[data[8]])] += 1
+            conn = live.get((idx, struct.unpack('<H', data[:2])[0] & 0xfff)) \
+                if len(data) >= 4 else None
+            if conn is not None:
+                acl(conn, 'tx' if op == 4 else 'rx', ts, data)
     for k in sorted(c):
         print('%-5s %-3s %-34s %d' % (k[0], k[1], k[2], c[k]))
     for idx, p in sorted(ext_props):
         print('%s ext adv properties 0x%04x -> %s' % (idx, p,
               'LEGACY PDU' if p & 0x10 else 'EXTENDED (non-legacy) PDU'))
 
-main(sys.argv[1])
+    found = rendezvous(conns)
+    for i, (conn, n, steps, t_reply) in enumerate(found, 1):
+        took = '%.0f ms to the reply' % ((t_reply - conn.t0) / 1000) if t_reply else 'no reply'
+        print('hci%d rendezvous %d: %d exchanges (%s), %s' % (
+            conn.idx, i, n, ', '.join(steps), took))
+    if want is not None:
+        bad = [n for _, n, _, _ in found if n != want]
+        if not found or bad:
+            print('FAIL: %d rendezvous, want each to take %d exchanges; took %s' % (
+                len(found), want, [n for _, n, _, _ in found]))
+            return 1
+        print('ok: %d rendezvous, each %d exchanges' % (len(found), want))
+    return 0
+
+
+def acl(conn, d, ts, data):
+    """Reassembles one direction's L2CAP frames of a connection and keeps its
+    ATT PDUs: on the fixed ATT channel (CID 4) and on Enhanced ATT bearers
+    (LE credit-based channels to PSM 0x27, which BlueZ opens when both sides
+    support EATT; there each ATT PDU is an SDU, maybe split over K-frames)."""
+    pb = (data[1] >> 4) & 0x3
+    body = data[4:]
+    if pb != 0x1:                   # a first fragment: L2CAP length, CID
+        if len(body) < 4:
+            return
+        conn.frag[d] = [struct.unpack('<H', body[:2])[0] + 4, bytearray(body)]
+    elif d in conn.frag:
+        conn.frag[d][1] += body
+    else:
+        return
+    need, buf = conn.frag[d]
+    if len(buf) < need:
+        return
+    del conn.frag[d]
+    cid, pdu = struct.unpack('<H', buf[2:4])[0], bytes(buf[4:need])
+    if cid == 4 and pdu:
+        conn.ops.append((ts, d, pdu))
+    elif cid == 5 and len(pdu) >= 10 and pdu[0] == 0x14 \
+            and struct.unpack('<H', pdu[4:6])[0] == 0x27:
+        conn.eatt.add(struct.unpack('<H', pdu[6:8])[0])       # its source CID
+    elif cid == 5 and len(pdu) >= 6 and pdu[0] == 0x15:
+        conn.eatt.add(struct.unpack('<H', pdu[4:6])[0])       # its destination CID
+    elif cid in conn.eatt:
+        sdu = conn.sdu.get((d, cid))
+        if sdu is None:
+            if len(pdu) < 2:
+                return
+            sdu = conn.sdu[(d, cid)] = [struct.unpack('<H', pdu[:2])[0], bytearray(pdu[2:])]
+        else:
+            sdu[1] += pdu
+        if len(sdu[1]) >= sdu[0]:
+            del conn.sdu[(d, cid)]
+            if sdu[0]:
+                conn.ops.append((ts, d, bytes(sdu[1][:sdu[0]])))
+
+
+args = sys.argv[1:]
+want = None
+if '--exchanges' in args:
+    i = args.index('--exchanges')
+    want = int(args[i + 1])
+    del args[i:i + 2]
+sys.exit(main(args[0], want))

@@ -520,12 +520,36 @@ async fn exchange(
     retry(|| p.subscribe(reply)).await?;
     debug(|| "subscribed to the reply".into());
     let txn: [u8; 1] = crate::util::random()?;
+    let segs = segments(txn[0], invitation, MAX_SEGMENT);
+    // One segment goes as a Write Command: no response to wait for, so
+    // connect-to-reply is two request/response exchanges (the card read and
+    // the subscription), not three. BlueZ refuses a command longer than the
+    // link's MTU allows (MTU - 3 bytes; the MTU is not known here), and an
+    // older peer's characteristic has no write-without-response: then the
+    // segments go as Write Requests, as before. Several segments always go
+    // as requests: commands are not answered, and BlueZ hands each to the
+    // GATT server as its own D-Bus call, so they could arrive out of order.
+    if segs.len() == 1
+        && write
+            .properties
+            .contains(btleplug::api::CharPropFlags::WRITE_WITHOUT_RESPONSE)
+    {
+        let cmd = p.write(write, &segs[0], WriteType::WithoutResponse);
+        match tokio::time::timeout(OP_TIMEOUT, cmd).await {
+            Ok(Ok(())) => {
+                debug(|| format!("invitation of {} B written (command)", invitation.len()));
+                return await_reply(&mut notes, txn[0]).await;
+            }
+            Ok(Err(e)) => debug(|| format!("no write command ({e}): write requests")),
+            Err(_) => return Err(DiscoveryError::TimedOut),
+        }
+    }
     // A failed write makes the peripheral drop the partial message, so the
     // retry starts again from segment 0 rather than repeating one segment.
     let mut tries = 0;
     loop {
         tries += 1;
-        match write_all(p, write, &segments(txn[0], invitation, MAX_SEGMENT)).await {
+        match write_all(p, write, &segs).await {
             Ok(()) => {
                 debug(|| format!("invitation of {} B written", invitation.len()));
                 break;
@@ -534,10 +558,18 @@ async fn exchange(
             Err(_) => {}
         }
     }
+    await_reply(&mut notes, txn[0]).await
+}
+
+/// Reassembles the reply of transaction `txn` from the notifications.
+async fn await_reply(
+    notes: &mut (impl futures_util::Stream<Item = btleplug::api::ValueNotification> + Unpin),
+    txn: u8,
+) -> Result<Vec<u8>, DiscoveryError> {
     let mut r = Reassembly::new(MAX_REPLY_LEN);
     // The caller's deadline bounds this wait (the peer may be asking a person).
     while let Some(n) = notes.next().await {
-        if n.uuid != REPLY_CHAR_UUID || n.value.first() != Some(&txn[0]) {
+        if n.uuid != REPLY_CHAR_UUID || n.value.first() != Some(&txn) {
             continue;
         }
         match r.push(0, &n.value) {

@@ -284,6 +284,9 @@ fn application(state: &Arc<State>) -> Application {
         uuid: INVITE_CHAR_UUID,
         write: Some(CharacteristicWrite {
             write: true,
+            // An invitation that fits one segment comes as a Write Command
+            // (central.rs says why); longer ones as Write Requests.
+            write_without_response: true,
             method: CharacteristicWriteMethod::Fun(Box::new(move |value, req| {
                 let s = s_write.clone();
                 Box::pin(async move { on_write(&s, value, req) }) as Pending<_>
@@ -352,27 +355,38 @@ fn on_write(
     let now = Instant::now();
     let mut inbound = lock(&state.inbound);
     inbound.retain(|_, i| now.duration_since(i.last) < INBOUND_STALE);
-    if !inbound.contains_key(&req.device_address) && inbound.len() >= MAX_INBOUND {
-        return Err(ReqError::InProgress);
-    }
-    let entry = inbound
-        .entry(req.device_address)
-        .or_insert_with(|| Inbound {
-            reassembly: Reassembly::new(MAX_INVITATION_LEN),
-            last: now,
-        });
-    entry.last = now;
-    match entry.reassembly.push(req.offset, &value) {
+    let pushed = if !inbound.contains_key(&req.device_address) && inbound.len() >= MAX_INBOUND {
+        // Only unfinished invitations hold a slot: a whole one in one write
+        // (a Write Command, which cannot be told "busy") still gets through.
+        drop(inbound);
+        match Reassembly::new(MAX_INVITATION_LEN).push(req.offset, &value) {
+            Ok(Some(whole)) => Ok(Some(whole)),
+            _ => return Err(ReqError::InProgress),
+        }
+    } else {
+        let entry = inbound
+            .entry(req.device_address)
+            .or_insert_with(|| Inbound {
+                reassembly: Reassembly::new(MAX_INVITATION_LEN),
+                last: now,
+            });
+        entry.last = now;
+        let pushed = entry.reassembly.push(req.offset, &value);
+        if !matches!(pushed, Ok(None)) {
+            inbound.remove(&req.device_address);
+        }
+        pushed
+    };
+    match pushed {
         Ok(None) => Ok(()),
         Ok(Some((txn, invitation))) => {
-            inbound.remove(&req.device_address);
-            drop(inbound);
             debug(|| {
                 format!(
-                    "invitation of {} B from {} (mtu {})",
+                    "invitation of {} B from {} (mtu {}, {:?})",
                     invitation.len(),
                     req.device_address,
-                    req.mtu
+                    req.mtu,
+                    req.op_type
                 )
             });
             let (responder, rx) = Responder::channel();
@@ -396,7 +410,6 @@ fn on_write(
             Ok(())
         }
         Err(e) => {
-            inbound.remove(&req.device_address);
             debug(|| format!("refused a write from {}: {e}", req.device_address));
             Err(ReqError::InvalidValueLength)
         }
