@@ -77,7 +77,7 @@ for f in "$LAB"/out/*/hci.btsnoop; do
   # le and ext rendezvous over GATT: each must take two ATT request/response
   # exchanges from connect to the sealed reply (firmware-notes, section 3).
   case $SCEN in
-    le|ext) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 || GATT_OK=0 ;;
+    le|ext) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 --rotation || GATT_OK=0 ;;
     *) python3 "$HERE/snoopsum.py" "$f" ;;
   esac
 done

@@ -10,7 +10,14 @@ connecting and the first notification of the sealed reply.
   snoopsum.py CAPTURE [--exchanges N]
 
 With --exchanges N, exits 1 unless the capture holds at least one rendezvous
-and every rendezvous took exactly N exchanges."""
+and every rendezvous took exactly N exchanges.
+
+It also follows airhop's adverts: what each advertising controller put on
+the air (its LE Set (Extended) Advertising Data commands) and what the
+other controllers heard (advertising reports: address and identifier).
+With --rotation, exits 1 unless the advertised identifier changed after
+every invitation; with --unlinkable, also unless no address was heard
+carrying two identifiers (which would let a stranger link them)."""
 import struct, sys, collections, uuid
 
 CMDS = {0x2006: 'LE Set Adv Params (legacy)', 0x200a: 'LE Set Adv Enable (legacy)',
@@ -106,13 +113,72 @@ def rendezvous(conns):
     return out
 
 
-def main(path, want=None):
+SVC_DATA = b'\x21' + uuid.UUID('bf5f786e' + SUFFIX).bytes[::-1]
+
+
+def airhop_payload(ad):
+    """The 10-byte airhop payload in advertising data, or None."""
+    i = ad.find(SVC_DATA)
+    if i < 1 or len(ad) < i + len(SVC_DATA) + 10:
+        return None
+    return bytes(ad[i + len(SVC_DATA):i + len(SVC_DATA) + 10])
+
+
+def adverts(advertised, periph, heard, found, want_rotation, want_unlinkable):
+    """Did the identifier change after every invitation; could a stranger
+    link two identifiers through the address they came from?"""
+    ok = True
+    by_idx = collections.defaultdict(list)
+    for ts, idx, pl in advertised:
+        by_idx[idx].append((ts, pl[1:4]))
+    invited = [conn.t0 for conn, _, _, t_reply in found if t_reply]
+    for idx, seq in sorted(by_idx.items()):
+        ids = {p for _, p in seq}
+        if len(ids) < 2:
+            continue                # a fixed payload: not an airhop device
+        def at(t):
+            before = [p for ts, p in seq if ts < t]
+            return before[-1] if before else None
+        # A peripheral connection of this controller that an invitation went
+        # through (the central connected within 100 ms).
+        conns = [t for t in periph.get(idx, [])
+                 if any(abs(t - c) < 100000 for c in invited)]
+        changed = [at(a) != at(b) for a, b in zip(conns, conns[1:]) if at(a)]
+        if not conns:
+            continue                # no invitation came in through it
+        print('hci%d advertised %d identifiers; across %d invitations it changed '
+              'after %d of %d' % (idx, len(ids), len(conns), sum(changed), len(changed)))
+        if want_rotation and (not changed or not all(changed)):
+            print('FAIL: the identifier did not change after every invitation')
+            ok = False
+        addrs = collections.defaultdict(set)
+        for ts, scanner, addr, pl in heard:
+            if scanner != idx and pl[1:4] in ids:
+                addrs[addr].add(pl[1:4])
+        linked = [a for a, p in addrs.items() if len(p) > 1]
+        on_air = set().union(*addrs.values()) if addrs else set()
+        print('hci%d heard by the others: %d identifiers from %d addresses; %d '
+              'address(es) carried two identifiers or more' % (
+                  idx, len(on_air), len(addrs), len(linked)))
+        if want_rotation and len(on_air) < len(changed) + 1:
+            print('FAIL: the others heard fewer identifiers than invitations')
+            ok = False
+        if want_unlinkable and (not addrs or linked):
+            print('FAIL: a stranger can link identifiers by address: %s' % ', '.join(
+                ':'.join('%02x' % b for b in reversed(a)) for a in linked))
+            ok = False
+    return ok
+
+
+def main(path, want=None, want_rotation=False, want_unlinkable=False):
     f = open(path, 'rb')
     hdr = f.read(16)
     assert hdr[:8] == b'btsnoop\0', 'not btsnoop'
     c = collections.Counter()
     ext_props = set()
     conns, live = [], {}            # every central-role connection; (idx, handle) -> Conn
+    advertised, heard = [], []      # (ts, idx, payload); (ts, idx, address, payload)
+    periph = collections.defaultdict(list)  # idx -> times it was connected to
     while True:
         rec = f.read(24)
         if len(rec) < 24:
@@ -124,12 +190,28 @@ def main(path, want=None):
             opc = struct.unpack('<H', data[:2])[0]
             if opc in CMDS:
                 c[('hci%d' % idx, 'CMD', CMDS[opc])] += 1
+            ad = data[4:4 + data[3]] if opc == 0x2008 else data[7:7 + data[6]] \
+                if opc == 0x2037 and len(data) >= 7 else b''
+            pl = airhop_payload(ad)
+            if pl:
+                advertised.append((ts, idx, pl))
             if opc == 0x2036 and len(data) >= 6:
                 ext_props.add(('hci%d' % idx, struct.unpack('<H', data[4:6])[0]))
         elif op == 3 and len(data) >= 3 and data[0] == 0x3e:   # LE meta event
             sub = data[2]
             if sub in SUBEV:
                 c[('hci%d' % idx, 'EVT', SUBEV[sub])] += 1
+            # One report each (BlueZ's emulated controllers send one at a time).
+            if sub == 0x02 and len(data) >= 13:
+                pl = airhop_payload(data[13:13 + data[12]])
+                if pl:
+                    heard.append((ts, idx, data[6:12], pl))
+            elif sub == 0x0d and len(data) >= 28:
+                pl = airhop_payload(data[28:28 + data[27]])
+                if pl:
+                    heard.append((ts, idx, data[7:13], pl))
+            if sub in (0x01, 0x0a) and len(data) >= 7 and data[3] == 0 and data[6] == 1:
+                periph[idx].append(ts)
             # Connection Complete: status, handle, role (0 = central).
             if sub in (0x01, 0x0a) and len(data) >= 7 and data[3] == 0 and data[6] == 0:
                 conn = Conn(idx, struct.unpack('<H', data[4:6])[0] & 0xfff, ts)
@@ -166,7 +248,7 @@ def main(path, want=None):
                 len(found), want, [n for _, n, _, _ in found]))
             return 1
         print('ok: %d rendezvous, each %d exchanges' % (len(found), want))
-    return 0
+    return 0 if adverts(advertised, periph, heard, found, want_rotation, want_unlinkable) else 1
 
 
 def acl(conn, d, ts, data):
@@ -216,4 +298,6 @@ if '--exchanges' in args:
     i = args.index('--exchanges')
     want = int(args[i + 1])
     del args[i:i + 2]
-sys.exit(main(args[0], want))
+flags = {a for a in args if a in ('--rotation', '--unlinkable')}
+args = [a for a in args if a not in flags]
+sys.exit(main(args[0], want, '--rotation' in flags, '--unlinkable' in flags))
