@@ -123,6 +123,21 @@ impl TrustStore {
         std::fs::rename(&tmp, dir.join(TRUSTED_FILE)).map_err(err)
     }
 
+    /// The trusted identity keys (an entry whose key does not parse is
+    /// skipped: it cannot match anyone).
+    pub fn keys(&self) -> impl Iterator<Item = airhop::wire::IdentityKey> + '_ {
+        self.devices.iter().filter_map(|d| {
+            let k = d.key.as_bytes();
+            let mut key = [0u8; 32];
+            (k.len() == 64).then_some(())?;
+            for (i, b) in key.iter_mut().enumerate() {
+                *b =
+                    u8::from_str_radix(std::str::from_utf8(&k[2 * i..2 * i + 2]).ok()?, 16).ok()?;
+            }
+            Some(airhop::wire::IdentityKey(key))
+        })
+    }
+
     /// Whether this identity key is trusted.
     pub fn trusts(&self, key: &[u8; 32]) -> bool {
         let k = hex(key);
@@ -161,6 +176,14 @@ mod tests {
         s.save(&d).unwrap();
         let s = TrustStore::load(&d).unwrap();
         assert!(s.trusts(&[7; 32]) && !s.trusts(&[8; 32]));
+        let mut s = s;
+        s.devices.push(Trusted {
+            id: "00".repeat(8),
+            key: "zz".repeat(32),
+            name: "Garbled".into(),
+        });
+        let keys: Vec<_> = s.keys().collect();
+        assert_eq!(keys, [airhop::wire::IdentityKey([7; 32])]);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -694,7 +694,7 @@ impl Endpoint {
         // clear and leaves the key for the next (real) inviter.
         match self.card.check_invitation(bytes) {
             Ok(identity) => {
-                if let Some(reason) = self.admit(now, identity.peer_id(), source) {
+                if let Some(reason) = self.admit(now, &identity, source) {
                     self.reject(invite, reason);
                     return;
                 }
@@ -781,7 +781,14 @@ impl Endpoint {
     /// [`PENDING_PER_SOURCE`] of them from one address; within
     /// [`INVITE_WINDOW`], [`INVITES_PER_IDENTITY`] per identity,
     /// [`INVITES_PER_SOURCE`] per address and [`INVITES_PER_WINDOW`] in all.
-    fn admit(&mut self, now: Instant, from: PeerId, source: Option<Source>) -> Option<Reason> {
+    /// A trusted identity ([`Config::trusted`]) is held to its own limit only.
+    fn admit(
+        &mut self,
+        now: Instant,
+        identity: &IdentityKey,
+        source: Option<Source>,
+    ) -> Option<Reason> {
+        let from = identity.peer_id();
         while self
             .recent_invites
             .front()
@@ -807,13 +814,18 @@ impl Endpoint {
             ),
             None => (0, 0),
         };
-        let refuse = self.incoming.len() >= MAX_PENDING_INVITATIONS
+        let crowded = self.incoming.len() >= MAX_PENDING_INVITATIONS
             || waiting_there >= PENDING_PER_SOURCE
-            || from_them >= INVITES_PER_IDENTITY
             || from_there >= INVITES_PER_SOURCE
             || self.recent_invites.len() >= INVITES_PER_WINDOW;
-        if refuse {
+        let trusted = self.config.trusted.contains(identity);
+        if from_them >= INVITES_PER_IDENTITY || (crowded && !trusted) {
             return Some(Reason::RateLimited);
+        }
+        // The window stays bounded: a trusted invitation over it takes the
+        // oldest one's place (trusted ones are few, each within its limit).
+        if self.recent_invites.len() >= INVITES_PER_WINDOW {
+            self.recent_invites.pop_front();
         }
         self.recent_invites.push_back((now, from, source));
         None

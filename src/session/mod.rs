@@ -110,6 +110,14 @@ pub struct Config {
     pub rotation_interval: Duration,
     /// How long a kicked peer's invitations are refused. Default 5 minutes.
     pub kick_cooldown: Duration,
+    /// Identities admitted past the crowd's limits: the invitations opened
+    /// in all per window, the cap on waiting ones and the per-address ones
+    /// ([`INVITES_PER_WINDOW`], [`MAX_PENDING_INVITATIONS`],
+    /// [`INVITES_PER_SOURCE`], [`PENDING_PER_SOURCE`]), so that strangers
+    /// flooding from many addresses cannot keep a trusted device out. Its
+    /// own limit ([`INVITES_PER_IDENTITY`]) still holds, and the signature
+    /// is checked first: only the key's holder gets this. Default none.
+    pub trusted: std::collections::HashSet<crate::wire::IdentityKey>,
 }
 
 impl Config {
@@ -130,6 +138,7 @@ impl Config {
             max_peers: 16,
             rotation_interval: Duration::from_secs(15 * 60),
             kick_cooldown: Duration::from_secs(300),
+            trusted: Default::default(),
         }
     }
 }

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use ring::rand::SystemRandom;
 
-use super::{Config, Endpoint, Event, InviteId, Source, Transmit, PENDING_PER_SOURCE};
+use super::{
+    Config, Endpoint, Event, InviteId, Source, Transmit, INVITES_PER_WINDOW,
+    MAX_PENDING_INVITATIONS, PENDING_PER_SOURCE,
+};
 use crate::crypto::{build_invitation, verify_card, CardFields, Identity};
 use crate::wire::{
     Capabilities, DiscoveryInfo, DisplayName, InvitePayload, Reason, Reply, ResolvingKey,
@@ -25,7 +28,11 @@ fn fields(name: &str) -> CardFields {
 /// An invitation to `to`'s current card from a fresh identity (a
 /// throwaway key: free to make).
 fn invitation_from_a_stranger(to: &Endpoint, rng: &SystemRandom) -> Vec<u8> {
-    let stranger = Identity::generate(rng).unwrap();
+    invitation_from(&Identity::generate(rng).unwrap(), to, rng)
+}
+
+/// An invitation to `to`'s current card, signed by `from`.
+fn invitation_from(from: &Identity, to: &Endpoint, rng: &SystemRandom) -> Vec<u8> {
     let card = verify_card(to.card_bytes()).unwrap();
     let payload = InvitePayload {
         context: Vec::new(),
@@ -33,7 +40,7 @@ fn invitation_from_a_stranger(to: &Endpoint, rng: &SystemRandom) -> Vec<u8> {
         cert_fingerprint: [9; 32],
         resolving_key: ResolvingKey([3; 16]),
     };
-    build_invitation(&stranger, &fields("Bob"), &card, &payload, rng)
+    build_invitation(from, &fields("Bob"), &card, &payload, rng)
         .unwrap()
         .0
 }
@@ -99,4 +106,39 @@ fn one_central_flooding_throwaway_identities_cannot_shut_out_another() {
     let inv = invitation_from_a_stranger(&ep, &rng);
     ep.handle_invitation(now, InviteId(100), &inv, Some(alice));
     assert_eq!(outcome(&mut ep, InviteId(100)), None);
+}
+
+/// Strangers on many centrals (a fresh address each, as a Bluetooth
+/// flooder can have) use up the invitations a window allows in all and the
+/// waiting slots: the next stranger is refused, but a trusted device still
+/// gets its question shown.
+#[test]
+fn strangers_on_many_addresses_cannot_keep_a_trusted_device_out() {
+    let rng = SystemRandom::new();
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let alice = Identity::generate(&rng).unwrap();
+    let mut config = Config::new(DisplayName::new("Bob").unwrap(), ServiceType::default());
+    config.trusted.insert(alice.key());
+    let mut ep = Endpoint::new(config, bob, Box::new(SystemRandom::new())).unwrap();
+    let now = Instant::now();
+    ep.advertise(now);
+    while ep.poll_event().is_some() {}
+    let central = |i: u32| {
+        let b = i.to_be_bytes();
+        Source::Bluetooth([0x40, 0x99, b[0], b[1], b[2], b[3]])
+    };
+    let mut shown = 0;
+    for i in 1..=(INVITES_PER_WINDOW as u32 + 8) {
+        let inv = invitation_from_a_stranger(&ep, &rng);
+        ep.handle_invitation(now, InviteId(i.into()), &inv, Some(central(i)));
+        shown += usize::from(outcome(&mut ep, InviteId(i.into())).is_none());
+    }
+    assert_eq!(shown, MAX_PENDING_INVITATIONS);
+    let inv = invitation_from_a_stranger(&ep, &rng);
+    ep.handle_invitation(now, InviteId(500), &inv, Some(central(500)));
+    assert_eq!(outcome(&mut ep, InviteId(500)), Some(Reason::RateLimited));
+
+    let inv = invitation_from(&alice, &ep, &rng);
+    ep.handle_invitation(now, InviteId(501), &inv, Some(central(501)));
+    assert_eq!(outcome(&mut ep, InviteId(501)), None, "the trusted device");
 }
