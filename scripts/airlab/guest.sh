@@ -176,6 +176,29 @@ bt_variant() {
     fi
     kill_ns rx
   }
+
+  # 4. Trusted: fresh processes on both sides, as after a restart; the
+  # receiver takes trusted devices only, recognised by the key kept in its
+  # trusted.toml, and declines a stranger (Carol, on hci3).
+  local key crc
+  key=$($AIRHOP --config-dir $W/tx-conf id | awk '$1 == "key:" {print $2}')
+  if $AIRHOP --config-dir $W/rx-conf trust add Ada --key "$key" > "$O/trust.log" 2>&1; then
+    start_receiver trusted --from-trusted && {
+      ip netns exec tx $AIRHOP --config-dir $W/c-conf --transport ble --adapter hci3 --name Carol --json \
+        send --to Bob --wait 60 $W/small.bin > "$O/carol-trusted.jsonl" 2> "$O/carol-trusted.err"
+      crc=$?
+      send trusted --wait 90 $W/payload.bin
+      if [ "$crc" = 4 ] && [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-trusted/payload.bin \
+         && grep '"event":"invited"' "$O/rx-trusted.jsonl" | grep '"name":"Ada"' | grep -q '"trusted":true'; then
+        ok "trusted: after a restart, --from-trusted took Ada by its kept key and declined a stranger (exit $crc)"
+      else
+        bad "trusted: stranger exit $crc, Ada exit $SEND_RC: $(tail -1 "$O/carol-trusted.err") / $(tail -1 "$O/tx-trusted.err")"
+      fi
+      kill_ns rx
+    }
+  else
+    bad "trusted: trust add: $(tail -1 "$O/trust.log")"
+  fi
   bt_down
 }
 
