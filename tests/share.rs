@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::netns::{airhop, Pair};
 use common::proc::Proc;
 use common::{random_file, same_bytes, TempDir};
@@ -278,6 +280,45 @@ fn a_sharer_asks_before_each_puller() {
     let _ = sharer.child.kill();
 }
 
+/// Sharers of one file on the hosts of a star, each link at 100 Mbit/s,
+/// and a puller on its hub.
+struct Swarm<'a> {
+    star: &'a common::netns::Star,
+    dir: &'a Path,
+    file: &'a Path,
+}
+
+impl Swarm<'_> {
+    /// `share --yes` of the file on host `i`, ready. The sharers' hash
+    /// caches are one folder: the root the first one computes while sending
+    /// is known to the others when they start.
+    fn sharer(&self, i: usize, name: &str, env: &[(&str, String)]) -> Proc {
+        let (ns, ip) = &self.star.hosts[i];
+        self.star.limit(i, "100mbit");
+        let mut c = airhop(ns, *ip, &self.dir.join(format!("s{i}")), name);
+        c.env("XDG_CACHE_HOME", self.dir.join("cache"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .args(["--json", "share", "--yes"])
+            .arg(self.file);
+        let mut p = Proc::spawn(c);
+        p.event(15, "ready", |v| v["event"] == "ready");
+        p
+    }
+
+    /// `get WHAT` on the hub into the folder `dir`.
+    fn get(&self, what: &str, dir: &str) -> Proc {
+        let mut c = airhop(
+            &self.star.hub,
+            self.star.hub_ip,
+            &self.dir.join("puller"),
+            "Pat",
+        );
+        c.args(["--json", "get", what, "--wait", "30", "--dir"])
+            .arg(self.dir.join(dir));
+        Proc::spawn(c)
+    }
+}
+
 /// `get HASH` pulls one file from every sharer that lists it, at once:
 /// three sharers, each sending at most 100 Mbit/s (tc tbf on its link),
 /// deliver a 256 MiB file to one puller at least 2.5 times as fast as one
@@ -291,26 +332,13 @@ fn get_by_hash_pulls_from_every_sharer_at_once() {
     let t = TempDir::new("share-sources");
     let film = t.path().join("film.bin");
     random_file(&film, 256 << 20, 9);
-    // The sharers' hash caches are one folder: the root the first one
-    // computes while sending is known to the other two when they start.
-    let cache = t.path().join("cache");
-    let sharer = |i: usize, name: &str| {
-        let (ns, ip) = &star.hosts[i];
-        star.limit(i, "100mbit");
-        let mut c = airhop(ns, *ip, &t.path().join(format!("s{i}")), name);
-        c.env("XDG_CACHE_HOME", &cache)
-            .args(["--json", "share", "--yes"])
-            .arg(&film);
-        let mut p = Proc::spawn(c);
-        p.event(15, "ready", |v| v["event"] == "ready");
-        p
+    let swarm = Swarm {
+        star: &star,
+        dir: t.path(),
+        file: &film,
     };
-    let get = |what: &str, dir: &str| {
-        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("puller"), "Pat");
-        c.args(["--json", "get", what, "--wait", "30", "--dir"])
-            .arg(t.path().join(dir));
-        Proc::spawn(c)
-    };
+    let sharer = |i: usize, name: &str| swarm.sharer(i, name, &[]);
+    let get = |what: &str, dir: &str| swarm.get(what, dir);
     let done = |p: &mut Proc| -> serde_json::Value {
         let v = p.event(240, "done", |v| v["event"] == "done");
         assert_eq!(p.wait(30), 0, "{}", p.stderr());
@@ -399,27 +427,16 @@ fn a_source_sending_a_bad_chunk_is_dropped_and_the_file_arrives() {
     let t = TempDir::new("share-liar");
     let film = t.path().join("film.bin");
     random_file(&film, 48 << 20, 11);
-    let cache = t.path().join("cache");
-    let sharer = |i: usize, name: &str, lie: bool| {
-        let (ns, ip) = &star.hosts[i];
-        star.limit(i, "100mbit");
-        let mut c = airhop(ns, *ip, &t.path().join(format!("s{i}")), name);
-        c.env("XDG_CACHE_HOME", &cache)
-            .args(["--json", "share", "--yes"])
-            .arg(&film);
-        if lie {
-            c.env("AIRHOP_FAULT_CORRUPT_AT", (4u64 << 20).to_string());
-        }
-        let mut p = Proc::spawn(c);
-        p.event(15, "ready", |v| v["event"] == "ready");
-        p
+    let swarm = Swarm {
+        star: &star,
+        dir: t.path(),
+        file: &film,
     };
-    let get = |what: &str, dir: &str| {
-        let mut c = airhop(&star.hub, star.hub_ip, &t.path().join("puller"), "Pat");
-        c.args(["--json", "get", what, "--wait", "30", "--dir"])
-            .arg(t.path().join(dir));
-        Proc::spawn(c)
+    let lie = [("AIRHOP_FAULT_CORRUPT_AT", (4u64 << 20).to_string())];
+    let sharer = |i: usize, name: &str, lying: bool| {
+        swarm.sharer(i, name, if lying { &lie[..] } else { &[] })
     };
+    let get = |what: &str, dir: &str| swarm.get(what, dir);
     // Ada learns the root by sending once.
     let mut ada = sharer(0, "Ada", false);
     let mut one = get("Ada:film.bin", "one");

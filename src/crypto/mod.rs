@@ -9,7 +9,7 @@ pub mod handshake;
 pub mod identity;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use handshake::{
     build_invitation, verify_card, CardFields, HandshakeError, LocalCard, OpenedInvitation,

@@ -67,7 +67,8 @@ fn x25519_rfc7748_through_ring() {
     );
 }
 
-fn fields(name: &str) -> CardFields {
+/// Card fields of an accepting device named `name` (for tests).
+pub(crate) fn fields(name: &str) -> CardFields {
     CardFields {
         name: DisplayName::new(name).unwrap(),
         service: ServiceType::default(),

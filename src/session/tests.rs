@@ -10,20 +10,9 @@ use super::{
     Config, Endpoint, Event, InviteId, Source, Transmit, INVITES_PER_WINDOW,
     MAX_PENDING_INVITATIONS, PENDING_PER_SOURCE,
 };
-use crate::crypto::{build_invitation, verify_card, CardFields, Identity};
-use crate::wire::{
-    Capabilities, DiscoveryInfo, DisplayName, InvitePayload, Reason, Reply, ResolvingKey,
-    ServiceType,
-};
-
-fn fields(name: &str) -> CardFields {
-    CardFields {
-        name: DisplayName::new(name).unwrap(),
-        service: ServiceType::default(),
-        info: DiscoveryInfo::default(),
-        caps: Capabilities::ACCEPTING,
-    }
-}
+use crate::crypto::tests::fields;
+use crate::crypto::{build_invitation, verify_card, Identity};
+use crate::wire::{DisplayName, InvitePayload, Reason, Reply, ResolvingKey, ServiceType};
 
 /// An invitation to `to`'s current card from a fresh identity (a
 /// throwaway key: free to make).
