@@ -16,6 +16,22 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// 32 bytes from their 64 hex digits (either case), or `None`: any other
+/// length or character (never a panic, whatever the string holds).
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks(2)) {
+        let hi = char::from(pair[0]).to_digit(16)?;
+        let lo = char::from(pair[1]).to_digit(16)?;
+        *o = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
 /// Locks a std mutex, taking the data back from a panicked holder: every
 /// map guarded this way stays consistent between statements, so a poisoned
 /// lock is no reason to stop a node.

@@ -94,3 +94,25 @@ fn demo_refuses_a_bad_size_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown unit"), "{err}");
 }
+
+/// A `--key` that is not 64 hex digits is a usage error, whatever it
+/// holds: a multi-byte character where a hex pair was cut used to panic.
+#[test]
+fn trust_add_refuses_a_bad_key_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("airhop-cli-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bad = format!("a{}b", "\u{e9}".repeat(31));
+    for key in [bad.as_str(), &"+f".repeat(32), &"ab".repeat(31), "xyz"] {
+        let out = airhop(&dir)
+            .args(["trust", "add", "Ada", "--key", key])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
+        assert_eq!(
+            err.trim(),
+            "airhop: --key takes the 64 hex digits `airhop id` prints"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -126,16 +126,9 @@ impl TrustStore {
     /// The trusted identity keys (an entry whose key does not parse is
     /// skipped: it cannot match anyone).
     pub fn keys(&self) -> impl Iterator<Item = airhop::wire::IdentityKey> + '_ {
-        self.devices.iter().filter_map(|d| {
-            let k = d.key.as_bytes();
-            let mut key = [0u8; 32];
-            (k.len() == 64).then_some(())?;
-            for (i, b) in key.iter_mut().enumerate() {
-                *b =
-                    u8::from_str_radix(std::str::from_utf8(&k[2 * i..2 * i + 2]).ok()?, 16).ok()?;
-            }
-            Some(airhop::wire::IdentityKey(key))
-        })
+        self.devices
+            .iter()
+            .filter_map(|d| airhop::util::parse_hex32(&d.key).map(airhop::wire::IdentityKey))
     }
 
     /// Whether this identity key is trusted.

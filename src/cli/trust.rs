@@ -104,20 +104,13 @@ pub fn run(settings: &Settings, out: &Out, c: TrustCommand) -> Result<(), CliErr
 }
 
 fn by_key(name: &str, k: &str) -> Result<Trusted, CliError> {
-    let bytes: Option<Vec<u8>> = (k.len() == 64)
-        .then(|| {
-            (0..32)
-                .map(|i| u8::from_str_radix(&k[2 * i..2 * i + 2], 16).ok())
-                .collect()
-        })
-        .flatten();
-    let Some(bytes) = bytes else {
+    // Parsed by bytes: slicing the string by position panicked on a
+    // multi-byte character.
+    let Some(key) = airhop::util::parse_hex32(k) else {
         return Err(CliError::Usage(
             "--key takes the 64 hex digits `airhop id` prints".into(),
         ));
     };
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&bytes);
     let id = airhop::wire::IdentityKey(key).peer_id();
     Ok(Trusted {
         id: id.to_string(),

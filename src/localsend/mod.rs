@@ -227,17 +227,7 @@ pub fn peer_id(fingerprint: &str) -> PeerId {
 
 /// A certificate fingerprint (64 hex digits, either case).
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks(2)) {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
-    Some(out)
+    crate::util::parse_hex32(s)
 }
 
 /// One file of a `prepare-upload`.
