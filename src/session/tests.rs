@@ -98,9 +98,9 @@ fn one_central_flooding_throwaway_identities_cannot_shut_out_another() {
 }
 
 /// Strangers on many centrals (a fresh address each, as a Bluetooth
-/// flooder can have) use up the invitations a window allows in all and the
-/// waiting slots: the next stranger is refused, but a trusted device still
-/// gets its question shown.
+/// flooder can have) use up the waiting slots, and, answered, the
+/// invitations a window allows in all: the next stranger is refused either
+/// way, but a trusted device still gets its question shown.
 #[test]
 fn strangers_on_many_addresses_cannot_keep_a_trusted_device_out() {
     let rng = SystemRandom::new();
@@ -116,18 +116,40 @@ fn strangers_on_many_addresses_cannot_keep_a_trusted_device_out() {
         let b = i.to_be_bytes();
         Source::Bluetooth([0x40, 0x99, b[0], b[1], b[2], b[3]])
     };
-    let mut shown = 0;
-    for i in 1..=(INVITES_PER_WINDOW as u32 + 8) {
-        let inv = invitation_from_a_stranger(&ep, &rng);
-        ep.handle_invitation(now, InviteId(i.into()), &inv, Some(central(i)));
-        shown += usize::from(outcome(&mut ep, InviteId(i.into())).is_none());
-    }
-    assert_eq!(shown, MAX_PENDING_INVITATIONS);
-    let inv = invitation_from_a_stranger(&ep, &rng);
-    ep.handle_invitation(now, InviteId(500), &inv, Some(central(500)));
-    assert_eq!(outcome(&mut ep, InviteId(500)), Some(Reason::RateLimited));
+    let flood = |ep: &mut Endpoint, from: u32, answer: bool| {
+        let mut shown = 0;
+        for i in from..from + INVITES_PER_WINDOW as u32 + 8 {
+            let inv = invitation_from_a_stranger(ep, &rng);
+            ep.handle_invitation(now, InviteId(i.into()), &inv, Some(central(i)));
+            if outcome(ep, InviteId(i.into())).is_none() {
+                shown += 1;
+                if answer {
+                    ep.decline(InviteId(i.into()), Reason::UserNotInterested)
+                        .unwrap();
+                }
+            }
+        }
+        shown
+    };
+    let trusted_gets_in = |ep: &mut Endpoint, id: u64| {
+        let inv = invitation_from(&alice, ep, &rng);
+        ep.handle_invitation(now, InviteId(id), &inv, Some(central(id as u32)));
+        assert_eq!(outcome(ep, InviteId(id)), None, "the trusted device");
+        ep.decline(InviteId(id), Reason::UserNotInterested).unwrap();
+    };
 
-    let inv = invitation_from(&alice, &ep, &rng);
-    ep.handle_invitation(now, InviteId(501), &inv, Some(central(501)));
-    assert_eq!(outcome(&mut ep, InviteId(501)), None, "the trusted device");
+    // Left waiting: the slots run out.
+    assert_eq!(flood(&mut ep, 1, false), MAX_PENDING_INVITATIONS);
+    trusted_gets_in(&mut ep, 500);
+    for i in 1..=MAX_PENDING_INVITATIONS as u64 {
+        ep.decline(InviteId(i), Reason::UserNotInterested).unwrap();
+    }
+    while ep.poll_transmit().is_some() {}
+
+    // Answered at once: the window's 24 run out (8 of them already taken).
+    let shown = flood(&mut ep, 1000, true);
+    assert_eq!(shown, INVITES_PER_WINDOW - MAX_PENDING_INVITATIONS - 1);
+    trusted_gets_in(&mut ep, 501);
+    // And the trusted device's way in did not open one for strangers.
+    assert_eq!(flood(&mut ep, 2000, true), 0);
 }
