@@ -75,7 +75,7 @@ for f in "$LAB"/out/*/hci.btsnoop; do
   SCEN=$(basename "$(dirname "$f")")
   echo "== HCI counts, $SCEN ($f)"
   # le and ext rendezvous over GATT: each must take two ATT request/response
-  # exchanges from connect to the sealed reply (firmware-notes, section 3).
+  # exchanges from connect to the sealed reply (firmware-notes, section 2).
   case $SCEN in
     le|ext) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 --rotation || GATT_OK=0 ;;
     *) python3 "$HERE/snoopsum.py" "$f" ;;
