@@ -529,7 +529,9 @@ nm_variant() {
     result "TIME nm hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
     result "TIME nm joined -> first byte: $(secs "$joined" "$first") s"
   }
-  sleep 2
+  # airhop deletes its profile before it exits; a short wait covers
+  # NetworkManager's own bookkeeping after that.
+  wait_for 10 '[ "$(nm_state rx)" = "$rxb" ] && [ "$(nm_state tx)" = "$txb" ]'
   local rxa txa; rxa=$(nm_state rx); txa=$(nm_state tx)
   if [ "$rxa" = "$rxb" ] && [ "$txa" = "$txb" ]; then
     ok "nm: no profile left, both devices as before (rx: $rxa; tx: $txa)"

@@ -35,6 +35,7 @@ const DEVICE: &str = "org.freedesktop.NetworkManager.Device";
 const WIRELESS: &str = "org.freedesktop.NetworkManager.Device.Wireless";
 const ACTIVE: &str = "org.freedesktop.NetworkManager.Connection.Active";
 const AP: &str = "org.freedesktop.NetworkManager.AccessPoint";
+const PROFILE: &str = "org.freedesktop.NetworkManager.Settings.Connection";
 const CALL: Duration = Duration::from_secs(10);
 /// NMActiveConnectionState.
 const ACTIVATED: u32 = 2;
@@ -220,7 +221,7 @@ fn activate(
     let mut options = PropMap::new();
     options.insert("persist".into(), v("volatile".to_string()));
     options.insert("bind-activation".into(), v("dbus-client".to_string()));
-    let (_, active, _): (Path<'static>, Path<'static>, PropMap) = c
+    let (profile, active, _): (Path<'static>, Path<'static>, PropMap) = c
         .with_proxy(NM, NM_PATH, CALL)
         .method_call(
             NM,
@@ -232,6 +233,7 @@ fn activate(
         conn: Arc::new(Mutex::new(c)),
         dev: dev.clone(),
         active: Some(active.clone()),
+        profile: Some(profile),
         before,
     };
     // Wait for ACTIVATED; a profile that fails is deactivated (and, being
@@ -303,6 +305,9 @@ struct Activated {
     conn: Arc<Mutex<Connection>>,
     dev: Path<'static>,
     active: Option<Path<'static>>,
+    /// The volatile profile: NetworkManager deletes it once deactivated,
+    /// in its own time; we delete it ourselves so none outlives us.
+    profile: Option<Path<'static>>,
     before: Option<Path<'static>>,
 }
 
@@ -340,6 +345,30 @@ impl Activated {
                 ));
             }
         }
+        if let Some(p) = self.profile.take() {
+            let r: Result<(), _> = c
+                .with_proxy(NM, &p, CALL)
+                .method_call(PROFILE, "Delete", ());
+            // Gone already is the usual case: volatile profiles go with
+            // their activation.
+            let gone = |e: &dbus::Error| {
+                matches!(
+                    e.name(),
+                    Some("org.freedesktop.DBus.Error.UnknownObject")
+                        | Some("org.freedesktop.DBus.Error.UnknownMethod")
+                        | Some(
+                            "org.freedesktop.NetworkManager.Settings.Connection.InvalidConnection"
+                        )
+                )
+            };
+            if let Err(e) = &r {
+                if !gone(e) {
+                    problems.push(WifiError::NetworkManager(format!(
+                        "deleting the hotspot profile: {e}"
+                    )));
+                }
+            }
+        }
         if let Some(prev) = self.before.take() {
             let r: Result<(Path<'static>,), _> = nm.method_call(
                 NM,
@@ -370,7 +399,7 @@ impl Drop for Activated {
     fn drop(&mut self) {
         // Not closed: our D-Bus connection closes with us, and the
         // dbus-client binding makes NetworkManager deactivate the profile.
-        if self.active.is_some() {
+        if self.active.is_some() || self.profile.is_some() {
             let _ = self.undo();
         }
     }
