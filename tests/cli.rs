@@ -24,6 +24,15 @@ fn id_is_created_once_and_stays() {
         text.contains(id.trim()) && text.contains("identity.pk8"),
         "{text}"
     );
+    // --json: one `identity` event, the same id, and nothing else.
+    let json = airhop(&dir).args(["--json", "id"]).output().unwrap();
+    let text = String::from_utf8(json.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["event"], "identity", "{text}");
+    assert_eq!(v["peer"], id.trim());
+    assert_eq!(v["key"].as_str().map(str::len), Some(64), "{text}");
+    assert!(v["file"].as_str().unwrap().ends_with("identity.pk8"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

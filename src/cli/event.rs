@@ -398,6 +398,15 @@ pub enum Event {
         /// Its BLAKE3 root (hex), when the sharer knows it.
         root: Option<String>,
     },
+    /// This device's identity (`airhop id`).
+    Identity {
+        /// Its peer id.
+        peer: String,
+        /// Its identity key (hex).
+        key: String,
+        /// The file that holds it.
+        file: String,
+    },
     /// A trusted device (listed or added).
     Trusted {
         /// Its peer id.
@@ -514,6 +523,11 @@ impl Event {
             Event::Trusted { peer, name, key } => {
                 vec![(Result, format!("{:<24} {peer}  key {key}", printable(name)))]
             }
+            Event::Identity { peer, key, file } => vec![
+                (Result, format!("peer id:  {peer}")),
+                (Result, format!("key:      {key}")),
+                (Result, format!("file:     {file}")),
+            ],
             Event::Shared {
                 path, size, root, ..
             } => vec![(
@@ -949,6 +963,11 @@ impl Event {
                 transports: vec![s("lan")],
                 failures: 0,
             },
+            Event::Identity {
+                peer: s("0011223344556677"),
+                key: s("00".repeat(32).as_str()),
+                file: s("/home/ada/.config/airhop/identity.key"),
+            },
             Event::Trusted {
                 peer: s("0011223344556677"),
                 name: s("Ada"),
@@ -1089,7 +1108,8 @@ mod tests {
             | Event::Check { .. }
             | Event::Summary { .. }
             | Event::Shared { .. }
-            | Event::Trusted { .. } => 26,
+            | Event::Identity { .. }
+            | Event::Trusted { .. } => 27,
         };
         assert_eq!(names.len(), count(&Event::examples()[0]));
     }

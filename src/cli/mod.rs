@@ -464,7 +464,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let out = Out::new(g.json, g.quiet, g.verbose);
     match args.command {
         Command::Demo(a) => demo::run(a),
-        Command::Id(a) => id::run(&g.config_dir()?, a),
+        Command::Id(a) => id::run(&g.config_dir()?, &out, a),
         Command::Decode(a) => decode::run(&out, a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
