@@ -81,6 +81,21 @@ pub fn reply(data: &[u8]) {
     }
 }
 
+/// An abandon notice (written where invitations go): what decodes
+/// re-encodes to the same bytes, and no token but the one that made it
+/// verifies it.
+pub fn abandon(data: &[u8]) {
+    if let Ok(n) = wire::Abandon::decode(data) {
+        assert_eq!(n.encode(), data);
+        let _ = n.reason();
+        if let Some(token) = data.get(3..19) {
+            let token: [u8; 16] = token.try_into().expect("16 bytes");
+            let made = wire::Abandon::new(&token, n.reason());
+            assert!(made.verify(&token));
+        }
+    }
+}
+
 /// A reply's sealed body (after decryption): a hotspot host address is
 /// always a hotspot address.
 pub fn reply_body(data: &[u8]) {
@@ -411,6 +426,7 @@ mod tests {
             ("invite_payload", invite_payload),
             ("reply", reply),
             ("reply_body", reply_body),
+            ("abandon", abandon),
             ("frames", frames),
             ("stream_header", stream_header),
             #[cfg(target_os = "linux")]
@@ -521,6 +537,11 @@ mod tests {
         };
         put("invite_payload", "real", &payload.encode());
         put("reply", "sealed", &Reply::Sealed(vec![0x5e; 40]).encode());
+        put(
+            "abandon",
+            "join-failed",
+            &wire::Abandon::new(&[7; 16], wire::Reason::HotspotJoinFailed).encode(),
+        );
         put(
             "reply",
             "rejected",

@@ -16,7 +16,8 @@ use airhop::session::{
     Config, Endpoint, Event, InviteId, LinkOffer, PeerState, Recipients, Transmit,
 };
 use airhop::wire::{
-    AdvertPayload, Capabilities, DisplayName, Frame, PeerId, Reason, ResolvingKey, ServiceType,
+    Abandon, AdvertPayload, Capabilities, DisplayName, Frame, PeerId, Reason, Reply, ResolvingKey,
+    ServiceType,
 };
 use ring::rand::SystemRandom;
 use tokio::sync::mpsc;
@@ -45,6 +46,12 @@ struct Sim {
     expects: HashMap<(PeerId, PeerId), ([u8; 16], [u8; 32])>,
     links: HashSet<(PeerId, PeerId)>,
     dials: usize,
+    /// How dials end: `None` connects; `Some(None)` never ends (a hotspot
+    /// join under way); `Some(Some(r))` fails with `r`.
+    dial_outcome: Option<Option<Reason>>,
+    /// Abandon notices written, with the answers they got.
+    abandons: mpsc::UnboundedReceiver<Result<Vec<u8>, discovery::DiscoveryError>>,
+    abandons_tx: mpsc::UnboundedSender<Result<Vec<u8>, discovery::DiscoveryError>>,
 }
 
 fn link_key(a: PeerId, b: PeerId) -> (PeerId, PeerId) {
@@ -58,6 +65,7 @@ fn link_key(a: PeerId, b: PeerId) -> (PeerId, PeerId) {
 impl Sim {
     fn new() -> Self {
         let (replies_tx, replies_rx) = mpsc::unbounded_channel();
+        let (abandons_tx, abandons) = mpsc::unbounded_channel();
         Sim {
             now: Instant::now(),
             air: MemoryAir::new(),
@@ -67,6 +75,9 @@ impl Sim {
             expects: HashMap::new(),
             links: HashSet::new(),
             dials: 0,
+            dial_outcome: None,
+            abandons,
+            abandons_tx,
         }
     }
 
@@ -225,6 +236,14 @@ impl Sim {
                 accept,
             } => {
                 self.dials += 1;
+                match self.dial_outcome {
+                    None => {}
+                    Some(None) => return,
+                    Some(Some(reason)) => {
+                        self.nodes[i].ep.handle_link_down(now, peer, reason);
+                        return;
+                    }
+                }
                 let j = self.index_of(peer).expect("dial to a node");
                 assert_eq!(self.nodes[j].identity, identity, "pinned identity");
                 let pinned = self.expects.remove(&(peer, me)).is_some_and(|(token, fp)| {
@@ -263,6 +282,15 @@ impl Sim {
                         self.nodes[j].ep.handle_link_down(now, me, reason);
                     }
                 }
+            }
+            Transmit::Abandon { device, notice } => {
+                // Through the real backend, the way an invitation goes.
+                let st = self.nodes[i].station.clone();
+                let tx = self.abandons_tx.clone();
+                tokio::spawn(async move {
+                    let r = discovery::invite(&*st, device, notice, Duration::from_secs(10)).await;
+                    let _ = tx.send(r);
+                });
             }
             other => panic!("unexpected transmit {other:?}"),
         }
@@ -894,4 +922,126 @@ async fn a_peer_in_session_is_not_asked_for_its_new_card() {
     );
     // And the fresh card is good for a new invitation.
     sim.connect(a, b).await;
+}
+
+/// An accepted inviter whose dial fails (its hotspot join, say) tells the
+/// responder, which lets the session go at once instead of holding it (and
+/// its hotspot) until its connect deadline; nobody else can do that.
+#[tokio::test]
+async fn an_inviter_that_cannot_get_through_tells_the_responder() {
+    let mut sim = Sim::new();
+    let (a, b, c) = (
+        sim.add("Alice", |_| {}),
+        sim.add("Bob", |_| {}),
+        sim.add("Carol", |_| {}),
+    );
+    sim.meet(a, b).await;
+    let (a_id, b_id) = (sim.id(a), sim.id(b));
+
+    // The dial hangs (a hotspot join under way): Bob waits, connecting.
+    sim.dial_outcome = Some(None);
+    let now = sim.now;
+    sim.nodes[a]
+        .ep
+        .invite(now, b_id, b"1 file".to_vec())
+        .unwrap();
+    sim.settle().await;
+    let invite = sim.invited(b)[0].0;
+    let now = sim.now;
+    sim.nodes[b].ep.accept(now, invite).unwrap();
+    sim.settle().await;
+    assert_eq!(state_of(&sim.events(b), a_id), [PeerState::Connecting]);
+    assert_eq!(state_of(&sim.events(a), b_id), [PeerState::Connecting]);
+    let token = sim.expects[&(b_id, a_id)].0;
+
+    // A stranger's notice (any token but the one Bob sealed) is refused and
+    // changes nothing; so is garbage behind the marker.
+    let bob = sim.nodes[b].station.device();
+    let st = sim.nodes[c].station.clone();
+    for forged in [
+        Abandon::new(&[0x55; 16], Reason::HotspotJoinFailed).encode(),
+        vec![airhop::wire::invite::ABANDON_MARKER, 1, 2, 3],
+    ] {
+        let task = tokio::spawn({
+            let st = st.clone();
+            async move { discovery::invite(&*st, bob, forged, Duration::from_secs(10)).await }
+        });
+        sim.settle().await;
+        let reply = task.await.unwrap().unwrap();
+        assert!(
+            matches!(
+                Reply::decode(&reply),
+                Ok(Reply::Rejected(
+                    Reason::AuthenticationFailed | Reason::ProtocolViolation
+                ))
+            ),
+            "{reply:?}"
+        );
+        assert_eq!(state_of(&sim.events(b), a_id), []);
+        assert_eq!(sim.nodes[b].ep.sessions().len(), 1);
+    }
+    // A notice for another reason under the right token is not the one
+    // Alice would send, but it is hers: the tag covers the reason, so a
+    // tampered copy fails.
+    let mut tampered = Abandon::new(&token, Reason::HotspotJoinFailed).encode();
+    tampered[1] ^= 1;
+    assert!(!Abandon::decode(&tampered).unwrap().verify(&token));
+
+    // Alice's join fails: she says so, and Bob lets her go with her reason.
+    let now = sim.now;
+    sim.nodes[a]
+        .ep
+        .handle_link_down(now, b_id, Reason::HotspotJoinFailed);
+    sim.settle().await;
+    let ack = sim.abandons.try_recv().expect("a notice went out").unwrap();
+    assert!(matches!(Reply::decode(&ack), Ok(Reply::Rejected(_))));
+    assert_eq!(
+        state_of(&sim.events(a), b_id),
+        [PeerState::NotConnected(Reason::HotspotJoinFailed)]
+    );
+    assert_eq!(
+        state_of(&sim.events(b), a_id),
+        [PeerState::NotConnected(Reason::HotspotJoinFailed)]
+    );
+    assert!(sim.nodes[b].ep.sessions().is_empty());
+
+    // Said twice (a retry, a replay), it finds nothing: refused.
+    let again = Abandon::new(&token, Reason::HotspotJoinFailed).encode();
+    let task =
+        tokio::spawn(
+            async move { discovery::invite(&*st, bob, again, Duration::from_secs(10)).await },
+        );
+    sim.settle().await;
+    let reply = task.await.unwrap().unwrap();
+    assert!(matches!(
+        Reply::decode(&reply),
+        Ok(Reply::Rejected(Reason::AuthenticationFailed))
+    ));
+
+    // A dial that fails at once also says so; a connected session's end
+    // does not send one (the link says it).
+    sim.dial_outcome = Some(Some(Reason::HotspotConnectFailed));
+    let now = sim.now;
+    sim.nodes[a]
+        .ep
+        .invite(now, b_id, b"again".to_vec())
+        .unwrap();
+    sim.settle().await;
+    let invite = sim.invited(b).last().unwrap().0;
+    let now = sim.now;
+    sim.nodes[b].ep.accept(now, invite).unwrap();
+    sim.settle().await;
+    assert!(sim.abandons.try_recv().is_ok());
+    assert_eq!(
+        state_of(&sim.events(b), a_id),
+        [
+            PeerState::Connecting,
+            PeerState::NotConnected(Reason::HotspotConnectFailed)
+        ]
+    );
+    sim.dial_outcome = None;
+    sim.connect(a, b).await;
+    sim.nodes[a].ep.disconnect(b_id);
+    sim.settle().await;
+    assert!(sim.abandons.try_recv().is_err());
 }

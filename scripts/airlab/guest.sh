@@ -336,6 +336,23 @@ same_state() {
 }
 # jfield FILE STAGE ROLE: the first hotspot event of that stage and role, as its time.
 hs_at() { awk -v s="\"stage\":\"$2\"" -v r="\"role\":\"$3\"" 'index($0, "\"event\":\"hotspot\"") && index($0, s) && index($0, r) {print $1; exit}' "$1"; }
+# heard_abandon NAME: the sender's join failed; it tells the receiver over
+# BLE (an abandon notice), and the receiver, still running, takes its
+# hotspot down within 5 s of the failure rather than at its connect
+# deadline (a minute and more).
+heard_abandon() {
+  local rxf=$O/rx-$1.jsonl txf=$O/tx-$1.jsonl
+  wait_for 20 "[ -n \"\$(hs_at $rxf closed host)\" ]"
+  local failed closed took
+  failed=$(hs_at "$txf" failed join); closed=$(hs_at "$rxf" closed host)
+  took=$(secs "$failed" "$closed")
+  result "TIME $V $1: sender's join failed -> receiver's hotspot closed: $took s"
+  if [ "$took" != "?" ] && awk -v t="$took" 'BEGIN{exit !(t <= 5)}'; then
+    ok "$1: the receiver heard the sender give up and closed its hotspot $took s after the join failed"
+  else
+    bad "$1: the receiver's hotspot closed $took s after the sender's join failed (at most 5 s): $(grep -h hotspot "$rxf" | tail -2 | tr '\n' ' ')"
+  fi
+}
 # stop_receiver: SIGTERM, as a service manager would; airhop tears down first.
 stop_receiver() {
   for p in $(ip netns pids rx); do [ "$(cat /proc/$p/comm 2>/dev/null)" = airhop ] && kill -TERM $p; done
@@ -418,6 +435,7 @@ wifi_variant() {
     else
       bad "wrongkey: sender exit $SEND_RC: $(tail -2 "$O/tx-wrongkey.err" | tr '\n' ' ')"
     fi
+    heard_abandon wrongkey
     stop_receiver
   }
   same_state wrongkey
@@ -448,6 +466,7 @@ wifi_variant() {
     else
       bad "jointimeout: sender exit $SEND_RC: $(tail -2 "$O/tx-jointimeout.err" | tr '\n' ' ')"
     fi
+    heard_abandon jointimeout
     stop_receiver
   }
   TX_ENV=

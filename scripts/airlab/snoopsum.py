@@ -87,12 +87,19 @@ def rendezvous(conns):
         h.setdefault('cccd', h['reply'] + 1)
         names = {h['card']: 'card', h['invite']: 'invite', h['cccd']: 'reply CCCD'}
         steps, invited, cmd, t_reply, prepared = [], False, False, None, False
+        notice = False
         for ts, d, pdu in c.ops:
             op = pdu[0]
             if d == 'tx' and op in REQUESTS:
                 at = struct.unpack('<H', pdu[1:3])[0] if op != 0x18 and len(pdu) >= 3 else None
                 if at == h['cccd'] and op == 0x12 and pdu[3:] == b'\0\0':
                     break           # unsubscribed: the central gave up waiting
+                # An abandon notice, not an invitation: a write to the
+                # invite handle whose first segment's message starts 0x41
+                # (segment: txn, seq 0, u16 length, then the message).
+                if at == h['invite'] and op == 0x12 and not invited and len(pdu) > 7 \
+                        and pdu[4] == 0 and pdu[7] == 0x41:
+                    notice = True
                 if at in names or (op == 0x18 and prepared):
                     steps.append('%s %s' % (REQUESTS[op], names.get(at, 'invite')))
                     invited |= names.get(at) == 'invite'
@@ -100,6 +107,7 @@ def rendezvous(conns):
             elif d == 'tx' and op == 0x52 and len(pdu) >= 3 \
                     and struct.unpack('<H', pdu[1:3])[0] == h['invite']:
                 invited = cmd = True
+                notice |= len(pdu) > 7 and pdu[4] == 0 and pdu[7] == 0x41
                 steps.append('command invite')
             # A notification, or a Multiple Handle Value Notification (EATT),
             # whose first handle is the reply's.
@@ -109,7 +117,7 @@ def rendezvous(conns):
                 break
         if invited:
             n = sum(1 for s in steps if not s.startswith('command'))
-            out.append((c, n, steps, t_reply))
+            out.append((c, n, steps, t_reply, notice))
     return out
 
 
@@ -236,7 +244,13 @@ def main(path, want=None, want_rotation=False, want_unlinkable=False):
         print('%s ext adv properties 0x%04x -> %s' % (idx, p,
               'LEGACY PDU' if p & 0x10 else 'EXTENDED (non-legacy) PDU'))
 
-    found = rendezvous(conns)
+    every = rendezvous(conns)
+    for conn, n, steps, t_reply, notice in every:
+        if notice:
+            took = '%.0f ms to the answer' % ((t_reply - conn.t0) / 1000) if t_reply else 'no answer'
+            print('hci%d abandon notice: %d exchanges (%s), %s' % (
+                conn.idx, n, ', '.join(steps), took))
+    found = [(c, n, st, t) for c, n, st, t, notice in every if not notice]
     for i, (conn, n, steps, t_reply) in enumerate(found, 1):
         took = '%.0f ms to the reply' % ((t_reply - conn.t0) / 1000) if t_reply else 'no reply'
         print('hci%d rendezvous %d: %d exchanges (%s), %s' % (

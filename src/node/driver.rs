@@ -41,6 +41,10 @@ use crate::transfer::stream::StreamHeader;
 use crate::wifi::{ActiveHotspot, HotspotError, HotspotPlan, Path};
 use crate::wire::{Capabilities, Frame, IdentityKey, OfferSummary, PeerId, Reason};
 
+/// How long an abandon notice may take to reach a responder (a BLE
+/// connection and one write).
+const ABANDON_DEADLINE: Duration = Duration::from_secs(8);
+
 /// What the driver's helper tasks report.
 pub(super) enum Input {
     Card(DeviceId, Result<Vec<u8>, DiscoveryError>),
@@ -117,6 +121,8 @@ pub(super) struct Driver {
     creating: HashMap<PeerId, std::net::Ipv4Addr>,
     /// Hotspot teardowns under way.
     teardowns: Vec<JoinHandle<()>>,
+    /// Abandon notices on their way to responders.
+    notices: Vec<JoinHandle<()>>,
 }
 
 impl Driver {
@@ -226,6 +232,7 @@ impl Driver {
             hosting: HashMap::new(),
             creating: HashMap::new(),
             teardowns: Vec::new(),
+            notices: Vec::new(),
         })
     }
 
@@ -266,6 +273,7 @@ impl Driver {
         loop {
             self.flush();
             while self.tasks.try_join_next().is_some() {}
+            self.notices.retain(|n| !n.is_finished());
             let deadline = self
                 .endpoint
                 .poll_timeout()
@@ -278,7 +286,7 @@ impl Driver {
                 c = commands.recv() => match c {
                     None => break,
                     Some(Command::Stop(reply)) => {
-                        self.shutdown().await;
+                        self.shutdown(&mut inputs).await;
                         let _ = reply.send(());
                         return;
                     }
@@ -293,7 +301,7 @@ impl Driver {
                 _ = tick.tick(), if moving => self.progress(),
             }
         }
-        self.shutdown().await;
+        self.shutdown(&mut inputs).await;
     }
 
     fn flush(&mut self) {
@@ -462,7 +470,7 @@ impl Driver {
         r
     }
 
-    async fn shutdown(&mut self) {
+    async fn shutdown(&mut self, inputs: &mut mpsc::UnboundedReceiver<Input>) {
         self.transfers.shutdown();
         self.pump_transfers();
         self.endpoint.shutdown();
@@ -470,6 +478,15 @@ impl Driver {
         for (_, l) in self.conns.drain() {
             self.closing.extend(l.close(Reason::Disconnected));
         }
+        // Responders we gave up on hear it (their hotspot goes down now),
+        // before discovery stops: a central that stops browsing hangs up.
+        let notices = std::mem::take(&mut self.notices);
+        let _ = tokio::time::timeout(ABANDON_DEADLINE, async {
+            for n in notices {
+                let _ = n.await;
+            }
+        })
+        .await;
         let grace = Duration::from_secs(2);
         let _ = tokio::time::timeout(grace, self.discovery.publish(None)).await;
         let _ = tokio::time::timeout(grace, self.discovery.browse(false)).await;
@@ -481,8 +498,20 @@ impl Driver {
         })
         .await;
         // Hotspots go last, once the links' last frames are out, and are
-        // given the time to put the network back.
+        // given the time to put the network back. One still coming up (a
+        // fast joiner can finish before the host's backend says it is up)
+        // is waited for, then closed: abandoned, it would outlive us.
         self.hosting.clear();
+        let until = tokio::time::Instant::now() + self.config.hotspot_timeout + grace;
+        while !self.creating.is_empty() {
+            match tokio::time::timeout_at(until, inputs.recv()).await {
+                Ok(Some(Input::Hotspot(peer, role, ssid, addr, r))) => {
+                    self.hotspot_result(peer, role, &ssid, addr, r)
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
         let left: Vec<PeerId> = self.hotspots.keys().copied().collect();
         for peer in left {
             if let Some(h) = self.hotspots.remove(&peer) {

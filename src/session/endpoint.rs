@@ -18,8 +18,8 @@ use crate::util::{fill, RandomError};
 use crate::wire::frame::MAX_MESSAGE_LEN;
 use crate::wire::invite::MAX_CONTEXT_LEN;
 use crate::wire::{
-    Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, OfferSummary, PeerId,
-    Reason, Reply, ReplyBody, ResolvingKey,
+    Abandon, Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, OfferSummary,
+    PeerId, Reason, Reply, ReplyBody, ResolvingKey,
 };
 
 /// Invitations that may wait for an answer at once; more are refused as
@@ -118,6 +118,9 @@ struct SessionPeer {
     state: PeerState,
     /// The token a listener expects; `None` on the dialing side.
     token: Option<[u8; 16]>,
+    /// On the dialing side, until connected: the device the acceptance
+    /// came from and its token, to tell the responder if we give up.
+    abandon: Option<(DeviceId, [u8; 16])>,
     connect_deadline: Option<Instant>,
     since: Instant,
     last_activity: Instant,
@@ -633,6 +636,7 @@ impl Endpoint {
                 self.events.push_back(Event::InviteFailed { peer, reason });
             }
             Ok(ReplyBody::Accept(accept)) => {
+                let device = out.device;
                 self.outgoing.remove(&peer);
                 if self.peers.len() >= self.config.max_peers {
                     self.events.push_back(Event::InviteFailed {
@@ -647,6 +651,7 @@ impl Endpoint {
                 let identity = card.card.identity;
                 let name = card.card.name.clone();
                 self.resolving.insert(peer, accept.resolving_key);
+                let token = accept.token;
                 self.join(
                     now,
                     peer,
@@ -658,6 +663,9 @@ impl Endpoint {
                         accept,
                     },
                 );
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.abandon = Some((device, token));
+                }
             }
         }
     }
@@ -685,6 +693,11 @@ impl Endpoint {
         bytes: &[u8],
         source: Option<Source>,
     ) {
+        // Not an invitation: an accepted inviter giving up. Taken whether
+        // or not we still advertise (a --once receiver has stopped).
+        if Abandon::is_abandon(bytes) {
+            return self.handle_abandon(invite, bytes);
+        }
         if !self.advertising {
             self.reject(invite, Reason::Busy);
             return;
@@ -889,6 +902,7 @@ impl Endpoint {
                 name,
                 state: PeerState::Connecting,
                 token,
+                abandon: None,
                 connect_deadline: Some(now + self.config.connect_timeout),
                 since: now,
                 last_activity: now,
@@ -961,9 +975,50 @@ impl Endpoint {
 
     /// A peer's link went down (or a dial failed).
     pub fn handle_link_down(&mut self, _now: Instant, peer: PeerId, reason: Reason) {
-        if self.peers.remove(&peer).is_some() {
-            self.state(peer, PeerState::NotConnected(reason));
+        self.remove_peer(peer, reason);
+    }
+
+    /// Takes `peer` out of the session. An inviter that never got through
+    /// tells the responder, so a hotspot brought up for it goes down now
+    /// rather than at the responder's connect deadline.
+    fn remove_peer(&mut self, peer: PeerId, reason: Reason) {
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
+        if let (PeerState::Connecting, Some((device, token))) = (&p.state, p.abandon) {
+            self.transmits.push_back(Transmit::Abandon {
+                device,
+                notice: Abandon::new(&token, reason).encode(),
+            });
         }
+        self.state(peer, PeerState::NotConnected(reason));
+    }
+
+    /// An [`Abandon`] notice written to us (hostile input, checked against
+    /// the tokens of the peers we accepted and wait for): the peer gives
+    /// up, with its reason. Acknowledged in the clear either way.
+    fn handle_abandon(&mut self, invite: InviteId, bytes: &[u8]) {
+        let notice = match Abandon::decode(bytes) {
+            Ok(n) => n,
+            Err(e) => return self.reject(invite, e.reason()),
+        };
+        let mut waiting: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state == PeerState::Connecting)
+            .filter(|(_, p)| p.token.is_some_and(|t| notice.verify(&t)))
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.sort();
+        let Some(peer) = waiting.first().copied() else {
+            return self.reject(invite, Reason::AuthenticationFailed);
+        };
+        self.transmits.push_back(Transmit::Close {
+            peer,
+            reason: notice.reason(),
+        });
+        self.remove_peer(peer, notice.reason());
+        self.reject(invite, Reason::Disconnected);
     }
 
     /// A frame from `peer`'s link. Frames this layer does not own (offers,
@@ -1112,9 +1167,7 @@ impl Endpoint {
 
     fn close(&mut self, peer: PeerId, reason: Reason) {
         self.transmits.push_back(Transmit::Close { peer, reason });
-        if self.peers.remove(&peer).is_some() {
-            self.state(peer, PeerState::NotConnected(reason));
-        }
+        self.remove_peer(peer, reason);
     }
 
     fn state(&mut self, peer: PeerId, state: PeerState) {

@@ -298,6 +298,15 @@ pub enum Transmit {
         /// The token it must present.
         token: [u8; 16],
     },
+    /// Tell a responder that accepted us that we give up (the dial or the
+    /// hotspot join failed): write `notice` to `device` the way an
+    /// invitation goes, and ignore the answer. Best effort.
+    Abandon {
+        /// The device the acceptance came from.
+        device: DeviceId,
+        /// The encoded [`crate::wire::Abandon`].
+        notice: Vec<u8>,
+    },
     /// Send a frame on a peer's link.
     Frame {
         /// The peer.

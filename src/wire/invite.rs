@@ -25,6 +25,23 @@
 //!
 //! A `Rejected` reply is unauthenticated (anyone in range could forge one),
 //! so it can only end an invitation, never start anything.
+//!
+//! # Abandon
+//!
+//! ```text
+//! 41                          # marker (an invitation starts with its version, 2)
+//! <u16 LE>                    # the reason the inviter gives up
+//! <32 bytes>                  # HMAC-SHA256(acceptance token, "airhop/1 abandon" | marker | reason)
+//! ```
+//!
+//! Written to the invitation characteristic by an inviter that was accepted
+//! but cannot reach the responder (the hotspot did not take its key, the
+//! SSID never showed, no QUIC path): the responder lets the session go at
+//! once, and with it a hotspot it brought up for this inviter, instead of
+//! holding the radio until its connect deadline. Only the two ends know
+//! the token (it travelled sealed in the reply), so nobody else in range
+//! can end someone's session this way; the responder answers with a
+//! `Rejected` reply, as an acknowledgement.
 
 use std::net::SocketAddr;
 
@@ -47,6 +64,11 @@ pub const REPLY_VERSION: u8 = 1;
 pub const MAX_REPLY_LEN: usize = 1024;
 /// The most addresses an accept may list.
 pub const MAX_ADDRS: usize = 8;
+/// The first byte of an [`Abandon`] notice.
+pub const ABANDON_MARKER: u8 = 0x41;
+/// An [`Abandon`] notice's length: marker, reason, tag.
+pub const ABANDON_LEN: usize = 1 + 2 + 32;
+const ABANDON_LABEL: &[u8] = b"airhop/1 abandon";
 
 /// An invitation as sent (the payload still sealed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +153,82 @@ impl std::fmt::Debug for HotspotCredentials {
 pub fn is_hotspot_host(ip: std::net::Ipv4Addr) -> bool {
     let [a, b, n, h] = ip.octets();
     a == 10 && b == 42 && (1..=254).contains(&n) && (1..=254).contains(&h)
+}
+
+/// An accepted inviter giving up: it cannot reach the responder (see the
+/// module docs). Authenticated by the acceptance's token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Abandon {
+    /// The reason's wire code (kept as sent: the tag covers it).
+    code: u16,
+    tag: [u8; 32],
+}
+
+impl Abandon {
+    fn key(token: &[u8; 16]) -> ring::hmac::Key {
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token)
+    }
+
+    fn message(code: u16) -> Vec<u8> {
+        let mut m = ABANDON_LABEL.to_vec();
+        m.push(ABANDON_MARKER);
+        m.extend(code.to_le_bytes());
+        m
+    }
+
+    /// The notice for the acceptance that carried `token`.
+    pub fn new(token: &[u8; 16], reason: Reason) -> Abandon {
+        let code = reason.code();
+        let tag = ring::hmac::sign(&Self::key(token), &Self::message(code));
+        Abandon {
+            code,
+            tag: tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes"),
+        }
+    }
+
+    /// Whether this notice was made with `token` (in constant time).
+    pub fn verify(&self, token: &[u8; 16]) -> bool {
+        ring::hmac::verify(&Self::key(token), &Self::message(self.code), &self.tag).is_ok()
+    }
+
+    /// Why, as the inviter saw it; an unknown code (a newer peer) reads as
+    /// `Generic`.
+    pub fn reason(&self) -> Reason {
+        Reason::from_code_lossy(self.code)
+    }
+
+    /// Encodes the notice.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![ABANDON_MARKER];
+        out.extend(self.code.to_le_bytes());
+        out.extend(self.tag);
+        out
+    }
+
+    /// Whether `bytes` (written to the invitation characteristic) claim to
+    /// be an abandon notice rather than an invitation.
+    pub fn is_abandon(bytes: &[u8]) -> bool {
+        bytes.first() == Some(&ABANDON_MARKER)
+    }
+
+    /// Parses a notice (nothing cryptographic: see [`Abandon::verify`]).
+    pub fn decode(bytes: &[u8]) -> Result<Abandon, WireError> {
+        match bytes.first() {
+            None => return Err(WireError::Truncated),
+            Some(&ABANDON_MARKER) => {}
+            Some(&v) => return Err(WireError::UnsupportedVersion(v)),
+        }
+        if bytes.len() < ABANDON_LEN {
+            return Err(WireError::Truncated);
+        }
+        if bytes.len() > ABANDON_LEN {
+            return Err(WireError::TrailingBytes);
+        }
+        Ok(Abandon {
+            code: u16::from_le_bytes([bytes[1], bytes[2]]),
+            tag: bytes[3..].try_into().expect("32 bytes"),
+        })
+    }
 }
 
 /// An acceptance: how to reach the responder over QUIC, and what to pin.

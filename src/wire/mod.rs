@@ -52,7 +52,9 @@ pub use frame::{Frame, ItemKind, ItemStart, OfferItem, MAX_TEXT_LEN};
 pub use ids::{
     Capabilities, DiscoveryInfo, DisplayName, IdentityKey, NameError, PeerId, ServiceType,
 };
-pub use invite::{Accept, HotspotCredentials, Invitation, InvitePayload, Reply, ReplyBody};
+pub use invite::{
+    Abandon, Accept, HotspotCredentials, Invitation, InvitePayload, Reply, ReplyBody,
+};
 pub use reason::Reason;
 
 /// An Ed25519 signature's length.

@@ -769,3 +769,39 @@ proptest! {
         let _ = Invitation::decode_unverified(&r);
     }
 }
+
+/// The abandon notice, against a tag computed outside airhop (Python's
+/// `hmac`): HMAC-SHA256(token, "airhop/1 abandon" | 41 | reason LE).
+#[test]
+fn abandon_notice_layout_and_tag() {
+    use super::invite::{Abandon, ABANDON_LEN};
+    let token = [7u8; 16];
+    let n = Abandon::new(&token, Reason::HotspotJoinFailed);
+    let bytes = n.encode();
+    assert_eq!(
+        crate::util::hex(&bytes),
+        "4120005a074267a44c60381f747d70257091c2660fe0665f08fe799bb585eadb5620ed"
+    );
+    assert_eq!(bytes.len(), ABANDON_LEN);
+    let back = Abandon::decode(&bytes).unwrap();
+    assert_eq!(back, n);
+    assert!(back.verify(&token));
+    assert!(!back.verify(&[8; 16]));
+    assert_eq!(back.reason(), Reason::HotspotJoinFailed);
+    // An unknown reason from a newer peer reads as Generic; its tag still
+    // covers the code as sent.
+    let mut newer = bytes.clone();
+    newer[1..3].copy_from_slice(&999u16.to_le_bytes());
+    let newer = Abandon::decode(&newer).unwrap();
+    assert_eq!(newer.reason(), Reason::Generic);
+    assert!(!newer.verify(&token));
+    // Every cut and every extra byte is refused.
+    for len in 0..bytes.len() {
+        assert!(Abandon::decode(&bytes[..len]).is_err(), "{len} bytes");
+    }
+    let mut long = bytes.clone();
+    long.push(0);
+    assert_eq!(Abandon::decode(&long), Err(WireError::TrailingBytes));
+    assert!(Abandon::is_abandon(&bytes));
+    assert!(!Abandon::is_abandon(&[super::invite::INVITE_VERSION]));
+}

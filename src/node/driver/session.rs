@@ -29,6 +29,14 @@ impl Driver {
                     let _ = tx.send(Input::Reply(peer, r));
                 });
             }
+            Transmit::Abandon { device, notice } => {
+                let d = self.discovery.clone();
+                // Kept apart from `tasks`: a sender that gives up stops at
+                // once, and the notice must still reach the responder.
+                self.notices.push(tokio::spawn(async move {
+                    let _ = discovery::invite(&*d, device, notice, ABANDON_DEADLINE).await;
+                }));
+            }
             Transmit::Reply { invite, reply } => {
                 if let Some(r) = self.responders.remove(&invite) {
                     r.respond(reply);
