@@ -398,8 +398,40 @@ wifi_variant() {
     result "TIME wifi hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
     result "TIME wifi joined -> first byte: $(secs "$joined" "$first") s"
     result "TIME wifi first byte -> 8 MiB done: $(secs "$first" "$(at "$rxf" done)") s"
+    if grep -q '"band":"2.4 GHz","channel":6' "$rxf" && grep -q '"band":"2.4 GHz","channel":6' "$txf"; then
+      ok "hotspot: on 2.4 GHz channel 6: the world regulatory domain allows no access point on 5 GHz"
+    else
+      bad "hotspot: not on 2.4 GHz channel 6 under the world domain: $(grep -h '"starting"' "$rxf" | head -1)"
+    fi
     kill_ns rx
   }
+
+  # 1b. 5 GHz: under a regulatory domain that lets an access point start on
+  # channel 36 (US), both radios can use 5 GHz, so the host puts the
+  # hotspot there, at 80 MHz (802.11ac), and the joiner scans only 5180 MHz.
+  ip netns exec rx iw phy > "$O/iw-phy-world.txt" 2>&1
+  if iw reg set US && wait_for 10 "ip netns exec rx iw phy | grep -qE '5180(\.0)? MHz \[36\] \([0-9.]+ dBm\)\$'"; then
+    ip netns exec rx iw phy > "$O/iw-phy-us.txt" 2>&1
+    start_receiver 5ghz --yes --once $H && {
+      send 5ghz --wait 90 $H $W/payload.bin
+      wait_for 40 "! ip netns pids rx | grep -q ."
+      local f5=$O/rx-5ghz.jsonl
+      if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-5ghz/payload.bin \
+         && grep -q '"role":"host".*"band":"5 GHz","channel":36' "$f5" \
+         && grep -q '"role":"join".*"band":"5 GHz","channel":36' "$O/tx-5ghz.jsonl"; then
+        ok "5ghz: 8 MiB over a hotspot on 5 GHz channel 36 (US domain), bytes identical"
+      else
+        bad "5ghz: send exit $SEND_RC: $(tail -2 "$O/tx-5ghz.err" | tr '\n' ' '); $(grep -h '"starting"' "$f5" | head -1)"
+      fi
+      result "TIME wifi 5ghz accept -> hotspot up: $(secs "$(hs_at "$f5" starting host)" "$(hs_at "$f5" up host)") s"
+      kill_ns rx
+    }
+    same_state 5ghz
+  else
+    bad "5ghz: the US regulatory domain did not open channel 36: $(iw reg get 2>&1 | head -3 | tr '\n' ' ')"
+  fi
+  iw reg set 00
+  wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR'"
 
   # 2. Both on "a LAN" that does not connect them: the probe fails, then the hotspot.
   ip link add vrx type veth peer name vtx; ip link set vrx netns rx; ip link set vtx netns tx

@@ -24,9 +24,11 @@ T0=$(date +%s.%N)
 fail() { echo "airlab: $*" >&2; exit 1; }
 
 # Debian packages: qemu, a stock kernel with Bluetooth modules, the BlueZ
-# userland (bluetoothd, btvirt, btmgmt, bluetoothctl, btmon), D-Bus.
+# userland (bluetoothd, btvirt, btmgmt, bluetoothctl, btmon), D-Bus; for Wi-Fi
+# hostapd, wpa_supplicant, iw, NetworkManager, and wireless-regdb (the
+# regulatory.db the kernel loads when the lab sets a domain).
 pkgs=(qemu-system-x86 linux-image-amd64 bluez bluez-test-tools busybox-static dbus iproute2 kmod cpio
-      hostapd wpasupplicant iw network-manager dnsmasq-base nftables)
+      hostapd wpasupplicant iw wireless-regdb network-manager dnsmasq-base nftables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -320,6 +320,12 @@ pub enum Event {
         interface: String,
         /// `networkmanager` or `hostapd`.
         backend: String,
+        /// `2.4 GHz` or `5 GHz` (absent when unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        band: Option<String>,
+        /// The channel (absent when unknown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<u32>,
         /// Our address on it (up).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         addr: Option<String>,
@@ -748,17 +754,23 @@ impl Event {
             detail,
             failed_stage,
             problem,
+            band,
+            channel,
             ..
         } = self
         else {
             return vec![];
         };
         let host = role == "host";
+        let radio = match (band, channel) {
+            (Some(b), Some(c)) => format!(", {b} channel {c}"),
+            _ => String::new(),
+        };
         let (level, line) = match stage.as_str() {
             "starting" => (
                 Level::Say,
                 format!(
-                    "No shared network: {} Wi-Fi hotspot {ssid} on {interface} ({backend})...",
+                    "No shared network: {} Wi-Fi hotspot {ssid} on {interface} ({backend}{radio})...",
                     if host { "creating" } else { "joining" }
                 ),
             ),
@@ -886,6 +898,8 @@ impl Event {
             ssid: s("airhop-abc234"),
             interface: s("wlan0"),
             backend: s("hostapd"),
+            band: Some(s("5 GHz")),
+            channel: Some(36),
             addr: (stage == "up").then(|| s("10.42.7.1")),
             failed_stage: (stage == "failed").then(|| s("create")),
             detail: (stage == "failed").then(|| s("hostapd exited")),

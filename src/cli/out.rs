@@ -190,6 +190,8 @@ impl Out {
             ssid: e.ssid.clone(),
             interface: e.interface.clone(),
             backend: e.backend.into(),
+            band: band_of(e.frequency).map(str::to_string),
+            channel: band_of(e.frequency).map(|_| channel_of(e.frequency)),
             addr: match &e.stage {
                 HotspotStage::Up(a) => Some(a.to_string()),
                 _ => None,
@@ -416,6 +418,26 @@ pub fn took(d: Duration) -> String {
     }
 }
 
+/// The band of a Wi-Fi frequency (MHz), for people and JSON.
+fn band_of(mhz: u32) -> Option<&'static str> {
+    match mhz {
+        2400..=2500 => Some("2.4 GHz"),
+        5000..=5925 => Some("5 GHz"),
+        5926..=7125 => Some("6 GHz"),
+        _ => None,
+    }
+}
+
+/// The channel number of a Wi-Fi frequency (MHz).
+fn channel_of(mhz: u32) -> u32 {
+    match mhz {
+        2484 => 14,
+        2400..=2500 => (mhz - 2407) / 5,
+        5000..=5925 => (mhz - 5000) / 5,
+        _ => (mhz.saturating_sub(5950)) / 5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +461,16 @@ mod tests {
         assert_eq!(rate(1_000_000_000, Duration::from_secs(4)), "2.00 Gbit/s");
         assert_eq!(took(Duration::from_millis(850)), "850 ms");
         assert_eq!(took(Duration::from_secs(185)), "3 min 5 s");
+    }
+
+    #[test]
+    fn bands_and_channels_of_frequencies() {
+        assert_eq!(band_of(2437), Some("2.4 GHz"));
+        assert_eq!(channel_of(2437), 6);
+        assert_eq!(channel_of(2484), 14);
+        assert_eq!(band_of(5180), Some("5 GHz"));
+        assert_eq!(channel_of(5180), 36);
+        assert_eq!(channel_of(5745), 149);
+        assert_eq!(band_of(0), None);
     }
 }

@@ -341,16 +341,17 @@ pub(super) struct Dial {
 }
 
 impl Dial {
-    fn event(&self, ssid: &str, stage: HotspotStage) {
+    fn event(&self, label: &crate::wifi::Label, stage: HotspotStage) {
         if let Some(b) = &self.backend {
             let _ = self
                 .inputs
                 .send(Input::Emit(NodeEvent::Hotspot(HotspotEvent {
                     peer: self.peer,
                     role: HotspotRole::Join,
-                    ssid: ssid.to_string(),
+                    ssid: label.ssid.clone(),
                     interface: b.interface().to_string(),
                     backend: b.name(),
+                    frequency: label.frequency,
                     stage,
                 })));
         }
@@ -403,15 +404,15 @@ impl Dial {
             // subnet we are already on.
             return Err(Reason::HotspotAddressFailed);
         };
-        let ssid = creds.ssid.clone();
+        let label = crate::wifi::Label::of(&creds);
         let plan = HotspotPlan { creds, local };
-        self.event(&ssid, HotspotStage::Starting);
+        self.event(&label, HotspotStage::Starting);
         let joined = backend.join(&plan, self.hotspot_timeout).await;
         let failed = joined.as_ref().err().map(|e| e.stage.reason());
         let _ = self.inputs.send(Input::Hotspot(
             self.peer,
             HotspotRole::Join,
-            ssid.clone(),
+            label.clone(),
             plan.local,
             joined,
         ));
@@ -431,7 +432,7 @@ impl Dial {
                 Stage::Connect,
                 format!("QUIC to {host} over the hotspot: {}", r.description()),
             );
-            self.event(&ssid, HotspotStage::Failed(e));
+            self.event(&label, HotspotStage::Failed(e));
             Reason::HotspotConnectFailed
         })
     }

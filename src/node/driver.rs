@@ -68,7 +68,7 @@ pub(super) enum Input {
     Hotspot(
         PeerId,
         HotspotRole,
-        String,
+        crate::wifi::Label,
         std::net::Ipv4Addr,
         Result<Box<dyn ActiveHotspot>, HotspotError>,
     ),
@@ -181,6 +181,13 @@ impl Driver {
         let mut config = config;
         let lan = addrs.iter().any(|a| !a.ip().is_loopback());
         let caps = crate::wifi::capabilities(config.hotspot_mode, lan, config.hotspot.is_some());
+        // 5 GHz is worth saying only to a host that may put a hotspot there.
+        let five = config.hotspot.as_ref().is_some_and(|b| b.radio().join_5g);
+        let caps = if five && caps.contains(Capabilities::HOTSPOT_JOIN) {
+            caps | Capabilities::WIFI_5GHZ
+        } else {
+            caps
+        };
         config.session.card.caps = config.session.card.caps | caps;
         let dial_timeout = config.session.connect_timeout;
         if config
@@ -396,8 +403,8 @@ impl Driver {
                     }
                 }
             }
-            Input::Hotspot(peer, role, ssid, addr, r) => {
-                self.hotspot_result(peer, role, &ssid, addr, r)
+            Input::Hotspot(peer, role, label, addr, r) => {
+                self.hotspot_result(peer, role, &label, addr, r)
             }
         }
     }
@@ -411,7 +418,7 @@ impl Driver {
             Path::choose(self.config.session.card.caps, p.caps)
         });
         let plan = match (&inviter, path.hotspot(), &self.config.hotspot) {
-            (Some(_), true, Some(_)) => {
+            (Some(inviter), true, Some(backend)) => {
                 let rng = ring::rand::SystemRandom::new();
                 let mut in_use = crate::net::interfaces()
                     .unwrap_or_default()
@@ -420,10 +427,12 @@ impl Driver {
                     .collect::<Vec<_>>();
                 in_use.extend(self.hotspot_addrs());
                 match crate::wifi::host_address(&rng, &in_use)? {
-                    Some(local) => Some(HotspotPlan {
-                        creds: crate::wifi::credentials(&rng)?,
-                        local,
-                    }),
+                    Some(local) => {
+                        let mut creds = crate::wifi::credentials(&rng)?;
+                        (creds.band, creds.channel) =
+                            crate::wifi::band_for(&backend.radio(), inviter.caps);
+                        Some(HotspotPlan { creds, local })
+                    }
                     None => None,
                 }
             }
@@ -505,8 +514,8 @@ impl Driver {
         let until = tokio::time::Instant::now() + self.config.hotspot_timeout + grace;
         while !self.creating.is_empty() {
             match tokio::time::timeout_at(until, inputs.recv()).await {
-                Ok(Some(Input::Hotspot(peer, role, ssid, addr, r))) => {
-                    self.hotspot_result(peer, role, &ssid, addr, r)
+                Ok(Some(Input::Hotspot(peer, role, label, addr, r))) => {
+                    self.hotspot_result(peer, role, &label, addr, r)
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,

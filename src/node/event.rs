@@ -222,6 +222,9 @@ pub struct HotspotEvent {
     pub interface: String,
     /// The backend (`networkmanager`, `hostapd`).
     pub backend: &'static str,
+    /// The hotspot's frequency in MHz: 2412-2484 on 2.4 GHz, 5180 and up
+    /// on 5 GHz (0 when unknown).
+    pub frequency: u32,
     /// What happened.
     pub stage: HotspotStage,
 }

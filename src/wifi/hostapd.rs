@@ -30,6 +30,7 @@ use crate::wire::HotspotCredentials;
 #[derive(Debug)]
 pub struct Hostapd {
     iface: String,
+    radio: super::Radio,
 }
 
 impl Hostapd {
@@ -45,6 +46,7 @@ impl Hostapd {
         }
         Ok(Hostapd {
             iface: iface.to_string(),
+            radio: super::radio::of_interface(iface),
         })
     }
 
@@ -168,7 +170,10 @@ impl Hostapd {
             dir: None,
         };
         let (program, conf) = match stage {
-            Stage::Create => ("hostapd", hostapd_conf(&self.iface, &plan.creds)),
+            Stage::Create => (
+                "hostapd",
+                hostapd_conf(&self.iface, &plan.creds, &self.radio),
+            ),
             _ => ("wpa_supplicant", wpa_conf(&plan.creds)),
         };
         match self
@@ -191,6 +196,10 @@ impl HotspotBackend for Hostapd {
 
     fn interface(&self) -> &str {
         &self.iface
+    }
+
+    fn radio(&self) -> super::Radio {
+        self.radio.clone()
     }
 
     fn start<'a>(
@@ -349,30 +358,40 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The frequency of a channel, in MHz (0 when unknown).
-pub fn frequency(band: u8, channel: u8) -> u32 {
-    let ch = u32::from(channel);
-    match (band, channel) {
-        (_, 0) => 0,
-        (0, 14) => 2484,
-        (0, 1..=13) => 2407 + 5 * ch,
-        (1, _) => 5000 + 5 * ch,
-        (2, _) => 5950 + 5 * ch,
-        _ => 0,
-    }
-}
+pub use super::frequency;
 
 /// hostapd's config: WPA2-PSK (CCMP) with the derived key; the SSID as hex,
-/// so no byte of it can break the file's syntax.
-pub fn hostapd_conf(iface: &str, c: &HotspotCredentials) -> String {
+/// so no byte of it can break the file's syntax. 802.11n (and on 5 GHz,
+/// 40 or 80 MHz with 802.11ac) where the radio has it: without it an
+/// access point runs at 802.11a/g rates, 54 Mbit/s at best.
+pub fn hostapd_conf(iface: &str, c: &HotspotCredentials, radio: &super::Radio) -> String {
+    use super::radio::Width;
     let (mode, channel) = match (c.band, c.channel) {
         (0, 0) => ("g", 6),
         (0, ch) => ("g", ch),
         (_, 0) => ("a", 36),
         (_, ch) => ("a", ch),
     };
+    let width = match (mode, radio.ap_5g) {
+        ("g", _) if radio.ht_2g => Width::Ht20,
+        ("a", Some(ap)) if ap.channel == channel => ap.width,
+        _ => Width::Legacy,
+    };
+    let mut phy = String::new();
+    if width != Width::Legacy {
+        phy.push_str("ieee80211n=1\nwmm_enabled=1\n");
+    }
+    if matches!(width, Width::Ht40 | Width::Vht80) {
+        phy.push_str("ht_capab=[HT40+]\n");
+    }
+    if width == Width::Vht80 {
+        phy.push_str(&format!(
+            "ieee80211ac=1\nvht_oper_chwidth=1\nvht_oper_centr_freq_seg0_idx={}\n",
+            channel + 6
+        ));
+    }
     format!(
-        "interface={iface}\ndriver=nl80211\nssid2={}\nhw_mode={mode}\nchannel={channel}\n\
+        "interface={iface}\ndriver=nl80211\nssid2={}\nhw_mode={mode}\nchannel={channel}\n{phy}\
          wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_psk={}\n",
         hex(c.ssid.as_bytes()),
         hex(&super::wpa_psk(c)),

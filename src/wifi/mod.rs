@@ -39,8 +39,10 @@
 pub mod hostapd;
 #[cfg(target_os = "linux")]
 pub mod nm;
+pub mod radio;
 #[cfg(target_os = "linux")]
 mod sys;
+pub use radio::Radio;
 #[cfg(target_os = "linux")]
 pub use sys::wifi_interfaces;
 
@@ -321,6 +323,11 @@ pub trait HotspotBackend: Send + Sync + std::fmt::Debug {
         plan: &'a HotspotPlan,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Box<dyn ActiveHotspot>, HotspotError>>;
+    /// What its radio can do (bands, channels, widths); 2.4 GHz only
+    /// unless the backend found out more.
+    fn radio(&self) -> Radio {
+        Radio::default()
+    }
     /// Brings an access point up with these credentials and address.
     fn host<'a>(
         &'a self,
@@ -441,7 +448,7 @@ fn pick(rng: &dyn SecureRandom, alphabet: &[u8], n: usize) -> Result<String, Ran
 
 /// Fresh credentials for one transfer: SSID `airhop-xxxxxx`, a
 /// 24-character passphrase (about 138 bits), 2.4 GHz channel 6 (the one
-/// band every Wi-Fi device has).
+/// band every Wi-Fi device has; [`band_for`] may move it to 5 GHz).
 pub fn credentials(rng: &dyn SecureRandom) -> Result<HotspotCredentials, RandomError> {
     Ok(HotspotCredentials {
         ssid: format!("airhop-{}", pick(rng, SSID_ALPHABET, 6)?),
@@ -449,6 +456,48 @@ pub fn credentials(rng: &dyn SecureRandom) -> Result<HotspotCredentials, RandomE
         band: 0,
         channel: 6,
     })
+}
+
+/// The frequency of a channel, in MHz (0 when unknown).
+pub fn frequency(band: u8, channel: u8) -> u32 {
+    let ch = u32::from(channel);
+    match (band, channel) {
+        (_, 0) => 0,
+        (0, 14) => 2484,
+        (0, 1..=13) => 2407 + 5 * ch,
+        (1, _) => 5000 + 5 * ch,
+        (2, _) => 5950 + 5 * ch,
+        _ => 0,
+    }
+}
+
+/// A hotspot as events name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    /// Its SSID.
+    pub ssid: String,
+    /// Its frequency in MHz (0 when unknown).
+    pub frequency: u32,
+}
+
+impl Label {
+    /// The label of a hotspot with these credentials.
+    pub fn of(c: &HotspotCredentials) -> Label {
+        Label {
+            ssid: c.ssid.clone(),
+            frequency: frequency(c.band, c.channel),
+        }
+    }
+}
+
+/// The band and channel to host on for a joiner with these capabilities:
+/// 5 GHz when its card says it can use 5 GHz and our radio may host there
+/// (see [`radio`]), else 2.4 GHz channel 6.
+pub fn band_for(ours: &Radio, joiner: Capabilities) -> (u8, u8) {
+    match ours.ap_5g {
+        Some(ap) if joiner.contains(Capabilities::WIFI_5GHZ) => (1, ap.channel),
+        _ => (0, 6),
+    }
 }
 
 /// A host address `10.42.N.1` whose /24 overlaps none of `in_use` (our

@@ -45,6 +45,7 @@ const DEACTIVATED: u32 = 4;
 #[derive(Debug)]
 pub struct NetworkManager {
     iface: String,
+    radio: super::Radio,
 }
 
 impl NetworkManager {
@@ -62,6 +63,7 @@ impl NetworkManager {
         }
         Ok(NetworkManager {
             iface: iface.to_string(),
+            radio: super::radio::of_interface(iface),
         })
     }
 
@@ -86,6 +88,10 @@ impl NetworkManager {
 impl HotspotBackend for NetworkManager {
     fn name(&self) -> &'static str {
         "networkmanager"
+    }
+
+    fn radio(&self) -> super::Radio {
+        self.radio.clone()
     }
 
     fn interface(&self) -> &str {

@@ -159,7 +159,7 @@ fn daemon_configs_hold_no_passphrase_and_no_raw_ssid() {
         band: 0,
         channel: 6,
     };
-    let h = hostapd::hostapd_conf("wlan0", &c);
+    let h = hostapd::hostapd_conf("wlan0", &c, &Default::default());
     let w = hostapd::wpa_conf(&c);
     for conf in [&h, &w] {
         assert!(!conf.contains("correct horse"));
@@ -172,6 +172,48 @@ fn daemon_configs_hold_no_passphrase_and_no_raw_ssid() {
     assert_eq!(hostapd::frequency(0, 14), 2484);
     assert_eq!(hostapd::frequency(1, 36), 5180);
     assert_eq!(hostapd::frequency(0, 0), 0);
+}
+
+/// The access point runs 802.11n (and on 5 GHz 802.11ac at 80 MHz) where
+/// the radio has it, and plain 802.11a/g where it does not.
+#[cfg(target_os = "linux")]
+#[test]
+fn hostapd_uses_the_widths_the_radio_has() {
+    use super::radio::{ApChannel, Radio, Width};
+    let mut c = HotspotCredentials {
+        ssid: "airhop-abc234".into(),
+        passphrase: "correct horse battery".into(),
+        band: 0,
+        channel: 6,
+    };
+    let ht = Radio {
+        ht_2g: true,
+        join_5g: true,
+        ap_5g: Some(ApChannel {
+            channel: 36,
+            width: Width::Vht80,
+        }),
+    };
+    let g = hostapd::hostapd_conf("wlan0", &c, &ht);
+    assert!(
+        g.contains("hw_mode=g\nchannel=6\nieee80211n=1\nwmm_enabled=1\n"),
+        "{g}"
+    );
+    assert!(!g.contains("ht_capab") && !g.contains("ieee80211ac"), "{g}");
+    assert!(!hostapd::hostapd_conf("wlan0", &c, &Radio::default()).contains("ieee80211n"));
+    (c.band, c.channel) = (1, 36);
+    let a = hostapd::hostapd_conf("wlan0", &c, &ht);
+    for line in [
+        "hw_mode=a\n",
+        "channel=36\n",
+        "ht_capab=[HT40+]\n",
+        "ieee80211ac=1\n",
+        "vht_oper_chwidth=1\n",
+        "vht_oper_centr_freq_seg0_idx=42\n",
+    ] {
+        assert!(a.contains(line), "{line} in {a}");
+    }
+    assert!(hostapd::wpa_conf(&c).contains("scan_freq=5180"));
 }
 
 #[cfg(target_os = "linux")]

@@ -174,7 +174,7 @@ impl AdvertPayload {
     /// The 10 payload bytes.
     pub fn encode(&self) -> [u8; ADVERT_PAYLOAD_LEN] {
         let mut b = [0u8; ADVERT_PAYLOAD_LEN];
-        b[0] = (ADVERT_VERSION << 4) | self.caps.bits();
+        b[0] = (ADVERT_VERSION << 4) | (self.caps.bits() & Capabilities::ADVERT_BITS);
         b[1..4].copy_from_slice(&self.rid.prand);
         b[4..7].copy_from_slice(&self.rid.tag);
         b[7] = self.service_hash;
@@ -195,7 +195,7 @@ impl AdvertPayload {
             return Err(WireError::UnsupportedVersion(version));
         }
         Ok(AdvertPayload {
-            caps: Capabilities::from_bits_truncate(b[0] & 0x0f),
+            caps: Capabilities::from_bits_truncate(b[0] & Capabilities::ADVERT_BITS),
             rid: RotatingId {
                 prand: [b[1], b[2], b[3]],
                 tag: [b[4], b[5], b[6]],

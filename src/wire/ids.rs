@@ -311,7 +311,8 @@ impl fmt::Debug for DiscoveryInfo {
     }
 }
 
-/// What a device can do, as advertised (4 bits on the air).
+/// What a device can do: the low 4 bits also go in the advert; the card
+/// carries all 8.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Capabilities(u8);
 
@@ -324,7 +325,12 @@ impl Capabilities {
     pub const HOTSPOT_HOST: Capabilities = Capabilities(0x04);
     /// Can join a Wi-Fi hotspot for a transfer.
     pub const HOTSPOT_JOIN: Capabilities = Capabilities(0x08);
-    const ALL: u8 = 0x0f;
+    /// Its Wi-Fi can use 5 GHz: a host may put the hotspot there (card
+    /// only: the advert has room for the four bits above).
+    pub const WIFI_5GHZ: Capabilities = Capabilities(0x10);
+    const ALL: u8 = 0x1f;
+    /// The bits the advert carries.
+    pub const ADVERT_BITS: u8 = 0x0f;
 
     /// No capability.
     pub const fn empty() -> Self {
@@ -366,6 +372,7 @@ impl fmt::Debug for Capabilities {
             (Self::ON_LAN, "lan"),
             (Self::HOTSPOT_HOST, "hotspot-host"),
             (Self::HOTSPOT_JOIN, "hotspot-join"),
+            (Self::WIFI_5GHZ, "5ghz"),
         ];
         let set: Vec<_> = names
             .iter()

@@ -736,8 +736,11 @@ proptest! {
 
     #[test]
     fn advert_round_trips(caps in any::<u8>(), prand in any::<[u8; 3]>(), tag in any::<[u8; 3]>(), sh in any::<u8>(), ch in any::<[u8; 2]>()) {
-        let a = AdvertPayload { caps: Capabilities::from_bits_truncate(caps), rid: RotatingId { prand, tag }, service_hash: sh, card_hash: ch };
+        let a = AdvertPayload { caps: Capabilities::from_bits_truncate(caps & Capabilities::ADVERT_BITS), rid: RotatingId { prand, tag }, service_hash: sh, card_hash: ch };
         prop_assert_eq!(AdvertPayload::decode(&a.encode()), Ok(a));
+        // Card-only bits (5 GHz) stay off the air and out of the version nibble.
+        let card_bits = AdvertPayload { caps: Capabilities::from_bits_truncate(caps), ..a };
+        prop_assert_eq!(AdvertPayload::decode(&card_bits.encode()), Ok(a));
         let ad = a.to_advertising_data();
         prop_assert_eq!(ad.len(), 31);
         prop_assert_eq!(AdvertPayload::from_advertising_data(&ad), Ok(Some(a)));

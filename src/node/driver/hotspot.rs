@@ -7,14 +7,16 @@ use super::*;
 #[derive(Clone)]
 pub(super) struct HotspotInfo {
     pub ssid: String,
+    pub frequency: u32,
     pub interface: String,
     pub backend: &'static str,
 }
 
 impl Driver {
-    pub(super) fn hotspot_info(&self, ssid: &str) -> Option<HotspotInfo> {
+    pub(super) fn hotspot_info(&self, label: &crate::wifi::Label) -> Option<HotspotInfo> {
         self.config.hotspot.as_ref().map(|b| HotspotInfo {
-            ssid: ssid.to_string(),
+            ssid: label.ssid.clone(),
+            frequency: label.frequency,
             interface: b.interface().to_string(),
             backend: b.name(),
         })
@@ -33,6 +35,7 @@ impl Driver {
             ssid: info.ssid.clone(),
             interface: info.interface.clone(),
             backend: info.backend,
+            frequency: info.frequency,
             stage,
         }));
     }
@@ -48,7 +51,8 @@ impl Driver {
         let Some(backend) = self.config.hotspot.clone() else {
             return;
         };
-        let Some(info) = self.hotspot_info(&plan.creds.ssid) else {
+        let label = crate::wifi::Label::of(&plan.creds);
+        let Some(info) = self.hotspot_info(&label) else {
             return;
         };
         self.hotspot_event(peer, HotspotRole::Host, &info, HotspotStage::Starting);
@@ -59,7 +63,7 @@ impl Driver {
             let _ = tx.send(Input::Hotspot(
                 peer,
                 HotspotRole::Host,
-                plan.creds.ssid.clone(),
+                label,
                 plan.local,
                 r,
             ));
@@ -70,14 +74,14 @@ impl Driver {
         &mut self,
         peer: PeerId,
         role: HotspotRole,
-        ssid: &str,
+        label: &crate::wifi::Label,
         addr: std::net::Ipv4Addr,
         r: Result<Box<dyn ActiveHotspot>, HotspotError>,
     ) {
         if role == HotspotRole::Host {
             self.creating.remove(&peer);
         }
-        let Some(info) = self.hotspot_info(ssid) else {
+        let Some(info) = self.hotspot_info(label) else {
             return;
         };
         match r {
@@ -122,6 +126,7 @@ impl Driver {
                 ssid: info.ssid,
                 interface: info.interface,
                 backend: info.backend,
+                frequency: info.frequency,
                 stage: HotspotStage::Closed(r),
             });
             let _ = tx.send((e, None));
