@@ -44,6 +44,10 @@ use crate::wire::{Capabilities, Frame, IdentityKey, OfferSummary, PeerId, Reason
 /// How long an abandon notice may take to reach a responder (a BLE
 /// connection and one write).
 const ABANDON_DEADLINE: Duration = Duration::from_secs(8);
+/// How long stopping waits for abandon notices still going out: a sender
+/// that gives up exits at once otherwise, and Ctrl-C must not hang on a
+/// responder that is gone (in the lab a notice takes under half a second).
+const NOTICE_GRACE: Duration = Duration::from_secs(4);
 
 /// What the driver's helper tasks report.
 pub(super) enum Input {
@@ -490,7 +494,7 @@ impl Driver {
         // Responders we gave up on hear it (their hotspot goes down now),
         // before discovery stops: a central that stops browsing hangs up.
         let notices = std::mem::take(&mut self.notices);
-        let _ = tokio::time::timeout(ABANDON_DEADLINE, async {
+        let _ = tokio::time::timeout(NOTICE_GRACE, async {
             for n in notices {
                 let _ = n.await;
             }
