@@ -56,6 +56,7 @@ kill_ns() { for ns in "$@"; do ip netns pids "$ns" | xargs -r kill 2>/dev/null; 
 
 say "guest up, modes $MODE, kernel $(uname -r)"
 hostname airlab
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd   # bash's >(...) needs it
 ip link set lo up
 # Two hosts: rx (10.77.0.1) and tx (10.77.0.2), one veth link between.
 ip netns add rx; ip netns add tx
@@ -321,6 +322,7 @@ wifi_state() {
   local ns=$1 ifc; ifc=$(wlan_of "$ns")
   echo "link=$(ip -n "$ns" -o link show "$ifc" | grep -o '<[^>]*>' | grep -qw UP && echo up || echo down)" \
        "addrs=[$(ip -n "$ns" -o -4 addr show dev "$ifc" | awk '{print $4}' | tr '\n' ' ')]" \
+       "assoc=[$(ip netns exec "$ns" iw dev "$ifc" link 2>/dev/null | sed -n 's/^[[:space:]]*SSID: //p')]" \
        "daemons=[$(for p in $(ip netns pids "$ns"); do c=$(cat /proc/$p/comm 2>/dev/null); case $c in hostapd|wpa_supplicant) echo -n "$c ";; esac; done)]" \
        "run=[$(ls /run/airhop 2>/dev/null | tr '\n' ' ')]"
 }
@@ -353,24 +355,97 @@ heard_abandon() {
     bad "$1: the receiver's hotspot closed $took s after the sender's join failed (at most 5 s): $(grep -h hotspot "$rxf" | tail -2 | tr '\n' ' ')"
   fi
 }
-# stop_receiver: SIGTERM, as a service manager would; airhop tears down first.
-stop_receiver() {
+# term_receiver: SIGTERM, as a service manager would; airhop tears down first.
+term_receiver() {
   for p in $(ip netns pids rx); do [ "$(cat /proc/$p/comm 2>/dev/null)" = airhop ] && kill -TERM $p; done
   wait_for 30 "! ip netns pids rx | xargs -r -n1 -I{} cat /proc/{}/comm 2>/dev/null | grep -qx airhop"
-  kill_ns rx
+}
+# stop_receiver: the same, then whatever else runs in rx.
+stop_receiver() { term_receiver; kill_ns rx; }
+# airhop_gone NS: no airhop process left in the namespace.
+airhop_gone() { ! ip netns pids "$1" | xargs -r -n1 -I{} cat /proc/{}/comm 2>/dev/null | grep -qx airhop; }
+
+# hwsim_up: three mac80211_hwsim radios, one each in rx, tx and ap (the
+# third access point, "home", that both devices start on; issue 16).
+hwsim_up() {
+  [ -e /sys/module/mac80211_hwsim ] && return 0
+  modprobe mac80211_hwsim radios=3 || { bad "mac80211_hwsim did not load"; return 1; }
+  wait_for 10 '[ "$(ls /sys/class/ieee80211 | wc -l)" -ge 3 ]' || { bad "no hwsim radios"; return 1; }
+  local phys; phys=($(ls /sys/class/ieee80211))
+  ip netns add ap; ip -n ap link set lo up
+  iw phy "${phys[0]}" set netns name rx && iw phy "${phys[1]}" set netns name tx \
+    && iw phy "${phys[2]}" set netns name ap \
+    || { bad "could not move the radios into the namespaces"; return 1; }
+  ok "hwsim: ${phys[0]} in rx ($(wlan_of rx)), ${phys[1]} in tx ($(wlan_of tx)), ${phys[2]} in ap ($(wlan_of ap))"
+}
+# home_up: the home network: hostapd in namespace ap, WPA2, 2.4 GHz
+# channel 1, clients isolated from each other (as on most public and many
+# home networks), so rx and tx do not reach each other through it.
+HOME_SSID=airlab-home HOME_PASS=airlab-home-pass
+home_up() {
+  [ -s /run/home-ap.pid ] && kill -0 "$(cat /run/home-ap.pid)" 2>/dev/null && return 0
+  local wl; wl=$(wlan_of ap)
+  printf 'interface=%s\ndriver=nl80211\nssid=%s\nhw_mode=g\nchannel=1\nwpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_passphrase=%s\nap_isolate=1\n' \
+    "$wl" "$HOME_SSID" "$HOME_PASS" > $W/home-ap.conf
+  ip netns exec ap hostapd -B -P /run/home-ap.pid $W/home-ap.conf > "$LAB/out/home-ap.log" 2>&1
+  ip -n ap addr add 192.168.77.1/24 dev "$wl"
+  wait_for 20 "ip netns exec ap iw dev $wl info | grep -q 'type AP'" \
+    || { bad "home: the third access point did not start: $(tail -2 "$LAB/out/home-ap.log" | tr '\n' ' ')"; return 1; }
+}
+# on_home NS: the namespace's Wi-Fi is associated to the home network.
+on_home() { ip netns exec "$1" iw dev "$(wlan_of "$1")" link 2>/dev/null | grep -q "SSID: $HOME_SSID"; }
+# back_home NAME BEFORE_RX BEFORE_TX STATEFN: after a hotspot transfer,
+# both devices are on the home network again with the same addresses
+# (STATEFN NS prints what is compared).
+back_home() {
+  local name=$1 brx=$2 btx=$3 f=$4 t0=$EPOCHREALTIME
+  wait_for 30 "[ \"\$($f rx)\" = \"\$brx\" ] && [ \"\$($f tx)\" = \"\$btx\" ]"
+  local arx atx; arx=$($f rx); atx=$($f tx)
+  if [ "$arx" = "$brx" ] && [ "$atx" = "$btx" ] && on_home rx && on_home tx; then
+    ok "$name: both devices back on $HOME_SSID with the same addresses, $(secs "$t0" "$EPOCHREALTIME") s after airhop exited (rx: $arx; tx: $atx)"
+  else
+    bad "$name: not restored: rx $arx (was $brx); tx $atx (was $btx)"
+  fi
+}
+# home_transfer NAME STATEFN H: with both devices on the home network, a
+# transfer over a hotspot (--hotspot: the home network isolates clients),
+# then one whose receiver is stopped with SIGTERM once the sender has
+# joined; after each, both devices are back on the home network.
+home_transfer() {
+  local name=$1 f=$2 H=$3 brx btx
+  brx=$($f rx); btx=$($f tx)
+  start_receiver "$name" --yes --once --hotspot $H && {
+    send "$name" --wait 90 $H $W/payload.bin
+    wait_for 40 "airhop_gone rx"
+    if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-$name/payload.bin \
+       && grep -q '"role":"host"' "$O/rx-$name.jsonl"; then
+      ok "$name: 8 MiB over a hotspot while both devices were on $HOME_SSID, bytes identical (joiner: $(grep '"stage":"up"' "$O/tx-$name.jsonl" | grep -o '"security":"[^"]*"' || echo "security not reported"))"
+    else
+      bad "$name: send exit $SEND_RC: $(tail -2 "$O/tx-$name.err" | tr '\n' ' ')"
+    fi
+    back_home "$name" "$brx" "$btx" "$f"
+  }
+  start_receiver "$name-term" --yes --once --hotspot $H && {
+    ( wait_for 120 "[ -n \"\$(hs_at $O/tx-$name-term.jsonl up join)\" ]" && term_receiver ) &
+    local killer=$!
+    send "$name-term" --wait 90 $H $W/payload.bin
+    wait $killer
+    wait_for 40 "airhop_gone rx"
+    if [ -n "$(hs_at "$O/tx-$name-term.jsonl" up join)" ] && grep -q '"stage":"closed"' "$O/rx-$name-term.jsonl"; then
+      ok "$name-term: the receiver, stopped with SIGTERM once the sender had joined, closed its hotspot (sender exit $SEND_RC)"
+    else
+      bad "$name-term: $(grep -h '"hotspot"' "$O/rx-$name-term.jsonl" | tail -2 | tr '\n' ' ') sender exit $SEND_RC"
+    fi
+    back_home "$name-term" "$brx" "$btx" "$f"
+  }
 }
 
 wifi_variant() {
   V=wifi; ADV=extended
   O=$LAB/out/$V; mkdir -p "$O"
   say "=== wifi: btvirt -l3, two mac80211_hwsim radios, no shared network ==="
-  modprobe mac80211_hwsim radios=2 || { bad "mac80211_hwsim did not load"; return 1; }
-  wait_for 10 '[ "$(ls /sys/class/ieee80211 | wc -l)" -ge 2 ]' || { bad "no hwsim radios"; return 1; }
-  local phys; phys=($(ls /sys/class/ieee80211))
-  iw phy "${phys[0]}" set netns name rx && iw phy "${phys[1]}" set netns name tx \
-    || { bad "could not move the radios into the namespaces"; return 1; }
+  hwsim_up || return 1
   ip -n rx link del vrx 2>/dev/null   # no shared network any more
-  ok "hwsim: ${phys[0]} in rx ($(wlan_of rx)), ${phys[1]} in tx ($(wlan_of tx)); no veth"
   RX_BEFORE=$(wifi_state rx); TX_BEFORE=$(wifi_state tx)
   bt_up "-l3" || return 1
   local H="--hotspot-backend hostapd"
@@ -398,6 +473,14 @@ wifi_variant() {
     result "TIME wifi hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
     result "TIME wifi joined -> first byte: $(secs "$joined" "$first") s"
     result "TIME wifi first byte -> 8 MiB done: $(secs "$first" "$(at "$rxf" done)") s"
+    # WPA3: the radios have protected management frames, so the host
+    # offers SAE beside WPA2 and the joiner, preferring it, negotiates SAE.
+    if grep '"stage":"up"' "$rxf" | grep -q '"security":"WPA2/WPA3"' \
+       && grep '"stage":"up"' "$txf" | grep -q '"security":"WPA3-SAE"'; then
+      ok "hotspot: WPA3-SAE negotiated (the host offered WPA2/WPA3 transition mode)"
+    else
+      bad "hotspot: not WPA3-SAE: $(grep -h '"stage":"up"' "$rxf" "$txf" | tr '\n' ' ')"
+    fi
     if grep -q '"band":"2.4 GHz","channel":6' "$rxf" && grep -q '"band":"2.4 GHz","channel":6' "$txf"; then
       ok "hotspot: on 2.4 GHz channel 6: the world regulatory domain allows no access point on 5 GHz"
     else
@@ -453,12 +536,16 @@ wifi_variant() {
   # 3. A wrong passphrase: the access point runs with another key than the
   # one sealed in the reply (a hostapd wrapper edits its config).
   mkdir -p $W/shim-key $W/shim-never
-  printf '#!/bin/sh\nsed -i "s/^wpa_psk=.*/wpa_psk=%s/" "$1"\nexec /usr/sbin/hostapd "$@"\n' \
-    "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > $W/shim-key/hostapd
+  printf '#!/bin/sh\nsed -i "s/^wpa_psk=.*/wpa_psk=%s/; s/^sae_password=.*/sae_password=%s/" "$1"\nexec /usr/sbin/hostapd "$@"\n' \
+    "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" "$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" > $W/shim-key/hostapd
   # 4. A hotspot that never comes up: hostapd that never enables its AP.
   printf '#!/bin/sh\necho "nl80211: Could not configure driver mode"\nexec sleep 600\n' > $W/shim-never/hostapd
   chmod +x $W/shim-key/hostapd $W/shim-never/hostapd
-  RX_ENV="PATH=$W/shim-key:$PATH"
+  # The joiner's wpa_supplicant output is kept (a wrapper tees it).
+  mkdir -p $W/shim-tee
+  printf '#!/bin/bash\nexec /usr/sbin/wpa_supplicant "$@" > >(tee -a %s/wpa-tx-wrongkey.log) 2>&1\n' "$O" > $W/shim-tee/wpa_supplicant
+  chmod +x $W/shim-tee/wpa_supplicant
+  RX_ENV="PATH=$W/shim-key:$PATH" TX_ENV="PATH=$W/shim-tee:$PATH"
   start_receiver wrongkey --yes --once $H --hotspot-timeout 30 && {
     send wrongkey --wait 90 $H --hotspot-timeout 30 $W/payload.bin
     if [ "$SEND_RC" = 8 ] && grep -q '"failed_stage":"join"' "$O/tx-wrongkey.jsonl" \
@@ -470,6 +557,7 @@ wifi_variant() {
     heard_abandon wrongkey
     stop_receiver
   }
+  TX_ENV=
   same_state wrongkey
   RX_ENV="PATH=$W/shim-never:$PATH"
   start_receiver never --yes --once $H --hotspot-timeout 15 && {
@@ -503,6 +591,32 @@ wifi_variant() {
   }
   TX_ENV=
   same_state jointimeout
+
+  # 6. The network is put back. Each device is on the home network through
+  # a wpa_supplicant of its own (as a board without NetworkManager is);
+  # airhop borrows the interface over that wpa_supplicant's control
+  # socket, and gives it back.
+  if home_up; then
+    printf 'ctrl_interface=/run/wpa_supplicant\nnetwork={\n\tssid="%s"\n\tpsk="%s"\n\tkey_mgmt=WPA-PSK\n}\n' \
+      "$HOME_SSID" "$HOME_PASS" > $W/home-sta.conf
+    local ns n=2
+    for ns in rx tx; do
+      ip netns exec $ns wpa_supplicant -B -D nl80211 -i "$(wlan_of $ns)" -c $W/home-sta.conf \
+        -P /run/home-$ns.pid > "$O/home-$ns.log" 2>&1
+      ip -n $ns addr add 192.168.77.$n/24 dev "$(wlan_of $ns)"; n=$((n + 1))
+    done
+    if wait_for 30 "on_home rx && on_home tx"; then
+      ok "home: both devices on $HOME_SSID (rx $(wifi_state rx); tx $(wifi_state tx))"
+      home_transfer home wifi_state "$H"
+    else
+      bad "home: the devices did not associate to $HOME_SSID: $(tail -2 "$O/home-rx.log" | tr '\n' ' ')"
+    fi
+    for ns in rx tx; do
+      [ -s /run/home-$ns.pid ] && kill "$(cat /run/home-$ns.pid)"
+      wait_for 10 "! [ -e /run/wpa_supplicant/$(wlan_of $ns) ]"
+      ip -n $ns addr flush dev "$(wlan_of $ns)"; ip -n $ns link set "$(wlan_of $ns)" down
+    done
+  fi
   bt_down
 }
 
@@ -512,6 +626,10 @@ wifi_variant() {
 # (NetworkManager and its wpa_supplicant on it; BlueZ stays on the system
 # bus) and, in its own mount namespace, its own /run/NetworkManager and
 # /var/lib/NetworkManager. airhop finds it through AIRHOP_NM_DBUS_ADDRESS.
+# Its dispatcher runs from the start: NetworkManager calls it before every
+# activation and deactivation, and a bus that has to start it (there is no
+# systemd here) answers only at its 25 s activation timeout, which made
+# leaving the home network take 25 s.
 nm_up() {
   local ns=$1 d=/run/nm-$1
   mkdir -p $d/conf $d/connections /run/NetworkManager /var/lib/NetworkManager
@@ -525,6 +643,7 @@ nm_up() {
     udevadm trigger --action=add --subsystem-match=net && udevadm settle --timeout=20 &&
     export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus &&
     { wpa_supplicant -u -s > $O/wpa-$ns.log 2>&1 & } &&
+    { /usr/lib/NetworkManager/nm-dispatcher --persist > $O/nm-dispatcher-$ns.log 2>&1 & } &&
     exec NetworkManager --debug --log-level=INFO --config $d/conf/NetworkManager.conf" > "$O/nm-$ns.log" 2>&1 &
   local wl; wl=$(wlan_of "$ns")
   wait_for 20 "DBUS_SYSTEM_BUS_ADDRESS=unix:path=$d/bus nmcli -t -f DEVICE device 2>/dev/null | grep -qx $wl"
@@ -554,12 +673,7 @@ nm_variant() {
   # NetworkManager manages only devices udev has seen: each namespace runs
   # a udevd of its own (net uevents reach only their own namespace).
   mkdir -p /run/udev
-  if [ ! -e /sys/module/mac80211_hwsim ]; then
-    modprobe mac80211_hwsim radios=2 || { bad "mac80211_hwsim did not load"; return 1; }
-    wait_for 10 '[ "$(ls /sys/class/ieee80211 | wc -l)" -ge 2 ]'
-    local phys; phys=($(ls /sys/class/ieee80211))
-    iw phy "${phys[0]}" set netns name rx && iw phy "${phys[1]}" set netns name tx
-  fi
+  hwsim_up || return 1
   nm_up rx && nm_up tx || { nm_down; return 1; }
   local rxb txb; rxb=$(nm_state rx); txb=$(nm_state tx)
   bt_up "-l3" || { nm_down; return 1; }
@@ -588,6 +702,26 @@ nm_variant() {
     ok "nm: no profile left, both devices as before (rx: $rxa; tx: $txa)"
   else
     bad "nm: left behind: rx $rxa (was $rxb); tx $txa (was $txb)"
+  fi
+  # The network is put back: each device starts on the home network (a
+  # NetworkManager profile that does not autoconnect, so only airhop can
+  # have brought it back).
+  if home_up; then
+    local ns n=2
+    for ns in rx tx; do
+      DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/nm-$ns/bus timeout 60 nmcli connection add type wifi \
+        ifname "$(wlan_of $ns)" con-name home ssid "$HOME_SSID" connection.autoconnect no \
+        wifi-sec.key-mgmt wpa-psk wifi-sec.psk "$HOME_PASS" \
+        ipv4.method manual ipv4.addresses 192.168.77.$n/24 ipv6.method ignore >> "$O/nm-$ns.log" 2>&1
+      DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/nm-$ns/bus timeout 60 nmcli connection up home >> "$O/nm-$ns.log" 2>&1
+      n=$((n + 1))
+    done
+    if wait_for 30 "on_home rx && on_home tx"; then
+      ok "nm-home: both devices on $HOME_SSID (rx: $(nm_state rx); tx: $(nm_state tx))"
+      home_transfer nm-home nm_state "$H"
+    else
+      bad "nm-home: the devices did not associate to $HOME_SSID: $(nm_state rx) / $(nm_state tx)"
+    fi
   fi
   RX_ENV= TX_ENV=
   bt_down; nm_down

@@ -326,6 +326,11 @@ pub enum Event {
         /// The channel (absent when unknown).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<u32>,
+        /// Up: the security offered (host: `WPA2-PSK`, or `WPA2/WPA3` in
+        /// transition mode) or negotiated (joiner: `WPA2-PSK`, `WPA3-SAE`),
+        /// when the backend knows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        security: Option<String>,
         /// Our address on it (up).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         addr: Option<String>,
@@ -756,6 +761,7 @@ impl Event {
             problem,
             band,
             channel,
+            security,
             ..
         } = self
         else {
@@ -777,8 +783,9 @@ impl Event {
             "up" => (
                 Level::Say,
                 format!(
-                    "Hotspot {ssid} {}; this device is {} on it",
+                    "Hotspot {ssid} {}{}; this device is {} on it",
                     if host { "is up" } else { "joined" },
+                    security.as_deref().map(|s| format!(" ({s})")).unwrap_or_default(),
                     addr.as_deref().unwrap_or("?")
                 ),
             ),
@@ -900,6 +907,7 @@ impl Event {
             backend: s("hostapd"),
             band: Some(s("5 GHz")),
             channel: Some(36),
+            security: (stage == "up").then(|| s("WPA2/WPA3")),
             addr: (stage == "up").then(|| s("10.42.7.1")),
             failed_stage: (stage == "failed").then(|| s("create")),
             detail: (stage == "failed").then(|| s("hostapd exited")),

@@ -192,6 +192,7 @@ impl Out {
             backend: e.backend.into(),
             band: band_of(e.frequency).map(str::to_string),
             channel: band_of(e.frequency).map(|_| channel_of(e.frequency)),
+            security: e.security.map(str::to_string),
             addr: match &e.stage {
                 HotspotStage::Up(a) => Some(a.to_string()),
                 _ => None,

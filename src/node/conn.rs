@@ -353,6 +353,7 @@ impl Dial {
                     backend: b.name(),
                     frequency: label.frequency,
                     stage,
+                    security: None,
                 })));
         }
     }

@@ -227,6 +227,10 @@ pub struct HotspotEvent {
     pub frequency: u32,
     /// What happened.
     pub stage: HotspotStage,
+    /// With [`HotspotStage::Up`]: the security the access point offers
+    /// (`WPA2-PSK`, or `WPA2/WPA3` in transition mode) or the joiner
+    /// negotiated (`WPA2-PSK`, `WPA3-SAE`), when the backend knows.
+    pub security: Option<&'static str>,
 }
 
 /// What happened to a hotspot.

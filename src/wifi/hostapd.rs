@@ -3,13 +3,22 @@
 //!
 //! Each side runs its own daemon in the foreground on the Wi-Fi interface,
 //! with a config in a private folder on a tmpfs that holds the WPA key
-//! derived from the passphrase ([`super::wpa_psk`]), never the passphrase.
+//! derived from the passphrase ([`super::wpa_psk`]), and the passphrase
+//! only where WPA3-SAE is offered, which needs it (see [`hostapd_conf`]).
 //! The daemon's output says when the link is up (`AP-ENABLED`,
 //! `CTRL-EVENT-CONNECTED`) or why not (`WRONG_KEY`). Closing deletes our
 //! address, stops the daemon (which puts the interface back in station
 //! mode), sets the interface down again if it was down, and deletes the
-//! folder. An interface another wpa_supplicant or hostapd owns is left
-//! alone, with an error.
+//! folder.
+//!
+//! When a wpa_supplicant already runs on the interface (a board or laptop
+//! on its own Wi-Fi network, without NetworkManager), the backend borrows
+//! it instead, over its control socket ([`super::ctrl`]): it adds our
+//! network (an access point in wpa_supplicant's AP mode, or a station),
+//! selects it, and on close removes it and re-enables the networks that
+//! were enabled, so the device goes back to the network it was on, with
+//! the addresses it had. An interface a hostapd owns is left alone, with
+//! an error.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -20,6 +29,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use super::ctrl::{self, Ctrl};
 use super::sys::{self, cidr, hex};
 use super::{
     ActiveHotspot, BoxFuture, HotspotBackend, HotspotError, HotspotPlan, Stage, WifiError,
@@ -50,40 +60,46 @@ impl Hostapd {
         })
     }
 
-    fn check(&self, stage: Stage) -> Result<(), HotspotError> {
+    /// Whether we can use the interface: `Some(socket)` when a running
+    /// wpa_supplicant owns it (we borrow it through that socket), `None`
+    /// when nobody does (we run our own daemon).
+    fn check(&self, stage: Stage) -> Result<Option<PathBuf>, HotspotError> {
         if !sys::is_wireless(&self.iface) {
             return Err(HotspotError::new(
                 stage,
                 format!("{} is not a Wi-Fi interface here", self.iface),
             ));
         }
-        if let Some(sock) = sys::owner_of(&self.iface) {
-            return Err(HotspotError::new(
+        match sys::owner_of(&self.iface) {
+            Some(sock) if ctrl::is_supplicant(&sock) => Ok(Some(sock)),
+            Some(sock) => Err(HotspotError::new(
                 stage,
                 format!(
-                    "{} is in use by another wpa_supplicant or hostapd ({}); stop it or use \
-                     the NetworkManager backend",
+                    "{} is in use by a hostapd ({}); stop it or use the NetworkManager backend",
                     self.iface,
                     sock.display()
                 ),
-            ));
+            )),
+            None => Ok(None),
         }
-        Ok(())
     }
 
-    async fn bring_up(
+    /// Starts our own daemon with its config; its output lines.
+    fn spawn(
         &self,
         r: &mut Running,
         stage: Stage,
         program: &str,
-        conf: String,
         plan: &HotspotPlan,
-        timeout: Duration,
-    ) -> Result<(), HotspotError> {
+    ) -> Result<mpsc::UnboundedReceiver<String>, HotspotError> {
         let err = |d: String| HotspotError::new(stage, d);
         let dir = sys::private_dir(program)
             .map_err(|e| err(format!("a private folder for {program}: {e}")))?;
         r.dir = Some(dir.clone());
+        let conf = match stage {
+            Stage::Create => hostapd_conf(&self.iface, &plan.creds, &self.radio),
+            _ => wpa_conf(&plan.creds, &self.radio, Some(&dir)),
+        };
         let path = dir.join(format!("{program}.conf"));
         sys::write_private(&path, &conf).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let mut cmd = Command::new(program);
@@ -100,9 +116,80 @@ impl Hostapd {
             .map_err(|e| err(format!("starting {program}: {e}")))?;
         let lines = output(&mut child);
         r.child = Some(child);
+        Ok(lines)
+    }
+
+    /// Borrows the interface from the wpa_supplicant listening on
+    /// `daemon`: adds our network and selects it; its events.
+    fn borrow(
+        &self,
+        r: &mut Running,
+        stage: Stage,
+        daemon: &std::path::Path,
+        plan: &HotspotPlan,
+    ) -> Result<mpsc::UnboundedReceiver<String>, HotspotError> {
+        let err = |d: String| HotspotError::new(stage, d);
+        let ctl = |e: std::io::Error| {
+            err(format!(
+                "{} belongs to a running wpa_supplicant; its control socket {}: {e}",
+                self.iface,
+                daemon.display()
+            ))
+        };
+        let dir = sys::private_dir("wpa_ctrl")
+            .map_err(|e| err(format!("a private folder for wpa_supplicant's socket: {e}")))?;
+        r.dir = Some(dir.clone());
+        let c = Ctrl::open(daemon, dir.join("cmd")).map_err(ctl)?;
+        let before = ctrl::enabled_networks(&c.cmd("LIST_NETWORKS").map_err(ctl)?);
+        let id: u32 = c
+            .cmd("ADD_NETWORK")
+            .map_err(ctl)?
+            .parse()
+            .map_err(|_| err("wpa_supplicant's ADD_NETWORK gave no network id".into()))?;
+        let b = r.borrowed.insert(Borrowed {
+            ctrl: c,
+            id,
+            before,
+        });
+        let host = stage == Stage::Create;
+        for command in ctrl::network_commands(id, &plan.creds, host, !host && self.radio.pmf) {
+            b.ctrl.ok(&command).map_err(ctl)?;
+        }
+        let status = Ctrl::open(daemon, dir.join("status")).map_err(ctl)?;
+        let events = Ctrl::open(daemon, dir.join("events"))
+            .and_then(|e| e.events(Some((status, id))))
+            .map_err(ctl)?;
+        // Selecting ours disables the others (in memory only) and leaves
+        // the network the device was on.
+        b.ctrl.ok(&format!("SELECT_NETWORK {id}")).map_err(ctl)?;
+        Ok(events)
+    }
+
+    async fn bring_up(
+        &self,
+        r: &mut Running,
+        stage: Stage,
+        owner: Option<PathBuf>,
+        plan: &HotspotPlan,
+        timeout: Duration,
+    ) -> Result<(), HotspotError> {
+        let err = |d: String| HotspotError::new(stage, d);
+        let host = stage == Stage::Create;
+        let program = if host && owner.is_none() {
+            "hostapd"
+        } else {
+            "wpa_supplicant"
+        };
+        let lines = match &owner {
+            None => self.spawn(r, stage, program, plan)?,
+            Some(daemon) => self.borrow(r, stage, daemon, plan)?,
+        };
         let ssid = &plan.creds.ssid;
         watch(lines, timeout, program, |l, seen| {
-            if program == "hostapd" {
+            if l == ctrl::COMPLETED {
+                return Some(Ok(()));
+            }
+            if host {
                 if l.contains("AP-ENABLED") {
                     return Some(Ok(()));
                 }
@@ -113,7 +200,7 @@ impl Hostapd {
                 if l.contains("CTRL-EVENT-CONNECTED") {
                     return Some(Ok(()));
                 }
-                if l.contains("WRONG_KEY") || l.contains("pre-shared key may be incorrect") {
+                if wrong_key(l) {
                     return Some(Err(format!(
                         "{ssid} refused our key: wrong passphrase (the 4-way handshake failed)"
                     )));
@@ -126,7 +213,7 @@ impl Hostapd {
         })
         .await
         .map_err(|(detail, seen)| {
-            if detail.is_empty() && program == "wpa_supplicant" {
+            if detail.is_empty() && !host {
                 err(if seen {
                     format!(
                         "{ssid} was found but the association did not complete in {} s",
@@ -144,6 +231,16 @@ impl Hostapd {
                 err(detail)
             }
         })?;
+        r.security = match (host, &r.borrowed, &r.dir) {
+            (true, None, _) => Some(offered(&plan.creds, &self.radio)),
+            (true, Some(_), _) => Some(WPA2),
+            (false, Some(b), _) => b.ctrl.cmd("STATUS").ok().and_then(|s| negotiated(&s)),
+            (false, None, Some(dir)) => Ctrl::open(&dir.join(&self.iface), dir.join("query"))
+                .and_then(|c| c.cmd("STATUS"))
+                .ok()
+                .and_then(|s| negotiated(&s)),
+            (false, None, None) => None,
+        };
         let a = cidr(plan.local);
         sys::ip(&["addr", "add", &a, "dev", &self.iface])
             .await
@@ -161,25 +258,17 @@ impl Hostapd {
         plan: &HotspotPlan,
         timeout: Duration,
     ) -> Result<Box<dyn ActiveHotspot>, HotspotError> {
-        self.check(stage)?;
+        let owner = self.check(stage)?;
         let mut r = Running {
             iface: self.iface.clone(),
             was_up: sys::is_up(&self.iface),
             child: None,
+            borrowed: None,
             addr: None,
             dir: None,
+            security: None,
         };
-        let (program, conf) = match stage {
-            Stage::Create => (
-                "hostapd",
-                hostapd_conf(&self.iface, &plan.creds, &self.radio),
-            ),
-            _ => ("wpa_supplicant", wpa_conf(&plan.creds)),
-        };
-        match self
-            .bring_up(&mut r, stage, program, conf, plan, timeout)
-            .await
-        {
+        match self.bring_up(&mut r, stage, owner, plan, timeout).await {
             Ok(()) => Ok(Box::new(r)),
             Err(e) => {
                 let _ = r.undo().await;
@@ -199,7 +288,16 @@ impl HotspotBackend for Hostapd {
     }
 
     fn radio(&self) -> super::Radio {
-        self.radio.clone()
+        match sys::owner_of(&self.iface) {
+            // Borrowed, the access point is wpa_supplicant's AP mode, which
+            // (like NetworkManager's, built on it) hosts on 2.4 GHz only
+            // for now; see the NetworkManager backend.
+            Some(sock) if ctrl::is_supplicant(&sock) => super::Radio {
+                ap_5g: None,
+                ..self.radio.clone()
+            },
+            _ => self.radio.clone(),
+        }
     }
 
     fn start<'a>(
@@ -212,13 +310,49 @@ impl HotspotBackend for Hostapd {
     }
 }
 
-/// A daemon we started and what we changed; undone by `close` or `Drop`.
+/// A daemon we started, or the network we added to a running one, and what
+/// we changed; undone by `close` or `Drop`.
 struct Running {
     iface: String,
     was_up: bool,
     child: Option<Child>,
+    borrowed: Option<Borrowed>,
     addr: Option<Ipv4Addr>,
     dir: Option<PathBuf>,
+    /// What the link offers (host) or negotiated (joiner).
+    security: Option<&'static str>,
+}
+
+/// Our network in a wpa_supplicant we borrowed the interface from, and the
+/// networks that were enabled before.
+struct Borrowed {
+    ctrl: Ctrl,
+    id: u32,
+    before: Vec<u32>,
+}
+
+impl Borrowed {
+    /// Removes our network and puts the others back: wpa_supplicant then
+    /// reassociates with the network the device was on.
+    fn restore(self) -> Vec<WifiError> {
+        let mut problems = Vec::new();
+        let mut run = |command: String| {
+            if let Err(e) = self.ctrl.ok(&command) {
+                problems.push(WifiError::Command {
+                    command: format!("wpa_supplicant {command}"),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        run(format!("REMOVE_NETWORK {}", self.id));
+        for n in &self.before {
+            run(format!("ENABLE_NETWORK {n}"));
+        }
+        if !self.before.is_empty() {
+            run("REASSOCIATE".to_string());
+        }
+        problems
+    }
 }
 
 impl Running {
@@ -243,6 +377,9 @@ impl Running {
                 let _ = c.kill().await;
             }
         }
+        if let Some(b) = self.borrowed.take() {
+            problems.extend(b.restore());
+        }
         if !self.was_up && sys::is_up(&self.iface) {
             if let Err(e) = sys::ip(&["link", "set", &self.iface, "down"]).await {
                 problems.push(e);
@@ -264,18 +401,25 @@ impl ActiveHotspot for Running {
     fn close(mut self: Box<Self>) -> BoxFuture<'static, Result<(), WifiError>> {
         Box::pin(async move { self.undo().await })
     }
+
+    fn security(&self) -> Option<&'static str> {
+        self.security
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         // Only when neither `close` nor the error path ran (a task aborted):
         // undo what can be undone without waiting.
-        let started = self.child.is_some() || self.addr.is_some();
+        let started = self.child.is_some() || self.addr.is_some() || self.borrowed.is_some();
         if let Some(a) = self.addr.take() {
             sys::ip_now(&["addr", "del", &cidr(a), "dev", &self.iface]);
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
+        }
+        if let Some(b) = self.borrowed.take() {
+            b.restore();
         }
         if started && !self.was_up {
             sys::ip_now(&["link", "set", &self.iface, "down"]);
@@ -360,10 +504,41 @@ fn which(bin: &str) -> Option<PathBuf> {
 
 pub use super::frequency;
 
+/// Whether a line of wpa_supplicant's says the access point refused our
+/// key: the WPA2 4-way handshake failed (`WRONG_KEY`), or the access point
+/// rejected our SAE confirm (authentication algorithm 3, status 15,
+/// "challenge failure": the passwords differ).
+pub fn wrong_key(line: &str) -> bool {
+    line.contains("WRONG_KEY")
+        || line.contains("pre-shared key may be incorrect")
+        || (line.contains("CTRL-EVENT-AUTH-REJECT")
+            && line.contains(" auth_type=3 ")
+            && line.contains(" status_code=15"))
+}
+
+/// Whether a passphrase can go into hostapd's `sae_password` line as it is
+/// (ours always can: [`super::credentials`] draws letters and digits).
+fn plain(passphrase: &str) -> bool {
+    (8..=63).contains(&passphrase.len()) && passphrase.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The security a hotspot offers or a joiner got, as the `hotspot` event
+/// shows it.
+pub const WPA2: &str = "WPA2-PSK";
+/// SAE (WPA3-Personal) negotiated.
+pub const WPA3: &str = "WPA3-SAE";
+/// An access point offering both (WPA3 transition mode).
+pub const WPA2_WPA3: &str = "WPA2/WPA3";
+
 /// hostapd's config: WPA2-PSK (CCMP) with the derived key; the SSID as hex,
 /// so no byte of it can break the file's syntax. 802.11n (and on 5 GHz,
 /// 40 or 80 MHz with 802.11ac) where the radio has it: without it an
-/// access point runs at 802.11a/g rates, 54 Mbit/s at best.
+/// access point runs at 802.11a/g rates, 54 Mbit/s at best. Where the
+/// radio has protected management frames, WPA3-SAE is offered beside
+/// WPA2 (transition mode): a joiner that can do SAE uses it, one that
+/// cannot still joins. SAE needs the passphrase itself (`sae_password`),
+/// so then the file holds it too (0600, on a tmpfs, deleted with the
+/// hotspot).
 pub fn hostapd_conf(iface: &str, c: &HotspotCredentials, radio: &super::Radio) -> String {
     use super::radio::Width;
     let (mode, channel) = match (c.band, c.channel) {
@@ -390,27 +565,78 @@ pub fn hostapd_conf(iface: &str, c: &HotspotCredentials, radio: &super::Radio) -
             channel + 6
         ));
     }
+    let akm = if radio.pmf && plain(&c.passphrase) {
+        format!(
+            "wpa_key_mgmt=WPA-PSK SAE\nieee80211w=1\nsae_require_mfp=1\nsae_password={}\n",
+            c.passphrase
+        )
+    } else {
+        "wpa_key_mgmt=WPA-PSK\n".to_string()
+    };
     format!(
         "interface={iface}\ndriver=nl80211\nssid2={}\nhw_mode={mode}\nchannel={channel}\n{phy}\
-         wpa=2\nwpa_key_mgmt=WPA-PSK\nrsn_pairwise=CCMP\nwpa_psk={}\n",
+         wpa=2\n{akm}rsn_pairwise=CCMP\nwpa_psk={}\n",
         hex(c.ssid.as_bytes()),
         hex(&super::wpa_psk(c)),
     )
 }
 
+/// What [`hostapd_conf`] offers with this radio and these credentials.
+pub fn offered(c: &HotspotCredentials, radio: &super::Radio) -> &'static str {
+    if radio.pmf && plain(&c.passphrase) {
+        WPA2_WPA3
+    } else {
+        WPA2
+    }
+}
+
 /// wpa_supplicant's config: one network, WPA2-PSK (CCMP) with the derived
-/// key, scanning only the hotspot's frequency when it is known.
-pub fn wpa_conf(c: &HotspotCredentials) -> String {
+/// key, scanning only the hotspot's frequency when it is known; with
+/// protected management frames on the radio, SAE first (the passphrase
+/// as hex, so no byte a peer sent can break the file). `ctrl` is the
+/// folder for its control socket, through which we read what it
+/// negotiated.
+pub fn wpa_conf(
+    c: &HotspotCredentials,
+    radio: &super::Radio,
+    ctrl: Option<&std::path::Path>,
+) -> String {
     let freq = frequency(c.band, c.channel);
     let scan = if freq == 0 {
         String::new()
     } else {
         format!("\tscan_freq={freq}\n\tfreq_list={freq}\n")
     };
+    let (akm, sae) = if radio.pmf {
+        (
+            "SAE WPA-PSK",
+            format!(
+                "\tieee80211w=1\n\tsae_password={}\n",
+                hex(c.passphrase.as_bytes())
+            ),
+        )
+    } else {
+        ("WPA-PSK", String::new())
+    };
+    let ctrl = ctrl
+        .and_then(|d| d.to_str())
+        .filter(|d| !d.contains(['\n', '\r', '"']))
+        .map(|d| format!("ctrl_interface={d}\n"))
+        .unwrap_or_default();
     format!(
-        "ap_scan=1\nnetwork={{\n\tssid={}\n\tscan_ssid=1\n\tkey_mgmt=WPA-PSK\n\tproto=RSN\n\
-         \tpairwise=CCMP\n\tgroup=CCMP\n{scan}\tpsk={}\n}}\n",
+        "{ctrl}ap_scan=1\nnetwork={{\n\tssid={}\n\tscan_ssid=1\n\tkey_mgmt={akm}\n\tproto=RSN\n\
+         \tpairwise=CCMP\n\tgroup=CCMP\n{scan}{sae}\tpsk={}\n}}\n",
         hex(c.ssid.as_bytes()),
         hex(&super::wpa_psk(c)),
     )
+}
+
+/// What a `STATUS` reply says was negotiated.
+pub fn negotiated(status: &str) -> Option<&'static str> {
+    let akm = status.lines().find_map(|l| l.strip_prefix("key_mgmt="))?;
+    match akm {
+        "SAE" | "FT-SAE" => Some(WPA3),
+        "WPA2-PSK" | "WPA2-PSK-SHA256" | "FT-PSK" => Some(WPA2),
+        _ => None,
+    }
 }

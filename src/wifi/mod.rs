@@ -31,10 +31,13 @@
 //! backends ([`HotspotBackend`]: NetworkManager over D-Bus, or hostapd and
 //! wpa_supplicant) keep no credential on disk: NetworkManager holds a
 //! volatile in-memory profile bound to our D-Bus connection, hostapd and
-//! wpa_supplicant get the derived WPA key in a file in a private folder on
-//! a tmpfs (`/run`), deleted with the hotspot. Every step that fails undoes
-//! the ones before it, and names its [`Stage`].
+//! wpa_supplicant get the derived WPA key (and, for WPA3-SAE, which needs
+//! it, the passphrase) in a file in a private folder on a tmpfs (`/run`),
+//! deleted with the hotspot. Every step that fails undoes the ones before
+//! it, and names its [`Stage`].
 
+#[cfg(target_os = "linux")]
+mod ctrl;
 #[cfg(target_os = "linux")]
 pub mod hostapd;
 #[cfg(target_os = "linux")]
@@ -352,6 +355,12 @@ pub trait HotspotBackend: Send + Sync + std::fmt::Debug {
 pub trait ActiveHotspot: Send {
     /// Tears down and restores; says what could not be restored.
     fn close(self: Box<Self>) -> BoxFuture<'static, Result<(), WifiError>>;
+    /// The security the access point offers (host: `WPA2-PSK`, or
+    /// `WPA2/WPA3` in transition mode) or the joiner negotiated
+    /// (`WPA2-PSK`, `WPA3-SAE`), when the backend knows.
+    fn security(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Which backend to use.
@@ -534,7 +543,7 @@ pub fn joiner_address(host: Ipv4Addr, in_use: &[Ipv4Addr]) -> Option<Ipv4Addr> {
 }
 
 /// The WPA2 pre-shared key: PBKDF2-HMAC-SHA1(passphrase, SSID, 4096, 32),
-/// so that only the derived key (never the passphrase) reaches a file.
+/// so that a WPA2-only config holds the derived key, never the passphrase.
 pub fn wpa_psk(creds: &HotspotCredentials) -> [u8; 32] {
     let mut out = [0u8; 32];
     ring::pbkdf2::derive(

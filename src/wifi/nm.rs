@@ -249,6 +249,9 @@ fn activate(
         active: Some(active.clone()),
         profile: Some(profile),
         before,
+        // Our profiles say wpa-psk; what a joiner negotiated is not read
+        // back (yet).
+        security: (stage == Stage::Create).then_some(super::hostapd::WPA2),
     };
     // Wait for ACTIVATED; a profile that fails is deactivated (and, being
     // volatile, deleted) by NetworkManager itself.
@@ -323,6 +326,7 @@ struct Activated {
     /// in its own time; we delete it ourselves so none outlives us.
     profile: Option<Path<'static>>,
     before: Option<Path<'static>>,
+    security: Option<&'static str>,
 }
 
 impl Activated {
@@ -376,7 +380,19 @@ impl Activated {
                 )
             };
             if let Err(e) = &r {
-                if !gone(e) {
+                // NetworkManager may delete it while our call is checked
+                // ("Error checking authorization: connection was
+                // deleted"): only a profile still there is a problem.
+                let still_there = || {
+                    c.with_proxy(NM, &p, CALL)
+                        .method_call::<(HashMap<String, PropMap>,), _, _, _>(
+                            PROFILE,
+                            "GetSettings",
+                            (),
+                        )
+                        .is_ok()
+                };
+                if !gone(e) && still_there() {
                     problems.push(WifiError::NetworkManager(format!(
                         "deleting the hotspot profile: {e}"
                     )));
@@ -406,6 +422,10 @@ impl ActiveHotspot for Activated {
                 .await
                 .unwrap_or_else(|e| Err(WifiError::NetworkManager(format!("teardown task: {e}"))))
         })
+    }
+
+    fn security(&self) -> Option<&'static str> {
+        self.security
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Radio {
     pub join_5g: bool,
     /// The best 5 GHz channel we may host on, if any.
     pub ap_5g: Option<ApChannel>,
+    /// The radio has the BIP cipher (`CMAC`) that protected management
+    /// frames need, and WPA3-SAE requires: hostapd and wpa_supplicant then
+    /// offer and prefer SAE.
+    pub pmf: bool,
 }
 
 /// The 80 MHz blocks of the non-DFS 5 GHz channels, best first (UNII-1,
@@ -95,6 +99,8 @@ pub fn parse(info: &str) -> Radio {
             2 if t.starts_with("VHT Capabilities") => vht_5g = true,
             _ => {}
         }
+        // `* CMAC (00-0f-ac:6)` under `Supported Ciphers`.
+        radio.pmf |= t.starts_with('*') && t.ends_with("(00-0f-ac:6)");
         if let Some((mhz, ch, enabled, ap)) = frequency_line(t) {
             if (5150..5900).contains(&mhz) {
                 radio.join_5g |= enabled;
@@ -191,7 +197,7 @@ mod tests {
     #[test]
     fn real_iw_output_of_the_lab_radios() {
         let world = parse(include_str!("testdata/iw-phy-hwsim-world.txt"));
-        assert!(world.ht_2g && world.join_5g, "{world:?}");
+        assert!(world.ht_2g && world.join_5g && world.pmf, "{world:?}");
         assert_eq!(world.ap_5g, None);
         let us = parse(include_str!("testdata/iw-phy-hwsim-us.txt"));
         assert_eq!(

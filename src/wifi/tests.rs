@@ -160,10 +160,11 @@ fn daemon_configs_hold_no_passphrase_and_no_raw_ssid() {
         channel: 6,
     };
     let h = hostapd::hostapd_conf("wlan0", &c, &Default::default());
-    let w = hostapd::wpa_conf(&c);
+    let w = hostapd::wpa_conf(&c, &Default::default(), None);
     for conf in [&h, &w] {
         assert!(!conf.contains("correct horse"));
         assert!(!conf.contains("ctrl_interface"));
+        assert!(!conf.contains("SAE"), "no PMF on the radio: WPA2 only");
         assert!(conf.contains(&crate::wire::ids::hex(&wpa_psk(&c))));
     }
     assert!(h.contains("channel=6\n") && h.contains("hw_mode=g\n"));
@@ -193,6 +194,7 @@ fn hostapd_uses_the_widths_the_radio_has() {
             channel: 36,
             width: Width::Vht80,
         }),
+        pmf: false,
     };
     let g = hostapd::hostapd_conf("wlan0", &c, &ht);
     assert!(
@@ -213,7 +215,7 @@ fn hostapd_uses_the_widths_the_radio_has() {
     ] {
         assert!(a.contains(line), "{line} in {a}");
     }
-    assert!(hostapd::wpa_conf(&c).contains("scan_freq=5180"));
+    assert!(hostapd::wpa_conf(&c, &ht, None).contains("scan_freq=5180"));
 }
 
 #[cfg(target_os = "linux")]
@@ -275,5 +277,84 @@ fn no_wifi_here_says_so() {
         let e = detect(BackendChoice::Hostapd, Some("lo")).unwrap_err();
         assert_eq!(e, WifiError::NotWireless("lo".into()));
         assert!(e.to_string().contains("not a Wi-Fi interface"), "{e}");
+    }
+}
+
+/// With protected management frames on the radio, the access point offers
+/// WPA3-SAE beside WPA2 (transition mode) and the joiner prefers SAE; the
+/// joiner's passphrase, which came from a peer, goes in as hex so no byte
+/// of it can break the file.
+#[cfg(target_os = "linux")]
+#[test]
+fn sae_where_the_radio_has_protected_management_frames() {
+    let pmf = Radio {
+        pmf: true,
+        ..Radio::default()
+    };
+    let c = HotspotCredentials {
+        ssid: "airhop-abc234".into(),
+        passphrase: "Abc234Abc234Abc234Abc234".into(),
+        band: 0,
+        channel: 6,
+    };
+    let h = hostapd::hostapd_conf("wlan0", &c, &pmf);
+    for line in [
+        "wpa_key_mgmt=WPA-PSK SAE\n",
+        "ieee80211w=1\n",
+        "sae_require_mfp=1\n",
+        "sae_password=Abc234Abc234Abc234Abc234\n",
+    ] {
+        assert!(h.contains(line), "{line} in {h}");
+    }
+    assert_eq!(hostapd::offered(&c, &pmf), hostapd::WPA2_WPA3);
+    assert_eq!(hostapd::offered(&c, &Radio::default()), hostapd::WPA2);
+    // A passphrase that is not plain letters and digits never reaches
+    // hostapd's line-based file: WPA2 only.
+    let odd = HotspotCredentials {
+        passphrase: "line\nctrl_interface=/tmp".into(),
+        ..c.clone()
+    };
+    assert!(!hostapd::hostapd_conf("wlan0", &odd, &pmf).contains("sae_password"));
+    let dir = std::path::Path::new("/run/airhop/wpa_supplicant-x");
+    let w = hostapd::wpa_conf(&odd, &pmf, Some(dir));
+    assert!(
+        w.starts_with("ctrl_interface=/run/airhop/wpa_supplicant-x\n"),
+        "{w}"
+    );
+    assert!(w.contains("\tkey_mgmt=SAE WPA-PSK\n\t") && w.contains("\tieee80211w=1\n"));
+    assert!(w.contains(&format!(
+        "\tsae_password={}\n",
+        crate::wire::ids::hex(odd.passphrase.as_bytes())
+    )));
+    assert_eq!(w.matches("ctrl_interface").count(), 1, "{w}");
+    assert_eq!(
+        hostapd::negotiated("bssid=02:00:00:00:00:00\nkey_mgmt=SAE\nwpa_state=COMPLETED\n"),
+        Some(hostapd::WPA3)
+    );
+    assert_eq!(
+        hostapd::negotiated("key_mgmt=WPA2-PSK\n"),
+        Some(hostapd::WPA2)
+    );
+    assert_eq!(hostapd::negotiated("wpa_state=SCANNING\n"), None);
+}
+
+/// A refused key is told apart from a slow association, with WPA2 and
+/// with SAE (wpa_supplicant 2.10's lines).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_key_is_recognised_with_wpa2_and_with_sae() {
+    for line in [
+        "wlan1: CTRL-EVENT-SSID-TEMP-DISABLED id=0 ssid=\"airhop-x\" auth_failures=1 duration=10 reason=WRONG_KEY",
+        "wlan1: WPA: 4-Way Handshake failed - pre-shared key may be incorrect",
+        "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=2 status_code=15",
+    ] {
+        assert!(hostapd::wrong_key(line), "{line}");
+    }
+    for line in [
+        "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=1 status_code=1",
+        "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=0 auth_transaction=2 status_code=15",
+        "wlan1: Trying to associate with 02:00:00:00:00:00 (SSID='airhop-x' freq=2437 MHz)",
+    ] {
+        assert!(!hostapd::wrong_key(line), "{line}");
     }
 }

@@ -28,6 +28,7 @@ impl Driver {
         role: HotspotRole,
         info: &HotspotInfo,
         stage: HotspotStage,
+        security: Option<&'static str>,
     ) {
         self.emit(NodeEvent::Hotspot(HotspotEvent {
             peer,
@@ -37,6 +38,7 @@ impl Driver {
             backend: info.backend,
             frequency: info.frequency,
             stage,
+            security,
         }));
     }
 
@@ -55,7 +57,7 @@ impl Driver {
         let Some(info) = self.hotspot_info(&label) else {
             return;
         };
-        self.hotspot_event(peer, HotspotRole::Host, &info, HotspotStage::Starting);
+        self.hotspot_event(peer, HotspotRole::Host, &info, HotspotStage::Starting, None);
         self.creating.insert(peer, plan.local);
         let (tx, timeout) = (self.inputs.clone(), self.config.hotspot_timeout);
         self.tasks.spawn(async move {
@@ -88,7 +90,8 @@ impl Driver {
             Ok(active) => {
                 let in_session = self.endpoint.sessions().iter().any(|s| s.peer == peer);
                 if in_session {
-                    self.hotspot_event(peer, role, &info, HotspotStage::Up(addr));
+                    let security = active.security();
+                    self.hotspot_event(peer, role, &info, HotspotStage::Up(addr), security);
                     if let Some(old) = self.hotspots.insert(peer, (role, info, active)) {
                         self.tear_down(peer, old, None);
                     }
@@ -99,7 +102,7 @@ impl Driver {
             }
             Err(e) => {
                 let reason = e.stage.reason();
-                self.hotspot_event(peer, role, &info, HotspotStage::Failed(e));
+                self.hotspot_event(peer, role, &info, HotspotStage::Failed(e), None);
                 if role == HotspotRole::Host {
                     self.endpoint.handle_link_down(now(), peer, reason);
                 }
@@ -128,6 +131,7 @@ impl Driver {
                 backend: info.backend,
                 frequency: info.frequency,
                 stage: HotspotStage::Closed(r),
+                security: None,
             });
             let _ = tx.send((e, None));
         }));

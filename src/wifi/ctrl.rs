@@ -1,0 +1,301 @@
+//! A client for wpa_supplicant's control interface: how the hostapd backend
+//! borrows an interface that a running wpa_supplicant already owns (a board
+//! or laptop on its home Wi-Fi without NetworkManager), instead of refusing it.
+//!
+//! The protocol is wpa_supplicant's own (`wpa_cli` speaks it): one UNIX
+//! datagram per command to `/run/wpa_supplicant/IFACE`, one datagram back.
+//! A second socket sends `ATTACH` and then receives the daemon's events
+//! (`<3>CTRL-EVENT-CONNECTED ...`), the same lines wpa_supplicant prints.
+//! Our end of each socket is bound in a private folder (see
+//! [`super::sys::private_dir`]).
+//!
+//! Borrowing adds one network (ours: station or, with `mode 2`, access
+//! point), selects it, which disables the others in memory only, and on
+//! close removes it, re-enables exactly the networks that were enabled
+//! before and asks wpa_supplicant to reassociate: the device goes back to
+//! the network it was on, with the addresses it had (we never touch those;
+//! ours is added beside them and deleted). Nothing is saved to the daemon's
+//! configuration file.
+
+use std::io;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::sys::hex;
+use crate::wire::HotspotCredentials;
+
+/// How long a command may take to be answered.
+const REPLY: Duration = Duration::from_secs(3);
+/// The largest reply we read (`LIST_NETWORKS` with many networks fits).
+const MAX_REPLY: usize = 8192;
+
+/// One control socket to a wpa_supplicant.
+#[derive(Debug)]
+pub struct Ctrl {
+    sock: UnixDatagram,
+    local: PathBuf,
+}
+
+impl Ctrl {
+    /// Connects to the daemon's socket `daemon`, binding our end as
+    /// `local` (in a private folder).
+    pub fn open(daemon: &Path, local: PathBuf) -> io::Result<Ctrl> {
+        let _ = std::fs::remove_file(&local);
+        let sock = UnixDatagram::bind(&local)?;
+        let c = Ctrl { sock, local };
+        c.sock.connect(daemon)?;
+        c.sock.set_read_timeout(Some(REPLY))?;
+        Ok(c)
+    }
+
+    /// Sends one command and returns the reply, trimmed; `FAIL` and
+    /// `UNKNOWN COMMAND` are errors that name the command.
+    pub fn cmd(&self, command: &str) -> io::Result<String> {
+        self.sock.send(command.as_bytes())?;
+        let mut buf = vec![0u8; MAX_REPLY];
+        loop {
+            let n = self.sock.recv(&mut buf)?;
+            let reply = String::from_utf8_lossy(&buf[..n]);
+            // An event (only on an attached socket): not our answer.
+            if reply.starts_with('<') {
+                continue;
+            }
+            let reply = reply.trim_end().to_string();
+            if reply == "FAIL" || reply == "UNKNOWN COMMAND" {
+                // Never echo a key into an error message.
+                let verb = command.split(' ').take(3).collect::<Vec<_>>().join(" ");
+                return Err(io::Error::other(format!(
+                    "wpa_supplicant answered {reply} to {verb}"
+                )));
+            }
+            return Ok(reply);
+        }
+    }
+
+    /// Sends a command that must answer `OK`.
+    pub fn ok(&self, command: &str) -> io::Result<()> {
+        let r = self.cmd(command)?;
+        if r == "OK" {
+            Ok(())
+        } else {
+            let verb = command.split(' ').take(3).collect::<Vec<_>>().join(" ");
+            Err(io::Error::other(format!(
+                "wpa_supplicant answered {r:?} to {verb}"
+            )))
+        }
+    }
+
+    /// Turns this socket into an event stream: `ATTACH`, then a thread
+    /// that forwards each event's text (the `<N>` level stripped) until
+    /// the receiver is dropped, then `DETACH`es. With `status`, the thread
+    /// also asks that socket for `STATUS` twice a second and sends
+    /// [`COMPLETED`] once network `id` is the current one and complete:
+    /// the same verdict whichever event a wpa_supplicant version emits for
+    /// an access point that came up.
+    pub fn events(
+        self,
+        status: Option<(Ctrl, u32)>,
+    ) -> io::Result<mpsc::UnboundedReceiver<String>> {
+        self.ok("ATTACH")?;
+        self.sock
+            .set_read_timeout(Some(Duration::from_millis(500)))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("wpa-events".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; MAX_REPLY];
+                let mut done = false;
+                while !tx.is_closed() {
+                    match self.sock.recv(&mut buf) {
+                        Ok(n) => {
+                            let line = String::from_utf8_lossy(&buf[..n]);
+                            let text = match line.find('>') {
+                                Some(i) if line.starts_with('<') => &line[i + 1..],
+                                _ => &line[..],
+                            };
+                            if tx.send(text.trim_end().to_string()).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) => {}
+                        Err(_) => break,
+                    }
+                    if let Some((ctrl, id)) = status.as_ref().filter(|_| !done) {
+                        if ctrl.cmd("STATUS").is_ok_and(|s| completed(&s, *id)) {
+                            done = true;
+                            let _ = tx.send(COMPLETED.to_string());
+                        }
+                    }
+                }
+                let _ = self.sock.send(b"DETACH");
+            })?;
+        Ok(rx)
+    }
+}
+
+/// The line [`Ctrl::events`] sends when `STATUS` shows our network up.
+pub const COMPLETED: &str = "airhop: STATUS wpa_state=COMPLETED";
+
+/// Whether a `STATUS` reply shows network `id` current and complete.
+pub fn completed(status: &str, id: u32) -> bool {
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+    };
+    field("wpa_state") == Some("COMPLETED") && field("id") == Some(&id.to_string())
+}
+
+impl Drop for Ctrl {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.local);
+    }
+}
+
+/// The ids of the networks `LIST_NETWORKS` shows as enabled (not
+/// `[DISABLED]`, not a persistent P2P group).
+pub fn enabled_networks(list: &str) -> Vec<u32> {
+    list.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let id = cols.next()?.trim().parse::<u32>().ok()?;
+            let flags = l.rsplit('\t').next().unwrap_or("");
+            (!flags.contains("[DISABLED]") && !flags.contains("[P2P-PERSISTENT]")).then_some(id)
+        })
+        .collect()
+}
+
+/// The `SET_NETWORK` commands for our network `id`: WPA2-PSK (CCMP) with
+/// the derived key, the SSID as hex (no byte of it can break the
+/// command); an access point (`mode 2`) on the channel's frequency when
+/// `host`, else a station that scans only that frequency. With `sae`
+/// (a station whose radio has protected management frames), SAE is
+/// preferred when the access point offers it, with the passphrase as hex.
+pub fn network_commands(id: u32, c: &HotspotCredentials, host: bool, sae: bool) -> Vec<String> {
+    let freq = super::frequency(c.band, c.channel);
+    let sae = sae && !host;
+    let mut v = vec![
+        format!("ssid {}", hex(c.ssid.as_bytes())),
+        format!("psk {}", hex(&super::wpa_psk(c))),
+        if sae {
+            "key_mgmt SAE WPA-PSK".to_string()
+        } else {
+            "key_mgmt WPA-PSK".to_string()
+        },
+        "proto RSN".to_string(),
+        "pairwise CCMP".to_string(),
+        "group CCMP".to_string(),
+    ];
+    if host {
+        v.push("mode 2".to_string());
+        if freq != 0 {
+            v.push(format!("frequency {freq}"));
+        }
+    } else {
+        v.push("scan_ssid 1".to_string());
+        if sae {
+            v.push("ieee80211w 1".to_string());
+            v.push(format!("sae_password {}", hex(c.passphrase.as_bytes())));
+        }
+        if freq != 0 {
+            v.push(format!("scan_freq {freq}"));
+            v.push(format!("freq_list {freq}"));
+        }
+    }
+    v.into_iter()
+        .map(|s| format!("SET_NETWORK {id} {s}"))
+        .collect()
+}
+
+/// Whether a control socket path belongs to a wpa_supplicant (not a
+/// hostapd), by its folder.
+pub fn is_supplicant(sock: &Path) -> bool {
+    sock.parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "wpa_supplicant")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Replies captured from wpa_supplicant 2.10 (Debian 12).
+    const LIST: &str = "network id / ssid / bssid / flags\n0\thome\tany\t[CURRENT]\n\
+                        1\tother\tany\t[DISABLED]\n2\tcafe\tany\t\n3\tp2p\tany\t[P2P-PERSISTENT]\n";
+    const STATUS: &str = "bssid=01:80:c2:00:00:03\nfreq=0\nssid=home\nid=0\nmode=station\n\
+                          pairwise_cipher=NONE\ngroup_cipher=NONE\nkey_mgmt=NONE\n\
+                          wpa_state=COMPLETED\naddress=2e:f6:de:56:07:d4\n";
+
+    #[test]
+    fn the_networks_to_put_back_are_the_enabled_ones() {
+        assert_eq!(enabled_networks(LIST), vec![0, 2]);
+        assert_eq!(
+            enabled_networks("network id / ssid / bssid / flags\n"),
+            Vec::<u32>::new()
+        );
+        assert_eq!(enabled_networks("garbage\nx\ty\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn completed_means_our_network_and_complete() {
+        assert!(completed(STATUS, 0));
+        assert!(!completed(STATUS, 10), "another network is current");
+        assert!(!completed(&STATUS.replace("COMPLETED", "ASSOCIATING"), 0));
+        assert!(!completed("wpa_state=DISCONNECTED\n", 0));
+    }
+
+    fn creds() -> HotspotCredentials {
+        HotspotCredentials {
+            ssid: "airhop-abc234".into(),
+            passphrase: "x".repeat(24),
+            band: 0,
+            channel: 6,
+        }
+    }
+
+    #[test]
+    fn a_host_network_is_an_access_point_on_its_channel() {
+        let v = network_commands(7, &creds(), true, true);
+        assert_eq!(v[0], "SET_NETWORK 7 ssid 616972686f702d616263323334");
+        assert!(v[1].starts_with("SET_NETWORK 7 psk ") && v[1].len() == 18 + 64);
+        assert!(
+            !v[1].contains(&"x".repeat(24)),
+            "the passphrase never travels"
+        );
+        assert!(v.contains(&"SET_NETWORK 7 mode 2".to_string()));
+        assert!(v.contains(&"SET_NETWORK 7 frequency 2437".to_string()));
+        assert!(!v.iter().any(|c| c.contains("scan_freq")));
+        // wpa_supplicant's access point offers WPA2 only, for now.
+        assert!(v.contains(&"SET_NETWORK 7 key_mgmt WPA-PSK".to_string()));
+        assert!(!v.iter().any(|c| c.contains("sae_password")));
+    }
+
+    #[test]
+    fn a_join_network_scans_only_the_hotspots_frequency() {
+        let v = network_commands(1, &creds(), false, false);
+        assert!(v.contains(&"SET_NETWORK 1 scan_freq 2437".to_string()));
+        assert!(v.contains(&"SET_NETWORK 1 freq_list 2437".to_string()));
+        assert!(!v.iter().any(|c| c.contains("mode")));
+        assert!(v.iter().all(|c| c.starts_with("SET_NETWORK 1 ")));
+        assert!(v.contains(&"SET_NETWORK 1 key_mgmt WPA-PSK".to_string()));
+        let sae = network_commands(1, &creds(), false, true);
+        assert!(sae.contains(&"SET_NETWORK 1 key_mgmt SAE WPA-PSK".to_string()));
+        assert!(sae.contains(&"SET_NETWORK 1 ieee80211w 1".to_string()));
+        let pw = hex(creds().passphrase.as_bytes());
+        assert!(sae.contains(&format!("SET_NETWORK 1 sae_password {pw}")));
+    }
+
+    #[test]
+    fn only_a_supplicant_socket_is_borrowed() {
+        assert!(is_supplicant(Path::new("/run/wpa_supplicant/wlan0")));
+        assert!(!is_supplicant(Path::new("/run/hostapd/wlan0")));
+    }
+}
