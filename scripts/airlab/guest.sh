@@ -694,6 +694,26 @@ nm_variant() {
     result "TIME nm hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
     result "TIME nm joined -> first byte: $(secs "$joined" "$first") s"
   }
+  # 5 GHz: under US, NetworkManager hosts on channel 36 too.
+  if iw reg set US && wait_for 10 "ip netns exec rx iw phy | grep -qE '5180(\.0)? MHz \[36\] \([0-9.]+ dBm\)\$'"; then
+    start_receiver nm5 --yes --once $H && {
+      send nm5 --wait 90 $H $W/payload.bin
+      wait_for 40 "airhop_gone rx"
+      local f5=$O/rx-nm5.jsonl
+      if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-nm5/payload.bin \
+         && grep -q '"role":"host".*"band":"5 GHz","channel":36' "$f5" \
+         && grep -q '"role":"join".*"band":"5 GHz","channel":36' "$O/tx-nm5.jsonl"; then
+        ok "nm5: 8 MiB over a NetworkManager hotspot on 5 GHz channel 36 (US domain), bytes identical"
+      else
+        bad "nm5: send exit $SEND_RC: $(tail -2 "$O/tx-nm5.err" | tr '\n' ' '); $(grep -h '"hotspot"' "$f5" | tail -2 | tr '\n' ' ')"
+      fi
+      result "TIME nm 5ghz accept -> hotspot up: $(secs "$(hs_at "$f5" starting host)" "$(hs_at "$f5" up host)") s"
+    }
+  else
+    bad "nm5: the US regulatory domain did not open channel 36"
+  fi
+  iw reg set 00
+  wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR'"
   # airhop deletes its profile before it exits; a short wait covers
   # NetworkManager's own bookkeeping after that.
   wait_for 10 '[ "$(nm_state rx)" = "$rxb" ] && [ "$(nm_state tx)" = "$txb" ]'

@@ -201,8 +201,13 @@ impl Hostapd {
                     return Some(Ok(()));
                 }
                 if wrong_key(l) {
+                    let how = if l.contains("auth_type=3") {
+                        "WPA3-SAE authentication failed"
+                    } else {
+                        "the 4-way handshake failed"
+                    };
                     return Some(Err(format!(
-                        "{ssid} refused our key: wrong passphrase (the 4-way handshake failed)"
+                        "{ssid} refused our key: wrong passphrase ({how})"
                     )));
                 }
                 if l.contains("Trying to associate") || l.contains("Trying to authenticate") {
@@ -506,14 +511,16 @@ pub use super::frequency;
 
 /// Whether a line of wpa_supplicant's says the access point refused our
 /// key: the WPA2 4-way handshake failed (`WRONG_KEY`), or the access point
-/// rejected our SAE confirm (authentication algorithm 3, status 15,
-/// "challenge failure": the passwords differ).
+/// rejected our SAE confirm (authentication algorithm 3, transaction 2:
+/// the confirm only fails to verify when the passwords differ). hostapd
+/// 2.10 answers status 1 (unspecified), later versions 15 (challenge
+/// failure).
 pub fn wrong_key(line: &str) -> bool {
     line.contains("WRONG_KEY")
         || line.contains("pre-shared key may be incorrect")
         || (line.contains("CTRL-EVENT-AUTH-REJECT")
-            && line.contains(" auth_type=3 ")
-            && line.contains(" status_code=15"))
+            && line.contains(" auth_type=3 auth_transaction=2 ")
+            && (line.ends_with(" status_code=15") || line.ends_with(" status_code=1")))
 }
 
 /// Whether a passphrase can go into hostapd's `sae_password` line as it is

@@ -91,15 +91,11 @@ impl HotspotBackend for NetworkManager {
     }
 
     fn radio(&self) -> super::Radio {
-        // Joining on 5 GHz is every laptop's daily bread; hosting there is
-        // not yet: in the air lab NetworkManager's access point (through
-        // wpa_supplicant's AP mode) took 30 s to come up on channel 36,
-        // and the joiner timed out. Until that is understood, a
-        // NetworkManager host stays on 2.4 GHz (hostapd hosts on 5 GHz).
-        super::Radio {
-            ap_5g: None,
-            ..self.radio.clone()
-        }
+        // NetworkManager decides security itself: for a wpa-psk profile,
+        // NetworkManager 1.42 already offers and prefers SAE beside WPA2
+        // (its logs show key_mgmt "WPA-PSK WPA-PSK-SHA256 SAE"), which we
+        // do not read back, so the `hotspot` event leaves `security` out.
+        self.radio.clone()
     }
 
     fn interface(&self) -> &str {
@@ -249,9 +245,6 @@ fn activate(
         active: Some(active.clone()),
         profile: Some(profile),
         before,
-        // Our profiles say wpa-psk; what a joiner negotiated is not read
-        // back (yet).
-        security: (stage == Stage::Create).then_some(super::hostapd::WPA2),
     };
     // Wait for ACTIVATED; a profile that fails is deactivated (and, being
     // volatile, deleted) by NetworkManager itself.
@@ -326,7 +319,6 @@ struct Activated {
     /// in its own time; we delete it ourselves so none outlives us.
     profile: Option<Path<'static>>,
     before: Option<Path<'static>>,
-    security: Option<&'static str>,
 }
 
 impl Activated {
@@ -422,10 +414,6 @@ impl ActiveHotspot for Activated {
                 .await
                 .unwrap_or_else(|e| Err(WifiError::NetworkManager(format!("teardown task: {e}"))))
         })
-    }
-
-    fn security(&self) -> Option<&'static str> {
-        self.security
     }
 }
 
