@@ -12,10 +12,15 @@
 //! (wpa_supplicant); a LAN that does not connect the two is probed and left
 //! for the hotspot; a wrong passphrase, a hotspot that never comes up and a
 //! join that times out each end with their stage, and every scenario leaves
-//! both devices' Wi-Fi as it was. The same transfer over the NetworkManager
-//! backend, a NetworkManager per device, leaves no profile behind.
+//! both devices' Wi-Fi as it was; the transfer negotiates WPA3-SAE. The
+//! same transfer over the NetworkManager backend, a NetworkManager per
+//! device, leaves no profile behind; each backend also hosts on 5 GHz.
+//! With both devices first on a third, "home" access point (their own
+//! wpa_supplicant, or a NetworkManager profile), a hotspot transfer and
+//! one whose receiver is stopped with SIGTERM each leave both back on it
+//! with the same addresses.
 //!
-//! It needs root (apt-get, network namespaces) and takes a few minutes, so
+//! It needs root (apt-get, network namespaces) and takes about 17 minutes, so
 //! plain `cargo test` lists it as ignored (with that reason) and
 //! `cargo test -- --include-ignored` (CI, the README's full command) runs
 //! it. A lab that cannot start fails this test.
@@ -59,6 +64,13 @@ fn the_air_lab_passes_every_scenario() {
         "OK   wifi jointimeout: sender exit 8",
         "OK   wifi jointimeout: both devices' Wi-Fi as before",
         "TIME wifi accept -> hotspot up:",
+        "OK   wifi hotspot: WPA3-SAE negotiated",
+        "OK   wifi 5ghz: 8 MiB over a hotspot on 5 GHz channel 36",
+        "OK   wifi home: both devices back on airlab-home with the same addresses",
+        "OK   wifi home-term: both devices back on airlab-home with the same addresses",
+        "OK   nm nm5: 8 MiB over a NetworkManager hotspot on 5 GHz channel 36",
+        "OK   nm nm-home: both devices back on airlab-home with the same addresses",
+        "OK   nm nm-home-term: both devices back on airlab-home with the same addresses",
         "OK   nm nm-rx: NetworkManager",
         "OK   nm nm: 8 MiB over BLE rendezvous + NetworkManager hotspot",
         "OK   nm nm: no profile left, both devices as before",

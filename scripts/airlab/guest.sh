@@ -287,16 +287,25 @@ bluetoothctl_read() {
   # an earlier step left: otherwise its temporary timeout (30 s) can run
   # out between finding it and connecting to it ("[DEL] Device ... Bob",
   # then "not available"; seen in CI), and the emulated controller does
-  # not report the advert again during that scan.
+  # not report the advert again during that scan. Each try's log is kept.
   for try in 1 2 3; do
     { echo "select $self"; echo "remove $target"; sleep 1; echo "scan le"
       for _ in $(seq 40); do
         sleep 1; bluetoothctl devices 2>/dev/null | grep -qi "$target" && break
       done
-      echo "connect $target"; sleep 8
+      # Until the services are resolved, not a fixed time: a connection
+      # took more than 8 s once in CI, and the read then found no device.
+      # The device object can also vanish between finding it and the
+      # connect ("not available"): ask again every 8 s until resolved.
+      echo "connect $target"
+      for i in $(seq 30); do
+        sleep 1; bluetoothctl info "$target" 2>/dev/null | grep -q "ServicesResolved: yes" && break
+        [ $((i % 8)) = 0 ] && echo "connect $target"
+      done
       echo "menu gatt"; echo "select-attribute $CARD_UUID"; sleep 1; echo "read"; sleep 4
       echo "back"; echo "scan off"; echo "disconnect $target"; sleep 2; echo "quit"; } \
-      | timeout 90 bluetoothctl > "$O/bluetoothctl.log" 2>&1
+      | timeout 120 bluetoothctl > "$O/bluetoothctl.log" 2>&1
+    cp "$O/bluetoothctl.log" "$O/bluetoothctl-$try.log"
     # The value comes as a hexdump after "Value:", each line behind a prompt,
     # and twice over (the read's answer, then the property change): keep one.
     hex=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g; s/\r//g; s/^\[[^]]*\]# //' "$O/bluetoothctl.log" \

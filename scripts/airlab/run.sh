@@ -14,7 +14,7 @@
 #          transfer goes over a hotspot (hostapd + wpa_supplicant backend)
 #     nm   the same over the NetworkManager backend: a NetworkManager (with
 #          its own D-Bus, udevd and wpa_supplicant) per device
-#   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 900)
+#   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 1500: all four modes take about 1000 s under TCG)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/scripts/airlab
@@ -52,7 +52,7 @@ if [ ! -s "$LAB/initramfs.cpio.gz" ] || [ "$HERE/initramfs.sh" -nt "$LAB/initram
 fi
 
 echo "== airlab: booting the VM (TCG), modes $MODES"
-timeout "${VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1536 -smp 2 \
+timeout "${VM_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1536 -smp 2 \
   -machine q35 -nographic -no-reboot -nodefaults -serial mon:stdio \
   -kernel "/boot/vmlinuz-$KVER" -initrd "$LAB/initramfs.cpio.gz" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 airlab.init=$LAB/bin/guest.sh airlab.dir=$LAB airlab.mode=$MODES" \
