@@ -153,8 +153,8 @@ pub struct Info {
 const MAX_LABEL: usize = 128;
 
 impl Info {
-    /// Checks what a peer sent: a fingerprint (1 to [`MAX_LABEL`]
-    /// printable ASCII characters) and an alias, cut to [`MAX_LABEL`]
+    /// Checks what a peer sent: a fingerprint (1 to `MAX_LABEL`
+    /// printable ASCII characters) and an alias, cut to `MAX_LABEL`
     /// bytes.
     pub fn checked(mut self) -> Option<Info> {
         let fp = &self.fingerprint;

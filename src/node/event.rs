@@ -58,7 +58,8 @@ pub enum NodeEvent {
         /// The code both screens show.
         pairing_code: PairingCode,
     },
-    /// Someone invites us: [`Node::accept`] or [`Node::decline`].
+    /// Someone invites us: [`Node::accept`](crate::node::Node::accept) or
+    /// [`Node::decline`](crate::node::Node::decline).
     ///
     /// Show `offer` (it is built from the real items by the inviting node)
     /// rather than `context` (free text): accepting consents to exactly
@@ -109,8 +110,8 @@ pub enum NodeEvent {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// A session peer offers files: [`Node::accept_offer`] or
-    /// [`Node::decline_offer`] (unless [`NodeConfig::auto_accept_offers`]).
+    /// A session peer offers files: [`Node::accept_offer`](crate::node::Node::accept_offer) or
+    /// [`Node::decline_offer`](crate::node::Node::decline_offer) (unless [`NodeConfig::auto_accept_offers`](crate::node::NodeConfig::auto_accept_offers)).
     OfferReceived {
         /// The handle.
         transfer: TransferId,
@@ -139,7 +140,7 @@ pub enum NodeEvent {
         /// Bytes already there from an earlier attempt (not sent again).
         resumed: u64,
     },
-    /// Progress, every [`NodeConfig::progress_every`] while bytes move.
+    /// Progress, every [`NodeConfig::progress_every`](crate::node::NodeConfig::progress_every) while bytes move.
     Progress(Progress),
     /// One received file is verified and under its final name.
     FileReceived {

@@ -212,7 +212,7 @@ pub enum Event {
         context: Vec<u8>,
         /// The offer the inviter will make, as the prompt must show it; an
         /// offer that arrives later is taken on this consent only if
-        /// [`OfferSummary::matches`] its items.
+        /// [`OfferSummary::matches`](crate::wire::OfferSummary::matches) its items.
         offer: Option<crate::wire::OfferSummary>,
         /// The pairing code the inviter's screen shows too.
         pairing_code: PairingCode,

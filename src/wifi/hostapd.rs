@@ -13,7 +13,7 @@
 //!
 //! When a wpa_supplicant already runs on the interface (a board or laptop
 //! on its own Wi-Fi network, without NetworkManager), the backend borrows
-//! it instead, over its control socket ([`super::ctrl`]): it adds our
+//! it instead, over its control socket (`wifi/ctrl.rs`): it adds our
 //! network (an access point in wpa_supplicant's AP mode, or a station),
 //! selects it, and on close removes it and re-enables the networks that
 //! were enabled, so the device goes back to the network it was on, with
@@ -516,11 +516,16 @@ pub use super::frequency;
 /// 2.10 answers status 1 (unspecified), later versions 15 (challenge
 /// failure).
 pub fn wrong_key(line: &str) -> bool {
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(k)?.strip_prefix('='))
+    };
     line.contains("WRONG_KEY")
         || line.contains("pre-shared key may be incorrect")
         || (line.contains("CTRL-EVENT-AUTH-REJECT")
-            && line.contains(" auth_type=3 auth_transaction=2 ")
-            && (line.ends_with(" status_code=15") || line.ends_with(" status_code=1")))
+            && field("auth_type") == Some("3")
+            && field("auth_transaction") == Some("2")
+            && matches!(field("status_code"), Some("1" | "15")))
 }
 
 /// Whether a passphrase can go into hostapd's `sae_password` line as it is

@@ -349,12 +349,15 @@ fn a_refused_key_is_recognised_with_wpa2_and_with_sae() {
         "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=2 status_code=15",
         // hostapd 2.10 (Debian 12), in the air lab.
         "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=2 status_code=1",
+        // Newer wpa_supplicant appends the frame's elements.
+        "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=2 status_code=15 ie=dd0411223344",
     ] {
         assert!(hostapd::wrong_key(line), "{line}");
     }
     for line in [
         "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=1 status_code=1",
         "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=2 status_code=12",
+        "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=3 auth_transaction=2 status_code=150",
         "wlan1: CTRL-EVENT-SSID-TEMP-DISABLED id=0 ssid=\"x\" auth_failures=1 duration=10 reason=CONN_FAILED",
         "wlan1: CTRL-EVENT-AUTH-REJECT 02:00:00:00:00:00 auth_type=0 auth_transaction=2 status_code=15",
         "wlan1: Trying to associate with 02:00:00:00:00:00 (SSID='airhop-x' freq=2437 MHz)",
