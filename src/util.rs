@@ -19,11 +19,16 @@ pub fn hex(bytes: &[u8]) -> String {
 /// 32 bytes from their 64 hex digits (either case), or `None`: any other
 /// length or character (never a panic, whatever the string holds).
 pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    parse_hex(s)
+}
+
+/// `N` bytes from exactly `2 * N` hex digits (either case); `None` otherwise.
+pub fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let s = s.as_bytes();
-    if s.len() != 64 {
+    if s.len() != 2 * N {
         return None;
     }
-    let mut out = [0u8; 32];
+    let mut out = [0u8; N];
     for (o, pair) in out.iter_mut().zip(s.chunks(2)) {
         let hi = char::from(pair[0]).to_digit(16)?;
         let lo = char::from(pair[1]).to_digit(16)?;

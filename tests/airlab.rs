@@ -48,6 +48,8 @@ fn the_air_lab_passes_every_scenario() {
         "OK   le bluetoothctl read the card",
         "OK   le decline: sender exit 4",
         "OK   le timeout:",
+        "OK   le trusted: after a restart",
+        "OK   le remembered: after a restart of both",
         "OK   le garbage advertiser",
         "OK   le back-to-back: 4 sends",
         "OK   le lost: peers showed the receiver lost",

@@ -262,6 +262,70 @@ fn a_trusted_peer_is_accepted_without_asking_and_strangers_are_not() {
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&key));
 }
 
+/// After a first transfer, Ada's `trusted.toml` keeps the resolving key
+/// of Bob, whom she trusts (and the file is hers alone); Bob, who trusts
+/// nobody, keeps no stranger's. After both restart, Ada's `peers` reports
+/// Bob from his first advert as remembered.
+#[test]
+fn a_trusted_device_is_recognised_after_a_restart_by_its_kept_resolving_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let (t, port) = (TempDir::new("cli-remember"), port());
+    let (a, b, inbox) = (t.path().join("a"), t.path().join("b"), t.path().join("in"));
+    random_file(&t.path().join("x.bin"), 5000, 3);
+    let x = t.path().join("x.bin");
+    let id = cmd(&b, port, "Bob").arg("id").output().unwrap();
+    let id = String::from_utf8(id.stdout).unwrap();
+    let key = id
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim();
+    let add = cmd(&a, port, "Ada")
+        .args(["trust", "add", "Bob", "--key", key])
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let kept = || std::fs::read_to_string(a.join("trusted.toml")).unwrap();
+    assert!(!kept().contains("resolving_key"), "{}", kept());
+
+    let mut r = receiver(&b, port, &inbox, &["--yes", "--once"]);
+    send_ok(&a, port, &[x.to_str().unwrap()]);
+    assert_eq!(r.wait(10), 0);
+    let toml = kept();
+    let rk = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("resolving_key = \""))
+        .unwrap_or_else(|| panic!("no resolving key kept: {toml}"));
+    assert_eq!(rk.trim_end_matches('"').len(), 32, "{toml}");
+    let mode = std::fs::metadata(a.join("trusted.toml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !b.join("trusted.toml").exists(),
+        "a stranger's key was kept"
+    );
+
+    // Both restart: Bob's first advert is enough for Ada.
+    let _r = receiver(&b, port, &inbox, &["--yes"]);
+    let peers = cmd(&a, port, "Ada")
+        .args(["--json", "peers", "--wait", "3"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&peers.stdout);
+    let bob: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "peer_found" && v["name"] == "Bob")
+        .unwrap_or_else(|| panic!("Bob not found: {out}"));
+    assert_eq!(bob["remembered"], true, "{bob}");
+}
+
 #[test]
 fn chat_between_three_processes() {
     let (t, port) = (TempDir::new("cli-chat"), port());
@@ -600,6 +664,7 @@ fn an_offer_other_than_the_invitation_is_not_taken_on_its_consent() {
 async fn invitation_flood(
     port: u16,
     n: usize,
+    reread_every: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (usize, usize) {
     use airhop::crypto::{build_invitation, verify_card, CardFields, Identity};
@@ -628,7 +693,7 @@ async fn invitation_flood(
     let mut i = 0;
     while i < n || !stop.load(std::sync::atomic::Ordering::Relaxed) {
         i += 1;
-        if i % 50 == 1 || card.is_none() {
+        if i % reread_every == 1 % reread_every || card.is_none() {
             let got = airhop::discovery::read_card(&*lan, device, Duration::from_secs(5)).await;
             if let Ok(bytes) = got {
                 card = verify_card(&bytes).ok();
@@ -686,7 +751,7 @@ fn a_thousand_invitations_from_one_host_do_not_keep_a_trusted_sender_out() {
     let normal = t0.elapsed();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flood = rt.spawn(invitation_flood(port, 1000, stop.clone()));
+    let flood = rt.spawn(invitation_flood(port, 1000, 50, stop.clone()));
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     send_ok(&a, port, &[f2.to_str().unwrap()]);
@@ -696,6 +761,46 @@ fn a_thousand_invitations_from_one_host_do_not_keep_a_trusted_sender_out() {
     let (sent, answered) = rt.block_on(flood).unwrap();
     eprintln!(
         "a send took {normal:?} alone and {during:?} during a flood of {sent} \
+         invitations from fresh identities ({answered} of them answered)"
+    );
+    assert!(sent >= 1000);
+    assert!(
+        during < normal * 3 + Duration::from_secs(2),
+        "{during:?} against {normal:?}"
+    );
+    assert!(same_bytes(&f2, &inbox.join("two.bin")));
+}
+
+/// The same flood against a `receive --yes`, which accepts everyone, with
+/// a stranger sending: each admitted invitation of the flood is accepted
+/// (and never connects), and the flooder reads the card again before
+/// every invitation, so each one spends the card the real sender read.
+/// One address holds at most two places (waiting, or accepted with no
+/// link yet), so the stranger still gets in, re-reading the spent card.
+#[test]
+fn a_thousand_invitations_from_one_host_do_not_keep_a_stranger_out_of_receive_yes() {
+    let (t, port) = (TempDir::new("cli-invflood-yes"), port());
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    let inbox = t.path().join("in");
+    let (f1, f2) = (t.path().join("one.bin"), t.path().join("two.bin"));
+    random_file(&f1, 1 << 20, 1);
+    random_file(&f2, 1 << 20, 2);
+    let _r = receiver(&b, port, &inbox, &["--yes"]);
+    let t0 = Instant::now();
+    send_ok(&a, port, &[f1.to_str().unwrap()]);
+    let normal = t0.elapsed();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = rt.spawn(invitation_flood(port, 1000, 1, stop.clone()));
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    send_ok(&a, port, &[f2.to_str().unwrap()]);
+    let during = t0.elapsed();
+    assert!(!flood.is_finished(), "the flood outlasted the send");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, answered) = rt.block_on(flood).unwrap();
+    eprintln!(
+        "a stranger's send took {normal:?} alone and {during:?} during a flood of {sent} \
          invitations from fresh identities ({answered} of them answered)"
     );
     assert!(sent >= 1000);

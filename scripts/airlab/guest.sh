@@ -181,9 +181,14 @@ bt_variant() {
   # 4. Trusted: fresh processes on both sides, as after a restart; the
   # receiver takes trusted devices only, recognised by the key kept in its
   # trusted.toml, and declines a stranger (Carol, on hci3).
-  local key crc
+  local key bkey crc
   key=$($AIRHOP --config-dir $W/tx-conf id | awk '$1 == "key:" {print $2}')
-  if $AIRHOP --config-dir $W/rx-conf trust add Ada --key "$key" > "$O/trust.log" 2>&1; then
+  bkey=$($AIRHOP --config-dir $W/rx-conf id | awk '$1 == "key:" {print $2}')
+  # Ada trusts Bob too: the trusted session teaches her Bob's resolving key,
+  # which step 5 needs (it was not kept from the sessions before, when Bob
+  # was a stranger to her).
+  if $AIRHOP --config-dir $W/rx-conf trust add Ada --key "$key" > "$O/trust.log" 2>&1 &&
+     $AIRHOP --config-dir $W/tx-conf trust add Bob --key "$bkey" >> "$O/trust.log" 2>&1; then
     start_receiver trusted --from-trusted && {
       ip netns exec tx $AIRHOP --config-dir $W/c-conf --transport ble --adapter hci3 --name Carol --json \
         send --to Bob --wait 60 $W/small.bin > "$O/carol-trusted.jsonl" 2> "$O/carol-trusted.err"
@@ -197,6 +202,29 @@ bt_variant() {
       fi
       kill_ns rx
     }
+
+    # 5. Remembered: Ada kept Bob's resolving key from that session
+    # (trusted.toml, 0600); both restart, and the next send reports Bob
+    # from his first advert, before his card is read, then reads it and
+    # sends (the invitation waits for the card).
+    local toml=$W/tx-conf/trusted.toml first
+    if grep -q '^resolving_key = "[0-9a-f]\{32\}"' "$toml" && [ "$(stat -c %a "$toml")" = 600 ] \
+       && ! grep -q '^resolving_key' $W/c-conf/trusted.toml 2>/dev/null; then
+      start_receiver remembered --yes && {
+        send remembered --wait 60 $W/small.bin
+        first=$(grep -m1 '"event":"peer_found"' "$O/tx-remembered.jsonl")
+        result "TIME $V remembered: sender start -> receiver seen: $(secs $TX_START "$(at "$O/tx-remembered.jsonl" peer_found)") s (from its advert alone)"
+        if [ "$SEND_RC" = 0 ] && cmp -s $W/small.bin $W/inbox-remembered/small.bin \
+           && echo "$first" | grep '"name":"Bob"' | grep -q '"remembered":true'; then
+          ok "remembered: after a restart of both, Ada knew Bob from his first advert by the resolving key she kept, then sent"
+        else
+          bad "remembered: send exit $SEND_RC, first peer_found: $first $(tail -1 "$O/tx-remembered.err")"
+        fi
+        kill_ns rx
+      }
+    else
+      bad "remembered: no resolving key kept for Bob in $toml ($(stat -c %a "$toml" 2>&1)): $(tr '\n' ' ' < "$toml")"
+    fi
   else
     bad "trusted: trust add: $(tail -1 "$O/trust.log")"
   fi
@@ -426,11 +454,15 @@ home_transfer() {
   start_receiver "$name" --yes --once --hotspot $H && {
     send "$name" --wait 90 $H $W/payload.bin
     wait_for 40 "airhop_gone rx"
+    # The hostapd backend borrowed the receiver's own wpa_supplicant (home):
+    # its up event says so.
+    local hb; hb=$(grep '"stage":"up"' "$O/rx-$name.jsonl" | grep -o '"backend":"[^"]*"')
     if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-$name/payload.bin \
-       && grep -q '"role":"host"' "$O/rx-$name.jsonl"; then
-      ok "$name: 8 MiB over a hotspot while both devices were on $HOME_SSID, bytes identical (joiner: $(grep '"stage":"up"' "$O/tx-$name.jsonl" | grep -o '"security":"[^"]*"' || echo "security not reported"))"
+       && grep -q '"role":"host"' "$O/rx-$name.jsonl" \
+       && { [ "$name" != home ] || [ "$hb" = '"backend":"wpa_supplicant"' ]; }; then
+      ok "$name: 8 MiB over a hotspot while both devices were on $HOME_SSID, bytes identical (host: $hb; joiner: $(grep '"stage":"up"' "$O/tx-$name.jsonl" | grep -o '"security":"[^"]*"' || echo "security not reported"))"
     else
-      bad "$name: send exit $SEND_RC: $(tail -2 "$O/tx-$name.err" | tr '\n' ' ')"
+      bad "$name: send exit $SEND_RC (host: $hb): $(tail -2 "$O/tx-$name.err" | tr '\n' ' ')"
     fi
     back_home "$name" "$brx" "$btx" "$f"
   }

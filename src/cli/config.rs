@@ -87,6 +87,11 @@ pub struct Trusted {
     pub key: String,
     /// Its name when it was added.
     pub name: String,
+    /// The key that resolves its rotating advert identifier (32 hex
+    /// digits), learnt in the first session after it was trusted: with it,
+    /// the device is recognised from its advert after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolving_key: Option<String>,
 }
 
 /// The trusted devices.
@@ -109,18 +114,49 @@ impl TrustStore {
         }
     }
 
-    /// Writes it back (to a temporary file, then renamed: never half-written).
+    /// Writes it back (to a temporary file, then renamed: never
+    /// half-written), readable by its owner only: the resolving keys in it
+    /// let their holder follow those devices' rotating identifiers.
     pub fn save(&self, dir: &Path) -> Result<(), CliError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let err = |e: std::io::Error| CliError::Config(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(err)?;
         let body = toml::to_string(self).map_err(|e| CliError::Config(e.to_string()))?;
-        let tmp = dir.join(format!(".{TRUSTED_FILE}.tmp"));
-        std::fs::write(
-            &tmp,
-            format!("# Devices airhop trusts: `airhop trust list|add|remove`.\n{body}"),
+        let tmp = dir.join(format!(".{TRUSTED_FILE}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(
+            format!("# Devices airhop trusts: `airhop trust list|add|remove`.\n{body}").as_bytes(),
         )
+        .and_then(|()| f.sync_all())
         .map_err(err)?;
         std::fs::rename(&tmp, dir.join(TRUSTED_FILE)).map_err(err)
+    }
+
+    /// The trusted devices whose resolving key is known, for
+    /// [`airhop::session::Config::remembered`].
+    pub fn remembered(&self) -> Vec<airhop::session::Remembered> {
+        self.devices
+            .iter()
+            .filter_map(|d| {
+                let identity = airhop::wire::IdentityKey(airhop::util::parse_hex32(&d.key)?);
+                let rk = airhop::util::parse_hex::<16>(d.resolving_key.as_deref()?)?;
+                let name = airhop::wire::DisplayName::new(&d.name)
+                    .or_else(|_| airhop::wire::DisplayName::new(&d.id))
+                    .ok()?;
+                Some(airhop::session::Remembered {
+                    identity,
+                    resolving_key: airhop::wire::ResolvingKey(rk),
+                    name,
+                })
+            })
+            .collect()
     }
 
     /// The trusted identity keys (an entry whose key does not parse is
@@ -139,6 +175,31 @@ impl TrustStore {
 }
 
 pub use airhop::util::hex;
+
+/// Keeps the resolving keys of trusted devices in `trusted.toml`
+/// ([`airhop::node::KeyBook`]); a stranger's is never written.
+#[derive(Debug)]
+pub struct TrustBook(pub PathBuf);
+
+impl airhop::node::KeyBook for TrustBook {
+    fn learnt(&self, identity: airhop::wire::IdentityKey, key: airhop::wire::ResolvingKey) {
+        let (k, rk) = (hex(&identity.0), hex(&key.0));
+        // Read again: another command may have changed the file meanwhile.
+        let Ok(mut store) = TrustStore::load(&self.0) else {
+            return;
+        };
+        let Some(d) = store.devices.iter_mut().find(|d| d.key == k) else {
+            return;
+        };
+        if d.resolving_key.as_deref() == Some(rk.as_str()) {
+            return;
+        }
+        d.resolving_key = Some(rk);
+        // Best effort: without it the device is still trusted, by its key,
+        // and recognised once its card is read.
+        let _ = store.save(&self.0);
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -165,6 +226,7 @@ mod tests {
             id: "00".repeat(8),
             key: hex(&[7; 32]),
             name: "Ada".into(),
+            resolving_key: None,
         });
         s.save(&d).unwrap();
         let s = TrustStore::load(&d).unwrap();
@@ -174,6 +236,7 @@ mod tests {
             id: "00".repeat(8),
             key: "zz".repeat(32),
             name: "Garbled".into(),
+            resolving_key: None,
         });
         let keys: Vec<_> = s.keys().collect();
         assert_eq!(keys, [airhop::wire::IdentityKey([7; 32])]);

@@ -144,6 +144,10 @@ pub enum Event {
         capabilities: Vec<String>,
         /// Its advertised key/value info.
         info: BTreeMap<String, String>,
+        /// Recognised from its advert alone by the resolving key kept for
+        /// it in `trusted.toml`, before its card was read: `name` is the
+        /// one it was trusted under, `info` is empty.
+        remembered: bool,
     },
     /// A device went away.
     PeerLost {
@@ -831,6 +835,7 @@ impl Event {
                 transport: s("lan"),
                 capabilities: vec![s("receiving"), s("lan")],
                 info: BTreeMap::from([(s("os"), s("linux"))]),
+                remembered: false,
             },
             Event::PeerLost {
                 peer: s("8899aabbccddeeff"),

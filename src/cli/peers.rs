@@ -35,6 +35,7 @@ pub fn peer_found(p: &PeerInfo, transport: Transport) -> Event {
         transport: transport.to_string().to_lowercase(),
         capabilities: caps(p.caps).into_iter().map(str::to_string).collect(),
         info: p.info.entries().clone(),
+        remembered: p.remembered,
     }
 }
 
@@ -58,6 +59,7 @@ pub fn localsend_found(d: &airhop::localsend::Device) -> Event {
         transport: "localsend".into(),
         capabilities: vec!["receiving".into()],
         info,
+        remembered: false,
     }
 }
 

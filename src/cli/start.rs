@@ -132,6 +132,10 @@ impl Ctx {
         // Trusted devices get in however crowded it is (their own rate
         // limit still holds): strangers cannot flood them out.
         config.session.trusted = self.trust.keys().collect();
+        // Trusted devices are recognised from their first advert, and what
+        // a session teaches about them is kept for the next run.
+        config.session.remembered = self.trust.remembered();
+        config.key_book = Some(Arc::new(super::config::TrustBook(s.config_dir.clone())));
         tune(&mut config);
         let discovery = discovery(&s.discovery).await?;
         Ok(Node::start(config, self.identity.clone(), discovery).await?)

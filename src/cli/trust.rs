@@ -80,6 +80,11 @@ pub fn run(settings: &Settings, out: &Out, c: TrustCommand) -> Result<(), CliErr
                 (None, Some(f)) => by_fingerprint(&peer, &f)?,
                 (None, None) => block_on(find(settings, out, &peer, wait))?,
             };
+            // Trusted again: what was learnt about it still holds.
+            let mut t = t;
+            if let Some(old) = store.devices.iter().find(|d| d.key == t.key) {
+                t.resolving_key = old.resolving_key.clone();
+            }
             store.devices.retain(|d| d.key != t.key);
             out.say(format!("trusting {} ({})", printable(&t.name), t.id));
             out.emit(&trusted(&t));
@@ -116,6 +121,7 @@ fn by_key(name: &str, k: &str) -> Result<Trusted, CliError> {
         id: id.to_string(),
         key: hex(&key),
         name: name.to_string(),
+        resolving_key: None,
     })
 }
 
@@ -133,6 +139,7 @@ fn by_fingerprint(name: &str, f: &str) -> Result<Trusted, CliError> {
         id: airhop::localsend::peer_id(&key).to_string(),
         key,
         name: name.to_string(),
+        resolving_key: None,
     })
 }
 
@@ -210,5 +217,6 @@ async fn find(settings: &Settings, out: &Out, who: &str, wait: u64) -> Result<Tr
         id: p.id.to_string(),
         key: hex(&p.identity.0),
         name: p.name.to_string(),
+        resolving_key: None,
     })
 }

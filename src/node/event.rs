@@ -221,7 +221,8 @@ pub struct HotspotEvent {
     pub ssid: String,
     /// The Wi-Fi interface.
     pub interface: String,
-    /// The backend (`networkmanager`, `hostapd`).
+    /// The backend (`networkmanager`, `hostapd`; `wpa_supplicant` once up
+    /// when the `hostapd` backend borrowed a running wpa_supplicant).
     pub backend: &'static str,
     /// The hotspot's frequency in MHz: 2412-2484 on 2.4 GHz, 5180 and up
     /// on 5 GHz (0 when unknown).

@@ -71,7 +71,9 @@ use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{OfferError, Source};
 use crate::transfer::quic::QuicError;
 use crate::wifi::{HotspotBackend, HotspotMode};
-use crate::wire::{DisplayName, OfferItem, OfferSummary, PeerId, Reason, ServiceType};
+use crate::wire::{
+    DisplayName, IdentityKey, OfferItem, OfferSummary, PeerId, Reason, ResolvingKey, ServiceType,
+};
 
 /// How a node is set up. [`NodeConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -116,6 +118,19 @@ pub struct NodeConfig {
     pub hotspot: Option<Arc<dyn HotspotBackend>>,
     /// How long creating or joining a hotspot may take. Default 45 s.
     pub hotspot_timeout: Duration,
+    /// Where the resolving keys learnt in sessions are kept for the next
+    /// run (fed back through [`Config::remembered`]). Default none: they
+    /// last as long as the node.
+    pub key_book: Option<Arc<dyn KeyBook>>,
+}
+
+/// Keeps the resolving keys a node learns, so that a device is recognised
+/// by its rotating advert identifier after a restart of either side. The
+/// CLI's keeps those of trusted devices, in `trusted.toml`.
+pub trait KeyBook: Send + Sync + std::fmt::Debug {
+    /// A session peer's resolving key, new or changed. Called on a blocking
+    /// thread, never on the node's event loop: file I/O is fine.
+    fn learnt(&self, identity: IdentityKey, key: ResolvingKey);
 }
 
 impl NodeConfig {
@@ -136,6 +151,7 @@ impl NodeConfig {
             hotspot_mode: HotspotMode::Auto,
             hotspot: None,
             hotspot_timeout: crate::wifi::DEFAULT_TIMEOUT,
+            key_book: None,
         }
     }
 }

@@ -38,9 +38,11 @@ pub const INVITES_PER_WINDOW: usize = 24;
 /// central's address) within [`INVITE_WINDOW`]: fresh identities cost
 /// nothing; an address does (over Bluetooth, a new connection).
 pub const INVITES_PER_SOURCE: usize = 6;
-/// Invitations from one source that may wait for an answer at once: a
-/// flood from one host or one central holds at most this many of the
-/// [`MAX_PENDING_INVITATIONS`], and others still get in.
+/// Invitations from one source that may wait for an answer, or were
+/// accepted and have no link yet, at once: a flood from one host or one
+/// central holds at most this many of the [`MAX_PENDING_INVITATIONS`], and
+/// of the places of a receiver that accepts everyone (`receive --yes`),
+/// and others still get in.
 pub const PENDING_PER_SOURCE: usize = 2;
 
 /// One device's advertise / browse / invite / session state. See the module doc.
@@ -58,6 +60,8 @@ pub struct Endpoint {
     nearby: HashMap<DeviceId, Nearby>,
     cards: HashMap<PeerId, VerifiedCard>,
     resolving: HashMap<PeerId, ResolvingKey>,
+    /// Devices remembered from earlier runs ([`Config::remembered`]).
+    remembered: HashMap<PeerId, super::Remembered>,
     outgoing: HashMap<PeerId, Outgoing>,
     incoming: HashMap<InviteId, Incoming>,
     peers: HashMap<PeerId, SessionPeer>,
@@ -115,6 +119,9 @@ struct Incoming {
 
 struct SessionPeer {
     name: crate::wire::DisplayName,
+    /// Where its invitation came from (responder side), for the per-source
+    /// limit on accepted peers that have no link yet.
+    source: Option<Source>,
     state: PeerState,
     /// The token a listener expects; `None` on the dialing side.
     token: Option<[u8; 16]>,
@@ -136,6 +143,15 @@ impl Endpoint {
         let card = LocalCard::new(&identity, &config.card, 1, rng.as_ref())?;
         let mut prand = [0u8; 3];
         rng.fill(&mut prand).map_err(|_| HandshakeError::Random)?;
+        let remembered: HashMap<PeerId, super::Remembered> = config
+            .remembered
+            .iter()
+            .map(|r| (r.identity.peer_id(), r.clone()))
+            .collect();
+        let resolving = remembered
+            .iter()
+            .map(|(p, r)| (*p, r.resolving_key))
+            .collect();
         Ok(Endpoint {
             config,
             identity,
@@ -149,7 +165,8 @@ impl Endpoint {
             link: None,
             nearby: HashMap::new(),
             cards: HashMap::new(),
-            resolving: HashMap::new(),
+            resolving,
+            remembered,
             outgoing: HashMap::new(),
             incoming: HashMap::new(),
             peers: HashMap::new(),
@@ -328,10 +345,29 @@ impl Endpoint {
             }
             return Ok(());
         }
+        // A device remembered from an earlier run, recognised by its
+        // resolving key: found now, from the advert alone. Its card is read
+        // all the same, and decides who it is (handle_card).
+        let remembered = entry
+            .peer
+            .is_none()
+            .then(|| {
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|p| self.remembered.contains_key(p))
+            })
+            .flatten();
+        if remembered.is_some() {
+            entry.peer = remembered;
+        }
         let quiet = entry.quiet_until.is_some_and(|t| now < t);
         if entry.reading.is_none() && !quiet {
             entry.reading = Some(now + self.config.card_read_timeout);
             self.transmits.push_back(Transmit::ReadCard { device });
+        }
+        if let Some(peer) = remembered {
+            self.found(peer, device);
         }
         Ok(())
     }
@@ -387,10 +423,21 @@ impl Endpoint {
             return Ok(peer);
         }
         let newly_here = entry.peer != Some(peer);
-        entry.peer = Some(peer);
-        self.cards.insert(peer, card);
+        let was = entry.peer.replace(peer);
+        let first_card = self.cards.insert(peer, card).is_none();
         if newly_here {
+            // Taken for a remembered peer by its advert, and the card says
+            // otherwise (a forged identifier): that one is not here.
+            if let Some(was) = was {
+                self.maybe_lost(was);
+            }
             self.found(peer, device);
+        } else if first_card && self.remembered.contains_key(&peer) {
+            // Found by its remembered key: now as its card says (its name
+            // may have changed since it was trusted).
+            if let Some(info) = self.peer_info(peer, Some(device)) {
+                self.events.push_back(Event::PeerFound(info));
+            }
         }
         // An invitation waiting for a fresh card goes out now.
         if let Some(out) = self.outgoing.get(&peer) {
@@ -410,6 +457,9 @@ impl Endpoint {
                 }
             }
         }
+        // Any other invitation waiting for this device's card was for a
+        // peer it is not (taken for it by a forged identifier).
+        self.fail_outgoing_on(device, Reason::AuthenticationFailed);
         Ok(peer)
     }
 
@@ -432,6 +482,16 @@ impl Endpoint {
         for peer in waiting {
             self.outgoing.remove(&peer);
             self.events.push_back(Event::InviteFailed { peer, reason });
+        }
+    }
+
+    /// A session peer's resolving key: kept, and told to the app when new.
+    fn learn_key(&mut self, peer: PeerId, identity: IdentityKey, key: ResolvingKey) {
+        if self.resolving.insert(peer, key) != Some(key) {
+            self.events.push_back(Event::PeerKeyLearnt {
+                identity,
+                resolving_key: key,
+            });
         }
     }
 
@@ -462,8 +522,23 @@ impl Endpoint {
     }
 
     fn peer_info(&self, peer: PeerId, device: Option<DeviceId>) -> Option<PeerInfo> {
-        let c = &self.cards.get(&peer)?.card;
-        Some(info_of(c, device))
+        if let Some(c) = self.cards.get(&peer) {
+            return Some(info_of(&c.card, device));
+        }
+        let r = self.remembered.get(&peer)?;
+        let caps = device
+            .and_then(|d| self.nearby.get(&d))
+            .map_or(Capabilities::empty(), |n| n.advert.caps);
+        Some(PeerInfo {
+            id: peer,
+            identity: r.identity,
+            name: r.name.clone(),
+            service: self.config.card.service.clone(),
+            info: Default::default(),
+            caps,
+            device,
+            remembered: true,
+        })
     }
 
     /// Peers found nearby (their cards were read), with the device each was seen on.
@@ -540,6 +615,27 @@ impl Endpoint {
         }
         let deadline = now + self.config.invite_timeout;
         let ask = Ask { context, offer };
+        if !self.cards.contains_key(&peer) {
+            // Found by a remembered key: the invitation goes out once its
+            // card is read (handle_card), and only if the card is its.
+            self.outgoing.insert(
+                peer,
+                Outgoing {
+                    device,
+                    ask,
+                    state: OutState::ReadingCard,
+                    deadline,
+                    retries: 0,
+                },
+            );
+            if let Some(n) = self.nearby.get_mut(&device) {
+                if n.reading.is_none() {
+                    n.reading = Some(now + self.config.card_read_timeout);
+                    self.transmits.push_back(Transmit::ReadCard { device });
+                }
+            }
+            return Ok(());
+        }
         self.send_invitation(now, peer, device, ask, deadline, 0)
     }
 
@@ -650,12 +746,11 @@ impl Endpoint {
                 };
                 let identity = card.card.identity;
                 let name = card.card.name.clone();
-                self.resolving.insert(peer, accept.resolving_key);
+                self.learn_key(peer, identity, accept.resolving_key);
                 let token = accept.token;
                 self.join(
                     now,
-                    peer,
-                    name,
+                    (peer, name, None),
                     None,
                     Transmit::Dial {
                         peer,
@@ -823,7 +918,12 @@ impl Endpoint {
                 self.incoming
                     .values()
                     .filter(|i| i.source == Some(src))
-                    .count(),
+                    .count()
+                    + self
+                        .peers
+                        .values()
+                        .filter(|p| p.source == Some(src) && p.state == PeerState::Connecting)
+                        .count(),
             ),
             None => (0, 0),
         };
@@ -860,8 +960,10 @@ impl Endpoint {
         let identity = inc.from.card.identity;
         let cert_fingerprint = inc.payload.cert_fingerprint;
         let name = inc.from.card.name.clone();
-        self.resolving.insert(peer, inc.payload.resolving_key);
+        let resolving_key = inc.payload.resolving_key;
+        let source = inc.source;
         self.cards.insert(peer, inc.from.clone());
+        self.learn_key(peer, identity, resolving_key);
         let accept = Accept {
             addrs: link.addrs,
             cert_fingerprint: link.cert_fingerprint,
@@ -873,8 +975,7 @@ impl Endpoint {
         self.outgoing.remove(&peer);
         self.join(
             now,
-            peer,
-            name,
+            (peer, name, source),
             Some(token),
             Transmit::Expect {
                 peer,
@@ -891,8 +992,7 @@ impl Endpoint {
     fn join(
         &mut self,
         now: Instant,
-        peer: PeerId,
-        name: crate::wire::DisplayName,
+        (peer, name, source): (PeerId, crate::wire::DisplayName, Option<Source>),
         token: Option<[u8; 16]>,
         link: Transmit,
     ) {
@@ -900,6 +1000,7 @@ impl Endpoint {
             peer,
             SessionPeer {
                 name,
+                source,
                 state: PeerState::Connecting,
                 token,
                 abandon: None,
@@ -1323,5 +1424,6 @@ fn info_of(c: &crate::wire::Card, device: Option<DeviceId>) -> PeerInfo {
         info: c.info.clone(),
         caps: c.caps,
         device,
+        remembered: false,
     }
 }

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::crypto::{CardFields, PairingCode};
 use crate::wire::{
     Accept, Capabilities, DiscoveryInfo, DisplayName, Frame, HotspotCredentials, IdentityKey,
-    PeerId, Reason, ServiceType,
+    PeerId, Reason, ResolvingKey, ServiceType,
 };
 
 /// A backend-neutral handle for a nearby device, assigned by the discovery
@@ -118,6 +118,26 @@ pub struct Config {
     /// own limit ([`INVITES_PER_IDENTITY`]) still holds, and the signature
     /// is checked first: only the key's holder gets this. Default none.
     pub trusted: std::collections::HashSet<crate::wire::IdentityKey>,
+    /// Devices remembered from earlier runs, recognised by their rotating
+    /// advert identifier from the first advert heard, before their card is
+    /// read ([`PeerInfo::remembered`]). The app keeps them, from
+    /// [`Event::PeerKeyLearnt`]; the CLI keeps those of trusted devices in
+    /// `trusted.toml`. Default none.
+    pub remembered: Vec<Remembered>,
+}
+
+/// A device remembered from an earlier run (see [`Config::remembered`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remembered {
+    /// Its identity key.
+    pub identity: IdentityKey,
+    /// The key that resolves its rotating advert identifier, learnt in a
+    /// session with it ([`Event::PeerKeyLearnt`]).
+    pub resolving_key: ResolvingKey,
+    /// The label shown for it until its card is read: a label, not an
+    /// identity (the card's signature is what is checked before anything
+    /// is sent to it).
+    pub name: DisplayName,
 }
 
 impl Config {
@@ -139,6 +159,7 @@ impl Config {
             rotation_interval: Duration::from_secs(15 * 60),
             kick_cooldown: Duration::from_secs(300),
             trusted: Default::default(),
+            remembered: Vec::new(),
         }
     }
 }
@@ -171,6 +192,11 @@ pub struct PeerInfo {
     pub caps: Capabilities,
     /// Where it was seen, if it was (an inviter is not necessarily seen).
     pub device: Option<DeviceId>,
+    /// Found by a remembered resolving key ([`Config::remembered`]) before
+    /// its card was read: `name` is the remembered label, `info` is empty
+    /// and `caps` are the advert's. Its card is read before an invitation
+    /// goes to it, and an invitation goes only to the identity above.
+    pub remembered: bool,
 }
 
 /// A session peer's state, as Multipeer names them.
@@ -245,6 +271,16 @@ pub enum Event {
     },
     /// Advertising stopped: no fresh card could be made.
     AdvertisingFailed(crate::util::RandomError),
+    /// A session peer's resolving key, new or changed: an app that keeps it
+    /// ([`Config::remembered`]) recognises the peer's adverts after a
+    /// restart. Keep it only for peers the user trusts: it lets its holder
+    /// follow the peer's rotating identifier.
+    PeerKeyLearnt {
+        /// Whose.
+        identity: IdentityKey,
+        /// The key.
+        resolving_key: ResolvingKey,
+    },
 }
 
 /// Something the driver must do.

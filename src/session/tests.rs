@@ -7,12 +7,15 @@ use std::time::Instant;
 use ring::rand::SystemRandom;
 
 use super::{
-    Config, Endpoint, Event, InviteId, Source, Transmit, INVITES_PER_WINDOW,
-    MAX_PENDING_INVITATIONS, PENDING_PER_SOURCE,
+    Config, DeviceId, Endpoint, Event, InviteId, LinkOffer, Remembered, Source, Transmit,
+    INVITES_PER_WINDOW, MAX_PENDING_INVITATIONS, PENDING_PER_SOURCE,
 };
 use crate::crypto::tests::fields;
 use crate::crypto::{build_invitation, verify_card, Identity};
-use crate::wire::{DisplayName, InvitePayload, Reason, Reply, ResolvingKey, ServiceType};
+use crate::wire::{
+    AdvertPayload, Capabilities, DisplayName, InvitePayload, Reason, Reply, ResolvingKey,
+    ServiceType,
+};
 
 /// An invitation to `to`'s current card from a fresh identity (a
 /// throwaway key: free to make).
@@ -152,4 +155,199 @@ fn strangers_on_many_addresses_cannot_keep_a_trusted_device_out() {
     trusted_gets_in(&mut ep, 501);
     // And the trusted device's way in did not open one for strangers.
     assert_eq!(flood(&mut ep, 2000, true), 0);
+}
+
+fn endpoint(name: &str, identity: &Arc<Identity>, config: impl FnOnce(&mut Config)) -> Endpoint {
+    let mut c = Config::new(DisplayName::new(name).unwrap(), ServiceType::default());
+    config(&mut c);
+    let mut ep = Endpoint::new(c, identity.clone(), Box::new(SystemRandom::new())).unwrap();
+    ep.set_link(LinkOffer {
+        addrs: vec!["192.0.2.1:4433".parse().unwrap()],
+        cert_fingerprint: [5; 32],
+        hotspot: None,
+    });
+    ep
+}
+
+fn drain(ep: &mut Endpoint) -> (Vec<Transmit>, Vec<Event>) {
+    let t = std::iter::from_fn(|| ep.poll_transmit()).collect();
+    let e = std::iter::from_fn(|| ep.poll_event()).collect();
+    (t, e)
+}
+
+/// A device remembered from an earlier run (its resolving key kept) is
+/// found from its first advert, before any card is read; an invitation to
+/// it waits for its card and goes out once the card proves who it is. A
+/// stranger's advert still needs its card read first.
+#[test]
+fn a_remembered_device_is_found_from_its_advert_and_invited_once_its_card_is_read() {
+    let rng = SystemRandom::new();
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let carol = Arc::new(Identity::generate(&rng).unwrap());
+    let ada = Arc::new(Identity::generate(&rng).unwrap());
+    let now = Instant::now();
+    let mut bob_ep = endpoint("Bob", &bob, |_| {});
+    let mut carol_ep = endpoint("Carol", &carol, |_| {});
+    bob_ep.advertise(now);
+    carol_ep.advertise(now);
+    let mut ada_ep = endpoint("Ada", &ada, |c| {
+        c.remembered = vec![Remembered {
+            identity: bob.key(),
+            resolving_key: bob.resolving_key(),
+            name: DisplayName::new("Bob (kept)").unwrap(),
+        }];
+    });
+    ada_ep.browse();
+    let bob_id = bob.key().peer_id();
+
+    // Carol, a stranger: her card is read before anything is reported.
+    let carol_advert = carol_ep.advert().unwrap().encode();
+    ada_ep
+        .handle_advert(now, DeviceId(2), &carol_advert)
+        .unwrap();
+    let (t, e) = drain(&mut ada_ep);
+    assert_eq!(
+        t,
+        [Transmit::ReadCard {
+            device: DeviceId(2)
+        }]
+    );
+    assert!(e.is_empty(), "{e:?}");
+
+    // Bob, remembered: found at once, under the kept label, its card read.
+    let bob_advert = bob_ep.advert().unwrap().encode();
+    ada_ep.handle_advert(now, DeviceId(1), &bob_advert).unwrap();
+    let (t, e) = drain(&mut ada_ep);
+    assert_eq!(
+        t,
+        [Transmit::ReadCard {
+            device: DeviceId(1)
+        }]
+    );
+    let [Event::PeerFound(p)] = &e[..] else {
+        panic!("{e:?}")
+    };
+    assert!(p.remembered && p.id == bob_id && p.name.as_str() == "Bob (kept)");
+    assert_eq!(p.device, Some(DeviceId(1)));
+
+    // Invited before the card is in: nothing goes out yet.
+    ada_ep.invite(now, bob_id, b"hi".to_vec()).unwrap();
+    let (t, _) = drain(&mut ada_ep);
+    assert!(t.is_empty(), "{t:?}");
+    // The card arrives: the invitation goes to Bob, and Bob is reported
+    // again as his card says.
+    ada_ep
+        .handle_card(now, DeviceId(1), bob_ep.card_bytes())
+        .unwrap();
+    let (t, e) = drain(&mut ada_ep);
+    assert!(
+        matches!(&t[..], [Transmit::Invite { device: DeviceId(1), peer, .. }] if *peer == bob_id),
+        "{t:?}"
+    );
+    assert!(
+        matches!(&e[..], [Event::PeerFound(p), Event::InviteSent { peer, .. }]
+            if p.id == bob_id && !p.remembered && p.name.as_str() == "Bob" && *peer == bob_id),
+        "{e:?}"
+    );
+    // A later advert (a new card after the invitation) reports nothing new.
+    ada_ep.handle_advert(now, DeviceId(1), &bob_advert).unwrap();
+    let (_, e) = drain(&mut ada_ep);
+    assert!(e.is_empty(), "{e:?}");
+}
+
+/// An identifier forged with a remembered device's key (by someone who
+/// learnt it in a session) gets the device reported, but the card decides:
+/// no invitation meant for the remembered device goes to the forger, the
+/// invitation fails, and the remembered device is reported lost.
+#[test]
+fn a_forged_identifier_gets_no_invitation_meant_for_the_remembered_device() {
+    let rng = SystemRandom::new();
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let mallory = Arc::new(Identity::generate(&rng).unwrap());
+    let ada = Arc::new(Identity::generate(&rng).unwrap());
+    let now = Instant::now();
+    let mut mallory_ep = endpoint("Bob", &mallory, |_| {});
+    mallory_ep.advertise(now);
+    let mut ada_ep = endpoint("Ada", &ada, |c| {
+        c.remembered = vec![Remembered {
+            identity: bob.key(),
+            resolving_key: bob.resolving_key(),
+            name: DisplayName::new("Bob").unwrap(),
+        }];
+    });
+    ada_ep.browse();
+    let bob_id = bob.key().peer_id();
+    // Mallory's advert with an identifier made from Bob's resolving key.
+    let forged = AdvertPayload::new(
+        Capabilities::ACCEPTING,
+        &bob.resolving_key(),
+        [1, 2, 3],
+        &ServiceType::default(),
+        mallory_ep.card_bytes(),
+    );
+    ada_ep
+        .handle_advert(now, DeviceId(7), &forged.encode())
+        .unwrap();
+    let (_, e) = drain(&mut ada_ep);
+    assert!(
+        matches!(&e[..], [Event::PeerFound(p)] if p.id == bob_id),
+        "{e:?}"
+    );
+    ada_ep.invite(now, bob_id, Vec::new()).unwrap();
+    drain(&mut ada_ep);
+    let m = ada_ep
+        .handle_card(now, DeviceId(7), mallory_ep.card_bytes())
+        .unwrap();
+    assert_eq!(m, mallory.key().peer_id());
+    let (t, e) = drain(&mut ada_ep);
+    assert!(
+        !t.iter().any(|t| matches!(t, Transmit::Invite { .. })),
+        "{t:?}"
+    );
+    assert!(e.contains(&Event::PeerLost(bob_id)), "{e:?}");
+    assert!(
+        e.contains(&Event::InviteFailed {
+            peer: bob_id,
+            reason: Reason::AuthenticationFailed
+        }),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Event::PeerFound(p) if p.id == m && !p.remembered)),
+        "{e:?}"
+    );
+}
+
+/// Accepting an invitation teaches the inviter's resolving key once: the
+/// app hears it (to keep it), and not again for the same key.
+#[test]
+fn a_resolving_key_learnt_in_a_session_is_told_once() {
+    let rng = SystemRandom::new();
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let alice = Identity::generate(&rng).unwrap();
+    let now = Instant::now();
+    let mut ep = endpoint("Bob", &bob, |_| {});
+    ep.advertise(now);
+    drain(&mut ep);
+    let learnt = |ep: &mut Endpoint, id: u64| {
+        let inv = invitation_from(&alice, ep, &rng);
+        ep.handle_invitation(now, InviteId(id), &inv, None);
+        drain(ep);
+        ep.accept(now, InviteId(id)).unwrap();
+        let (_, e) = drain(ep);
+        e.into_iter()
+            .filter(|e| matches!(e, Event::PeerKeyLearnt { .. }))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        learnt(&mut ep, 1),
+        [Event::PeerKeyLearnt {
+            identity: alice.key(),
+            resolving_key: ResolvingKey([3; 16]),
+        }]
+    );
+    ep.disconnect(alice.key().peer_id());
+    drain(&mut ep);
+    assert_eq!(learnt(&mut ep, 2), []);
 }

@@ -410,6 +410,10 @@ impl ActiveHotspot for Running {
     fn security(&self) -> Option<&'static str> {
         self.security
     }
+
+    fn daemon(&self) -> Option<&'static str> {
+        self.borrowed.as_ref().map(|_| "wpa_supplicant")
+    }
 }
 
 impl Drop for Running {

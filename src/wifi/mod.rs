@@ -361,6 +361,12 @@ pub trait ActiveHotspot: Send {
     fn security(&self) -> Option<&'static str> {
         None
     }
+    /// The program that runs it, when not the backend's usual one (the
+    /// `hostapd` backend on an interface a running wpa_supplicant owns:
+    /// `wpa_supplicant`).
+    fn daemon(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Which backend to use.

@@ -91,6 +91,11 @@ impl Driver {
                 let in_session = self.endpoint.sessions().iter().any(|s| s.peer == peer);
                 if in_session {
                     let security = active.security();
+                    // Borrowed from a running wpa_supplicant: say so.
+                    let info = HotspotInfo {
+                        backend: active.daemon().unwrap_or(info.backend),
+                        ..info
+                    };
                     self.hotspot_event(peer, role, &info, HotspotStage::Up(addr), security);
                     if let Some(old) = self.hotspots.insert(peer, (role, info, active)) {
                         self.tear_down(peer, old, None);

@@ -159,6 +159,15 @@ impl Driver {
                 self.emit_holding(NodeEvent::Message { from, data }, held);
                 return;
             }
+            Event::PeerKeyLearnt {
+                identity,
+                resolving_key,
+            } => {
+                if let Some(book) = self.config.key_book.clone() {
+                    tokio::task::spawn_blocking(move || book.learnt(identity, resolving_key));
+                }
+                return;
+            }
         };
         self.emit(out);
     }
