@@ -70,6 +70,8 @@ fn the_air_lab_passes_every_scenario() {
         "OK   wifi 5ghz: 8 MiB over a hotspot on 5 GHz channel 36",
         "OK   wifi home: both devices back on airlab-home with the same addresses",
         "OK   wifi home-term: both devices back on airlab-home with the same addresses",
+        "OK   wifi home-kill: after SIGKILL the receiver stayed on its hotspot",
+        "OK   wifi home-kill: both devices back on airlab-home with the same addresses",
         "OK   nm nm5: 8 MiB over a NetworkManager hotspot on 5 GHz channel 36",
         "OK   nm nm-home: both devices back on airlab-home with the same addresses",
         "OK   nm nm-home-term: both devices back on airlab-home with the same addresses",

@@ -133,7 +133,7 @@ bt_variant() {
 
   # 1. Accept: discovery over BLE, sealed exchange over GATT, file over QUIC.
   start_receiver accept --yes --once || { bt_down; return 1; }
-  if [ "$V" = le ]; then bluetoothctl_read "$a0" "$a2"; fi
+  if [ "$V" = le ]; then bluetoothctl_read "$a0" "$a2" 2; fi
   send accept --wait 90 $W/payload.bin
   local rx_done; wait_for 30 "! ip netns pids rx | grep -q ." && rx_done=1
   if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-accept/payload.bin; then
@@ -306,7 +306,17 @@ bt_down() {
 
 # bluetoothctl, a third-party client on hci2, reads the receiver's card.
 bluetoothctl_read() {
-  local target=$1 self=$2 hex="" try
+  local target=$1 self=$2 idx=$3 hex="" try
+  # Asked of bluetoothd over D-Bus on our controller's own device object:
+  # `bluetoothctl info` asks the default controller (the receiver's own,
+  # here), never saw the answer, and the retries then ran the try into
+  # its timeout before the read (CI, this session).
+  local dev="/org/bluez/hci$idx/dev_$(echo "$target" | tr : _)"
+  resolved() {
+    dbus-send --system --print-reply --dest=org.bluez "$dev" \
+      org.freedesktop.DBus.Properties.Get string:org.bluez.Device1 string:ServicesResolved \
+      2>/dev/null | grep -q "boolean true"
+  }
   # The emulated controllers report an advert only when a scan starts (and
   # the kernel often drops that one), and bluetoothd forgets a device it
   # has not heard for a while: scan until it knows the receiver, connect at
@@ -327,12 +337,16 @@ bluetoothctl_read() {
       # connect ("not available"): ask again every 8 s until resolved.
       echo "connect $target"
       for i in $(seq 30); do
-        sleep 1; bluetoothctl info "$target" 2>/dev/null | grep -q "ServicesResolved: yes" && break
+        sleep 1; resolved && break
         [ $((i % 8)) = 0 ] && echo "connect $target"
       done
       echo "menu gatt"; echo "select-attribute $CARD_UUID"; sleep 1; echo "read"; sleep 4
       echo "back"; echo "scan off"; echo "disconnect $target"; sleep 2; echo "quit"; } \
       | timeout 120 bluetoothctl > "$O/bluetoothctl.log" 2>&1
+    # A try cut short by its timeout leaves the link up, and a receiver
+    # with a central connected does not advertise: every later step would
+    # fail to find it. Hang up whatever is left.
+    timeout 10 btmgmt --index "$idx" disconnect -t 1 "$target" > /dev/null 2>&1
     cp "$O/bluetoothctl.log" "$O/bluetoothctl-$try.log"
     # The value comes as a hexdump after "Value:", each line behind a prompt,
     # and twice over (the read's answer, then the property change): keep one.
@@ -478,6 +492,37 @@ home_transfer() {
       bad "$name-term: $(grep -h '"hotspot"' "$O/rx-$name-term.jsonl" | tail -2 | tr '\n' ' ') sender exit $SEND_RC"
     fi
     back_home "$name-term" "$brx" "$btx" "$f"
+  }
+}
+
+# home_kill H: the receiver, hosting on its borrowed wpa_supplicant, is
+# killed with SIGKILL once the sender has joined: nothing of it can put
+# the network back. The next airhop run on that device (here a send that
+# finds nobody) undoes what the journal in its private folder says, and
+# both devices are on the home network again.
+home_kill() {
+  local H=$1 brx btx
+  brx=$(wifi_state rx); btx=$(wifi_state tx)
+  start_receiver home-kill --yes --once --hotspot $H && {
+    ( wait_for 120 "[ -n \"\$(hs_at $O/tx-home-kill.jsonl up join)\" ]" \
+        && ip netns pids rx | xargs -r kill -9 ) &
+    local killer=$!
+    send home-kill --wait 90 $H $W/payload.bin
+    wait $killer
+    wait_for 10 "airhop_gone rx"
+    local left; left=$(wifi_state rx)
+    if [ -z "$(hs_at "$O/tx-home-kill.jsonl" up join)" ] || on_home rx; then
+      bad "home-kill: the receiver was not left on its hotspot (sender exit $SEND_RC; rx $left)"
+      return
+    fi
+    ip netns exec rx $AIRHOP --config-dir $W/rx-conf --transport ble --adapter hci0 --name Bob \
+      send --to Nobody --wait 1 $H $W/payload.bin > "$O/rx-recover.out" 2> "$O/rx-recover.err"
+    if grep -q "removed the hotspot a stopped airhop left" "$O/rx-recover.err"; then
+      ok "home-kill: after SIGKILL the receiver stayed on its hotspot ($left); its next run said \"$(grep -m1 'removed the hotspot' "$O/rx-recover.err")\""
+    else
+      bad "home-kill: the next run did not put the network back: $(tail -2 "$O/rx-recover.err" | tr '\n' ' ')"
+    fi
+    back_home home-kill "$brx" "$btx" wifi_state
   }
 }
 
@@ -649,6 +694,7 @@ wifi_variant() {
     if wait_for 30 "on_home rx && on_home tx"; then
       ok "home: both devices on $HOME_SSID (rx $(wifi_state rx); tx $(wifi_state tx))"
       home_transfer home wifi_state "$H"
+      home_kill "$H"
     else
       bad "home: the devices did not associate to $HOME_SSID: $(tail -2 "$O/home-rx.log" | tr '\n' ' ')"
     fi

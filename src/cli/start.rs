@@ -196,6 +196,11 @@ impl HotspotSetup {
 /// it is forbidden or there is none here; `--hotspot` without one is an
 /// error), and the timeout.
 pub fn hotspot(h: &HotspotSettings, out: &Out) -> Result<HotspotSetup, CliError> {
+    // A run killed while it had a wpa_supplicant's interface borrowed
+    // left the device on its hotspot: put the device's network back first.
+    for line in airhop::wifi::hostapd::recover_borrowed() {
+        out.say(line);
+    }
     let setup = |backend| HotspotSetup {
         mode: h.mode,
         backend,

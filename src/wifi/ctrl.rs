@@ -159,6 +159,24 @@ impl Drop for Ctrl {
     }
 }
 
+/// Whether `GET_NETWORK ID ssid` answered with one of our hotspots' SSIDs
+/// (`airhop-` and six characters), as wpa_supplicant prints it: quoted
+/// when printable, else hex.
+pub fn is_airhop_ssid(answer: &str) -> bool {
+    let a = answer.trim();
+    let ssid = match a.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        Some(q) => q.to_string(),
+        None => match crate::util::parse_hex::<13>(a) {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => return false,
+        },
+    };
+    ssid.len() == 13
+        && ssid
+            .strip_prefix("airhop-")
+            .is_some_and(|r| r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// The ids of the networks `LIST_NETWORKS` shows as enabled (not
 /// `[DISABLED]`, not a persistent P2P group).
 pub fn enabled_networks(list: &str) -> Vec<u32> {
@@ -297,5 +315,21 @@ mod tests {
     fn only_a_supplicant_socket_is_borrowed() {
         assert!(is_supplicant(Path::new("/run/wpa_supplicant/wlan0")));
         assert!(!is_supplicant(Path::new("/run/hostapd/wlan0")));
+    }
+
+    #[test]
+    fn only_our_networks_are_removed_after_a_crash() {
+        assert!(is_airhop_ssid("\"airhop-dnjr44\""));
+        assert!(is_airhop_ssid(&crate::util::hex(b"airhop-dnjr44")));
+        for not_ours in [
+            "\"home\"",
+            "\"airhop-home-network\"",
+            "\"airhop-\"",
+            "FAIL",
+            "",
+            "686f6d65",
+        ] {
+            assert!(!is_airhop_ssid(not_ours), "{not_ours}");
+        }
     }
 }

@@ -18,7 +18,9 @@
 //! selects it, and on close removes it and re-enables the networks that
 //! were enabled, so the device goes back to the network it was on, with
 //! the addresses it had. An interface a hostapd owns is left alone, with
-//! an error.
+//! an error. A process killed before it could put a borrowed interface
+//! back (SIGKILL) leaves a journal in its private folder; the next run
+//! undoes it ([`recover_borrowed`]).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -146,6 +148,20 @@ impl Hostapd {
             .map_err(ctl)?
             .parse()
             .map_err(|_| err("wpa_supplicant's ADD_NETWORK gave no network id".into()))?;
+        // What a later run needs to undo this if we are killed first.
+        let journal = format!(
+            "iface={}\ndaemon={}\nid={id}\nbefore={}\naddr={}\n",
+            self.iface,
+            daemon.display(),
+            before
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            plan.local
+        );
+        sys::write_private(&dir.join(JOURNAL), &journal)
+            .map_err(|e| err(format!("writing {}: {e}", dir.join(JOURNAL).display())))?;
         let b = r.borrowed.insert(Borrowed {
             ctrl: c,
             id,
@@ -499,6 +515,94 @@ fn tail(lines: &[String]) -> String {
     } else {
         lines.join(" | ")
     }
+}
+
+/// The file in a borrow's private folder that says what to undo: the
+/// interface, the daemon's socket, our network's id, the networks enabled
+/// before, our address. The folder's name carries the borrower's pid.
+const JOURNAL: &str = "borrowed";
+/// The prefix of a borrow's private folder (`wpa_ctrl-PID-RANDOM`).
+const BORROW_DIR: &str = "wpa_ctrl-";
+
+/// Undoes what airhop processes that were killed while they had a running
+/// wpa_supplicant's interface borrowed left behind: removes their network
+/// from it (only if it is still an `airhop-` network), enables the
+/// networks that were enabled, reassociates, deletes their address. The
+/// folders of processes still running are left alone. One line per
+/// interface put back.
+pub fn recover_borrowed() -> Vec<String> {
+    let mut done = Vec::new();
+    for base in sys::private_bases() {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(BORROW_DIR)
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive =
+                pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if alive || !e.path().join(JOURNAL).is_file() {
+                continue;
+            }
+            if let Some(line) = recover_one(&e.path()) {
+                done.push(line);
+            }
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    done
+}
+
+fn recover_one(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(JOURNAL)).ok()?;
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+    };
+    let iface = field("iface").filter(|i| sys::valid_name(i))?;
+    let daemon = PathBuf::from(field("daemon")?);
+    let id: u32 = field("id")?.parse().ok()?;
+    let before = field("before")?
+        .split(',')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // Our address, if it is one we would have added (10.42.N.H).
+    if let Some(a) = field("addr")
+        .and_then(|a| a.parse::<Ipv4Addr>().ok())
+        .filter(|a| a.octets()[..2] == [10, 42])
+    {
+        let _ = std::process::Command::new("ip")
+            .args(["addr", "del", &cidr(a), "dev", iface])
+            .output();
+    }
+    let ctrl = Ctrl::open(&daemon, dir.join("recover")).ok()?;
+    // Only ours: a wpa_supplicant restarted since may have reused the id.
+    let ssid = ctrl.cmd(&format!("GET_NETWORK {id} ssid")).ok()?;
+    if !ctrl::is_airhop_ssid(&ssid) {
+        return None;
+    }
+    let problems = Borrowed { ctrl, id, before }.restore();
+    Some(format!(
+        "{iface}: removed the hotspot a stopped airhop left in its wpa_supplicant{}",
+        if problems.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
+    ))
 }
 
 fn which(bin: &str) -> Option<PathBuf> {

@@ -100,13 +100,8 @@ pub fn owner_of(iface: &str) -> Option<PathBuf> {
 /// `/run/airhop` (root), `$XDG_RUNTIME_DIR/airhop`, else the temp folder.
 pub fn private_dir(tag: &str) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let bases = [
-        Some(PathBuf::from("/run/airhop")),
-        std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("airhop")),
-        Some(std::env::temp_dir().join("airhop")),
-    ];
     let mut last = None;
-    for base in bases.into_iter().flatten() {
+    for base in private_bases() {
         let made = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -121,6 +116,18 @@ pub fn private_dir(tag: &str) -> std::io::Result<PathBuf> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no folder")))
+}
+
+/// Where [`private_dir`] makes its folders, first choice first.
+pub fn private_bases() -> Vec<PathBuf> {
+    [
+        Some(PathBuf::from("/run/airhop")),
+        std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("airhop")),
+        Some(std::env::temp_dir().join("airhop")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Writes a file only we can read.
