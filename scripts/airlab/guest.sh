@@ -504,14 +504,18 @@ home_kill() {
   local H=$1 brx btx
   brx=$(wifi_state rx); btx=$(wifi_state tx)
   start_receiver home-kill --yes --once --hotspot $H && {
+    # Only airhop: the device's own wpa_supplicant runs in rx too.
     ( wait_for 120 "[ -n \"\$(hs_at $O/tx-home-kill.jsonl up join)\" ]" \
-        && ip netns pids rx | xargs -r kill -9 ) &
+        && for p in $(ip netns pids rx); do
+             [ "$(cat /proc/$p/comm 2>/dev/null)" = airhop ] && kill -9 $p
+           done ) &
     local killer=$!
     send home-kill --wait 90 $H $W/payload.bin
     wait $killer
     wait_for 10 "airhop_gone rx"
     local left; left=$(wifi_state rx)
-    if [ -z "$(hs_at "$O/tx-home-kill.jsonl" up join)" ] || on_home rx; then
+    if [ -z "$(hs_at "$O/tx-home-kill.jsonl" up join)" ] || on_home rx \
+       || ! echo "$left" | grep -q "daemons=\[wpa_supplicant"; then
       bad "home-kill: the receiver was not left on its hotspot (sender exit $SEND_RC; rx $left)"
       return
     fi
