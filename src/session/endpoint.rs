@@ -361,10 +361,8 @@ impl Endpoint {
         if remembered.is_some() {
             entry.peer = remembered;
         }
-        let quiet = entry.quiet_until.is_some_and(|t| now < t);
-        if entry.reading.is_none() && !quiet {
-            entry.reading = Some(now + self.config.card_read_timeout);
-            self.transmits.push_back(Transmit::ReadCard { device });
+        if entry.quiet_until.is_none_or(|t| now >= t) {
+            self.read_card(now, device);
         }
         if let Some(peer) = remembered {
             self.found(peer, device);
@@ -482,6 +480,16 @@ impl Endpoint {
         for peer in waiting {
             self.outgoing.remove(&peer);
             self.events.push_back(Event::InviteFailed { peer, reason });
+        }
+    }
+
+    /// Reads `device`'s card, unless a read of it is already in flight.
+    fn read_card(&mut self, now: Instant, device: DeviceId) {
+        if let Some(n) = self.nearby.get_mut(&device) {
+            if n.reading.is_none() {
+                n.reading = Some(now + self.config.card_read_timeout);
+                self.transmits.push_back(Transmit::ReadCard { device });
+            }
         }
     }
 
@@ -628,12 +636,7 @@ impl Endpoint {
                     retries: 0,
                 },
             );
-            if let Some(n) = self.nearby.get_mut(&device) {
-                if n.reading.is_none() {
-                    n.reading = Some(now + self.config.card_read_timeout);
-                    self.transmits.push_back(Transmit::ReadCard { device });
-                }
-            }
+            self.read_card(now, device);
             return Ok(());
         }
         self.send_invitation(now, peer, device, ask, deadline, 0)
