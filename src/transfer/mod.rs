@@ -3,6 +3,8 @@
 //! - [`quic`]: certificates made from the identity, pinning verifiers in both
 //!   directions, ALPN, and the transport settings.
 //!
+//! - [`packet`]: QUIC over a connected packet socket (the Bluetooth L2CAP
+//!   link, when there is no IP path).
 //! - [`names`]: received paths made safe: no escape from the download folder,
 //!   no symlink followed, `name (1).ext` on collision.
 //! - [`offer`]: offers built from files and folders; the receiver's plan
@@ -21,6 +23,7 @@ pub mod core;
 pub mod hashcache;
 pub mod names;
 pub mod offer;
+pub mod packet;
 pub mod quic;
 pub mod store;
 pub mod stream;

@@ -390,6 +390,12 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
 /// The transport settings with a given idle timeout; keep-alives go every
 /// 5 s, or a third of the idle timeout if that is shorter.
 pub fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
+    Arc::new(settings(idle))
+}
+
+/// The settings [`transport`] shares, for a caller to adjust (the packet
+/// link fixes the MTU: [`super::packet::transport`]).
+pub fn settings(idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window(CONN_RECEIVE_WINDOW.into());
@@ -399,7 +405,7 @@ pub fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
     t.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
     t.keep_alive_interval(Some((idle / 3).min(Duration::from_secs(5))));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
-    Arc::new(t)
+    t
 }
 
 /// A server configuration that presents `me` and admits the clients in `pins`.
