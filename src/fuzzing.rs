@@ -212,6 +212,7 @@ pub fn session(data: &[u8]) {
             addrs: vec!["127.0.0.1:4433".parse().expect("addr")],
             cert_fingerprint: [seed; 32],
             hotspot: None,
+            bluetooth: None,
         });
         ep
     };
@@ -488,6 +489,7 @@ mod tests {
                 addrs: vec!["127.0.0.1:4433".parse().unwrap()],
                 cert_fingerprint: [seed; 32],
                 hotspot: None,
+                bluetooth: None,
             });
             ep
         };

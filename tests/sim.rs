@@ -97,6 +97,7 @@ impl Sim {
             addrs: vec![format!("127.0.0.1:{}", 5000 + i).parse().unwrap()],
             cert_fingerprint: fingerprint,
             hotspot: None,
+            bluetooth: None,
         });
         let station = Arc::new(self.air.station());
         let events = station.take_events().unwrap();
@@ -234,6 +235,7 @@ impl Sim {
                 peer,
                 identity,
                 accept,
+                ..
             } => {
                 self.dials += 1;
                 match self.dial_outcome {

@@ -58,6 +58,8 @@ pub enum By {
     Busy,
     /// The other side.
     Peer,
+    /// The link: no IP path, and the offer is too large for Bluetooth.
+    Link,
 }
 
 /// A doctor check's outcome.
@@ -310,6 +312,21 @@ pub enum Event {
         /// Its number.
         code: u16,
     },
+    /// The Bluetooth link: listening (no `peer`), carrying a peer's
+    /// session (no IP path between the two), or unavailable (`error`).
+    Bluetooth {
+        /// The session peer whose link runs over it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+        /// The responder's L2CAP channel (`AA:BB:CC:DD:EE:FF psm 0x80`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// Why there is no Bluetooth link here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The largest offer it carries, in bytes.
+        limit: u64,
+    },
     /// A hotspot step.
     Hotspot {
         /// For whom.
@@ -491,15 +508,15 @@ impl Event {
             Event::Accepted { by, .. } => match by {
                 By::Yes => say("  accepting (--yes)".into()),
                 By::Trusted => say("  accepting (trusted)".into()),
-                By::User | By::Busy | By::Peer => vec![(Detail, "accepted".into())],
+                By::User | By::Busy | By::Peer | By::Link => vec![(Detail, "accepted".into())],
             },
             Event::Declined { by, reason, .. } => match by {
                 By::User => say("declined".into()),
                 By::Trusted => say("  not trusted: declining (--from-trusted)".into()),
                 By::Busy => say("  busy with another transfer: declining".into()),
                 By::Yes => vec![(Warn, format!("declined: {reason}"))],
-                // The command's error says it.
-                By::Peer => vec![],
+                // The command's error says it; the receiver said it in words.
+                By::Peer | By::Link => vec![],
             },
             Event::Expired { .. } => say("too late: the invitation had already ended".into()),
             Event::Connected { peer } => vec![(Detail, format!("connected to {peer} over QUIC"))],
@@ -523,6 +540,7 @@ impl Event {
             ],
             Event::Done { .. } => self.done(o),
             Event::Hotspot { .. } => self.hotspot(),
+            Event::Bluetooth { .. } => self.bluetooth(),
             Event::Joined { name, .. } => say(format!("* {} joined", printable(name))),
             Event::Left { name, reason, .. } => {
                 let why = match reason.as_str() {
@@ -671,6 +689,40 @@ impl Event {
             o.bold(&printable(name)),
             if shown.is_empty() { "." } else { ":" }
         )
+    }
+
+    /// The lines of a `bluetooth` event.
+    fn bluetooth(&self) -> Vec<(Level, String)> {
+        let Event::Bluetooth {
+            peer,
+            channel,
+            error,
+            limit,
+        } = self
+        else {
+            return vec![];
+        };
+        match (peer, channel) {
+            (Some(_), c) => vec![(
+                Level::Say,
+                format!(
+                    "no Wi-Fi path: over Bluetooth (L2CAP {}), texts and files up to {}",
+                    c.as_deref().unwrap_or("?"),
+                    human_bytes(*limit)
+                ),
+            )],
+            (None, Some(c)) => vec![(
+                Level::Detail,
+                format!("Bluetooth link: listening on L2CAP {c}"),
+            )],
+            (None, None) => vec![(
+                Level::Detail,
+                format!(
+                    "no Bluetooth link: {}",
+                    error.as_deref().unwrap_or("unknown")
+                ),
+            )],
+        }
     }
 
     fn done(&self, o: &Out) -> Vec<(Level, String)> {
@@ -965,6 +1017,18 @@ impl Event {
             hotspot("up"),
             hotspot("failed"),
             hotspot("closed"),
+            Event::Bluetooth {
+                peer: Some(s("0011223344556677")),
+                channel: Some(s("C0:11:22:33:44:55 psm 0x80")),
+                error: None,
+                limit: 4 << 20,
+            },
+            Event::Bluetooth {
+                peer: None,
+                channel: None,
+                error: Some(s("Bluetooth sockets are not available here")),
+                limit: 4 << 20,
+            },
             Event::Joined {
                 peer: s("0011223344556677"),
                 name: s("Ada"),
@@ -1128,6 +1192,7 @@ mod tests {
             | Event::Failed { .. }
             | Event::Error { .. }
             | Event::Hotspot { .. }
+            | Event::Bluetooth { .. }
             | Event::Joined { .. }
             | Event::Left { .. }
             | Event::Message { .. }
@@ -1136,7 +1201,7 @@ mod tests {
             | Event::Summary { .. }
             | Event::Shared { .. }
             | Event::Identity { .. }
-            | Event::Trusted { .. } => 27,
+            | Event::Trusted { .. } => 28,
         };
         assert_eq!(names.len(), count(&Event::examples()[0]));
     }

@@ -337,7 +337,8 @@ impl Exit {
             | WirelessInterfaceNotConnected
             | HotspotCreateFailed
             | HotspotJoinFailed
-            | HotspotAddressFailed => Exit::Wireless,
+            | HotspotAddressFailed
+            | TooLargeForBluetooth => Exit::Wireless,
             DiscoveryFailure
             | AdvertisementFailure
             | ContentServerFailure

@@ -166,6 +166,20 @@ impl Out {
     }
 
     /// A hotspot step, as the `hotspot` event.
+    pub fn bluetooth(
+        &self,
+        peer: Option<airhop::wire::PeerId>,
+        channel: &Result<airhop::wire::L2capAddr, String>,
+    ) {
+        self.emit(&Event::Bluetooth {
+            peer: peer.map(|p| p.to_string()),
+            channel: channel.as_ref().ok().map(ToString::to_string),
+            error: channel.as_ref().err().cloned(),
+            limit: airhop::transfer::packet::BLUETOOTH_LIMIT,
+        });
+    }
+
+    /// Reports a hotspot step.
     pub fn hotspot(&self, e: &airhop::node::HotspotEvent) {
         use airhop::node::{HotspotRole, HotspotStage};
         let stage = match &e.stage {

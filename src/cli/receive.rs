@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use airhop::node::{Events, Node, NodeError, NodeEvent, TransferId};
 use airhop::session::{AnswerError, InviteId, PeerInfo, PeerState};
-use airhop::transfer::offer::{details, headline, printable, summary};
+use airhop::transfer::offer::{details, headline, human_bytes, printable, summary};
 use airhop::wire::{Capabilities, OfferItem, OfferSummary, PeerId, Reason};
 use tokio::sync::mpsc;
 
@@ -280,6 +280,29 @@ impl Receiver<'_> {
         match e {
             NodeEvent::InviteExpired { .. } => {
                 out.say("an invitation expired before it was answered")
+            }
+            NodeEvent::Bluetooth { peer, channel } => out.bluetooth(peer, &channel),
+            NodeEvent::InviteDeclined {
+                from,
+                offer,
+                reason,
+                limit,
+                ..
+            } => {
+                let size = offer.map_or(0, |o| o.bytes);
+                out.say(format!(
+                    "{} wanted to send {}: declined, no Wi-Fi path and too large for Bluetooth (limit {})",
+                    printable(from.name.as_str()),
+                    human_bytes(size),
+                    human_bytes(limit)
+                ));
+                let (name, code) = why(reason);
+                out.emit(&Event::Declined {
+                    peer: from.id.to_string(),
+                    by: By::Link,
+                    reason: name,
+                    code,
+                });
             }
             NodeEvent::Hotspot(h) => {
                 out.hotspot(&h);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use airhop::node::{Events, Node, NodeEvent, TransferId};
 use airhop::session::{PeerInfo, PeerState};
 use airhop::transfer::hashcache::HashCache;
-use airhop::transfer::offer::{self, printable, Source};
+use airhop::transfer::offer::{self, human_bytes, printable, Source};
 use airhop::wire::invite::MAX_CONTEXT_LEN;
 use airhop::wire::{Capabilities, ItemKind, OfferItem, PeerId, Reason};
 
@@ -231,7 +231,9 @@ async fn flow(
     let trusted = ctx.trust.trusts(&peer.identity.0);
     let transport = node.transport().to_string().to_lowercase();
     let tags = (trusted, transport.as_str());
-    invite(out, events, args, hotspot_timeout, &peer, summary, tags).await?;
+    let bytes = sources.iter().map(|s| s.item.size).sum();
+    let what = (summary, bytes);
+    invite(out, events, args, hotspot_timeout, &peer, what, tags).await?;
     let transfer = node.send_sources(peer.id, sources).await?;
     current.push(transfer);
     let r = send(out, events, &peer, transfer, summary).await;
@@ -248,7 +250,7 @@ async fn invite(
     args: &SendArgs,
     hotspot_timeout: Duration,
     peer: &PeerInfo,
-    summary: &str,
+    (summary, bytes): (&str, u64),
     (trusted, transport): (bool, &str),
 ) -> Result<(), CliError> {
     // What a terminal shows of the peer's name (JSON keeps it exact).
@@ -276,6 +278,10 @@ async fn invite(
                 trusted,
                 transport: transport.to_string(),
             }),
+            NodeEvent::Bluetooth {
+                peer: Some(p),
+                channel,
+            } if p == peer.id => out.bluetooth(Some(p), &channel),
             NodeEvent::InviteFailed { peer: p, reason } if p == peer.id => {
                 let (name, code) = why(reason);
                 out.emit(&Event::Declined {
@@ -284,9 +290,18 @@ async fn invite(
                     reason: name,
                     code,
                 });
+                let why = if reason == Reason::TooLargeForBluetooth {
+                    format!(
+                        "no Wi-Fi path: {} is too large for Bluetooth (limit {}); share a network, or use a hotspot",
+                        human_bytes(bytes),
+                        human_bytes(airhop::transfer::packet::BLUETOOTH_LIMIT)
+                    )
+                } else {
+                    reason.to_string()
+                };
                 return Err(CliError::reason(
                     reason,
-                    format!("{shown} did not accept: {reason}"),
+                    format!("{shown} did not accept: {why}"),
                 ));
             }
             NodeEvent::PeerState { peer: p, state } if p == peer.id => match state {

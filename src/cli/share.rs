@@ -296,7 +296,7 @@ impl Sharer<'_> {
             By::Yes => true,
             By::Trusted => trusted,
             By::User => self.ask(events).await?,
-            By::Busy | By::Peer => false,
+            By::Busy | By::Peer | By::Link => false,
         };
         let peer = from.id.to_string();
         if accept {

@@ -8,6 +8,7 @@ use airhop::crypto::Identity;
 use airhop::discovery::lan::{Lan, LanConfig};
 use airhop::discovery::Discovery;
 use airhop::node::{names, Events, Node, NodeConfig};
+use airhop::transfer::packet::PacketLink;
 use airhop::wifi::HotspotMode;
 use ring::rand::SystemRandom;
 
@@ -137,7 +138,9 @@ impl Ctx {
         config.session.remembered = self.trust.remembered();
         config.key_book = Some(Arc::new(super::config::TrustBook(s.config_dir.clone())));
         tune(&mut config);
-        let discovery = discovery(&s.discovery).await?;
+        let (discovery, bluetooth) = discovery(&s.discovery).await?;
+        // With no IP path, texts and small files go over Bluetooth itself.
+        config.bluetooth = bluetooth;
         Ok(Node::start(config, self.identity.clone(), discovery).await?)
     }
 }
@@ -145,9 +148,13 @@ impl Ctx {
 /// The discovery backend for `--transport`: `ble` is Bluetooth LE or an
 /// error that says what is missing; `auto` tries Bluetooth LE and falls back
 /// to the LAN, saying why with `-v`.
-pub async fn discovery(d: &DiscoverySettings) -> Result<Arc<dyn Discovery>, CliError> {
+/// With Bluetooth LE comes its last-resort link, L2CAP channels on the same
+/// adapter.
+pub async fn discovery(
+    d: &DiscoverySettings,
+) -> Result<(Arc<dyn Discovery>, Option<Arc<dyn PacketLink>>), CliError> {
     if d.transport != Transport::Lan {
-        match start_ble(d).await {
+        match start_ble_link(d).await {
             Ok(ble) => return Ok(ble),
             Err(e) if d.transport == Transport::Ble => {
                 return Err(CliError::reason(
@@ -173,7 +180,7 @@ pub async fn discovery(d: &DiscoverySettings) -> Result<Arc<dyn Discovery>, CliE
             format!("{e}: check that this device is on a network that allows UDP multicast (`airhop doctor` tells more)"),
         )
     })?;
-    Ok(Arc::new(lan))
+    Ok((Arc::new(lan), None))
 }
 
 /// What the node needs for hotspots.
@@ -226,24 +233,33 @@ pub fn hotspot(h: &HotspotSettings, out: &Out) -> Result<HotspotSetup, CliError>
 }
 
 /// Starts the BLE backend for `--adapter`, or says why it cannot.
-#[cfg(target_os = "linux")]
 pub async fn start_ble(
     d: &DiscoverySettings,
 ) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
+    Ok(start_ble_link(d).await?.0)
+}
+
+/// The BLE backend and its L2CAP link.
+#[cfg(target_os = "linux")]
+async fn start_ble_link(
+    d: &DiscoverySettings,
+) -> Result<(Arc<dyn Discovery>, Option<Arc<dyn PacketLink>>), airhop::discovery::DiscoveryError> {
     use airhop::discovery::ble::{Ble, BleConfig};
     let config = BleConfig {
         adapter: d.adapter.clone(),
         extended: std::env::var("AIRHOP_BLE_ADVERTISING").is_ok_and(|v| v == "extended"),
         addrs: d.interfaces.iter().map(|a| (*a).into()).collect(),
     };
-    Ok(Arc::new(Ble::start(config).await?))
+    let ble = Ble::start(config).await?;
+    let link: Arc<dyn PacketLink> = ble.l2cap();
+    Ok((Arc::new(ble), Some(link)))
 }
 
 /// Starts the BLE backend for `--adapter`, or says why it cannot.
 #[cfg(not(target_os = "linux"))]
-pub async fn start_ble(
+async fn start_ble_link(
     _: &DiscoverySettings,
-) -> Result<Arc<dyn Discovery>, airhop::discovery::DiscoveryError> {
+) -> Result<(Arc<dyn Discovery>, Option<Arc<dyn PacketLink>>), airhop::discovery::DiscoveryError> {
     Err(airhop::discovery::DiscoveryError::Unavailable(
         "this build has Bluetooth LE on Linux (BlueZ) only".into(),
     ))

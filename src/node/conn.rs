@@ -10,11 +10,12 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::driver::Input;
 use super::{HotspotEvent, HotspotRole, HotspotStage, NodeEvent};
+use crate::transfer::packet::{self, PacketLink};
 use crate::transfer::quic::{self, Pin, QuicIdentity};
 pub(super) use crate::transfer::quic::{code, reason_of};
 use crate::transfer::stream;
 use crate::wifi::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
-use crate::wire::{Accept, Frame, IdentityKey, PeerId, Reason};
+use crate::wire::{Accept, Frame, IdentityKey, L2capAddr, PeerId, Reason};
 
 /// Incoming connections in their handshake (TLS, then the Hello) at once.
 const HANDSHAKES: usize = 16;
@@ -50,6 +51,8 @@ pub(super) struct NewConn {
     pub conn: quinn::Connection,
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
+    /// The responder's Bluetooth channel, when the link runs over it.
+    pub bluetooth: Option<L2capAddr>,
 }
 
 /// What the writer task takes.
@@ -93,7 +96,9 @@ pub(super) fn start(
     new: NewConn,
     inputs: mpsc::UnboundedSender<Input>,
 ) -> Conn {
-    let NewConn { conn, send, recv } = new;
+    let NewConn {
+        conn, send, recv, ..
+    } = new;
     let (out, out_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
     let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INPUT_BUDGET));
@@ -320,7 +325,12 @@ pub(super) async fn dial(
     )
     .await
     .map_err(|_| Reason::PeerLost)?;
-    Ok(NewConn { conn, send, recv })
+    Ok(NewConn {
+        conn,
+        send,
+        recv,
+        bluetooth: None,
+    })
 }
 
 /// An inviter's way to the responder: the LAN, a hotspot, or the LAN
@@ -329,6 +339,8 @@ pub(super) struct Dial {
     pub quic: quinn::Endpoint,
     pub me: Arc<QuicIdentity>,
     pub transport: Arc<quinn::TransportConfig>,
+    /// The idle timeout, for a Bluetooth link's transport settings.
+    pub idle: Duration,
     pub identity: IdentityKey,
     /// One QUIC dial's deadline.
     pub deadline: Duration,
@@ -338,6 +350,9 @@ pub(super) struct Dial {
     pub inputs: mpsc::UnboundedSender<Input>,
     pub peer: PeerId,
     pub path: Path,
+    /// The responder's Bluetooth channel (it found no IP path), and our
+    /// way to open it.
+    pub bluetooth: Option<(Arc<dyn PacketLink>, L2capAddr)>,
 }
 
 impl Dial {
@@ -375,6 +390,9 @@ impl Dial {
     /// then joins the hotspot and dials the host's address on it (the
     /// reply's first).
     pub async fn run(self, accept: Accept) -> Result<NewConn, Reason> {
+        if let Some((link, channel)) = self.bluetooth.clone() {
+            return self.bluetooth(&*link, channel, accept).await;
+        }
         let (Some(backend), Some(creds)) = (self.backend.clone(), accept.hotspot.clone()) else {
             let deadline = self.deadline;
             return self.quic(accept, deadline).await;
@@ -439,6 +457,91 @@ impl Dial {
     }
 }
 
+impl Dial {
+    /// Dials over the responder's L2CAP channel: the same pinned QUIC,
+    /// on a packet socket ([`crate::transfer::packet`]).
+    async fn bluetooth(
+        &self,
+        link: &dyn PacketLink,
+        channel: L2capAddr,
+        accept: Accept,
+    ) -> Result<NewConn, Reason> {
+        let fd = tokio::time::timeout(self.deadline, link.connect(channel))
+            .await
+            .map_err(|_| Reason::TimedOut)?
+            .map_err(|e| {
+                let _ = self.inputs.send(Input::Emit(NodeEvent::Error {
+                    reason: Reason::PeerLost,
+                    message: format!("no Bluetooth channel to {channel}: {e}"),
+                }));
+                Reason::PeerLost
+            })?;
+        let endpoint = packet::endpoint(fd, None).map_err(|_| Reason::PeerLost)?;
+        let over = Accept {
+            addrs: vec![packet::PEER],
+            ..accept
+        };
+        let transport = packet::transport(self.idle);
+        let mut new = dial(
+            endpoint,
+            self.me.clone(),
+            transport,
+            self.identity,
+            over,
+            self.deadline,
+        )
+        .await?;
+        new.bluetooth = Some(channel);
+        Ok(new)
+    }
+}
+
+/// Handshakes on Bluetooth channels at once: a channel is a radio
+/// connection, far costlier than a UDP handshake.
+const BLUETOOTH_HANDSHAKES: usize = 4;
+
+/// Listens on the Bluetooth link and admits each channel's one QUIC
+/// connection exactly as [`accept_loop`] admits one over IP (pinned
+/// certificate, then the Hello within [`HELLO_DEADLINE`]). Reports the
+/// listening channel (or why there is none) first.
+pub(super) async fn bluetooth_loop(
+    link: Arc<dyn PacketLink>,
+    server: quinn::ServerConfig,
+    inputs: mpsc::UnboundedSender<Input>,
+) {
+    let (channel, mut fds) = match link.listen().await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = inputs.send(Input::Bluetooth(Err(e.to_string())));
+            return;
+        }
+    };
+    let _ = inputs.send(Input::Bluetooth(Ok(channel)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(BLUETOOTH_HANDSHAKES));
+    let mut handshakes = JoinSet::new();
+    while let Some(fd) = fds.recv().await {
+        while handshakes.try_join_next().is_some() {}
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // dropping the socket closes the channel
+        };
+        let (inputs, server) = (inputs.clone(), server.clone());
+        handshakes.spawn(async move {
+            let _slot = slot;
+            let Ok(endpoint) = packet::endpoint(fd, Some(server)) else {
+                return;
+            };
+            let admitted = tokio::time::timeout(HELLO_DEADLINE, async {
+                admit(endpoint.accept().await?).await
+            })
+            .await;
+            if let Ok(Some((identity, token, mut new))) = admitted {
+                new.bluetooth = Some(channel);
+                let _ = inputs.send(Input::Incoming(identity, token, new));
+            }
+        });
+    }
+}
+
 /// Accepts incoming connections (certificates already checked against the
 /// pins by TLS) and hands each one that presents a Hello to the driver.
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, inputs: mpsc::UnboundedSender<Input>) {
@@ -469,9 +572,16 @@ async fn admit(incoming: quinn::Incoming) -> Option<(IdentityKey, [u8; 16], NewC
     // One frame, read before the link exists: a budget of its own.
     let budget = Arc::new(tokio::sync::Semaphore::new(LINK_INPUT_BUDGET));
     match read_frame(&mut recv, &budget).await {
-        Ok(Some((Frame::Hello { token }, _))) => {
-            Some((identity, token, NewConn { conn, send, recv }))
-        }
+        Ok(Some((Frame::Hello { token }, _))) => Some((
+            identity,
+            token,
+            NewConn {
+                conn,
+                send,
+                recv,
+                bluetooth: None,
+            },
+        )),
         _ => {
             conn.close(code(Reason::ProtocolViolation), b"expected hello");
             None

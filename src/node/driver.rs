@@ -68,6 +68,8 @@ pub(super) enum Input {
     Emit(NodeEvent),
     /// The LAN probe window of a peer we may host a hotspot for is over.
     ProbeOver(PeerId),
+    /// The Bluetooth link listens on this channel, or cannot.
+    Bluetooth(Result<crate::wire::L2capAddr, String>),
     /// A hotspot came up (or did not) for a session peer.
     Hotspot(
         PeerId,
@@ -127,6 +129,10 @@ pub(super) struct Driver {
     teardowns: Vec<JoinHandle<()>>,
     /// Abandon notices on their way to responders.
     notices: Vec<JoinHandle<()>>,
+    /// The server side of a Bluetooth link (its own transport settings).
+    packet_server: quinn::ServerConfig,
+    /// Our listening Bluetooth channel, once it listens.
+    l2cap: Option<crate::wire::L2capAddr>,
 }
 
 impl Driver {
@@ -141,6 +147,8 @@ impl Driver {
         let pins = Arc::new(PinSet::default());
         let transport = quic::transport(config.idle_timeout);
         let mut server = quic::server_config(&me, pins.clone())?;
+        let mut packet_server = server.clone();
+        packet_server.transport_config(crate::transfer::packet::transport(config.idle_timeout));
         server.transport_config(transport.clone());
         let socket =
             crate::net::udp_socket(config.quic_bind).map_err(|source| quic::QuicError::Bind {
@@ -192,6 +200,11 @@ impl Driver {
         } else {
             caps
         };
+        let caps = if config.bluetooth.is_some() {
+            caps | Capabilities::BLUETOOTH_LINK
+        } else {
+            caps
+        };
         config.session.card.caps = config.session.card.caps | caps;
         let dial_timeout = config.session.connect_timeout;
         if config
@@ -209,6 +222,7 @@ impl Driver {
             addrs,
             cert_fingerprint: me.fingerprint(),
             hotspot: None,
+            bluetooth: None,
         };
         endpoint.set_link(default_link.clone());
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
@@ -244,6 +258,8 @@ impl Driver {
             creating: HashMap::new(),
             teardowns: Vec::new(),
             notices: Vec::new(),
+            packet_server,
+            l2cap: None,
         })
     }
 
@@ -274,6 +290,13 @@ impl Driver {
         let mut found = self.discovery.take_events();
         self.tasks
             .spawn(conn::accept_loop(self.quic.clone(), self.inputs.clone()));
+        if let Some(link) = self.config.bluetooth.clone() {
+            self.tasks.spawn(conn::bluetooth_loop(
+                link,
+                self.packet_server.clone(),
+                self.inputs.clone(),
+            ));
+        }
         self.tasks.spawn(publisher(
             self.discovery.clone(),
             self.publish.subscribe(),
@@ -410,7 +433,29 @@ impl Driver {
             Input::Hotspot(peer, role, label, addr, r) => {
                 self.hotspot_result(peer, role, &label, addr, r)
             }
+            Input::Bluetooth(r) => {
+                self.l2cap = r.as_ref().ok().copied();
+                self.emit(NodeEvent::Bluetooth {
+                    peer: None,
+                    channel: r,
+                });
+            }
         }
+    }
+
+    /// Whether a pair with these capabilities (ours, theirs) would have to
+    /// use the Bluetooth link: no shared LAN, no hotspot we could host or
+    /// join, and both can.
+    fn bluetooth_only(&self, theirs: Capabilities) -> bool {
+        let ours = self.config.session.card.caps;
+        let both = |c| ours.contains(c) && theirs.contains(c);
+        let lan = both(Capabilities::ON_LAN);
+        let hotspot = self.config.hotspot.is_some()
+            && ((ours.contains(Capabilities::HOTSPOT_HOST)
+                && theirs.contains(Capabilities::HOTSPOT_JOIN))
+                || (ours.contains(Capabilities::HOTSPOT_JOIN)
+                    && theirs.contains(Capabilities::HOTSPOT_HOST)));
+        !lan && !hotspot && both(Capabilities::BLUETOOTH_LINK)
     }
 
     /// Accepts an invitation; with a hotspot in the path, with fresh
@@ -442,6 +487,16 @@ impl Driver {
             }
             _ => None,
         };
+        let bluetooth = inviter
+            .as_ref()
+            .filter(|i| plan.is_none() && self.bluetooth_only(i.caps))
+            .and(self.l2cap);
+        if let Some(channel) = bluetooth {
+            self.endpoint.set_link(LinkOffer {
+                bluetooth: Some(channel),
+                ..self.default_link.clone()
+            });
+        }
         if let Some(p) = &plan {
             let port = self.quic_addr().port();
             let mut addrs = vec![SocketAddr::new(IpAddr::V4(p.local), port)];
@@ -457,13 +512,14 @@ impl Driver {
                 addrs,
                 cert_fingerprint: self.me.fingerprint(),
                 hotspot: Some(p.creds.clone()),
+                bluetooth: None,
             });
         }
         let r = self.endpoint.accept(t, invite).map_err(NodeError::from);
         if let (Ok(()), Some((peer, offer))) = (&r, self.invited.remove(&invite)) {
             self.transfers.consent(peer, offer);
         }
-        if plan.is_some() {
+        if plan.is_some() || bluetooth.is_some() {
             self.endpoint.set_link(self.default_link.clone());
         }
         if let (Ok(()), Some(plan), Some(inviter)) = (&r, plan, inviter) {

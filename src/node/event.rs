@@ -77,6 +77,31 @@ pub enum NodeEvent {
         /// The code both screens show.
         pairing_code: PairingCode,
     },
+    /// An invitation the node declined by itself, without asking: there is
+    /// no IP path to the inviter and its offer is larger than the Bluetooth
+    /// link carries ([`Reason::TooLargeForBluetooth`]). The inviter hears
+    /// the same reason.
+    InviteDeclined {
+        /// The handle it had.
+        invite: InviteId,
+        /// Who.
+        from: PeerInfo,
+        /// What it would have sent.
+        offer: Option<OfferSummary>,
+        /// Why.
+        reason: Reason,
+        /// The largest offer the link carries, in bytes.
+        limit: u64,
+    },
+    /// The Bluetooth link ([`NodeConfig::bluetooth`](crate::node::NodeConfig::bluetooth)):
+    /// listening on a channel (`peer` is `None`), or carrying a session
+    /// peer's link because the pair has no IP path.
+    Bluetooth {
+        /// The session peer whose link runs over it, if any.
+        peer: Option<PeerId>,
+        /// The responder's channel; or why ours could not listen.
+        channel: Result<L2capAddr, String>,
+    },
     /// An invitation to us was not answered in time.
     InviteExpired {
         /// The handle.

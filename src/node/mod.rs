@@ -69,6 +69,7 @@ use crate::session::{
 };
 use crate::transfer::hashcache::HashCache;
 use crate::transfer::offer::{OfferError, Source};
+use crate::transfer::packet::PacketLink;
 use crate::transfer::quic::QuicError;
 use crate::wifi::{HotspotBackend, HotspotMode};
 use crate::wire::{
@@ -122,6 +123,13 @@ pub struct NodeConfig {
     /// run (fed back through [`Config::remembered`]). Default none: they
     /// last as long as the node.
     pub key_book: Option<Arc<dyn KeyBook>>,
+    /// The last-resort link when a pair has no IP path (no shared LAN, no
+    /// hotspot): texts and offers up to its
+    /// [`limit`](crate::transfer::packet::PacketLink::limit) go over it,
+    /// larger ones are declined with
+    /// [`Reason::TooLargeForBluetooth`].
+    /// Default `None`, and the card says so.
+    pub bluetooth: Option<Arc<dyn PacketLink>>,
 }
 
 /// Keeps the resolving keys a node learns, so that a device is recognised
@@ -152,6 +160,7 @@ impl NodeConfig {
             hotspot: None,
             hotspot_timeout: crate::wifi::DEFAULT_TIMEOUT,
             key_book: None,
+            bluetooth: None,
         }
     }
 }

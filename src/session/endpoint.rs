@@ -18,8 +18,8 @@ use crate::util::{fill, RandomError};
 use crate::wire::frame::MAX_MESSAGE_LEN;
 use crate::wire::invite::MAX_CONTEXT_LEN;
 use crate::wire::{
-    Abandon, Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, OfferSummary,
-    PeerId, Reason, Reply, ReplyBody, ResolvingKey,
+    Abandon, Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, L2capAddr,
+    OfferSummary, PeerId, Reason, Reply, ReplyBody, ResolvingKey,
 };
 
 /// Invitations that may wait for an answer at once; more are refused as
@@ -704,6 +704,7 @@ impl Endpoint {
             // or stale: nothing to do, the peer's invitation goes on.
             OutState::Superseded | OutState::ReadingCard => return,
         };
+        let device = out.device;
         match body {
             Err(e) => {
                 self.outgoing.remove(&peer);
@@ -719,7 +720,6 @@ impl Endpoint {
                 // answer (accept, busy) rather than "card changed".
                 out.retries += 1;
                 out.state = OutState::ReadingCard;
-                let device = out.device;
                 if let Some(n) = self.nearby.get_mut(&device) {
                     n.reading = Some(now + self.config.card_read_timeout);
                 }
@@ -734,37 +734,51 @@ impl Endpoint {
                 self.outgoing.remove(&peer);
                 self.events.push_back(Event::InviteFailed { peer, reason });
             }
-            Ok(ReplyBody::Accept(accept)) => {
-                let device = out.device;
-                self.outgoing.remove(&peer);
-                if self.peers.len() >= self.config.max_peers {
-                    self.events.push_back(Event::InviteFailed {
-                        peer,
-                        reason: Reason::SessionFull,
-                    });
-                    return;
-                }
-                let Some(card) = self.cards.get(&peer) else {
-                    return;
-                };
-                let identity = card.card.identity;
-                let name = card.card.name.clone();
-                self.learn_key(peer, identity, accept.resolving_key);
-                let token = accept.token;
-                self.join(
-                    now,
-                    (peer, name, None),
-                    None,
-                    Transmit::Dial {
-                        peer,
-                        identity,
-                        accept,
-                    },
-                );
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.abandon = Some((device, token));
-                }
+            Ok(ReplyBody::Accept(accept)) => self.accepted(now, peer, device, accept, None),
+            Ok(ReplyBody::AcceptBluetooth(accept, l2cap)) => {
+                self.accepted(now, peer, device, accept, Some(l2cap))
             }
+        }
+    }
+
+    /// Our invitation was accepted: the peer joins the session as
+    /// connecting, and we dial it.
+    fn accepted(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        device: DeviceId,
+        accept: Accept,
+        bluetooth: Option<L2capAddr>,
+    ) {
+        self.outgoing.remove(&peer);
+        if self.peers.len() >= self.config.max_peers {
+            self.events.push_back(Event::InviteFailed {
+                peer,
+                reason: Reason::SessionFull,
+            });
+            return;
+        }
+        let Some(card) = self.cards.get(&peer) else {
+            return;
+        };
+        let identity = card.card.identity;
+        let name = card.card.name.clone();
+        self.learn_key(peer, identity, accept.resolving_key);
+        let token = accept.token;
+        self.join(
+            now,
+            (peer, name, None),
+            None,
+            Transmit::Dial {
+                peer,
+                identity,
+                accept,
+                bluetooth,
+            },
+        );
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.abandon = Some((device, token));
         }
     }
 
@@ -965,6 +979,9 @@ impl Endpoint {
         let name = inc.from.card.name.clone();
         let resolving_key = inc.payload.resolving_key;
         let source = inc.source;
+        let bluetooth = link
+            .bluetooth
+            .filter(|_| inc.from.card.caps.contains(Capabilities::BLUETOOTH_LINK));
         self.cards.insert(peer, inc.from.clone());
         self.learn_key(peer, identity, resolving_key);
         let accept = Accept {
@@ -974,7 +991,11 @@ impl Endpoint {
             hotspot: link.hotspot,
             resolving_key: self.identity.resolving_key(),
         };
-        self.answer(invite, ReplyBody::Accept(accept));
+        let body = match bluetooth {
+            Some(l2cap) => ReplyBody::AcceptBluetooth(accept, l2cap),
+            None => ReplyBody::Accept(accept),
+        };
+        self.answer(invite, body);
         self.outgoing.remove(&peer);
         self.join(
             now,

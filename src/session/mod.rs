@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::crypto::{CardFields, PairingCode};
 use crate::wire::{
     Accept, Capabilities, DiscoveryInfo, DisplayName, Frame, HotspotCredentials, IdentityKey,
-    PeerId, Reason, ResolvingKey, ServiceType,
+    L2capAddr, PeerId, Reason, ResolvingKey, ServiceType,
 };
 
 /// A backend-neutral handle for a nearby device, assigned by the discovery
@@ -173,6 +173,9 @@ pub struct LinkOffer {
     pub cert_fingerprint: [u8; 32],
     /// A hotspot we host for this transfer, if any.
     pub hotspot: Option<HotspotCredentials>,
+    /// Our Bluetooth channel, offered when there is no IP path (and only
+    /// to an inviter whose card has [`Capabilities::BLUETOOTH_LINK`]).
+    pub bluetooth: Option<L2capAddr>,
 }
 
 /// A peer as its card describes it.
@@ -320,6 +323,8 @@ pub enum Transmit {
         identity: IdentityKey,
         /// Addresses, fingerprint, token, hotspot.
         accept: Accept,
+        /// The responder's Bluetooth channel, when it found no IP path.
+        bluetooth: Option<L2capAddr>,
     },
     /// Expect a link from a peer we accepted: its certificate must carry
     /// `identity` and hash to `cert_fingerprint`, and it must present `token`

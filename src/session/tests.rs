@@ -165,6 +165,7 @@ fn endpoint(name: &str, identity: &Arc<Identity>, config: impl FnOnce(&mut Confi
         addrs: vec!["192.0.2.1:4433".parse().unwrap()],
         cert_fingerprint: [5; 32],
         hotspot: None,
+        bluetooth: None,
     });
     ep
 }

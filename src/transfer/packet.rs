@@ -32,6 +32,10 @@ use std::time::Duration;
 use quinn::udp::{RecvMeta, Transmit};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+use crate::util::BoxFuture;
+use crate::wire::L2capAddr;
 
 /// The QUIC packet size on a packet link (QUIC needs at least 1200).
 pub const PACKET_MTU: u16 = 1400;
@@ -41,6 +45,27 @@ pub const CHANNEL_MTU: u16 = 2048;
 pub const LOCAL: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1));
 /// What the peer looks like to quinn (TEST-NET-1).
 pub const PEER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 1));
+
+/// The largest offer the Bluetooth link carries: texts and small files.
+/// An LE channel moves tens to a few hundred kB/s, so 4 MiB is under a
+/// minute on a good radio; past it, a user is better told to find Wi-Fi
+/// ([`crate::wire::Reason::TooLargeForBluetooth`]).
+pub const BLUETOOTH_LIMIT: u64 = 4 << 20;
+
+/// A way to take packet links from peers and open them to peers: on
+/// Linux, a Bluetooth LE L2CAP channel through BlueZ
+/// (`crate::discovery::ble::L2cap`).
+pub trait PacketLink: Send + Sync + std::fmt::Debug {
+    /// Starts listening: the channel peers connect to, and the connected
+    /// sockets as they come (bounded: a peer that opens many waits).
+    fn listen(&self) -> BoxFuture<'_, io::Result<(L2capAddr, mpsc::Receiver<OwnedFd>)>>;
+    /// Opens a channel to a peer's listener.
+    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, io::Result<OwnedFd>>;
+    /// The largest offer sent over it; default [`BLUETOOTH_LIMIT`].
+    fn limit(&self) -> u64 {
+        BLUETOOTH_LIMIT
+    }
+}
 
 /// A connected `SOCK_SEQPACKET` socket as quinn's UDP socket.
 #[derive(Debug)]
@@ -139,11 +164,12 @@ impl quinn::AsyncUdpSocket for PacketSocket {
             let mut guard = ready!(self.io.poll_read_ready(cx))?;
             match guard.try_io(|_| self.recv(buf)) {
                 Ok(Ok(n)) => {
-                    let mut got = RecvMeta::default();
-                    got.addr = PEER;
-                    got.len = n;
-                    got.stride = n;
-                    *m = got;
+                    *m = RecvMeta {
+                        addr: PEER,
+                        len: n,
+                        stride: n,
+                        ..RecvMeta::default()
+                    };
                     return Poll::Ready(Ok(1));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),

@@ -328,7 +328,11 @@ impl Capabilities {
     /// Its Wi-Fi can use 5 GHz: a host may put the hotspot there (card
     /// only: the advert has room for the four bits above).
     pub const WIFI_5GHZ: Capabilities = Capabilities(0x10);
-    const ALL: u8 = 0x1f;
+    /// It can carry a session over a Bluetooth L2CAP channel when there is
+    /// no IP path (card only): a responder puts its channel in the reply
+    /// only for an inviter that says so.
+    pub const BLUETOOTH_LINK: Capabilities = Capabilities(0x20);
+    const ALL: u8 = 0x3f;
     /// The bits the advert carries.
     pub const ADVERT_BITS: u8 = 0x0f;
 
@@ -373,6 +377,7 @@ impl fmt::Debug for Capabilities {
             (Self::HOTSPOT_HOST, "hotspot-host"),
             (Self::HOTSPOT_JOIN, "hotspot-join"),
             (Self::WIFI_5GHZ, "5ghz"),
+            (Self::BLUETOOTH_LINK, "bluetooth"),
         ];
         let set: Vec<_> = names
             .iter()

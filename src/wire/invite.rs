@@ -246,6 +246,36 @@ pub struct Accept {
     pub resolving_key: ResolvingKey,
 }
 
+/// A Bluetooth LE L2CAP channel the responder listens on: the link when
+/// there is no IP path (see [`crate::transfer::packet`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct L2capAddr {
+    /// The responder's Bluetooth address, most significant byte first (as
+    /// written, `AA:BB:CC:DD:EE:FF`).
+    pub addr: [u8; 6],
+    /// Whether it is an LE random (static) address rather than a public one.
+    pub random: bool,
+    /// The LE protocol/service multiplexer, in the dynamic range
+    /// [`L2CAP_PSM_DYNAMIC`].
+    pub psm: u16,
+}
+
+/// The LE PSMs a responder may name: the dynamic range. A fixed PSM (ATT,
+/// EATT, IPSP) is never a transfer channel, so a reply cannot point the
+/// inviter at one.
+pub const L2CAP_PSM_DYNAMIC: std::ops::RangeInclusive<u16> = 0x80..=0xff;
+
+impl std::fmt::Display for L2capAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = self.addr;
+        write!(
+            f,
+            "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X} psm {:#x}",
+            a[0], a[1], a[2], a[3], a[4], a[5], self.psm
+        )
+    }
+}
+
 /// The plaintext of a sealed reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyBody {
@@ -253,6 +283,12 @@ pub enum ReplyBody {
     Accept(Accept),
     /// No, with a reason both ends see.
     Decline(Reason),
+    /// Yes, over Bluetooth: no IP path was found, so connect to this L2CAP
+    /// channel (the addresses in the [`Accept`] may be tried first). Sent
+    /// only to an inviter whose card has
+    /// [`super::Capabilities::BLUETOOTH_LINK`], so a peer that predates it
+    /// never sees this variant.
+    AcceptBluetooth(Accept, L2capAddr),
 }
 
 /// A reply as sent.
@@ -297,7 +333,14 @@ impl ReplyBody {
     /// Parses a plaintext and checks its caps.
     pub fn decode(bytes: &[u8]) -> Result<ReplyBody, WireError> {
         let body: ReplyBody = take_exact(bytes)?;
-        if let ReplyBody::Accept(a) = &body {
+        if let ReplyBody::AcceptBluetooth(_, l2cap) = &body {
+            if !L2CAP_PSM_DYNAMIC.contains(&l2cap.psm) {
+                return Err(WireError::Malformed(
+                    "an L2CAP channel's PSM must be in the LE dynamic range 0x80-0xff",
+                ));
+            }
+        }
+        if let ReplyBody::Accept(a) | ReplyBody::AcceptBluetooth(a, _) = &body {
             if a.addrs.len() > MAX_ADDRS {
                 return Err(WireError::Malformed("more than 8 addresses"));
             }

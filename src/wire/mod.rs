@@ -53,7 +53,7 @@ pub use ids::{
     Capabilities, DiscoveryInfo, DisplayName, IdentityKey, NameError, PeerId, ServiceType,
 };
 pub use invite::{
-    Abandon, Accept, HotspotCredentials, Invitation, InvitePayload, Reply, ReplyBody,
+    Abandon, Accept, HotspotCredentials, Invitation, InvitePayload, L2capAddr, Reply, ReplyBody,
 };
 pub use reason::Reason;
 

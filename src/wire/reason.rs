@@ -85,11 +85,14 @@ pub enum Reason {
     /// The offer is not the one shown with the invitation the user accepted
     /// (declined without asking again: `--yes`, `--from-trusted`).
     OfferMismatch = 35,
+    /// No IP path (no shared LAN, no hotspot) and the offer is larger than
+    /// the Bluetooth link carries ([`crate::transfer::packet`]).
+    TooLargeForBluetooth = 36,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 36] = [
         Reason::WirelessInterfaceNotAvailable,
         Reason::DiscoveryFailure,
         Reason::AdvertisementFailure,
@@ -125,6 +128,7 @@ impl Reason {
         Reason::HotspotAddressFailed,
         Reason::HotspotConnectFailed,
         Reason::OfferMismatch,
+        Reason::TooLargeForBluetooth,
     ];
 
     /// The wire code.
@@ -182,6 +186,9 @@ impl Reason {
             Reason::HotspotAddressFailed => "no address could be set on the hotspot",
             Reason::HotspotConnectFailed => "no connection over the hotspot",
             Reason::OfferMismatch => "the offer is not the one the receiver accepted",
+            Reason::TooLargeForBluetooth => {
+                "no Wi-Fi path, and the offer is too large for Bluetooth"
+            }
         }
     }
 }

@@ -396,6 +396,35 @@ fn a_hotspot_reply_whose_host_is_not_a_hotspot_address_is_refused() {
 }
 
 #[test]
+fn a_reply_cannot_point_at_a_fixed_l2cap_psm() {
+    let body = |psm| {
+        ReplyBody::AcceptBluetooth(
+            Accept {
+                addrs: vec![],
+                cert_fingerprint: [1; 32],
+                token: [2; 16],
+                hotspot: None,
+                resolving_key: ResolvingKey([3; 16]),
+            },
+            crate::wire::L2capAddr {
+                addr: [0xc0, 1, 2, 3, 4, 5],
+                random: true,
+                psm,
+            },
+        )
+        .encode()
+    };
+    // ATT's EATT (0x27) and IPSP (0x23) are fixed LE PSMs; 0x100 is past
+    // the LE dynamic range.
+    for psm in [0, 0x23, 0x27, 0x7f, 0x100, 0xffff] {
+        assert!(ReplyBody::decode(&body(psm)).is_err(), "psm {psm:#x}");
+    }
+    for psm in [0x80, 0x9f, 0xff] {
+        assert!(ReplyBody::decode(&body(psm)).is_ok(), "psm {psm:#x}");
+    }
+}
+
+#[test]
 fn reply_golden() {
     let sealed = Reply::Sealed(vec![0x5e; 3]).encode();
     let rejected = Reply::Rejected(Reason::UnsupportedVersion).encode();
@@ -408,6 +437,21 @@ fn reply_golden() {
     })
     .encode();
     let decline = ReplyBody::Decline(Reason::UserNotInterested).encode();
+    let bluetooth = ReplyBody::AcceptBluetooth(
+        Accept {
+            addrs: vec![],
+            cert_fingerprint: [0xfb; 32],
+            token: [0x70; 16],
+            hotspot: None,
+            resolving_key: ResolvingKey([0x4b; 16]),
+        },
+        crate::wire::L2capAddr {
+            addr: [0xc0, 0x11, 0x22, 0x33, 0x44, 0x55],
+            random: true,
+            psm: 0x80,
+        },
+    )
+    .encode();
     let got = [
         annotate(
             &sealed,
@@ -444,6 +488,20 @@ fn reply_golden() {
             &[
                 (1, "plaintext: Decline"),
                 (1, "reason 15 (user not interested)"),
+            ],
+        ),
+        annotate(
+            &bluetooth,
+            &[
+                (1, "plaintext: AcceptBluetooth"),
+                (1, "addrs: 0"),
+                (32, "certificate fingerprint"),
+                (16, "token"),
+                (1, "hotspot: None"),
+                (16, "resolving key"),
+                (6, "L2CAP: address C0:11:22:33:44:55"),
+                (1, "random: true"),
+                (2, "psm 0x80, varint"),
             ],
         ),
     ]

@@ -207,7 +207,7 @@ impl Receiver<'_> {
             By::Yes => true,
             By::Trusted => trusted,
             By::User => self.ask(events, "  Accept? [y/N] ").await?,
-            By::Busy | By::Peer => false,
+            By::Busy | By::Peer | By::Link => false,
         };
         let answer = match (accept, by) {
             (true, _) => Answer::Accept,

@@ -27,6 +27,7 @@
 //! available"), so that a caller can fall back to the LAN.
 
 mod central;
+mod l2cap;
 mod peripheral;
 pub mod segment;
 
@@ -38,6 +39,7 @@ use btleplug::api::{Central as _, Manager as _};
 use tokio::sync::mpsc;
 
 use super::{BoxFuture, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Transport};
+pub use l2cap::L2cap;
 
 /// How to set up the BLE backend.
 #[derive(Clone, Debug, Default)]
@@ -57,6 +59,7 @@ pub struct Ble {
     peripheral: peripheral::Peripheral,
     central: central::Central,
     addrs: Vec<IpAddr>,
+    l2cap: std::sync::Arc<L2cap>,
     events: Mutex<Option<mpsc::UnboundedReceiver<DiscoveryEvent>>>,
     // Keeps the D-Bus connection of the advertising side alive.
     _session: bluer::Session,
@@ -89,6 +92,10 @@ impl Ble {
         };
         adapter.set_powered(true).await.map_err(bluez_error)?;
         let name = adapter.name().to_string();
+        let l2cap = L2cap::new(
+            adapter.address().await.map_err(bluez_error)?,
+            adapter.address_type().await.map_err(bluez_error)?,
+        );
 
         let manager = btleplug::platform::Manager::new()
             .await
@@ -114,6 +121,7 @@ impl Ble {
             central: central::Central::new(central_adapter, adapter.clone(), tx.clone()),
             peripheral: peripheral::Peripheral::new(adapter, config.extended, tx),
             addrs: config.addrs,
+            l2cap: std::sync::Arc::new(l2cap),
             events: Mutex::new(Some(rx)),
             name,
             _session: session,
@@ -123,6 +131,12 @@ impl Ble {
     /// The adapter in use (`hci0`).
     pub fn adapter(&self) -> &str {
         &self.name
+    }
+
+    /// The last-resort link on the same adapter: L2CAP channels, for
+    /// [`NodeConfig::bluetooth`](crate::node::NodeConfig::bluetooth).
+    pub fn l2cap(&self) -> std::sync::Arc<L2cap> {
+        self.l2cap.clone()
     }
 }
 

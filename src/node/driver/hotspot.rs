@@ -143,6 +143,12 @@ impl Driver {
     }
 
     pub(super) fn install(&mut self, peer: PeerId, new: NewConn) {
+        if let Some(channel) = new.bluetooth {
+            self.emit(NodeEvent::Bluetooth {
+                peer: Some(peer),
+                channel: Ok(channel),
+            });
+        }
         self.next_serial += 1;
         let l = conn::start(self.next_serial, peer, new, self.inputs.clone());
         if let Some(old) = self.conns.insert(peer, l) {

@@ -46,6 +46,7 @@ impl Driver {
                 peer,
                 identity,
                 accept,
+                bluetooth,
             } => {
                 let theirs = self
                     .endpoint
@@ -63,6 +64,8 @@ impl Driver {
                     inputs: self.inputs.clone(),
                     peer,
                     path,
+                    idle: self.config.idle_timeout,
+                    bluetooth: self.config.bluetooth.clone().zip(bluetooth),
                 };
                 let tx = self.inputs.clone();
                 self.tasks.spawn(async move {
@@ -121,6 +124,25 @@ impl Driver {
                 offer,
                 pairing_code,
             } => {
+                let limit = self.config.bluetooth.as_ref().map(|l| l.limit());
+                let over = offer
+                    .as_ref()
+                    .zip(limit)
+                    .filter(|(o, limit)| o.bytes > *limit && self.bluetooth_only(from.caps));
+                if let Some((_, limit)) = over {
+                    // No IP path and too much for Bluetooth: asking the user
+                    // would only lead to a failure; both sides hear why.
+                    let reason = Reason::TooLargeForBluetooth;
+                    let _ = self.endpoint.decline(invite, reason);
+                    self.emit(NodeEvent::InviteDeclined {
+                        invite,
+                        from,
+                        offer,
+                        reason,
+                        limit,
+                    });
+                    return;
+                }
                 if let Some(o) = &offer {
                     self.invited.insert(invite, (from.id, o.clone()));
                 }
