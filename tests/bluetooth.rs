@@ -190,6 +190,18 @@ async fn with_no_ip_path_a_text_and_a_file_go_over_the_packet_link() {
     .await;
     assert_eq!(sent, 1 << 20);
     assert!(same_bytes(&file, &files[0]));
+
+    // Later in the session, an offer larger than the link carries is
+    // refused at once by the sending node, with the reason.
+    let big = src.path().join("big.bin");
+    random_file(&big, BLUETOOTH_LIMIT + 1, 9);
+    match a.node.send_files(b_id, vec![big]).await {
+        Err(e @ airhop::node::NodeError::TooLargeForBluetooth { .. }) => {
+            assert_eq!(e.reason(), Reason::TooLargeForBluetooth);
+            assert!(e.to_string().contains("too large for Bluetooth"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
     a.node.stop().await;
     b.node.stop().await;
 }

@@ -703,6 +703,13 @@ impl Event {
             return vec![];
         };
         match (peer, channel) {
+            (Some(_), None) => vec![(
+                Level::Warn,
+                format!(
+                    "Bluetooth link failed: {}",
+                    error.as_deref().unwrap_or("unknown")
+                ),
+            )],
             (Some(_), c) => vec![(
                 Level::Say,
                 format!(

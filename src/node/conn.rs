@@ -65,6 +65,8 @@ pub(super) enum Out {
 /// what is queued, then closes the connection.
 pub(super) struct Conn {
     pub serial: u64,
+    /// The link runs over Bluetooth (no IP path).
+    pub bluetooth: bool,
     pub conn: quinn::Connection,
     pub out: mpsc::UnboundedSender<Out>,
     pub writer: Option<JoinHandle<()>>,
@@ -97,7 +99,10 @@ pub(super) fn start(
     inputs: mpsc::UnboundedSender<Input>,
 ) -> Conn {
     let NewConn {
-        conn, send, recv, ..
+        conn,
+        send,
+        recv,
+        bluetooth,
     } = new;
     let (out, out_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(write_loop(conn.clone(), send, out_rx));
@@ -115,6 +120,7 @@ pub(super) fn start(
     readers.spawn(datagram_loop(peer, conn.clone(), inputs, budget));
     Conn {
         serial,
+        bluetooth: bluetooth.is_some(),
         conn,
         out,
         writer: Some(writer),
@@ -470,9 +476,11 @@ impl Dial {
             .await
             .map_err(|_| Reason::TimedOut)?
             .map_err(|e| {
-                let _ = self.inputs.send(Input::Emit(NodeEvent::Error {
-                    reason: Reason::PeerLost,
-                    message: format!("no Bluetooth channel to {channel}: {e}"),
+                // Said as it is (the link's own error), not as a node error:
+                // one peer's channel failing ends that peer's dial only.
+                let _ = self.inputs.send(Input::Emit(NodeEvent::Bluetooth {
+                    peer: Some(self.peer),
+                    channel: Err(format!("no channel to {channel}: {e}")),
                 }));
                 Reason::PeerLost
             })?;

@@ -95,7 +95,8 @@ pub enum NodeEvent {
     },
     /// The Bluetooth link ([`NodeConfig::bluetooth`](crate::node::NodeConfig::bluetooth)):
     /// listening on a channel (`peer` is `None`), or carrying a session
-    /// peer's link because the pair has no IP path.
+    /// peer's link because the pair has no IP path (an error: the channel
+    /// to that peer could not be opened, and its dial fails).
     Bluetooth {
         /// The session peer whose link runs over it, if any.
         peer: Option<PeerId>,

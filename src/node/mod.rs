@@ -204,6 +204,19 @@ pub enum NodeError {
     /// some 40 000 files): send the files in several offers.
     #[error("{0} files do not fit one offer: send them in several")]
     OfferTooLarge(usize),
+    /// The peer's link is Bluetooth (no IP path) and the offer is larger
+    /// than it carries.
+    #[error(
+        "no Wi-Fi path: {} is too large for Bluetooth (limit {})",
+        crate::transfer::offer::human_bytes(*bytes),
+        crate::transfer::offer::human_bytes(*limit)
+    )]
+    TooLargeForBluetooth {
+        /// The offer's size.
+        bytes: u64,
+        /// The link's limit.
+        limit: u64,
+    },
     /// An offer could not be built.
     #[error(transparent)]
     Offer(#[from] OfferError),
@@ -230,6 +243,7 @@ impl NodeError {
                 Reason::PeerLost
             }
             NodeError::Offer(e) => e.reason(),
+            NodeError::TooLargeForBluetooth { .. } => Reason::TooLargeForBluetooth,
             NodeError::Discovery(e) => e.reason(),
             _ => Reason::Generic,
         }

@@ -467,7 +467,35 @@ impl Endpoint {
             entry.reading = None;
             entry.quiet_until = Some(now + self.config.card_read_timeout);
         }
+        self.read_elsewhere(now, device);
         self.fail_outgoing_on(device, reason);
+    }
+
+    /// A card read for an invitation failed on `device`: when the peer is
+    /// also seen at another address (an advert a central still has cached
+    /// from when the device advertised while connected, under another
+    /// address), read it there instead, within the invitation's deadline.
+    fn read_elsewhere(&mut self, now: Instant, device: DeviceId) {
+        let waiting: Vec<PeerId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.device == device && matches!(o.state, OutState::ReadingCard))
+            .filter(|(_, o)| o.deadline > now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in waiting {
+            let other = self
+                .nearby
+                .iter()
+                .filter(|(d, n)| **d != device && n.peer == Some(peer))
+                .filter(|(_, n)| n.quiet_until.is_none_or(|q| q <= now))
+                .max_by_key(|(_, n)| n.last_seen)
+                .map(|(d, _)| *d);
+            if let (Some(other), Some(out)) = (other, self.outgoing.get_mut(&peer)) {
+                out.device = other;
+                self.read_card(now, other);
+            }
+        }
     }
 
     fn fail_outgoing_on(&mut self, device: DeviceId, reason: Reason) {
@@ -1393,6 +1421,7 @@ impl Endpoint {
             }
         }
         for d in read_timeouts {
+            self.read_elsewhere(now, d);
             self.fail_outgoing_on(d, Reason::TimedOut);
         }
         for d in lost {

@@ -256,6 +256,50 @@ fn a_remembered_device_is_found_from_its_advert_and_invited_once_its_card_is_rea
     assert!(e.is_empty(), "{e:?}");
 }
 
+/// A remembered device seen at two addresses (a central keeps the advert
+/// a device made under another address while it was connected): when its
+/// card cannot be read at the one picked, the invitation reads it at the
+/// other instead of failing.
+#[test]
+fn a_card_read_that_fails_at_one_address_is_tried_at_the_other() {
+    let rng = SystemRandom::new();
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let ada = Arc::new(Identity::generate(&rng).unwrap());
+    let now = Instant::now();
+    let mut bob_ep = endpoint("Bob", &bob, |_| {});
+    bob_ep.advertise(now);
+    let mut ada_ep = endpoint("Ada", &ada, |c| {
+        c.remembered = vec![Remembered {
+            identity: bob.key(),
+            resolving_key: bob.resolving_key(),
+            name: DisplayName::new("Bob (kept)").unwrap(),
+        }];
+    });
+    ada_ep.browse();
+    let bob_id = bob.key().peer_id();
+    let advert = bob_ep.advert().unwrap().encode();
+    ada_ep.handle_advert(now, DeviceId(1), &advert).unwrap();
+    // The stale address is seen last, so it is the one the invitation picks.
+    let later = now + std::time::Duration::from_millis(10);
+    ada_ep.handle_advert(later, DeviceId(9), &advert).unwrap();
+    let _ = drain(&mut ada_ep);
+    ada_ep.invite(later, bob_id, b"hi".to_vec()).unwrap();
+    let _ = drain(&mut ada_ep);
+    // Its read fails: no failure is reported, the read at 1 goes on, and
+    // the invitation goes to 1 once that card is in.
+    ada_ep.handle_card_failed(later, DeviceId(9), Reason::TimedOut);
+    let (_, e) = drain(&mut ada_ep);
+    assert!(e.is_empty(), "{e:?}");
+    ada_ep
+        .handle_card(later, DeviceId(1), bob_ep.card_bytes())
+        .unwrap();
+    let (t, _) = drain(&mut ada_ep);
+    assert!(
+        matches!(&t[..], [Transmit::Invite { device: DeviceId(1), peer, .. }] if *peer == bob_id),
+        "{t:?}"
+    );
+}
+
 /// An identifier forged with a remembered device's key (by someone who
 /// learnt it in a session) gets the device reported, but the card decides:
 /// no invitation meant for the remembered device goes to the forger, the

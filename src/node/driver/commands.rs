@@ -61,8 +61,20 @@ impl Driver {
                 let _ = r.send(res);
             }
             Command::Offer(peer, sources, r) => {
+                let bytes: u64 = sources.iter().map(|s| s.item.size).sum();
+                let limit = self
+                    .config
+                    .bluetooth
+                    .as_ref()
+                    .map_or(u64::MAX, |l| l.limit());
+                let bluetooth = self.conns.get(&peer).is_some_and(|c| c.bluetooth);
                 let res = match transfer::offer_id() {
                     _ if !self.conns.contains_key(&peer) => Err(NodeError::NotConnected(peer)),
+                    // Over Bluetooth, only what the link carries: the
+                    // receiver's node would decline the invitation for it too.
+                    _ if bluetooth && bytes > limit => {
+                        Err(NodeError::TooLargeForBluetooth { bytes, limit })
+                    }
                     Err(e) => Err(e.into()),
                     Ok(offer) => {
                         self.endpoint.touch(t, peer);
