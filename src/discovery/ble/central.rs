@@ -302,6 +302,10 @@ impl Central {
         }
         if !p.is_connected().await.unwrap_or(false) {
             debug(|| format!("connect failed: {last}"));
+            // BlueZ goes on trying after our deadline, and refuses every
+            // other connection meanwhile ("Operation already in progress"):
+            // a disconnect cancels the attempt.
+            let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
             return Err(last);
         }
         debug(|| "connected".into());
@@ -424,6 +428,12 @@ async fn next_match(
     }
 }
 
+/// Whether an address is an LE non-resolvable private address: random,
+/// with the two most significant bits 00 (Core 6.0, Vol 6, Part B, 1.3.2.2).
+fn non_resolvable(kind: Option<btleplug::api::AddressType>, addr: [u8; 6]) -> bool {
+    kind == Some(btleplug::api::AddressType::Random) && addr[0] >> 6 == 0b00
+}
+
 /// Reports an advert if it carries airhop service data: one just `heard`,
 /// or (a poll) one heard within [`LOST_AFTER`].
 async fn look(
@@ -434,6 +444,15 @@ async fn look(
 ) -> Option<DiscoveryEvent> {
     let p = adapter.peripheral(id).await.ok()?;
     let props = p.properties().await.ok()??;
+    if non_resolvable(props.address_type, props.address.into_inner()) {
+        // BlueZ advertises under a non-resolvable private address only when
+        // the advert cannot take connections (while the device is connected
+        // to someone, as during a transfer over its Bluetooth link); BlueZ
+        // keeps such a device cached, and a card read picked there would
+        // wait out its deadline holding the radio. The same device
+        // advertises connectably under its own address when it can.
+        return None;
+    }
     // Untrusted bytes: the session core decodes and checks them.
     let advert = props.service_data.get(&SERVICE_UUID)?.clone();
     let device = DeviceId(u64::from(props.address));
@@ -624,5 +643,29 @@ fn gone(e: btleplug::Error) -> DiscoveryError {
         btleplug::Error::DeviceNotFound | btleplug::Error::NotConnected => DiscoveryError::Gone,
         btleplug::Error::TimedOut(_) => DiscoveryError::TimedOut,
         other => DiscoveryError::Bluetooth(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::non_resolvable;
+    use btleplug::api::AddressType::{Public, Random};
+
+    #[test]
+    fn only_random_addresses_with_top_bits_00_are_non_resolvable() {
+        // The two the air lab saw BlueZ use for a non-connectable advert.
+        assert!(non_resolvable(
+            Some(Random),
+            [0x38, 0x83, 0xe2, 0xde, 0xdc, 0x61]
+        ));
+        assert!(non_resolvable(
+            Some(Random),
+            [0x0e, 0x96, 0x7a, 0x71, 0xad, 0xe0]
+        ));
+        // Resolvable (01) and static (11) random addresses, and any public one.
+        assert!(!non_resolvable(Some(Random), [0x4e, 0, 0, 0, 0, 1]));
+        assert!(!non_resolvable(Some(Random), [0xc0, 0, 0, 0, 0, 1]));
+        assert!(!non_resolvable(Some(Public), [0x00, 0xaa, 0x01, 0, 0, 0]));
+        assert!(!non_resolvable(None, [0x00, 0xaa, 0x01, 0, 0, 0]));
     }
 }
