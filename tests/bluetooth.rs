@@ -20,7 +20,7 @@ use std::sync::Arc;
 use airhop::discovery::BoxFuture;
 use airhop::node::{Direction, NodeConfig, NodeEvent};
 use airhop::session::{PeerState, Recipients};
-use airhop::transfer::packet::{PacketLink, BLUETOOTH_LIMIT};
+use airhop::transfer::packet::{Channel, PacketLink, BLUETOOTH_LIMIT};
 use airhop::wire::{Capabilities, L2capAddr, Reason};
 use common::*;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -69,19 +69,14 @@ impl PacketLink for UnixLink {
         })
     }
 
-    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, std::io::Result<OwnedFd>> {
+    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, std::io::Result<Channel>> {
         Box::pin(async move {
             let s = Socket::new(Domain::UNIX, Type::SEQPACKET, None)?;
             s.connect(&SockAddr::unix(self.dir.join(to.addr[5].to_string()))?)?;
             self.opened.fetch_add(1, Ordering::SeqCst);
-            Ok(OwnedFd::from(s))
+            Ok(OwnedFd::from(s).into())
         })
     }
-}
-
-fn with_link(mut c: NodeConfig, link: &Arc<UnixLink>) -> NodeConfig {
-    c.bluetooth = Some(link.clone());
-    c
 }
 
 /// Waits for a node's own channel to listen.
@@ -96,8 +91,20 @@ async fn listening(n: &mut TestNode) -> L2capAddr {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_no_ip_path_a_text_and_a_file_go_over_the_packet_link() {
+/// Ada and Bob on one LAN port (loopback only: no IP path in their
+/// cards), Bob with a link and Ada too if `ada_link`, each listening.
+struct Pair {
+    a: TestNode,
+    b: TestNode,
+    la: Arc<UnixLink>,
+    /// Bob's channel.
+    bobs: L2capAddr,
+    src: TempDir,
+    /// Keep it bound (`_dirs`, not `..`): the links' sockets live there.
+    _dirs: (TempDir, TempDir),
+}
+
+async fn pair(service: &str, seed: u8, ada_link: bool, bob: impl FnOnce(&mut NodeConfig)) -> Pair {
     let (src, dst, links) = (
         TempDir::new("bt-src"),
         TempDir::new("bt-dst"),
@@ -108,18 +115,40 @@ async fn with_no_ip_path_a_text_and_a_file_go_over_the_packet_link() {
         UnixLink::new(links.path(), 1),
         UnixLink::new(links.path(), 2),
     );
-    let mut a = start(
-        with_link(config("Ada", "it-bt", dst.path()), &la),
-        port,
-        identity(1),
-    )
-    .await;
-    listening(&mut a).await;
-    let mut cfg = with_link(config("Bob", "it-bt", dst.path()), &lb);
-    cfg.auto_accept_offers = true;
-    let mut b = start(cfg, port, identity(2)).await;
+    let mut cfg = config("Ada", service, dst.path());
+    if ada_link {
+        cfg.bluetooth = Some(la.clone());
+    }
+    let mut a = start(cfg, port, identity(seed)).await;
+    if ada_link {
+        listening(&mut a).await;
+    }
+    let mut cfg = config("Bob", service, dst.path());
+    cfg.bluetooth = Some(lb.clone());
+    bob(&mut cfg);
+    let mut b = start(cfg, port, identity(seed + 1)).await;
     let bobs = listening(&mut b).await;
+    Pair {
+        a,
+        b,
+        la,
+        bobs,
+        src,
+        _dirs: (dst, links),
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_ip_path_a_text_and_a_file_go_over_the_packet_link() {
+    let Pair {
+        mut a,
+        mut b,
+        la,
+        bobs,
+        src,
+        _dirs,
+        ..
+    } = pair("it-bt", 1, true, |c| c.auto_accept_offers = true).await;
     let b_id = meet(&mut a, &b).await;
     let info = a.node.nearby().await.unwrap();
     let bob = info.iter().find(|p| p.id == b_id).unwrap();
@@ -163,7 +192,6 @@ async fn with_no_ip_path_a_text_and_a_file_go_over_the_packet_link() {
         1,
         "Ada opened one channel"
     );
-    assert_eq!(lb.opened.load(Ordering::SeqCst), 0);
 
     a.node
         .send_message(Recipients::All, b"hello Bob".to_vec())
@@ -208,29 +236,14 @@ async fn with_no_ip_path_a_text_and_a_file_go_over_the_packet_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_too_large_for_bluetooth_is_declined_with_the_reason() {
-    let (src, dst, links) = (
-        TempDir::new("bt-src"),
-        TempDir::new("bt-dst"),
-        TempDir::new("bt-links"),
-    );
-    let port = port();
-    let (la, lb) = (
-        UnixLink::new(links.path(), 1),
-        UnixLink::new(links.path(), 2),
-    );
-    let mut a = start(
-        with_link(config("Ada", "it-bt-big", dst.path()), &la),
-        port,
-        identity(3),
-    )
-    .await;
-    let mut b = start(
-        with_link(config("Bob", "it-bt-big", dst.path()), &lb),
-        port,
-        identity(4),
-    )
-    .await;
-    listening(&mut b).await;
+    let Pair {
+        mut a,
+        mut b,
+        la,
+        src,
+        _dirs,
+        ..
+    } = pair("it-bt-big", 3, true, |_| {}).await;
     let b_id = meet(&mut a, &b).await;
 
     let file = src.path().join("video.mp4");
@@ -270,18 +283,13 @@ async fn an_offer_too_large_for_bluetooth_is_declined_with_the_reason() {
 async fn a_peer_without_the_link_gets_a_plain_acceptance() {
     // Only Bob has the link: Ada's card does not say she can use it, so
     // the reply names no channel and she dials the addresses as before.
-    let (dst, links) = (TempDir::new("bt-dst"), TempDir::new("bt-links"));
-    let port = port();
-    let lb = UnixLink::new(links.path(), 2);
-    let mut a = start(config("Ada", "it-bt-one", dst.path()), port, identity(5)).await;
-    let mut b = start(
-        with_link(config("Bob", "it-bt-one", dst.path()), &lb),
-        port,
-        identity(6),
-    )
-    .await;
-    listening(&mut b).await;
-    let (a_id, _) = connect(&mut a, &mut b, b"plain").await;
+    let Pair {
+        mut a,
+        mut b,
+        _dirs,
+        ..
+    } = pair("it-bt-one", 5, false, |_| {}).await;
+    connect(&mut a, &mut b, b"plain").await;
     b.node
         .send_message(Recipients::All, b"over QUIC on UDP".to_vec())
         .await
@@ -293,7 +301,6 @@ async fn a_peer_without_the_link_gets_a_plain_acceptance() {
     })
     .await;
     assert_eq!(got, b"over QUIC on UDP");
-    let _ = a_id;
     a.node.stop().await;
     b.node.stop().await;
 }

@@ -176,6 +176,20 @@ fn drain(ep: &mut Endpoint) -> (Vec<Transmit>, Vec<Event>) {
     (t, e)
 }
 
+/// Ada's endpoint, browsing, with Bob remembered under `label` (his
+/// resolving key kept from an earlier run).
+fn remembering(ada: &Arc<Identity>, bob: &Identity, label: &str) -> Endpoint {
+    let mut ep = endpoint("Ada", ada, |c| {
+        c.remembered = vec![Remembered {
+            identity: bob.key(),
+            resolving_key: bob.resolving_key(),
+            name: DisplayName::new(label).unwrap(),
+        }];
+    });
+    ep.browse();
+    ep
+}
+
 /// A device remembered from an earlier run (its resolving key kept) is
 /// found from its first advert, before any card is read; an invitation to
 /// it waits for its card and goes out once the card proves who it is. A
@@ -191,14 +205,7 @@ fn a_remembered_device_is_found_from_its_advert_and_invited_once_its_card_is_rea
     let mut carol_ep = endpoint("Carol", &carol, |_| {});
     bob_ep.advertise(now);
     carol_ep.advertise(now);
-    let mut ada_ep = endpoint("Ada", &ada, |c| {
-        c.remembered = vec![Remembered {
-            identity: bob.key(),
-            resolving_key: bob.resolving_key(),
-            name: DisplayName::new("Bob (kept)").unwrap(),
-        }];
-    });
-    ada_ep.browse();
+    let mut ada_ep = remembering(&ada, &bob, "Bob (kept)");
     let bob_id = bob.key().peer_id();
 
     // Carol, a stranger: her card is read before anything is reported.
@@ -268,14 +275,7 @@ fn a_card_read_that_fails_at_one_address_is_tried_at_the_other() {
     let now = Instant::now();
     let mut bob_ep = endpoint("Bob", &bob, |_| {});
     bob_ep.advertise(now);
-    let mut ada_ep = endpoint("Ada", &ada, |c| {
-        c.remembered = vec![Remembered {
-            identity: bob.key(),
-            resolving_key: bob.resolving_key(),
-            name: DisplayName::new("Bob (kept)").unwrap(),
-        }];
-    });
-    ada_ep.browse();
+    let mut ada_ep = remembering(&ada, &bob, "Bob (kept)");
     let bob_id = bob.key().peer_id();
     let advert = bob_ep.advert().unwrap().encode();
     ada_ep.handle_advert(now, DeviceId(1), &advert).unwrap();
@@ -313,14 +313,7 @@ fn a_forged_identifier_gets_no_invitation_meant_for_the_remembered_device() {
     let now = Instant::now();
     let mut mallory_ep = endpoint("Bob", &mallory, |_| {});
     mallory_ep.advertise(now);
-    let mut ada_ep = endpoint("Ada", &ada, |c| {
-        c.remembered = vec![Remembered {
-            identity: bob.key(),
-            resolving_key: bob.resolving_key(),
-            name: DisplayName::new("Bob").unwrap(),
-        }];
-    });
-    ada_ep.browse();
+    let mut ada_ep = remembering(&ada, &bob, "Bob");
     let bob_id = bob.key().peer_id();
     // Mallory's advert with an identifier made from Bob's resolving key.
     let forged = AdvertPayload::new(

@@ -60,10 +60,27 @@ pub trait PacketLink: Send + Sync + std::fmt::Debug {
     /// sockets as they come (bounded: a peer that opens many waits).
     fn listen(&self) -> BoxFuture<'_, io::Result<(L2capAddr, mpsc::Receiver<OwnedFd>)>>;
     /// Opens a channel to a peer's listener.
-    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, io::Result<OwnedFd>>;
+    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, io::Result<Channel>>;
     /// The largest offer sent over it; default [`BLUETOOTH_LIMIT`].
     fn limit(&self) -> u64 {
         BLUETOOTH_LIMIT
+    }
+}
+
+/// A connected channel, and what keeps its radio link up while it is used.
+#[derive(Debug)]
+pub struct Channel {
+    /// The connected `SOCK_SEQPACKET` socket.
+    pub fd: OwnedFd,
+    /// Held as long as the QUIC endpoint on the channel runs, then dropped
+    /// (the BLE backend's: the central does not hang up a link that carries
+    /// a channel).
+    pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl From<OwnedFd> for Channel {
+    fn from(fd: OwnedFd) -> Channel {
+        Channel { fd, hold: None }
     }
 }
 
@@ -71,17 +88,19 @@ pub trait PacketLink: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct PacketSocket {
     io: AsyncFd<OwnedFd>,
+    _hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PacketSocket {
     /// Wraps a connected packet socket (made non-blocking here). Must run
     /// inside a tokio runtime.
-    pub fn new(fd: OwnedFd) -> io::Result<PacketSocket> {
+    pub fn new(channel: impl Into<Channel>) -> io::Result<PacketSocket> {
+        let Channel { fd, hold } = channel.into();
         set_nonblocking(&fd)?;
         // SAFETY: the `OwnedFd` is moved in, so the descriptor stays open
         // and is neither replaced nor closed while the `AsyncFd` has it.
         let io = unsafe { AsyncFd::register(fd) }?;
-        Ok(PacketSocket { io })
+        Ok(PacketSocket { io, _hold: hold })
     }
 
     fn send(&self, bytes: &[u8]) -> io::Result<()> {
@@ -214,8 +233,11 @@ pub fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
 
 /// A QUIC endpoint on a connected packet socket: a server if `server` is
 /// given, and able to dial [`PEER`] with a client configuration.
-pub fn endpoint(fd: OwnedFd, server: Option<quinn::ServerConfig>) -> io::Result<quinn::Endpoint> {
-    let socket = Arc::new(PacketSocket::new(fd)?);
+pub fn endpoint(
+    channel: impl Into<Channel>,
+    server: Option<quinn::ServerConfig>,
+) -> io::Result<quinn::Endpoint> {
+    let socket = Arc::new(PacketSocket::new(channel)?);
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(CHANNEL_MTU)
@@ -230,7 +252,7 @@ mod tests {
 
     /// A connected pair of unix packet sockets: the same semantics as an
     /// L2CAP channel (message boundaries kept, one peer), no radio needed.
-    pub(crate) fn pair() -> (OwnedFd, OwnedFd) {
+    fn pair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: socketpair writes two descriptors into the array.
         let r = unsafe {
@@ -246,39 +268,45 @@ mod tests {
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
     }
 
-    #[tokio::test]
-    async fn pinned_quic_runs_over_a_packet_socket_and_notices_the_close() {
+    /// Two QUIC endpoints on a packet socket pair: a server that presents
+    /// Bob and admits Ada if `admit`, and Ada's client endpoint with a
+    /// configuration pinned to Bob. Returns them and Ada's identity key.
+    fn endpoints(
+        admit: bool,
+    ) -> (
+        quinn::Endpoint,
+        quinn::Endpoint,
+        quinn::ClientConfig,
+        crate::wire::IdentityKey,
+    ) {
         use crate::crypto::Identity;
         use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
         let rng = ring::rand::SystemRandom::new();
-        let (a, b) = (
-            Identity::generate(&rng).unwrap(),
-            Identity::generate(&rng).unwrap(),
-        );
-        let (qa, qb) = (
-            QuicIdentity::new(&a).unwrap(),
-            QuicIdentity::new(&b).unwrap(),
-        );
+        let q = || QuicIdentity::new(&Identity::generate(&rng).unwrap()).unwrap();
+        let (ada, bob) = (q(), q());
+        let pin = |q: &QuicIdentity| Pin {
+            identity: q.identity(),
+            fingerprint: q.fingerprint(),
+        };
         let pins = Arc::new(PinSet::default());
-        pins.insert(Pin {
-            identity: qa.identity(),
-            fingerprint: qa.fingerprint(),
-        });
+        if admit {
+            pins.insert(pin(&ada));
+        }
         let t = transport(Duration::from_secs(30));
-        let mut server = quic::server_config(&qb, pins).unwrap();
+        let mut server = quic::server_config(&bob, pins).unwrap();
         server.transport_config(t.clone());
+        let mut client = quic::client_config(&ada, pin(&bob)).unwrap();
+        client.transport_config(t);
         let (fa, fb) = pair();
         let server_ep = endpoint(fb, Some(server)).unwrap();
         let client_ep = endpoint(fa, None).unwrap();
-        let mut client = quic::client_config(
-            &qa,
-            Pin {
-                identity: qb.identity(),
-                fingerprint: qb.fingerprint(),
-            },
-        )
-        .unwrap();
-        client.transport_config(t);
+        (server_ep, client_ep, client, ada.identity())
+    }
+
+    #[tokio::test]
+    async fn pinned_quic_runs_over_a_packet_socket_and_notices_the_close() {
+        use crate::transfer::quic;
+        let (server_ep, client_ep, client, ada) = endpoints(true);
 
         // 3 MiB across, verified byte for byte: many packets, so flow
         // control and a full socket buffer are exercised.
@@ -286,7 +314,7 @@ mod tests {
         let expect = data.clone();
         let serve = tokio::spawn(async move {
             let conn = server_ep.accept().await.unwrap().await.unwrap();
-            assert_eq!(quic::peer_identity(&conn), Some(qa.identity()));
+            assert_eq!(quic::peer_identity(&conn), Some(ada));
             let mut recv = conn.accept_uni().await.unwrap();
             let got = recv.read_to_end(8 << 20).await.unwrap();
             (got, conn, server_ep)
@@ -320,32 +348,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_pinned_server_refuses_a_stranger_over_a_packet_socket() {
-        use crate::crypto::Identity;
-        use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
-        let rng = ring::rand::SystemRandom::new();
-        let (a, b) = (
-            Identity::generate(&rng).unwrap(),
-            Identity::generate(&rng).unwrap(),
-        );
-        let (qa, qb) = (
-            QuicIdentity::new(&a).unwrap(),
-            QuicIdentity::new(&b).unwrap(),
-        );
         // The server admits nobody: the stranger's handshake fails.
-        let mut server = quic::server_config(&qb, Arc::new(PinSet::default())).unwrap();
-        server.transport_config(transport(Duration::from_secs(30)));
-        let (fa, fb) = pair();
-        let server_ep = endpoint(fb, Some(server)).unwrap();
-        let client_ep = endpoint(fa, None).unwrap();
-        let mut client = quic::client_config(
-            &qa,
-            Pin {
-                identity: qb.identity(),
-                fingerprint: qb.fingerprint(),
-            },
-        )
-        .unwrap();
-        client.transport_config(transport(Duration::from_secs(30)));
+        let (server_ep, client_ep, client, _) = endpoints(false);
         let serve = tokio::spawn(async move {
             let inc = server_ep.accept().await.unwrap();
             inc.await.is_err()

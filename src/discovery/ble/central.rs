@@ -86,6 +86,8 @@ pub(super) struct Central {
     radio: Arc<tokio::sync::Mutex<()>>,
     /// Card reads and invitations under way.
     inflight: AtomicUsize,
+    /// Peers our L2CAP channels go to: their links are left up.
+    links: super::l2cap::Links,
 }
 
 /// Counts an operation under way for as long as it lives.
@@ -109,10 +111,12 @@ impl Central {
         adapter: Adapter,
         bluez: bluer::Adapter,
         events: mpsc::UnboundedSender<DiscoveryEvent>,
+        links: super::l2cap::Links,
     ) -> Self {
         Central {
             adapter,
             bluez,
+            links,
             devices: Arc::default(),
             events,
             scan: StdMutex::new(None),
@@ -349,6 +353,14 @@ impl Central {
             let kept: Vec<Peripheral> = d.lingering.drain().map(|(_, p)| p).collect();
             (kept, d.ids.values().cloned().collect::<Vec<_>>())
         };
+        // A link that carries one of our L2CAP channels (a transfer over
+        // the Bluetooth link) goes when the channel closes: BlueZ's
+        // disconnect would drop the whole LE link, the channel with it.
+        // Stopping closes the sessions first; give their channels a moment.
+        let until = Instant::now() + HANG_UP_WAIT;
+        while !lock(&self.links).is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         for p in kept {
             let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
         }
@@ -367,9 +379,14 @@ impl Central {
     fn linger(&self, device: DeviceId, p: Peripheral) {
         let generation = self.bump(device);
         lock(&self.devices).lingering.insert(device, p.clone());
-        let devices = self.devices.clone();
+        let (devices, links) = (self.devices.clone(), self.links.clone());
         tokio::spawn(async move {
             tokio::time::sleep(LINGER).await;
+            // Left up while one of our L2CAP channels runs over it: the
+            // hang-up when browsing stops takes it down.
+            if super::l2cap::in_use(&links, p.address().into_inner()) {
+                return;
+            }
             let still = {
                 let mut d = lock(&devices);
                 let still = d.generation.get(&device) == Some(&generation);

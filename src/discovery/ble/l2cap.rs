@@ -16,14 +16,16 @@
 //! socket fails with "address family not supported", and the link is
 //! reported as unavailable.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 
 use bluer::l2cap::{SeqPacket, Socket, SocketAddr};
 use bluer::{Address, AddressType};
 use tokio::sync::mpsc;
 
-use crate::transfer::packet::{PacketLink, CHANNEL_MTU};
+use crate::transfer::packet::{Channel, PacketLink, CHANNEL_MTU};
 use crate::util::BoxFuture;
 use crate::wire::invite::L2CAP_PSM_DYNAMIC;
 use crate::wire::L2capAddr;
@@ -37,12 +39,47 @@ const PENDING: usize = 4;
 pub struct L2cap {
     addr: Address,
     addr_type: AddressType,
+    links: Links,
+}
+
+/// The peers (by address) we have channels open to, and how many: the
+/// central leaves those links up (BlueZ's disconnect drops the whole LE
+/// link, the channel with it).
+pub(super) type Links = Arc<Mutex<HashMap<[u8; 6], usize>>>;
+
+/// Whether a channel to `addr` is open.
+pub(super) fn in_use(links: &Links, addr: [u8; 6]) -> bool {
+    crate::util::lock(links).get(&addr).is_some_and(|n| *n > 0)
+}
+
+/// One open channel to a peer, counted in [`Links`] while it lives.
+#[derive(Debug)]
+struct Hold {
+    links: Links,
+    addr: [u8; 6],
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut l = crate::util::lock(&self.links);
+        if let Some(n) = l.get_mut(&self.addr) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                l.remove(&self.addr);
+            }
+        }
+    }
 }
 
 impl L2cap {
-    /// Channels from and to the adapter with this address.
-    pub fn new(addr: Address, addr_type: AddressType) -> L2cap {
-        L2cap { addr, addr_type }
+    /// Channels from and to the adapter with this address; `links` is
+    /// shared with the central.
+    pub(super) fn new(addr: Address, addr_type: AddressType, links: Links) -> L2cap {
+        L2cap {
+            addr,
+            addr_type,
+            links,
+        }
     }
 
     fn local(&self, psm: u16) -> SocketAddr {
@@ -90,7 +127,7 @@ impl L2cap {
         Ok((channel, rx))
     }
 
-    async fn connect_to(&self, to: L2capAddr) -> io::Result<OwnedFd> {
+    async fn connect_to(&self, to: L2capAddr) -> io::Result<Channel> {
         let socket = Socket::<SeqPacket>::new_seq_packet().map_err(unsupported)?;
         socket.bind(self.local(0))?;
         socket.set_recv_mtu(CHANNEL_MTU)?;
@@ -109,7 +146,16 @@ impl L2cap {
                 packet.recv_mtu().ok()
             )
         });
-        owned(&packet)
+        let fd = owned(&packet)?;
+        *crate::util::lock(&self.links).entry(to.addr).or_default() += 1;
+        let hold = Hold {
+            links: self.links.clone(),
+            addr: to.addr,
+        };
+        Ok(Channel {
+            fd,
+            hold: Some(Box::new(hold)),
+        })
     }
 }
 
@@ -143,7 +189,7 @@ impl PacketLink for L2cap {
         Box::pin(self.listen_on())
     }
 
-    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, io::Result<OwnedFd>> {
+    fn connect(&self, to: L2capAddr) -> BoxFuture<'_, io::Result<Channel>> {
         Box::pin(self.connect_to(to))
     }
 }

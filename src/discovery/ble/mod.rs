@@ -92,9 +92,11 @@ impl Ble {
         };
         adapter.set_powered(true).await.map_err(bluez_error)?;
         let name = adapter.name().to_string();
+        let links = l2cap::Links::default();
         let l2cap = L2cap::new(
             adapter.address().await.map_err(bluez_error)?,
             adapter.address_type().await.map_err(bluez_error)?,
+            links.clone(),
         );
 
         let manager = btleplug::platform::Manager::new()
@@ -118,7 +120,7 @@ impl Ble {
 
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Ble {
-            central: central::Central::new(central_adapter, adapter.clone(), tx.clone()),
+            central: central::Central::new(central_adapter, adapter.clone(), tx.clone(), links),
             peripheral: peripheral::Peripheral::new(adapter, config.extended, tx),
             addrs: config.addrs,
             l2cap: std::sync::Arc::new(l2cap),
