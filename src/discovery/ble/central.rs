@@ -25,6 +25,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection kept after a card read, for the invitation that often follows.
 const LINGER: Duration = Duration::from_secs(8);
+/// A connection kept after a reply, for an L2CAP channel the reply may name.
+const REPLY_LINGER: Duration = Duration::from_secs(4);
 /// The same advert from the same device is reported again after this long.
 const RESEEN: Duration = Duration::from_secs(2);
 /// The scan is restarted this often in its first [`EAGER`], then every
@@ -251,11 +253,22 @@ impl Central {
         let (p, chars) = self.connect(device).await?;
         let r = exchange(&p, &chars, &invitation).await;
         debug(|| format!("invitation answered: {:?}", r.as_ref().map(Vec::len)));
-        // No linger: the card's ephemeral key is spent, so the next
-        // invitation needs a new card read anyway.
-        self.bump(device);
-        lock(&self.devices).lingering.remove(&device);
-        let _ = p.disconnect().await;
+        // A short linger: when the reply names an L2CAP channel (no IP
+        // path), the channel opens over this LE link. Dropped at once, the
+        // kernel would have to make a new one, which needs the responder's
+        // connectable advert (off or non-connectable while it swaps its
+        // advert), and a pending attempt outlives a channel that gave up,
+        // refusing the next connection ("Operation already in progress";
+        // seen in the air lab). The linger leaves a link that carries a
+        // channel up. The card's ephemeral key is spent, so nothing else
+        // reuses the link.
+        if lock(&self.devices).stopped || r.is_err() {
+            self.bump(device);
+            lock(&self.devices).lingering.remove(&device);
+            let _ = p.disconnect().await;
+        } else {
+            self.linger_for(device, p, REPLY_LINGER);
+        }
         r
     }
 
@@ -377,11 +390,17 @@ impl Central {
     }
 
     fn linger(&self, device: DeviceId, p: Peripheral) {
+        self.linger_for(device, p, LINGER);
+    }
+
+    /// Keeps a connection for `linger`, then drops it unless another
+    /// operation on the device took it over, or an L2CAP channel runs on it.
+    fn linger_for(&self, device: DeviceId, p: Peripheral, linger: Duration) {
         let generation = self.bump(device);
         lock(&self.devices).lingering.insert(device, p.clone());
         let (devices, links) = (self.devices.clone(), self.links.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(LINGER).await;
+            tokio::time::sleep(linger).await;
             // Left up while one of our L2CAP channels runs over it: the
             // hang-up when browsing stops takes it down.
             if super::l2cap::in_use(&links, p.address().into_inner()) {
