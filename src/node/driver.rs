@@ -445,7 +445,7 @@ impl Driver {
 
     /// Whether a pair with these capabilities (ours, theirs) would have to
     /// use the Bluetooth link: no shared LAN, no hotspot we could host or
-    /// join, and both can.
+    /// join, both can, and our channel listens.
     fn bluetooth_only(&self, theirs: Capabilities) -> bool {
         let ours = self.config.session.card.caps;
         let both = |c| ours.contains(c) && theirs.contains(c);
@@ -455,7 +455,7 @@ impl Driver {
                 && theirs.contains(Capabilities::HOTSPOT_JOIN))
                 || (ours.contains(Capabilities::HOTSPOT_JOIN)
                     && theirs.contains(Capabilities::HOTSPOT_HOST)));
-        !lan && !hotspot && both(Capabilities::BLUETOOTH_LINK)
+        !lan && !hotspot && both(Capabilities::BLUETOOTH_LINK) && self.l2cap.is_some()
     }
 
     /// Accepts an invitation; with a hotspot in the path, with fresh
