@@ -399,6 +399,7 @@ impl Central {
         let generation = self.bump(device);
         lock(&self.devices).lingering.insert(device, p.clone());
         let (devices, links) = (self.devices.clone(), self.links.clone());
+        let radio = self.radio.clone();
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;
             // Left up while one of our L2CAP channels runs over it: the
@@ -406,6 +407,12 @@ impl Central {
             if super::l2cap::in_use(&links, p.address().into_inner()) {
                 return;
             }
+            // Decided and done under the radio lock, as connecting is: an
+            // operation that starts meanwhile (it bumps the generation
+            // first) either keeps the link, or connects again after the
+            // disconnect, never writes into a link going down ("Not
+            // Connected": an abandon notice lost in the air lab).
+            let _radio = radio.lock().await;
             let still = {
                 let mut d = lock(&devices);
                 let still = d.generation.get(&device) == Some(&generation);
@@ -415,7 +422,7 @@ impl Central {
                 still
             };
             if still {
-                let _ = p.disconnect().await;
+                let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
             }
         });
     }
