@@ -58,7 +58,7 @@ pub fn card(data: &[u8]) {
 pub fn invitation(data: &[u8]) {
     if let Ok((inv, unsigned, _)) = wire::Invitation::decode_unverified(data) {
         assert!(unsigned.len() <= data.len());
-        let mut again = inv.encode_unsigned();
+        let mut again = inv.encode_unsigned(unsigned[0]);
         again.extend_from_slice(&[0; wire::SIGNATURE_LEN]);
         assert_eq!(
             wire::Invitation::decode_unverified(&again).map(|(i, _, _)| i),
@@ -67,10 +67,15 @@ pub fn invitation(data: &[u8]) {
     }
 }
 
-/// An invitation's sealed payload (after decryption).
+/// An invitation's sealed payload (after decryption), after the version
+/// byte of the invitation it came in.
 pub fn invite_payload(data: &[u8]) {
-    if let Ok(p) = InvitePayload::decode(data) {
-        assert_eq!(InvitePayload::decode(&p.encode()).as_ref(), Ok(&p));
+    let Some((&version, data)) = data.split_first() else {
+        return;
+    };
+    if let Ok(p) = InvitePayload::decode(version, data) {
+        assert_eq!(p.version(), version, "one layout per payload");
+        assert_eq!(InvitePayload::decode(version, &p.encode()).as_ref(), Ok(&p));
     }
 }
 
@@ -536,8 +541,30 @@ mod tests {
             offer: Some(summary.clone()),
             cert_fingerprint: [0xfb; 32],
             resolving_key: ResolvingKey([0x4b; 16]),
+            hotspot: None,
         };
-        put("invite_payload", "real", &payload.encode());
+        put(
+            "invite_payload",
+            "real",
+            &[&[payload.version()], &payload.encode()[..]].concat(),
+        );
+        let hosted = InvitePayload {
+            hotspot: Some(wire::InviterHotspot {
+                creds: HotspotCredentials {
+                    ssid: "airhop-abcdef".into(),
+                    passphrase: "p".repeat(24),
+                    band: 1,
+                    channel: 36,
+                },
+                host: std::net::Ipv4Addr::new(10, 42, 7, 1),
+            }),
+            ..payload
+        };
+        put(
+            "invite_payload",
+            "hotspot",
+            &[&[hosted.version()], &hosted.encode()[..]].concat(),
+        );
         put("reply", "sealed", &Reply::Sealed(vec![0x5e; 40]).encode());
         put(
             "abandon",

@@ -712,6 +712,7 @@ async fn invitation_flood(
             offer: None,
             cert_fingerprint: [7; 32],
             resolving_key: ResolvingKey([9; 16]),
+            hotspot: None,
         };
         let (inv, _) = build_invitation(&me, &fields, &to, &payload, &rng).unwrap();
         let lan = lan.clone();

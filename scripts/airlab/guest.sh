@@ -587,6 +587,35 @@ home_kill() {
   }
 }
 
+# sender_hosts NAME H: the receiver cannot host (`--join-only`, as a board
+# whose Wi-Fi has no AP mode): the sender hosts, its credentials sealed in
+# the invitation, and the receiver joins and says its address in its reply.
+sender_hosts() {
+  local name=$1 H=$2
+  start_receiver "$name" --yes --once --join-only $H && {
+    send "$name" --wait 90 $H $W/payload.bin
+    wait_for 40 "airhop_gone rx"
+    local rxf=$O/rx-$name.jsonl txf=$O/tx-$name.jsonl
+    if [ "$SEND_RC" = 0 ] && cmp -s $W/payload.bin $W/inbox-$name/payload.bin \
+       && [ -n "$(hs_at "$txf" up host)" ] && [ -n "$(hs_at "$rxf" up join)" ] \
+       && [ -z "$(hs_at "$rxf" starting host)" ] && [ -z "$(hs_at "$txf" starting join)" ]; then
+      ok "$name: the receiver could not host (--join-only), so the sender hosted and the receiver joined; 8 MiB, bytes identical ($(grep -h '"stage":"up"' "$txf" "$rxf" | grep -o '"role":"[a-z]*"\|"band":"[^"]*"\|"security":"[^"]*"' | tr '\n' ' '))"
+    else
+      bad "$name: send exit $SEND_RC: $(tail -2 "$O/tx-$name.err" | tr '\n' ' '); receiver: $(tail -2 "$O/rx-$name.err" | tr '\n' ' '); $(grep -h '"hotspot"' "$txf" "$rxf" | tail -3 | tr '\n' ' ')"
+    fi
+    if grep -q '"stage":"closed"' "$rxf" && grep -q '"stage":"closed"' "$txf" && ! grep -q '"problem"' "$rxf" "$txf"; then
+      ok "$name: both sides report the hotspot removed and the interface restored"
+    else
+      bad "$name: no clean teardown event: $(grep -h '"hotspot"' "$rxf" "$txf" | tail -2 | tr '\n' ' ')"
+    fi
+    local acc up joined
+    acc=$(hs_at "$txf" starting host); up=$(hs_at "$txf" up host); joined=$(hs_at "$rxf" up join)
+    result "TIME $V $name sender's hotspot starting -> up: $(secs "$acc" "$up") s; -> receiver joined: $(secs "$acc" "$joined") s; -> first byte: $(secs "$acc" "$(at "$rxf" started)") s"
+    # (rx runs its NetworkManager in the nm mode: only airhop goes.)
+    [ "$V" = nm ] || kill_ns rx
+  }
+}
+
 wifi_variant() {
   V=wifi; ADV=extended
   O=$LAB/out/$V; mkdir -p "$O"
@@ -662,6 +691,10 @@ wifi_variant() {
   fi
   iw reg set 00
   wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR'"
+
+  # 1c. Either side hosts: a receiver that cannot.
+  sender_hosts sender-hosts "$H"
+  same_state sender-hosts
 
   # 2. Both on "a LAN" that does not connect them: the probe fails, then the hotspot.
   ip link add vrx type veth peer name vtx; ip link set vrx netns rx; ip link set vtx netns tx
@@ -862,6 +895,7 @@ nm_variant() {
   fi
   iw reg set 00
   wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR'"
+  sender_hosts nm-sender-hosts "$H"
   # airhop deletes its profile before it exits; a short wait covers
   # NetworkManager's own bookkeeping after that.
   wait_for 10 '[ "$(nm_state rx)" = "$rxb" ] && [ "$(nm_state tx)" = "$txb" ]'

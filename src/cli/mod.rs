@@ -215,6 +215,11 @@ pub struct HotspotArgs {
     /// Never create or join a hotspot: only a network both devices share.
     #[arg(long)]
     no_hotspot: bool,
+    /// Join a hotspot but never host one (as a device whose Wi-Fi has no
+    /// access-point mode, which is detected): a sender that can host then
+    /// hosts it.
+    #[arg(long, conflicts_with = "no_hotspot")]
+    join_only: bool,
     /// Seconds that creating or joining a hotspot may take.
     #[arg(long, value_name = "SECS", default_value_t = 45)]
     hotspot_timeout: u64,
@@ -223,7 +228,12 @@ pub struct HotspotArgs {
 impl HotspotArgs {
     /// These options with the global Wi-Fi ones.
     pub fn settings(&self, s: &Settings) -> HotspotSettings {
-        s.hotspot(self.hotspot, self.no_hotspot, self.hotspot_timeout)
+        s.hotspot(
+            self.hotspot,
+            self.no_hotspot,
+            self.join_only,
+            self.hotspot_timeout,
+        )
     }
 }
 

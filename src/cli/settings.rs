@@ -42,6 +42,8 @@ pub struct DiscoverySettings {
 pub struct HotspotSettings {
     /// `--hotspot`, `--no-hotspot`, or neither.
     pub mode: HotspotMode,
+    /// Not `--join-only`: we may host one.
+    pub host: bool,
     /// How long creating or joining one may take.
     pub timeout: Duration,
     /// `--hotspot-backend`.
@@ -114,10 +116,17 @@ impl Settings {
         })
     }
 
-    /// The hotspot settings for a command's `--hotspot`, `--no-hotspot`
-    /// and `--hotspot-timeout`.
-    pub fn hotspot(&self, force: bool, never: bool, timeout_secs: u64) -> HotspotSettings {
+    /// The hotspot settings for a command's `--hotspot`, `--no-hotspot`,
+    /// `--join-only` and `--hotspot-timeout`.
+    pub fn hotspot(
+        &self,
+        force: bool,
+        never: bool,
+        join_only: bool,
+        timeout_secs: u64,
+    ) -> HotspotSettings {
         HotspotSettings {
+            host: !join_only,
             mode: match (force, never) {
                 (true, _) => HotspotMode::Force,
                 (_, true) => HotspotMode::Never,

@@ -186,6 +186,7 @@ pub async fn discovery(
 /// What the node needs for hotspots.
 pub struct HotspotSetup {
     mode: HotspotMode,
+    host: bool,
     backend: Option<Arc<dyn airhop::wifi::HotspotBackend>>,
     timeout: std::time::Duration,
 }
@@ -194,6 +195,7 @@ impl HotspotSetup {
     /// Puts it into a node's config.
     pub fn apply(&self, c: &mut NodeConfig) {
         c.hotspot_mode = self.mode;
+        c.hotspot_host = self.host;
         c.hotspot = self.backend.clone();
         c.hotspot_timeout = self.timeout;
     }
@@ -210,6 +212,7 @@ pub fn hotspot(h: &HotspotSettings, out: &Out) -> Result<HotspotSetup, CliError>
     }
     let setup = |backend| HotspotSetup {
         mode: h.mode,
+        host: h.host,
         backend,
         timeout: h.timeout,
     };

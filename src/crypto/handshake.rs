@@ -220,7 +220,8 @@ impl LocalCard {
         );
         let mut sealed = inv.sealed.clone();
         let plain = open(&keys.context, b"airhop/1 context", &mut sealed)?;
-        let payload = InvitePayload::decode(plain)?;
+        // The version was checked when the invitation was parsed.
+        let payload = InvitePayload::decode(bytes[0], plain)?;
         Ok(OpenedInvitation {
             inviter,
             payload,
@@ -322,7 +323,7 @@ pub fn build_invitation(
         nonce,
         sealed: seal(&k_ctx, b"airhop/1 context", payload.encode()),
     };
-    let mut bytes = inv.encode_unsigned();
+    let mut bytes = inv.encode_unsigned(payload.version());
     let sig = identity.sign(&invitation_signed_message(&responder.bytes, &bytes));
     bytes.extend_from_slice(&sig);
     let th = transcript(&responder.bytes, &bytes);

@@ -83,6 +83,7 @@ fn payload(context: &[u8]) -> InvitePayload {
         offer: None,
         cert_fingerprint: [9; 32],
         resolving_key: ResolvingKey([3; 16]),
+        hotspot: None,
     }
 }
 

@@ -23,7 +23,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::conn::{self, code, Budget, Conn, Dial, NewConn};
+use super::conn::{self, code, Budget, Conn, NewConn};
+use super::dial::Dial;
 use super::transfer::{self, Io, Receipt};
 use super::{
     Command, HotspotEvent, HotspotRole, HotspotStage, NodeConfig, NodeError, NodeEvent, Progress,
@@ -39,7 +40,7 @@ use crate::transfer::offer::OfferError;
 use crate::transfer::quic::{self, Pin, PinSet, QuicIdentity};
 use crate::transfer::stream::StreamHeader;
 use crate::wifi::{ActiveHotspot, HotspotError, HotspotPlan, Path};
-use crate::wire::{Capabilities, Frame, IdentityKey, OfferSummary, PeerId, Reason};
+use crate::wire::{Capabilities, Frame, HotspotHost, IdentityKey, OfferSummary, PeerId, Reason};
 
 /// How long an abandon notice may take to reach a responder (a BLE
 /// connection and one write).
@@ -121,8 +122,9 @@ pub(super) struct Driver {
     dial_timeout: Duration,
     /// Hotspots we host or joined, per session peer.
     hotspots: HashMap<PeerId, (HotspotRole, HotspotInfo, Box<dyn ActiveHotspot>)>,
-    /// Hotspots we will host if the LAN probe finds no path.
-    hosting: HashMap<PeerId, HotspotPlan>,
+    /// Hotspots we will host (true) or join (false) if the LAN probe
+    /// finds no path.
+    probing: HashMap<PeerId, (HotspotPlan, bool)>,
     /// Our addresses on hotspots being created (not on an interface yet).
     creating: HashMap<PeerId, std::net::Ipv4Addr>,
     /// Hotspot teardowns under way.
@@ -192,7 +194,10 @@ impl Driver {
         });
         let mut config = config;
         let lan = addrs.iter().any(|a| !a.ip().is_loopback());
-        let caps = crate::wifi::capabilities(config.hotspot_mode, lan, config.hotspot.is_some());
+        // A radio without AP mode, or `--join-only`, joins but never hosts.
+        let host = config.hotspot_host && config.hotspot.as_ref().is_some_and(|b| !b.radio().no_ap);
+        let caps =
+            crate::wifi::capabilities(config.hotspot_mode, lan, config.hotspot.is_some(), host);
         // 5 GHz is worth saying only to a host that may put a hotspot there.
         let five = config.hotspot.as_ref().is_some_and(|b| b.radio().join_5g);
         let caps = if five && caps.contains(Capabilities::HOTSPOT_JOIN) {
@@ -254,7 +259,7 @@ impl Driver {
             default_link,
             dial_timeout,
             hotspots: HashMap::new(),
-            hosting: HashMap::new(),
+            probing: HashMap::new(),
             creating: HashMap::new(),
             teardowns: Vec::new(),
             notices: Vec::new(),
@@ -424,9 +429,9 @@ impl Driver {
             Input::Error(reason, message) => self.emit(NodeEvent::Error { reason, message }),
             Input::Emit(e) => self.emit(e),
             Input::ProbeOver(peer) => {
-                if let Some(plan) = self.hosting.remove(&peer) {
+                if let Some((plan, hosting)) = self.probing.remove(&peer) {
                     if !self.conns.contains_key(&peer) {
-                        self.host(peer, plan);
+                        self.bring_up(peer, plan, hosting);
                     }
                 }
             }
@@ -443,53 +448,35 @@ impl Driver {
         }
     }
 
-    /// Whether a pair with these capabilities (ours, theirs) would have to
-    /// use the Bluetooth link: no shared LAN, no hotspot we could host or
-    /// join, both can, and our channel listens.
-    fn bluetooth_only(&self, theirs: Capabilities) -> bool {
-        let ours = self.config.session.card.caps;
-        let both = |c| ours.contains(c) && theirs.contains(c);
-        let lan = both(Capabilities::ON_LAN);
-        let hotspot = self.config.hotspot.is_some()
-            && ((ours.contains(Capabilities::HOTSPOT_HOST)
-                && theirs.contains(Capabilities::HOTSPOT_JOIN))
-                || (ours.contains(Capabilities::HOTSPOT_JOIN)
-                    && theirs.contains(Capabilities::HOTSPOT_HOST)));
-        !lan && !hotspot && both(Capabilities::BLUETOOTH_LINK) && self.l2cap.is_some()
-    }
-
-    /// Accepts an invitation; with a hotspot in the path, with fresh
-    /// credentials in the sealed reply and the hotspot to bring up.
+    /// Accepts an invitation. With a hotspot in the path: fresh
+    /// credentials in the sealed reply and the hotspot to bring up, when we
+    /// host; our address on the inviter's hotspot in the reply and the
+    /// hotspot to join, when it hosts.
     fn accept(&mut self, invite: InviteId) -> Result<(), NodeError> {
         let t = now();
         let inviter = self.endpoint.inviter(invite);
-        let path = inviter.as_ref().map_or(Path::Lan, |p| {
-            Path::choose(self.config.session.card.caps, p.caps)
-        });
-        let plan = match (&inviter, path.hotspot(), &self.config.hotspot) {
-            (Some(inviter), true, Some(backend)) => {
-                let rng = ring::rand::SystemRandom::new();
-                let mut in_use = crate::net::interfaces()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|i| i.addr)
-                    .collect::<Vec<_>>();
-                in_use.extend(self.hotspot_addrs());
-                match crate::wifi::host_address(&rng, &in_use)? {
-                    Some(local) => {
-                        let mut creds = crate::wifi::credentials(&rng)?;
-                        (creds.band, creds.channel) =
-                            crate::wifi::band_for(&backend.radio(), inviter.caps);
-                        Some(HotspotPlan { creds, local })
-                    }
-                    None => None,
-                }
-            }
+        let ours = self.config.session.card.caps;
+        let path = inviter
+            .as_ref()
+            .map_or(Path::Lan, |p| Path::choose(ours, p.caps));
+        let host = inviter
+            .as_ref()
+            .and_then(|p| HotspotHost::choose(ours, p.caps))
+            .filter(|_| path.hotspot() && self.config.hotspot.is_some());
+        let plan = match (&inviter, host) {
+            (Some(i), Some(HotspotHost::Responder)) => self.plan_hosting(i.caps)?,
+            _ => None,
+        };
+        let join = match host {
+            Some(HotspotHost::Inviter) => self
+                .endpoint
+                .inviter_hotspot(invite)
+                .and_then(|h| self.plan_joining(&h)),
             _ => None,
         };
         let bluetooth = inviter
             .as_ref()
-            .filter(|i| plan.is_none() && self.bluetooth_only(i.caps))
+            .filter(|i| host.is_none() && self.bluetooth_only(i.caps))
             .and(self.l2cap);
         if let Some(channel) = bluetooth {
             self.endpoint.set_link(LinkOffer {
@@ -497,7 +484,7 @@ impl Driver {
                 ..self.default_link.clone()
             });
         }
-        if let Some(p) = &plan {
+        if let Some(p) = plan.as_ref().or(join.as_ref()) {
             let port = self.quic_addr().port();
             let mut addrs = vec![SocketAddr::new(IpAddr::V4(p.local), port)];
             if path.lan() {
@@ -511,7 +498,8 @@ impl Driver {
             self.endpoint.set_link(LinkOffer {
                 addrs,
                 cert_fingerprint: self.me.fingerprint(),
-                hotspot: Some(p.creds.clone()),
+                // Ours to join, or none: the inviter already has its own.
+                hotspot: plan.as_ref().map(|p| p.creds.clone()),
                 bluetooth: None,
             });
         }
@@ -519,22 +507,26 @@ impl Driver {
         if let (Ok(()), Some((peer, offer))) = (&r, self.invited.remove(&invite)) {
             self.transfers.consent(peer, offer);
         }
-        if plan.is_some() || bluetooth.is_some() {
+        if plan.is_some() || join.is_some() || bluetooth.is_some() {
             self.endpoint.set_link(self.default_link.clone());
         }
-        if let (Ok(()), Some(plan), Some(inviter)) = (&r, plan, inviter) {
-            if path == Path::Hotspot {
-                self.host(inviter.id, plan);
-            } else {
-                // Host only if the inviter's LAN probe finds no path.
-                self.hosting.insert(inviter.id, plan);
-                let tx = self.inputs.clone();
-                let wait = crate::wifi::PROBE + crate::wifi::PROBE_GRACE;
-                self.tasks.spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    let _ = tx.send(Input::ProbeOver(inviter.id));
-                });
-            }
+        let (Ok(()), Some(inviter)) = (&r, inviter) else {
+            return r;
+        };
+        let Some((plan, hosting)) = plan.map(|p| (p, true)).or(join.map(|p| (p, false))) else {
+            return r;
+        };
+        if path == Path::Hotspot {
+            self.bring_up(inviter.id, plan, hosting);
+        } else {
+            // Only if the inviter's LAN probe finds no path.
+            self.probing.insert(inviter.id, (plan, hosting));
+            let tx = self.inputs.clone();
+            let wait = crate::wifi::PROBE + crate::wifi::PROBE_GRACE;
+            self.tasks.spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = tx.send(Input::ProbeOver(inviter.id));
+            });
         }
         r
     }
@@ -570,7 +562,7 @@ impl Driver {
         // given the time to put the network back. One still coming up (a
         // fast joiner can finish before the host's backend says it is up)
         // is waited for, then closed: abandoned, it would outlive us.
-        self.hosting.clear();
+        self.probing.clear();
         let until = tokio::time::Instant::now() + self.config.hotspot_timeout + grace;
         while !self.creating.is_empty() {
             match tokio::time::timeout_at(until, inputs.recv()).await {

@@ -50,6 +50,7 @@
 //! [`Reason`] codes, so a peer hears why.
 
 mod conn;
+mod dial;
 mod driver;
 mod event;
 mod transfer;
@@ -119,6 +120,10 @@ pub struct NodeConfig {
     pub hotspot: Option<Arc<dyn HotspotBackend>>,
     /// How long creating or joining a hotspot may take. Default 45 s.
     pub hotspot_timeout: Duration,
+    /// Whether we may host a hotspot; `false` joins only (as a device whose
+    /// radio has no AP mode, which the backend also detects): an inviter
+    /// that can host then hosts for us. Default `true`.
+    pub hotspot_host: bool,
     /// Where the resolving keys learnt in sessions are kept for the next
     /// run (fed back through [`Config::remembered`]). Default none: they
     /// last as long as the node.
@@ -159,6 +164,7 @@ impl NodeConfig {
             hotspot_mode: HotspotMode::Auto,
             hotspot: None,
             hotspot_timeout: crate::wifi::DEFAULT_TIMEOUT,
+            hotspot_host: true,
             key_book: None,
             bluetooth: None,
         }

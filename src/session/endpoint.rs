@@ -18,8 +18,8 @@ use crate::util::{fill, RandomError};
 use crate::wire::frame::MAX_MESSAGE_LEN;
 use crate::wire::invite::MAX_CONTEXT_LEN;
 use crate::wire::{
-    Abandon, Accept, AdvertPayload, Capabilities, Frame, IdentityKey, InvitePayload, L2capAddr,
-    OfferSummary, PeerId, Reason, Reply, ReplyBody, ResolvingKey,
+    Abandon, Accept, AdvertPayload, Capabilities, Frame, HotspotHost, IdentityKey, InvitePayload,
+    InviterHotspot, L2capAddr, OfferSummary, PeerId, Reason, Reply, ReplyBody, ResolvingKey,
 };
 
 /// Invitations that may wait for an answer at once; more are refused as
@@ -97,6 +97,9 @@ struct Outgoing {
 struct Ask {
     context: Vec<u8>,
     offer: Option<OfferSummary>,
+    /// A hotspot we would host, named only to a responder that needs it
+    /// ([`Endpoint::hosted`]).
+    hotspot: Option<InviterHotspot>,
 }
 
 enum OutState {
@@ -550,6 +553,14 @@ impl Endpoint {
         self.peer_info(peer, None)
     }
 
+    /// The hotspot a pending invitation's inviter will host for us, if it
+    /// named one (we cannot host, it can).
+    pub fn inviter_hotspot(&self, invite: InviteId) -> Option<InviterHotspot> {
+        self.incoming
+            .get(&invite)
+            .and_then(|i| i.payload.hotspot.clone())
+    }
+
     /// Who a pending invitation is from.
     pub fn inviter(&self, invite: InviteId) -> Option<PeerInfo> {
         self.incoming
@@ -599,19 +610,23 @@ impl Endpoint {
         peer: PeerId,
         context: Vec<u8>,
     ) -> Result<(), InviteError> {
-        self.invite_with_offer(now, peer, context, None)
+        self.invite_with_offer(now, peer, context, None, None)
     }
 
     /// Invites a nearby peer to take an offer: `offer` (built from the real
     /// items, [`OfferSummary::of`]) is what the peer's prompt shows and what
     /// the offer made after acceptance must match; `context` is an extra
-    /// line of free text.
+    /// line of free text. `hotspot` is one we would host: the invitation
+    /// names it only when the peer's card says the peer cannot host but
+    /// joins an inviter's ([`HotspotHost::choose`]), and then
+    /// [`Transmit::Dial`] carries it back once accepted.
     pub fn invite_with_offer(
         &mut self,
         now: Instant,
         peer: PeerId,
         context: Vec<u8>,
         offer: Option<OfferSummary>,
+        hotspot: Option<InviterHotspot>,
     ) -> Result<(), InviteError> {
         if context.len() > MAX_CONTEXT_LEN {
             return Err(InviteError::ContextTooLong);
@@ -650,7 +665,11 @@ impl Endpoint {
             self.answer(invite, ReplyBody::Decline(Reason::CrossedInvitation));
         }
         let deadline = now + self.config.invite_timeout;
-        let ask = Ask { context, offer };
+        let ask = Ask {
+            context,
+            offer,
+            hotspot,
+        };
         if !self.cards.contains_key(&peer) {
             // Found by a remembered key: the invitation goes out once its
             // card is read (handle_card), and only if the card is its.
@@ -689,6 +708,7 @@ impl Endpoint {
             offer: ask.offer.clone(),
             cert_fingerprint: link.cert_fingerprint,
             resolving_key: self.identity.resolving_key(),
+            hotspot: self.hosted(card.card.caps, &ask),
         };
         let mut fields = self.config.card.clone();
         fields.caps = self.caps();
@@ -714,6 +734,15 @@ impl Endpoint {
             },
         );
         Ok(())
+    }
+
+    /// The hotspot an invitation to a card with `theirs` names: ours, when
+    /// only we can host and the card joins an inviter's.
+    fn hosted(&self, theirs: Capabilities, ask: &Ask) -> Option<InviterHotspot> {
+        let host = HotspotHost::choose(theirs, self.caps());
+        ask.hotspot
+            .clone()
+            .filter(|_| host == Some(HotspotHost::Inviter))
     }
 
     /// Withdraws a pending invitation (no event; the peer's prompt times out).
@@ -779,7 +808,9 @@ impl Endpoint {
         accept: Accept,
         bluetooth: Option<L2capAddr>,
     ) {
-        self.outgoing.remove(&peer);
+        let Some(out) = self.outgoing.remove(&peer) else {
+            return;
+        };
         if self.peers.len() >= self.config.max_peers {
             self.events.push_back(Event::InviteFailed {
                 peer,
@@ -792,6 +823,7 @@ impl Endpoint {
         };
         let identity = card.card.identity;
         let name = card.card.name.clone();
+        let hosting = self.hosted(card.card.caps, &out.ask);
         self.learn_key(peer, identity, accept.resolving_key);
         let token = accept.token;
         self.join(
@@ -803,6 +835,7 @@ impl Endpoint {
                 identity,
                 accept,
                 bluetooth,
+                hosting,
             },
         );
         if let Some(p) = self.peers.get_mut(&peer) {

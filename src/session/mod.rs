@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::crypto::{CardFields, PairingCode};
 use crate::wire::{
     Accept, Capabilities, DiscoveryInfo, DisplayName, Frame, HotspotCredentials, IdentityKey,
-    L2capAddr, PeerId, Reason, ResolvingKey, ServiceType,
+    InviterHotspot, L2capAddr, PeerId, Reason, ResolvingKey, ServiceType,
 };
 
 /// A backend-neutral handle for a nearby device, assigned by the discovery
@@ -325,6 +325,9 @@ pub enum Transmit {
         accept: Accept,
         /// The responder's Bluetooth channel, when it found no IP path.
         bluetooth: Option<L2capAddr>,
+        /// The hotspot our invitation said we host: bring it up, then dial
+        /// the responder's address on it (the acceptance's first).
+        hosting: Option<InviterHotspot>,
     },
     /// Expect a link from a peer we accepted: its certificate must carry
     /// `identity` and hash to `cert_fingerprint`, and it must present `token`

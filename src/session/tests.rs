@@ -31,6 +31,7 @@ fn invitation_from(from: &Identity, to: &Endpoint, rng: &SystemRandom) -> Vec<u8
         offer: None,
         cert_fingerprint: [9; 32],
         resolving_key: ResolvingKey([3; 16]),
+        hotspot: None,
     };
     build_invitation(from, &fields("Bob"), &card, &payload, rng)
         .unwrap()
@@ -388,4 +389,82 @@ fn a_resolving_key_learnt_in_a_session_is_told_once() {
     ep.disconnect(alice.key().peer_id());
     drain(&mut ep);
     assert_eq!(learnt(&mut ep, 2), []);
+}
+
+/// An inviter that can host offers its hotspot only to a card that cannot
+/// host but joins an inviter's; the responder sees it, and the acceptance
+/// brings it back to the inviter in its dial. A card from before
+/// invitation v3 (no such bit) gets a version 2 invitation with none.
+#[test]
+fn an_inviter_hosts_only_for_a_responder_that_joins_its_hotspot() {
+    use crate::wire::{HotspotCredentials, InviterHotspot};
+    let rng = SystemRandom::new();
+    let host_caps = Capabilities::HOTSPOT_HOST
+        | Capabilities::HOTSPOT_JOIN
+        | Capabilities::JOIN_INVITER_HOTSPOT;
+    let join_only = Capabilities::HOTSPOT_JOIN | Capabilities::JOIN_INVITER_HOTSPOT;
+    let hotspot = InviterHotspot {
+        creds: HotspotCredentials {
+            ssid: "airhop-abc234".into(),
+            passphrase: "p".repeat(24),
+            band: 0,
+            channel: 6,
+        },
+        host: std::net::Ipv4Addr::new(10, 42, 9, 1),
+    };
+    let now = Instant::now();
+    // (responder's card, what the invitation names, its version)
+    let cases = [
+        (join_only, Some(&hotspot), 3),
+        // It can host itself: it does, as before.
+        (host_caps, None, 2),
+        // It joins, but predates v3.
+        (Capabilities::HOTSPOT_JOIN, None, 2),
+    ];
+    for (caps, named, version) in cases {
+        let ada = Arc::new(Identity::generate(&rng).unwrap());
+        let bob = Arc::new(Identity::generate(&rng).unwrap());
+        let mut ada_ep = endpoint("Ada", &ada, |c| c.card.caps = host_caps);
+        let mut bob_ep = endpoint("Bob", &bob, |c| c.card.caps = caps);
+        bob_ep.advertise(now);
+        ada_ep.browse();
+        let advert = bob_ep.advert().unwrap().encode();
+        ada_ep.handle_advert(now, DeviceId(1), &advert).unwrap();
+        let bob_id = ada_ep
+            .handle_card(now, DeviceId(1), bob_ep.card_bytes())
+            .unwrap();
+        drain(&mut ada_ep);
+        ada_ep
+            .invite_with_offer(now, bob_id, Vec::new(), None, Some(hotspot.clone()))
+            .unwrap();
+        let (t, _) = drain(&mut ada_ep);
+        let [Transmit::Invite { invitation, .. }] = &t[..] else {
+            panic!("{t:?}")
+        };
+        assert_eq!(invitation[0], version, "{caps:?}");
+        bob_ep.handle_invitation(now, InviteId(1), invitation, None);
+        let (_, e) = drain(&mut bob_ep);
+        assert!(
+            e.iter().any(|e| matches!(e, Event::Invited { .. })),
+            "{e:?}"
+        );
+        assert_eq!(bob_ep.inviter_hotspot(InviteId(1)).as_ref(), named);
+        bob_ep.accept(now, InviteId(1)).unwrap();
+        let (t, _) = drain(&mut bob_ep);
+        let Some(reply) = t.iter().find_map(|t| match t {
+            Transmit::Reply { reply, .. } => Some(reply.clone()),
+            _ => None,
+        }) else {
+            panic!("{t:?}")
+        };
+        ada_ep.handle_reply(now, bob_id, &reply);
+        let (t, _) = drain(&mut ada_ep);
+        let Some(hosting) = t.iter().find_map(|t| match t {
+            Transmit::Dial { hosting, .. } => Some(hosting.clone()),
+            _ => None,
+        }) else {
+            panic!("{t:?}")
+        };
+        assert_eq!(hosting.as_ref(), named, "{caps:?}");
+    }
 }

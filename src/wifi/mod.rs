@@ -18,16 +18,27 @@
 //! - otherwise [`Path::Lan`]: dial what was announced.
 //!
 //! `--hotspot` ([`HotspotMode::Force`]) leaves `ON_LAN` off our card, and
-//! `--no-hotspot` ([`HotspotMode::Never`]) leaves both hotspot bits off, so
-//! either side's choice holds for the pair.
+//! `--no-hotspot` ([`HotspotMode::Never`]) leaves the hotspot bits off, so
+//! either side's choice holds for the pair. A radio without AP mode
+//! ([`Radio::no_ap`]), or `--join-only`, leaves `HOTSPOT_HOST` off.
 //!
 //! # The hotspot
 //!
-//! The responder hosts; the inviter joins. The responder draws fresh
+//! Who hosts is [`HotspotHost::choose`]: the responder when it can and the
+//! inviter can join, else the inviter, for a responder whose card says it
+//! joins a hotspot named in an invitation
+//! ([`Capabilities::JOIN_INVITER_HOTSPOT`]).
+//!
+//! When the responder hosts, the inviter joins. The responder draws fresh
 //! [`HotspotCredentials`] (a random SSID and a 24-character passphrase) and
 //! a free `10.42.N.0/24` for each accepted invitation, and they travel only
 //! inside the sealed reply: the host's address on the hotspot is the reply's
-//! first address, the joiner takes [`joiner_address`] next to it. The
+//! first address, the joiner takes [`joiner_address`] next to it. When the
+//! inviter hosts, it draws them for each invitation and seals them in it
+//! ([`crate::wire::InviterHotspot`]); nothing is up until the reply
+//! accepts. The responder then joins, puts its own address next to the
+//! inviter's first in the reply, and the inviter brings the hotspot up and
+//! dials it until the joiner answers. The
 //! backends ([`HotspotBackend`]: NetworkManager over D-Bus, or hostapd and
 //! wpa_supplicant) keep no credential on disk: NetworkManager holds a
 //! volatile in-memory profile bound to our D-Bus connection, hostapd and
@@ -62,7 +73,7 @@ use std::time::Duration;
 use ring::rand::SecureRandom;
 
 use crate::util::{fill, RandomError};
-use crate::wire::{Capabilities, HotspotCredentials, Reason};
+use crate::wire::{Capabilities, HotspotCredentials, HotspotHost, Reason};
 
 /// How long the inviter tries the LAN before it joins the hotspot.
 pub const PROBE: Duration = Duration::from_secs(3);
@@ -98,12 +109,12 @@ pub enum Path {
 }
 
 impl Path {
-    /// The path for a responder and an inviter with these capabilities.
+    /// The path for a responder and an inviter with these capabilities
+    /// (a hotspot either hosts: [`HotspotHost::choose`]).
     pub fn choose(responder: Capabilities, inviter: Capabilities) -> Path {
         let lan =
             responder.contains(Capabilities::ON_LAN) && inviter.contains(Capabilities::ON_LAN);
-        let hotspot = responder.contains(Capabilities::HOTSPOT_HOST)
-            && inviter.contains(Capabilities::HOTSPOT_JOIN);
+        let hotspot = HotspotHost::choose(responder, inviter).is_some();
         match (lan, hotspot) {
             (true, true) => Path::LanThenHotspot,
             (false, true) => Path::Hotspot,
@@ -132,14 +143,19 @@ impl Path {
 }
 
 /// The link bits of our card: `lan` is whether we have a non-loopback
-/// address, `hotspot` whether a backend is available.
-pub fn capabilities(mode: HotspotMode, lan: bool, hotspot: bool) -> Capabilities {
+/// address, `hotspot` whether a backend is available, `host` whether it
+/// may host (not a radio without AP mode, not `--join-only`). A device
+/// that joins also joins a hotspot its inviter hosts.
+pub fn capabilities(mode: HotspotMode, lan: bool, hotspot: bool, host: bool) -> Capabilities {
     let mut c = Capabilities::empty();
     if lan && mode != HotspotMode::Force {
         c = c | Capabilities::ON_LAN;
     }
     if hotspot && mode != HotspotMode::Never {
-        c = c | Capabilities::HOTSPOT_HOST | Capabilities::HOTSPOT_JOIN;
+        c = c | Capabilities::HOTSPOT_JOIN | Capabilities::JOIN_INVITER_HOTSPOT;
+        if host {
+            c = c | Capabilities::HOTSPOT_HOST;
+        }
     }
     c
 }

@@ -54,6 +54,10 @@ pub struct Radio {
     /// frames need, and WPA3-SAE requires: hostapd and wpa_supplicant then
     /// offer and prefer SAE.
     pub pmf: bool,
+    /// The radio lists its interface modes and AP is not among them: it
+    /// can join a hotspot but never host one (many boards and dongles).
+    /// A radio that could not be read counts as able to host.
+    pub no_ap: bool,
 }
 
 /// The 80 MHz blocks of the non-DFS 5 GHz channels, best first (UNII-1,
@@ -84,8 +88,20 @@ pub fn parse(info: &str) -> Radio {
     let (mut band, mut radio) = (0u8, Radio::default());
     let (mut ht_5g, mut ht40_5g, mut vht_5g) = (false, false, false);
     let mut ap_ok: Vec<u8> = Vec::new();
+    // Inside `Supported interface modes:`, and whether `* AP` was there.
+    let (mut in_modes, mut modes_listed, mut ap_mode) = (false, false, false);
     for line in info.lines() {
         let t = line.trim();
+        if t == "Supported interface modes:" {
+            (in_modes, modes_listed) = (true, true);
+            continue;
+        }
+        if in_modes {
+            match t.strip_prefix('*') {
+                Some(mode) => ap_mode |= mode.trim() == "AP",
+                None => in_modes = false,
+            }
+        }
         if let Some(n) = t.strip_prefix("Band ").and_then(|r| r.strip_suffix(':')) {
             band = n.parse().unwrap_or(0);
             continue;
@@ -131,6 +147,7 @@ pub fn parse(info: &str) -> Radio {
         }
     }
     radio.ap_5g = best;
+    radio.no_ap = modes_listed && !ap_mode;
     radio
 }
 
@@ -198,6 +215,14 @@ mod tests {
     fn real_iw_output_of_the_lab_radios() {
         let world = parse(include_str!("testdata/iw-phy-hwsim-world.txt"));
         assert!(world.ht_2g && world.join_5g && world.pmf, "{world:?}");
+        assert!(!world.no_ap, "hwsim radios host");
+        // The same radio with AP struck from its modes (as a board's
+        // client-only chip lists them) joins only.
+        let client_only = include_str!("testdata/iw-phy-hwsim-world.txt")
+            .replace("\t\t * AP\n", "")
+            .replace("\t\t * AP/VLAN\n", "");
+        assert!(parse(&client_only).no_ap);
+        assert!(!parse(WORLD).no_ap, "no mode list: assume it can host");
         assert_eq!(world.ap_5g, None);
         let us = parse(include_str!("testdata/iw-phy-hwsim-us.txt"));
         assert_eq!(

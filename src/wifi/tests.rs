@@ -4,42 +4,55 @@ use crate::wire::Capabilities as C;
 #[test]
 fn both_sides_pick_the_same_path() {
     let lan = C::ON_LAN;
-    let hs = C::HOTSPOT_HOST | C::HOTSPOT_JOIN;
+    let hs = C::HOTSPOT_HOST | C::HOTSPOT_JOIN | C::JOIN_INVITER_HOTSPOT;
     assert_eq!(Path::choose(lan | hs, lan | hs), Path::LanThenHotspot);
     assert_eq!(Path::choose(hs, lan | hs), Path::Hotspot);
     assert_eq!(Path::choose(lan | hs, hs), Path::Hotspot);
     assert_eq!(Path::choose(lan, lan | hs), Path::Lan);
     assert_eq!(Path::choose(lan | hs, lan), Path::Lan);
     assert_eq!(Path::choose(C::empty(), C::empty()), Path::Lan);
-    // The inviter must be able to join, the responder to host.
+    // A responder that cannot host joins its inviter's hotspot, if its
+    // card says it takes one from an invitation.
+    let join = C::HOTSPOT_JOIN | C::JOIN_INVITER_HOTSPOT;
+    assert_eq!(Path::choose(join, C::HOTSPOT_HOST), Path::Hotspot);
+    assert_eq!(Path::choose(lan | join, lan | hs), Path::LanThenHotspot);
+    assert_eq!(HotspotHost::choose(join, hs), Some(HotspotHost::Inviter));
+    assert_eq!(HotspotHost::choose(hs, hs), Some(HotspotHost::Responder));
+    // A card from before invitation v3 never gets one.
     assert_eq!(Path::choose(C::HOTSPOT_JOIN, C::HOTSPOT_HOST), Path::Lan);
+    // Neither can host: no hotspot.
+    assert_eq!(Path::choose(join, join), Path::Lan);
+    assert_eq!(HotspotHost::choose(join, join), None);
 }
 
 #[test]
 fn modes_shape_the_card() {
     use HotspotMode::*;
+    let join = C::HOTSPOT_JOIN | C::JOIN_INVITER_HOTSPOT;
     assert_eq!(
-        capabilities(Auto, true, true),
-        C::ON_LAN | C::HOTSPOT_HOST | C::HOTSPOT_JOIN
+        capabilities(Auto, true, true, true),
+        C::ON_LAN | C::HOTSPOT_HOST | join
     );
     assert_eq!(
-        capabilities(Force, true, true),
-        C::HOTSPOT_HOST | C::HOTSPOT_JOIN
+        capabilities(Force, true, true, true),
+        C::HOTSPOT_HOST | join
     );
-    assert_eq!(capabilities(Never, true, true), C::ON_LAN);
-    assert_eq!(capabilities(Auto, false, false), C::empty());
+    // --join-only, or a radio without AP mode.
+    assert_eq!(capabilities(Auto, true, true, false), C::ON_LAN | join);
+    assert_eq!(capabilities(Never, true, true, true), C::ON_LAN);
+    assert_eq!(capabilities(Auto, false, false, true), C::empty());
     // --hotspot on one side is enough to skip the LAN for the pair.
-    let forced = capabilities(Force, true, true);
-    let auto = capabilities(Auto, true, true);
+    let forced = capabilities(Force, true, true, true);
+    let auto = capabilities(Auto, true, true, true);
     assert_eq!(Path::choose(auto, forced), Path::Hotspot);
     assert_eq!(Path::choose(forced, auto), Path::Hotspot);
     // --no-hotspot on either side forbids it.
     assert_eq!(
-        Path::choose(capabilities(Never, true, true), auto),
+        Path::choose(capabilities(Never, true, true, true), auto),
         Path::Lan
     );
     assert_eq!(
-        Path::choose(auto, capabilities(Never, false, true)),
+        Path::choose(auto, capabilities(Never, false, true, true)),
         Path::Lan
     );
 }
@@ -195,6 +208,7 @@ fn hostapd_uses_the_widths_the_radio_has() {
             width: Width::Vht80,
         }),
         pmf: false,
+        no_ap: false,
     };
     let g = hostapd::hostapd_conf("wlan0", &c, &ht);
     assert!(

@@ -332,7 +332,11 @@ impl Capabilities {
     /// no IP path (card only): a responder puts its channel in the reply
     /// only for an inviter that says so.
     pub const BLUETOOTH_LINK: Capabilities = Capabilities(0x20);
-    const ALL: u8 = 0x3f;
+    /// It joins a hotspot that the inviter hosts, named in the invitation
+    /// (card only): an inviter that can host, facing a responder that
+    /// cannot, offers one only to a card that says so (invitation v3).
+    pub const JOIN_INVITER_HOTSPOT: Capabilities = Capabilities(0x40);
+    const ALL: u8 = 0x7f;
     /// The bits the advert carries.
     pub const ADVERT_BITS: u8 = 0x0f;
 
@@ -362,6 +366,37 @@ impl Capabilities {
     }
 }
 
+/// Which side of a pair brings a hotspot up, when one is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotspotHost {
+    /// The responder hosts; its credentials travel in the sealed reply.
+    Responder,
+    /// The inviter hosts (the responder cannot); its credentials travel in
+    /// the sealed invitation.
+    Inviter,
+}
+
+impl HotspotHost {
+    /// Who would host for a responder and an inviter with these cards: the
+    /// responder when it can host and the inviter join (the original
+    /// path), else the inviter when it can host and the responder joins
+    /// hotspots named in invitations.
+    pub fn choose(responder: Capabilities, inviter: Capabilities) -> Option<HotspotHost> {
+        if responder.contains(Capabilities::HOTSPOT_HOST)
+            && inviter.contains(Capabilities::HOTSPOT_JOIN)
+        {
+            Some(HotspotHost::Responder)
+        } else if inviter.contains(Capabilities::HOTSPOT_HOST)
+            && responder.contains(Capabilities::HOTSPOT_JOIN)
+            && responder.contains(Capabilities::JOIN_INVITER_HOTSPOT)
+        {
+            Some(HotspotHost::Inviter)
+        } else {
+            None
+        }
+    }
+}
+
 impl std::ops::BitOr for Capabilities {
     type Output = Capabilities;
     fn bitor(self, rhs: Self) -> Self {
@@ -378,6 +413,7 @@ impl fmt::Debug for Capabilities {
             (Self::HOTSPOT_JOIN, "hotspot-join"),
             (Self::WIFI_5GHZ, "5ghz"),
             (Self::BLUETOOTH_LINK, "bluetooth"),
+            (Self::JOIN_INVITER_HOTSPOT, "join-inviter-hotspot"),
         ];
         let set: Vec<_> = names
             .iter()

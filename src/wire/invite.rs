@@ -4,14 +4,17 @@
 //! # Invitation
 //!
 //! ```text
-//! 02                          # version (1 had no offer summary; refused since)
+//! 02 or 03                    # version: 3 when the payload names a hotspot the
+//!                             #   inviter hosts, else 2 (1 had no offer summary;
+//!                             #   refused since)
 //! <postcard Invitation>       # inviter's signed card, hash of the card it answers, nonce, sealed payload
 //! <64 bytes>                  # Ed25519 signature by the inviter over
 //!                             #   "airhop/1 invitation" | SHA-256(responder card) | version | body
 //! ```
 //!
 //! The payload (context, the summary of the offer to come, the inviter's
-//! QUIC certificate fingerprint, its resolving key) is sealed with ChaCha20-Poly1305 under a key derived from
+//! QUIC certificate fingerprint, its resolving key and, in version 3, the
+//! hotspot it will host) is sealed with ChaCha20-Poly1305 under a key derived from
 //! X25519(inviter ephemeral, responder card ephemeral) and both cards, so a
 //! BLE sniffer learns neither what is offered nor how to find the inviter.
 //!
@@ -52,8 +55,15 @@ use super::consent::OfferSummary;
 use super::reason::Reason;
 use super::{split_signed, take_exact, WireError, SIGNATURE_LEN};
 
-/// The invitation format version: 2 added [`InvitePayload::offer`].
-pub const INVITE_VERSION: u8 = 2;
+/// The newest invitation format version: 3 added
+/// [`InvitePayload::hotspot`]. An inviter sends the oldest version that
+/// carries its payload ([`InvitePayload::version`]), so a peer that predates
+/// version 3 still takes every invitation that names no hotspot (and an
+/// inviter names one only to a card with
+/// [`super::Capabilities::JOIN_INVITER_HOTSPOT`]).
+pub const INVITE_VERSION: u8 = 3;
+/// Version 2 added [`InvitePayload::offer`]; still sent and taken.
+pub const INVITE_VERSION_V2: u8 = 2;
 /// The largest invitation: a card, a 1 KiB context and overheads.
 pub const MAX_INVITATION_LEN: usize = 2048;
 /// The largest context an inviter may attach.
@@ -84,14 +94,17 @@ pub struct Invitation {
 }
 
 impl Invitation {
-    /// Encodes `version | body`, the part the signature covers.
-    pub fn encode_unsigned(&self) -> Vec<u8> {
-        let mut out = vec![INVITE_VERSION];
+    /// Encodes `version | body`, the part the signature covers; `version`
+    /// is its payload's ([`InvitePayload::version`]).
+    pub fn encode_unsigned(&self, version: u8) -> Vec<u8> {
+        let mut out = vec![version];
         out.extend(postcard::to_stdvec(self).expect("postcard to Vec"));
         out
     }
 
-    /// Splits and parses an invitation, without checking anything cryptographic.
+    /// Splits and parses an invitation, without checking anything
+    /// cryptographic. The unsigned part starts with the version, which says
+    /// how to read the payload ([`InvitePayload::decode`]).
     pub fn decode_unverified(
         bytes: &[u8],
     ) -> Result<(Invitation, &[u8], [u8; SIGNATURE_LEN]), WireError> {
@@ -101,7 +114,12 @@ impl Invitation {
                 got: bytes.len(),
             });
         }
-        let (unsigned, sig) = split_signed(bytes, INVITE_VERSION)?;
+        let version = match bytes.first() {
+            Some(&v @ (INVITE_VERSION_V2 | INVITE_VERSION)) => v,
+            Some(&v) => return Err(WireError::UnsupportedVersion(v)),
+            None => return Err(WireError::Truncated),
+        };
+        let (unsigned, sig) = split_signed(bytes, version)?;
         let inv: Invitation = take_exact(&unsigned[1..])?;
         Ok((inv, unsigned, sig))
     }
@@ -122,6 +140,31 @@ pub struct InvitePayload {
     pub cert_fingerprint: [u8; 32],
     /// The inviter's resolving key, so the responder can recognise it later.
     pub resolving_key: ResolvingKey,
+    /// A hotspot the inviter will host for this transfer, for a responder
+    /// that cannot host one itself (version 3; see [`InviterHotspot`]).
+    pub hotspot: Option<InviterHotspot>,
+}
+
+/// The version 2 payload: everything but the hotspot.
+#[derive(Serialize, Deserialize)]
+struct PayloadV2 {
+    context: Vec<u8>,
+    offer: Option<OfferSummary>,
+    cert_fingerprint: [u8; 32],
+    resolving_key: ResolvingKey,
+}
+
+/// A hotspot the inviter hosts: its credentials and the inviter's address
+/// on it. Nothing is up when the invitation goes out; the inviter brings
+/// the hotspot up once accepted, and the responder joins it and puts its
+/// own address on that subnet first in its [`Accept`], for the inviter to
+/// dial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviterHotspot {
+    /// The SSID, passphrase, band and channel.
+    pub creds: HotspotCredentials,
+    /// The inviter's address on it, `10.42.N.H` ([`is_hotspot_host`]).
+    pub host: std::net::Ipv4Addr,
 }
 
 /// Wi-Fi hotspot credentials, for when the peers share no network.
@@ -135,6 +178,21 @@ pub struct HotspotCredentials {
     pub band: u8,
     /// The channel, 0 for "any".
     pub channel: u8,
+}
+
+impl HotspotCredentials {
+    /// Checks the SSID and passphrase lengths (WPA's).
+    pub fn check(&self) -> Result<(), WireError> {
+        if self.ssid.is_empty() || self.ssid.len() > 32 {
+            return Err(WireError::Malformed("hotspot SSID must be 1-32 bytes"));
+        }
+        if !(8..=63).contains(&self.passphrase.len()) {
+            return Err(WireError::Malformed(
+                "hotspot passphrase must be 8-63 bytes",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for HotspotCredentials {
@@ -345,14 +403,7 @@ impl ReplyBody {
                 return Err(WireError::Malformed("more than 8 addresses"));
             }
             if let Some(h) = &a.hotspot {
-                if h.ssid.is_empty() || h.ssid.len() > 32 {
-                    return Err(WireError::Malformed("hotspot SSID must be 1-32 bytes"));
-                }
-                if !(8..=63).contains(&h.passphrase.len()) {
-                    return Err(WireError::Malformed(
-                        "hotspot passphrase must be 8-63 bytes",
-                    ));
-                }
+                h.check()?;
                 // The joiner puts an address next to this one on its own
                 // interface: a peer must not choose where that lands (a
                 // LAN's gateway, loopback, someone else's subnet).
@@ -369,14 +420,67 @@ impl ReplyBody {
 }
 
 impl InvitePayload {
-    /// Encodes the plaintext.
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("postcard to Vec")
+    /// The invitation version that carries this payload: the oldest that
+    /// can.
+    pub fn version(&self) -> u8 {
+        if self.hotspot.is_some() {
+            INVITE_VERSION
+        } else {
+            INVITE_VERSION_V2
+        }
     }
 
-    /// Parses a plaintext and checks the context and summary caps.
-    pub fn decode(bytes: &[u8]) -> Result<InvitePayload, WireError> {
-        let p: InvitePayload = take_exact(bytes)?;
+    /// Encodes the plaintext, in the layout of [`InvitePayload::version`].
+    pub fn encode(&self) -> Vec<u8> {
+        if self.hotspot.is_some() {
+            return postcard::to_stdvec(self).expect("postcard to Vec");
+        }
+        let v2 = PayloadV2 {
+            context: self.context.clone(),
+            offer: self.offer.clone(),
+            cert_fingerprint: self.cert_fingerprint,
+            resolving_key: self.resolving_key,
+        };
+        postcard::to_stdvec(&v2).expect("postcard to Vec")
+    }
+
+    /// Parses a plaintext sealed in an invitation of `version`, and checks
+    /// the context and summary caps and the hotspot.
+    pub fn decode(version: u8, bytes: &[u8]) -> Result<InvitePayload, WireError> {
+        let p: InvitePayload = match version {
+            INVITE_VERSION_V2 => {
+                let v2: PayloadV2 = take_exact(bytes)?;
+                InvitePayload {
+                    context: v2.context,
+                    offer: v2.offer,
+                    cert_fingerprint: v2.cert_fingerprint,
+                    resolving_key: v2.resolving_key,
+                    hotspot: None,
+                }
+            }
+            INVITE_VERSION => {
+                let p: InvitePayload = take_exact(bytes)?;
+                if p.hotspot.is_none() {
+                    // One layout per payload: a v3 without a hotspot would
+                    // be a second encoding of a v2.
+                    return Err(WireError::Malformed(
+                        "a version 3 invitation names a hotspot",
+                    ));
+                }
+                p
+            }
+            v => return Err(WireError::UnsupportedVersion(v)),
+        };
+        if let Some(h) = &p.hotspot {
+            h.creds.check()?;
+            // The responder puts an address next to this one on its own
+            // interface (see the reply's same rule).
+            if !is_hotspot_host(h.host) {
+                return Err(WireError::Malformed(
+                    "a hotspot's host address must be in 10.42.1-254.1-254",
+                ));
+            }
+        }
         if p.context.len() > MAX_CONTEXT_LEN {
             return Err(WireError::TooLong {
                 max: MAX_CONTEXT_LEN,

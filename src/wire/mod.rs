@@ -50,10 +50,12 @@ pub use card::Card;
 pub use consent::OfferSummary;
 pub use frame::{Frame, ItemKind, ItemStart, OfferItem, MAX_TEXT_LEN};
 pub use ids::{
-    Capabilities, DiscoveryInfo, DisplayName, IdentityKey, NameError, PeerId, ServiceType,
+    Capabilities, DiscoveryInfo, DisplayName, HotspotHost, IdentityKey, NameError, PeerId,
+    ServiceType,
 };
 pub use invite::{
-    Abandon, Accept, HotspotCredentials, Invitation, InvitePayload, L2capAddr, Reply, ReplyBody,
+    Abandon, Accept, HotspotCredentials, Invitation, InvitePayload, InviterHotspot, L2capAddr,
+    Reply, ReplyBody,
 };
 pub use reason::Reason;
 

@@ -263,7 +263,7 @@ fn sample_invitation() -> Invitation {
 
 #[test]
 fn invitation_golden() {
-    let mut bytes = sample_invitation().encode_unsigned();
+    let mut bytes = sample_invitation().encode_unsigned(2);
     bytes.extend_from_slice(&[0x51; 64]);
     let got = annotate(
         &bytes,
@@ -331,6 +331,7 @@ fn invite_payload_golden() {
         offer: Some(offer),
         cert_fingerprint: [0xfb; 32],
         resolving_key: ResolvingKey([0x4b; 16]),
+        hotspot: None,
     };
     let bytes = p.encode();
     let got = annotate(
@@ -355,7 +356,49 @@ fn invite_payload_golden() {
         ],
     );
     golden("invite-payload.txt", &got);
-    assert_eq!(InvitePayload::decode(&bytes).unwrap(), p);
+    assert_eq!(p.version(), 2);
+    assert_eq!(InvitePayload::decode(2, &bytes).unwrap(), p);
+    // Version 3 is version 2 and a hotspot.
+    let hosted = InvitePayload {
+        hotspot: Some(InviterHotspot {
+            creds: HotspotCredentials {
+                ssid: "airhop-abcdef".into(),
+                passphrase: "p".repeat(24),
+                band: 1,
+                channel: 36,
+            },
+            host: std::net::Ipv4Addr::new(10, 42, 7, 1),
+        }),
+        ..p.clone()
+    };
+    let v3 = hosted.encode();
+    assert_eq!(&v3[..bytes.len()], &bytes[..]);
+    let got = annotate(
+        &v3[bytes.len()..],
+        &[
+            (1, "hotspot: Some (version 3 only)"),
+            (14, "hotspot.creds.ssid: len 13, \"airhop-abcdef\""),
+            (25, "hotspot.creds.passphrase: len 24"),
+            (1, "hotspot.creds.band: 1 = 5 GHz"),
+            (1, "hotspot.creds.channel: 36"),
+            (4, "hotspot.host: 10.42.7.1, the inviter's address on it"),
+        ],
+    );
+    golden("invite-payload-v3-hotspot.txt", &got);
+    assert_eq!(hosted.version(), 3);
+    assert_eq!(InvitePayload::decode(3, &v3).unwrap(), hosted);
+    // One layout per payload: no v3 without a hotspot, no hotspot in a v2.
+    let mut no_hotspot = bytes.clone();
+    no_hotspot.push(0);
+    assert!(InvitePayload::decode(3, &no_hotspot).is_err());
+    assert_eq!(
+        InvitePayload::decode(2, &v3).unwrap_err(),
+        WireError::TrailingBytes
+    );
+    // The responder puts an address next to the host's: only in 10.42/16.
+    let mut wrong = hosted.clone();
+    wrong.hotspot.as_mut().unwrap().host = std::net::Ipv4Addr::new(192, 168, 1, 1);
+    assert!(InvitePayload::decode(3, &wrong.encode()).is_err());
 }
 
 #[test]
@@ -560,7 +603,7 @@ fn frames_refuse_oversize_unknown_and_reserved() {
 #[test]
 fn every_decoder_survives_truncation() {
     let (_, card) = sample_card();
-    let mut inv = sample_invitation().encode_unsigned();
+    let mut inv = sample_invitation().encode_unsigned(2);
     inv.extend_from_slice(&[0; 64]);
     let reply = Reply::Sealed(vec![1; 40]).encode();
     let frame = Frame::Offer {
@@ -764,7 +807,7 @@ proptest! {
     fn invitation_round_trips(card in proptest::collection::vec(any::<u8>(), 0..600), for_card in any::<[u8; 8]>(),
                               nonce in any::<[u8; 16]>(), sealed in proptest::collection::vec(any::<u8>(), 0..1100)) {
         let inv = Invitation { inviter_card: card, for_card, nonce, sealed };
-        let mut bytes = inv.encode_unsigned();
+        let mut bytes = inv.encode_unsigned(3);
         bytes.extend_from_slice(&[7; 64]);
         let (back, _, _) = Invitation::decode_unverified(&bytes).unwrap();
         prop_assert_eq!(back, inv);
@@ -773,8 +816,8 @@ proptest! {
     #[test]
     fn invite_payload_round_trips(context in proptest::collection::vec(any::<u8>(), 0..1024),
                                   fp in any::<[u8; 32]>(), rk in any::<[u8; 16]>()) {
-        let p = InvitePayload { context, offer: None, cert_fingerprint: fp, resolving_key: ResolvingKey(rk) };
-        prop_assert_eq!(InvitePayload::decode(&p.encode()).unwrap(), p);
+        let p = InvitePayload { context, offer: None, cert_fingerprint: fp, resolving_key: ResolvingKey(rk), hotspot: None };
+        prop_assert_eq!(InvitePayload::decode(p.version(), &p.encode()).unwrap(), p);
     }
 
     #[test]
@@ -812,7 +855,8 @@ proptest! {
         let _ = Invitation::decode_unverified(&bytes);
         let _ = Reply::decode(&bytes);
         let _ = ReplyBody::decode(&bytes);
-        let _ = InvitePayload::decode(&bytes);
+        let _ = InvitePayload::decode(2, &bytes);
+        let _ = InvitePayload::decode(3, &bytes);
         let _ = Frame::decode(&bytes);
         let _ = Frame::decode_body(&bytes);
         let _ = crate::crypto::verify_card(&bytes);

@@ -27,7 +27,24 @@ impl Driver {
                 let _ = r.send(res);
             }
             Command::Invite(peer, ctx, offer, r) => {
-                let res = self.endpoint.invite_with_offer(t, peer, ctx, offer);
+                // A hotspot we would host, in case the card shows the peer
+                // cannot host one (the session core decides: it may read
+                // the card only now).
+                let theirs = self
+                    .endpoint
+                    .card_info(peer)
+                    .map_or(Capabilities::empty(), |p| p.caps);
+                let hotspot =
+                    self.plan_hosting(theirs)
+                        .ok()
+                        .flatten()
+                        .map(|p| crate::wire::InviterHotspot {
+                            creds: p.creds,
+                            host: p.local,
+                        });
+                let res = self
+                    .endpoint
+                    .invite_with_offer(t, peer, ctx, offer, hotspot);
                 let _ = r.send(res.map_err(Into::into));
             }
             Command::CancelInvite(peer, r) => {

@@ -1,5 +1,6 @@
-//! The driver's hotspots: hosting one for a peer that accepted over it,
-//! joining one, tearing them down, and the events that say so.
+//! The driver's hotspots: planning one to host (as a responder, or as an
+//! inviter for a responder that cannot), hosting or joining it, tearing
+//! them down, and the events that say so.
 
 use super::*;
 
@@ -45,11 +46,77 @@ impl Driver {
     /// Our addresses on hotspots planned or coming up: not on an
     /// interface yet, but taken (two accepts must not pick one subnet).
     pub(super) fn hotspot_addrs(&self) -> Vec<std::net::Ipv4Addr> {
-        let planned = self.hosting.values().map(|p| p.local);
+        let planned = self.probing.values().map(|(p, _)| p.local);
         planned.chain(self.creating.values().copied()).collect()
     }
 
-    pub(super) fn host(&mut self, peer: PeerId, plan: HotspotPlan) {
+    /// Fresh credentials and a free `10.42.N.H` address of ours for a
+    /// hotspot we would host for a peer with `theirs` capabilities (its
+    /// 5 GHz bit picks the band); `None` when we cannot host or no subnet
+    /// is free.
+    pub(super) fn plan_hosting(
+        &self,
+        theirs: Capabilities,
+    ) -> Result<Option<HotspotPlan>, NodeError> {
+        let Some(backend) = &self.config.hotspot else {
+            return Ok(None);
+        };
+        if !self
+            .config
+            .session
+            .card
+            .caps
+            .contains(Capabilities::HOTSPOT_HOST)
+        {
+            return Ok(None);
+        }
+        let rng = ring::rand::SystemRandom::new();
+        let mut in_use = crate::net::interfaces()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.addr)
+            .collect::<Vec<_>>();
+        in_use.extend(self.hotspot_addrs());
+        let Some(local) = crate::wifi::host_address(&rng, &in_use)? else {
+            return Ok(None);
+        };
+        let mut creds = crate::wifi::credentials(&rng)?;
+        (creds.band, creds.channel) = crate::wifi::band_for(&backend.radio(), theirs);
+        Ok(Some(HotspotPlan { creds, local }))
+    }
+
+    /// Our address on a hotspot an inviter will host (next to its, on a
+    /// subnet we are not already on), and its credentials.
+    pub(super) fn plan_joining(&self, h: &crate::wire::InviterHotspot) -> Option<HotspotPlan> {
+        let mut in_use: Vec<std::net::Ipv4Addr> = crate::net::interfaces()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.addr)
+            .collect();
+        in_use.extend(self.hotspot_addrs());
+        let local = crate::wifi::joiner_address(h.host, &in_use)?;
+        Some(HotspotPlan {
+            creds: h.creds.clone(),
+            local,
+        })
+    }
+
+    /// Whether a pair with these capabilities (ours, theirs) would have to
+    /// use the Bluetooth link: no shared LAN, no hotspot either of us could
+    /// host for the other, both can, and our channel listens.
+    pub(super) fn bluetooth_only(&self, theirs: Capabilities) -> bool {
+        let ours = self.config.session.card.caps;
+        let both = |c| ours.contains(c) && theirs.contains(c);
+        let lan = both(Capabilities::ON_LAN);
+        let hotspot = self.config.hotspot.is_some()
+            && (HotspotHost::choose(ours, theirs).is_some()
+                || HotspotHost::choose(theirs, ours).is_some());
+        !lan && !hotspot && both(Capabilities::BLUETOOTH_LINK) && self.l2cap.is_some()
+    }
+
+    /// Hosts (`hosting`) or joins the hotspot of `plan` for a peer we
+    /// accepted; the result comes back as an [`Input::Hotspot`].
+    pub(super) fn bring_up(&mut self, peer: PeerId, plan: HotspotPlan, hosting: bool) {
         let Some(backend) = self.config.hotspot.clone() else {
             return;
         };
@@ -57,18 +124,21 @@ impl Driver {
         let Some(info) = self.hotspot_info(&label) else {
             return;
         };
-        self.hotspot_event(peer, HotspotRole::Host, &info, HotspotStage::Starting, None);
+        let role = if hosting {
+            HotspotRole::Host
+        } else {
+            HotspotRole::Join
+        };
+        self.hotspot_event(peer, role, &info, HotspotStage::Starting, None);
         self.creating.insert(peer, plan.local);
         let (tx, timeout) = (self.inputs.clone(), self.config.hotspot_timeout);
         self.tasks.spawn(async move {
-            let r = backend.host(&plan, timeout).await;
-            let _ = tx.send(Input::Hotspot(
-                peer,
-                HotspotRole::Host,
-                label,
-                plan.local,
-                r,
-            ));
+            let r = if hosting {
+                backend.host(&plan, timeout).await
+            } else {
+                backend.join(&plan, timeout).await
+            };
+            let _ = tx.send(Input::Hotspot(peer, role, label, plan.local, r));
         });
     }
 
@@ -80,9 +150,7 @@ impl Driver {
         addr: std::net::Ipv4Addr,
         r: Result<Box<dyn ActiveHotspot>, HotspotError>,
     ) {
-        if role == HotspotRole::Host {
-            self.creating.remove(&peer);
-        }
+        self.creating.remove(&peer);
         let Some(info) = self.hotspot_info(label) else {
             return;
         };
@@ -108,9 +176,9 @@ impl Driver {
             Err(e) => {
                 let reason = e.stage.reason();
                 self.hotspot_event(peer, role, &info, HotspotStage::Failed(e), None);
-                if role == HotspotRole::Host {
-                    self.endpoint.handle_link_down(now(), peer, reason);
-                }
+                // No link can come over it: the session ends now, not at
+                // its connect deadline (an inviter's own dial says so too).
+                self.endpoint.handle_link_down(now(), peer, reason);
             }
         }
     }

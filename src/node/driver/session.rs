@@ -47,6 +47,7 @@ impl Driver {
                 identity,
                 accept,
                 bluetooth,
+                hosting,
             } => {
                 let theirs = self
                     .endpoint
@@ -66,6 +67,10 @@ impl Driver {
                     path,
                     idle: self.config.idle_timeout,
                     bluetooth: self.config.bluetooth.clone().zip(bluetooth),
+                    hosting: hosting.map(|h| HotspotPlan {
+                        creds: h.creds,
+                        local: h.host,
+                    }),
                 };
                 let tx = self.inputs.clone();
                 self.tasks.spawn(async move {
@@ -163,7 +168,7 @@ impl Driver {
             Event::PeerState { peer, state } => {
                 if let PeerState::NotConnected(reason) = state {
                     let writer = self.conns.remove(&peer).and_then(|l| l.close(reason));
-                    self.hosting.remove(&peer);
+                    self.probing.remove(&peer);
                     match self.hotspots.remove(&peer) {
                         // The link's last frames go out before its hotspot goes.
                         Some(h) => self.tear_down(peer, h, writer),
