@@ -218,7 +218,7 @@ impl Sim {
                     let _ = tx.send((i, peer, r));
                 });
             }
-            Transmit::Reply { invite, reply } => {
+            Transmit::Reply { invite, reply, .. } => {
                 if let Some(r) = self.nodes[i].responders.remove(&invite) {
                     r.respond(reply);
                 }
@@ -294,6 +294,8 @@ impl Sim {
                     let _ = tx.send(r);
                 });
             }
+            // The in-memory backend carries no notices after a reply.
+            Transmit::Notice { .. } => {}
             other => panic!("unexpected transmit {other:?}"),
         }
     }

@@ -771,6 +771,26 @@ wifi_variant() {
   }
   TX_ENV=
   same_state jointimeout
+  # 5b. The same when the sender hosts: the receiver (--join-only) cannot
+  # join within its 4 s; it says so over BLE (an abandon notice indicated
+  # after its reply), and the sender takes its hotspot down within 5 s.
+  RX_ENV="PATH=$W/shim-slow:$PATH" TX_ENV=
+  start_receiver rxjoinfail --yes --once --join-only $H --hotspot-timeout 4 && {
+    send rxjoinfail --wait 90 $H --hotspot-timeout 30 $W/payload.bin
+    local rf tc took
+    rf=$(hs_at "$O/rx-rxjoinfail.jsonl" failed join); tc=$(hs_at "$O/tx-rxjoinfail.jsonl" closed host)
+    took=$(secs "$rf" "$tc")
+    result "TIME $V rxjoinfail: receiver's join failed -> sender's hotspot closed: $took s"
+    if [ "$SEND_RC" = 8 ] && [ -n "$(hs_at "$O/tx-rxjoinfail.jsonl" up host)" ] \
+       && [ "$took" != "?" ] && awk -v t="$took" 'BEGIN{exit !(t <= 5)}'; then
+      ok "rxjoinfail: the sender heard the receiver could not join and closed its hotspot $took s later; sender exit 8, \"$(tail -1 "$O/tx-rxjoinfail.err")\""
+    else
+      bad "rxjoinfail: sender exit $SEND_RC, hotspot closed $took s after the receiver's join failed (at most 5 s): $(tail -2 "$O/tx-rxjoinfail.err" | tr '\n' ' '); $(grep -h '"hotspot"' "$O/tx-rxjoinfail.jsonl" "$O/rx-rxjoinfail.jsonl" | tail -3 | tr '\n' ' ')"
+    fi
+    stop_receiver
+  }
+  RX_ENV=
+  same_state rxjoinfail
 
   # 6. The network is put back. Each device is on the home network through
   # a wpa_supplicant of its own (as a board without NetworkManager is);

@@ -825,7 +825,7 @@ mod tests {
                 {
                     assert_eq!(invitation, b"invitation");
                     assert_eq!(source, Some(std::net::IpAddr::from([127, 0, 0, 1]).into()));
-                    assert!(responder.respond(b"reply".to_vec()));
+                    assert!(responder.respond(b"reply".to_vec()).is_some());
                     break;
                 }
             }

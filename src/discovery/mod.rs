@@ -100,20 +100,61 @@ pub enum DiscoveryEvent {
     },
 }
 
-/// The way back to whoever wrote an invitation.
+/// The way back to whoever wrote an invitation: its reply, and with a
+/// backend that can, later notices on the same channel ([`Notifier`]).
 #[derive(Debug)]
-pub struct Responder(oneshot::Sender<Vec<u8>>);
+pub struct Responder {
+    reply: oneshot::Sender<Vec<u8>>,
+    later: Option<mpsc::UnboundedSender<Vec<u8>>>,
+}
 
 impl Responder {
     /// A responder and the receiving end of its reply, for backends.
     pub fn channel() -> (Responder, oneshot::Receiver<Vec<u8>>) {
         let (tx, rx) = oneshot::channel();
-        (Responder(tx), rx)
+        let r = Responder {
+            reply: tx,
+            later: None,
+        };
+        (r, rx)
     }
 
-    /// Sends the reply; `false` if the inviter is gone.
-    pub fn respond(self, reply: Vec<u8>) -> bool {
-        self.0.send(reply).is_ok()
+    /// The same, for a backend that can also carry notices after the
+    /// reply (the BLE peripheral: further indications to the same
+    /// central). The notice stream ends when the [`Notifier`] is dropped.
+    pub fn with_notices() -> (
+        Responder,
+        oneshot::Receiver<Vec<u8>>,
+        mpsc::UnboundedReceiver<Vec<u8>>,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        let (later, notices) = mpsc::unbounded_channel();
+        let r = Responder {
+            reply: tx,
+            later: Some(later),
+        };
+        (r, rx, notices)
+    }
+
+    /// Sends the reply; `None` if the inviter is gone, else the way to send
+    /// it notices later, if the backend has one.
+    pub fn respond(self, reply: Vec<u8>) -> Option<Option<Notifier>> {
+        self.reply.send(reply).ok()?;
+        Some(self.later.map(Notifier))
+    }
+}
+
+/// Notices to an inviter after the reply, over the channel its invitation
+/// came on (see [`Discovery::watch`] for the other end). Dropping it ends
+/// the channel.
+#[derive(Debug)]
+pub struct Notifier(mpsc::UnboundedSender<Vec<u8>>);
+
+impl Notifier {
+    /// Sends a notice (an [`crate::wire::Abandon`]); `false` if the channel
+    /// is gone.
+    pub fn notify(&self, notice: Vec<u8>) -> bool {
+        self.0.send(notice).is_ok()
     }
 }
 
@@ -229,6 +270,16 @@ pub trait Discovery: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
         let _ = (device, invitation);
         Box::pin(async { Err(DiscoveryError::Gone) })
+    }
+
+    /// The next notice `device` sends after answering our invitation (a
+    /// [`Notifier`] on its side), keeping the way to it open meanwhile: an
+    /// inviter hosting a hotspot hears that the responder could not join
+    /// it. Cancel the future to stop watching. Backends that cannot carry
+    /// notices never resolve.
+    fn watch(&self, device: DeviceId) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        let _ = device;
+        Box::pin(std::future::pending())
     }
 
     /// The addresses this backend reaches peers on (the LAN backend's

@@ -180,7 +180,7 @@ async fn memory_invitation_round_trip() {
                 ..
             } => {
                 assert_eq!(invitation, b"invite");
-                assert!(responder.respond(b"reply".to_vec()));
+                assert!(responder.respond(b"reply".to_vec()).is_some());
             }
             other => panic!("{other:?}"),
         }

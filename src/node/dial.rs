@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use super::conn::{dial, NewConn};
 use super::driver::Input;
 use super::{HotspotEvent, HotspotRole, HotspotStage, NodeEvent};
+use crate::discovery::{DeviceId, Discovery};
 use crate::transfer::packet::{self, PacketLink};
 use crate::transfer::quic::QuicIdentity;
 use crate::wifi::{HotspotBackend, HotspotError, HotspotPlan, Path, Stage};
-use crate::wire::{Accept, IdentityKey, L2capAddr, PeerId, Reason};
+use crate::wire::{Abandon, Accept, IdentityKey, L2capAddr, PeerId, Reason};
 
 /// An inviter's way to the responder: the LAN, a hotspot, or the LAN
 /// probed first (see [`crate::wifi`]).
@@ -39,6 +40,20 @@ pub(super) struct Dial {
     pub bluetooth: Option<(Arc<dyn PacketLink>, L2capAddr)>,
     /// The hotspot our invitation said we host (the responder cannot).
     pub hosting: Option<HotspotPlan>,
+    /// Where the responder's notices come from when we host: it tells us
+    /// there if it cannot join.
+    pub discovery: Arc<dyn Discovery>,
+    /// The device its acceptance came from.
+    pub device: DeviceId,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One QUIC attempt at a joiner while it is still joining: short, so a
@@ -173,6 +188,23 @@ impl Dial {
             }
             _ => return Err(Reason::ProtocolViolation),
         };
+        // Watched from now: a responder that cannot join says so (an
+        // abandon notice under the acceptance's token), even while our
+        // hotspot is still coming up.
+        let (discovery, device, token) = (self.discovery.clone(), self.device, accept.token);
+        let mut notice = tokio::spawn(async move {
+            loop {
+                match discovery.watch(device).await {
+                    Ok(bytes) => match Abandon::decode(&bytes) {
+                        Ok(n) if n.verify(&token) => return n.reason(),
+                        _ => {}
+                    },
+                    // No way to hear it: the dial's own deadline decides.
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+        });
+        let _watching = AbortOnDrop(notice.abort_handle());
         let lan = accept.addrs[1..].to_vec();
         if self.path.lan() && !lan.is_empty() {
             let probe = Accept {
@@ -202,6 +234,22 @@ impl Dial {
             ..accept
         };
         let until = tokio::time::Instant::now() + self.hotspot_timeout + self.deadline;
+        let dialing = self.dial_joiner(only, joiner, &label, until);
+        tokio::select! {
+            r = dialing => r,
+            Ok(reason) = &mut notice => Err(reason),
+        }
+    }
+
+    /// Dials the responder on our hotspot until it answers (it joins
+    /// meanwhile) or `until`.
+    async fn dial_joiner(
+        &self,
+        only: Accept,
+        joiner: std::net::SocketAddr,
+        label: &crate::wifi::Label,
+        until: tokio::time::Instant,
+    ) -> Result<NewConn, Reason> {
         loop {
             let r = self.quic(only.clone(), JOINER_ATTEMPT).await;
             match r {
@@ -215,7 +263,7 @@ impl Dial {
                             r.description()
                         ),
                     );
-                    self.event(HotspotRole::Host, &label, HotspotStage::Failed(e));
+                    self.event(HotspotRole::Host, label, HotspotStage::Failed(e));
                     return Err(Reason::HotspotConnectFailed);
                 }
                 // Not joined yet (no answer, or no route to it yet).

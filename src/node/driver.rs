@@ -32,7 +32,7 @@ use super::{
 };
 use crate::crypto::Identity;
 use crate::discovery::{
-    self, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Published, Responder,
+    self, DeviceId, Discovery, DiscoveryError, DiscoveryEvent, Notifier, Published, Responder,
 };
 use crate::session::{Endpoint, Event, InviteId, LinkOffer, PeerState, Transmit};
 use crate::transfer::core::{self as tcore, Core, CoreError, Plan, Received};
@@ -103,6 +103,9 @@ pub(super) struct Driver {
     conns: HashMap<PeerId, Conn>,
     pinned: HashMap<PeerId, Pin>,
     responders: HashMap<InviteId, Responder>,
+    /// Peers we accepted over a backend that carries notices after the
+    /// reply, until their link is up: told at once if we give up.
+    notifiers: HashMap<PeerId, Notifier>,
     /// The offer summaries of invitations not yet answered.
     invited: HashMap<InviteId, (PeerId, OfferSummary)>,
     next_invite: u64,
@@ -247,6 +250,7 @@ impl Driver {
             conns: HashMap::new(),
             pinned: HashMap::new(),
             responders: HashMap::new(),
+            notifiers: HashMap::new(),
             invited: HashMap::new(),
             next_invite: 0,
             next_serial: 0,
@@ -590,6 +594,7 @@ impl Driver {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
         self.tasks.shutdown().await;
         self.responders.clear();
+        self.notifiers.clear();
         self.invited.clear();
     }
 }

@@ -832,6 +832,7 @@ impl Endpoint {
             None,
             Transmit::Dial {
                 peer,
+                device,
                 identity,
                 accept,
                 bluetooth,
@@ -1110,7 +1111,13 @@ impl Endpoint {
     fn answer(&mut self, invite: InviteId, body: ReplyBody) {
         if let Some(inc) = self.incoming.remove(&invite) {
             let reply = inc.keys.seal_reply(&body);
-            self.transmits.push_back(Transmit::Reply { invite, reply });
+            let accepted = matches!(body, ReplyBody::Accept(_) | ReplyBody::AcceptBluetooth(..))
+                .then(|| inc.from.card.identity.peer_id());
+            self.transmits.push_back(Transmit::Reply {
+                invite,
+                reply,
+                accepted,
+            });
         }
     }
 
@@ -1118,6 +1125,7 @@ impl Endpoint {
         self.transmits.push_back(Transmit::Reply {
             invite,
             reply: Reply::Rejected(reason).encode(),
+            accepted: None,
         });
     }
 
@@ -1177,6 +1185,17 @@ impl Endpoint {
                 notice: Abandon::new(&token, reason).encode(),
             });
         }
+        // Accepted and it never linked: we give up (our join of its
+        // hotspot failed), and it hears it at once. Not when it was it
+        // that gave up.
+        if let (PeerState::Connecting, Some(token), false) =
+            (&p.state, p.token, reason == Reason::Disconnected)
+        {
+            self.transmits.push_back(Transmit::Notice {
+                peer,
+                notice: Abandon::new(&token, reason).encode(),
+            });
+        }
         self.state(peer, PeerState::NotConnected(reason));
     }
 
@@ -1203,6 +1222,10 @@ impl Endpoint {
             peer,
             reason: notice.reason(),
         });
+        // It gave up: no notice goes back.
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.token = None;
+        }
         self.remove_peer(peer, notice.reason());
         self.reject(invite, Reason::Disconnected);
     }

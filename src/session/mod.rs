@@ -312,6 +312,10 @@ pub enum Transmit {
         invite: InviteId,
         /// The encoded reply.
         reply: Vec<u8>,
+        /// The peer, when the reply accepts it: a later
+        /// [`Transmit::Notice`] to it goes the same way, if the backend
+        /// can.
+        accepted: Option<PeerId>,
     },
     /// Open a link to an accepting peer, pinned to its identity and
     /// certificate; present `accept.token` first. Then call
@@ -319,6 +323,9 @@ pub enum Transmit {
     Dial {
         /// The peer.
         peer: PeerId,
+        /// The device its acceptance came from (where a
+        /// [`Transmit::Notice`] from it would come).
+        device: DeviceId,
         /// The identity its certificate must carry.
         identity: IdentityKey,
         /// Addresses, fingerprint, token, hotspot.
@@ -348,6 +355,16 @@ pub enum Transmit {
     Abandon {
         /// The device the acceptance came from.
         device: DeviceId,
+        /// The encoded [`crate::wire::Abandon`].
+        notice: Vec<u8>,
+    },
+    /// We accepted `peer` and cannot take its link after all (we could not
+    /// join the hotspot it hosts): send `notice` after the reply, the way
+    /// the invitation came ([`crate::discovery::Notifier`]), so the
+    /// inviter stops at once. Best effort.
+    Notice {
+        /// The peer.
+        peer: PeerId,
         /// The encoded [`crate::wire::Abandon`].
         notice: Vec<u8>,
     },

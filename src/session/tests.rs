@@ -43,7 +43,7 @@ fn invitation_from(from: &Identity, to: &Endpoint, rng: &SystemRandom) -> Vec<u8
 fn outcome(ep: &mut Endpoint, id: InviteId) -> Option<Reason> {
     let mut refused = None;
     while let Some(t) = ep.poll_transmit() {
-        if let Transmit::Reply { invite, reply } = t {
+        if let Transmit::Reply { invite, reply, .. } = t {
             if invite == id {
                 if let Ok(Reply::Rejected(r)) = Reply::decode(&reply) {
                     refused = Some(r);
@@ -459,12 +459,63 @@ fn an_inviter_hosts_only_for_a_responder_that_joins_its_hotspot() {
         };
         ada_ep.handle_reply(now, bob_id, &reply);
         let (t, _) = drain(&mut ada_ep);
-        let Some(hosting) = t.iter().find_map(|t| match t {
-            Transmit::Dial { hosting, .. } => Some(hosting.clone()),
+        let Some((hosting, token)) = t.iter().find_map(|t| match t {
+            Transmit::Dial {
+                hosting, accept, ..
+            } => Some((hosting.clone(), accept.token)),
             _ => None,
         }) else {
             panic!("{t:?}")
         };
         assert_eq!(hosting.as_ref(), named, "{caps:?}");
+        // The responder cannot join after all: the inviter hears it with
+        // the acceptance's token, on the way the reply went.
+        let ada_id = ada.key().peer_id();
+        bob_ep.handle_link_down(now, ada_id, Reason::HotspotJoinFailed);
+        let (t, _) = drain(&mut bob_ep);
+        let notice = t
+            .iter()
+            .find_map(|t| match t {
+                Transmit::Notice { peer, notice } if *peer == ada_id => Some(notice.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{t:?}"));
+        let n = crate::wire::Abandon::decode(&notice).unwrap();
+        assert!(n.verify(&token));
+        assert_eq!(n.reason(), Reason::HotspotJoinFailed);
     }
+}
+
+/// An inviter that gives up (its abandon notice) gets no notice back.
+#[test]
+fn an_abandoned_acceptance_sends_no_notice_back() {
+    let rng = SystemRandom::new();
+    let now = Instant::now();
+    let ada = Arc::new(Identity::generate(&rng).unwrap());
+    let bob = Arc::new(Identity::generate(&rng).unwrap());
+    let mut bob_ep = endpoint("Bob", &bob, |_| {});
+    bob_ep.advertise(now);
+    let inv = invitation_from(&ada, &bob_ep, &rng);
+    bob_ep.handle_invitation(now, InviteId(1), &inv, None);
+    drain(&mut bob_ep);
+    bob_ep.accept(now, InviteId(1)).unwrap();
+    let (t, _) = drain(&mut bob_ep);
+    let token = t
+        .iter()
+        .find_map(|t| match t {
+            Transmit::Expect { token, .. } => Some(*token),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{t:?}"));
+    let notice = crate::wire::Abandon::new(&token, Reason::HotspotJoinFailed).encode();
+    bob_ep.handle_invitation(now, InviteId(2), &notice, None);
+    let (t, e) = drain(&mut bob_ep);
+    assert!(
+        e.iter().any(|e| matches!(e, Event::PeerState { .. })),
+        "the peer is let go: {e:?}"
+    );
+    assert!(
+        !t.iter().any(|t| matches!(t, Transmit::Notice { .. })),
+        "{t:?}"
+    );
 }

@@ -396,14 +396,70 @@ impl Central {
     /// Keeps a connection for `linger`, then drops it unless another
     /// operation on the device took it over, or an L2CAP channel runs on it.
     fn linger_for(&self, device: DeviceId, p: Peripheral, linger: Duration) {
-        let generation = self.bump(device);
-        lock(&self.devices).lingering.insert(device, p.clone());
-        let (devices, links) = (self.devices.clone(), self.links.clone());
-        let radio = self.radio.clone();
+        Keeper {
+            devices: self.devices.clone(),
+            links: self.links.clone(),
+            radio: self.radio.clone(),
+        }
+        .linger(device, p, linger);
+    }
+
+    /// Waits for a notice `device` sends after its reply (see
+    /// [`crate::discovery::Discovery::watch`]): a further indication on
+    /// the reply characteristic, over the link the reply came on, which is
+    /// kept up while watching and lingers briefly afterwards.
+    pub(super) async fn watch(&self, device: DeviceId) -> Result<Vec<u8>, DiscoveryError> {
+        let (p, chars) = {
+            let _busy = Busy::new(&self.inflight);
+            self.connect(device).await?
+        };
+        let reply = find(&chars, REPLY_CHAR_UUID)?;
+        let mut notes = p.notifications().await.map_err(gone)?;
+        // Subscribed since the invitation, as a rule (BlueZ then refuses a
+        // second subscription from the same client, harmlessly); this
+        // covers a link that was made again.
+        let _ = tokio::time::timeout(OP_TIMEOUT, p.subscribe(reply)).await;
+        let addr = p.address().into_inner();
+        *lock(&self.links).entry(addr).or_default() += 1;
+        let _kept = Watched {
+            keeper: Keeper {
+                devices: self.devices.clone(),
+                links: self.links.clone(),
+                radio: self.radio.clone(),
+            },
+            device,
+            p: p.clone(),
+        };
+        debug(|| "watching for a notice".into());
+        await_notice(&mut notes).await
+    }
+}
+
+/// What a lingering disconnect needs, apart from the central.
+struct Keeper {
+    devices: Arc<StdMutex<Devices>>,
+    links: super::l2cap::Links,
+    radio: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Keeper {
+    fn linger(self, device: DeviceId, p: Peripheral, linger: Duration) {
+        let generation = {
+            let mut d = lock(&self.devices);
+            d.lingering.insert(device, p.clone());
+            let g = d.generation.entry(device).or_default();
+            *g += 1;
+            *g
+        };
+        let Keeper {
+            devices,
+            links,
+            radio,
+        } = self;
         tokio::spawn(async move {
             tokio::time::sleep(linger).await;
-            // Left up while one of our L2CAP channels runs over it: the
-            // hang-up when browsing stops takes it down.
+            // Left up while one of our L2CAP channels runs over it, or a
+            // watch: the hang-up when browsing stops takes it down.
             if super::l2cap::in_use(&links, p.address().into_inner()) {
                 return;
             }
@@ -425,6 +481,38 @@ impl Central {
                 let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
             }
         });
+    }
+}
+
+/// A link kept up for a watch (counted in the L2CAP links, which a
+/// linger leaves up); once the watch ends, it lingers as after a reply.
+struct Watched {
+    keeper: Keeper,
+    device: DeviceId,
+    p: Peripheral,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let addr = self.p.address().into_inner();
+        {
+            let mut l = lock(&self.keeper.links);
+            if let Some(n) = l.get_mut(&addr) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    l.remove(&addr);
+                }
+            }
+        }
+        let keeper = Keeper {
+            devices: self.keeper.devices.clone(),
+            links: self.keeper.links.clone(),
+            radio: self.keeper.radio.clone(),
+        };
+        // Dropped outside a runtime only when the process ends.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            keeper.linger(self.device, self.p.clone(), REPLY_LINGER);
+        }
     }
 }
 
@@ -621,6 +709,30 @@ async fn exchange(
         }
     }
     await_reply(&mut notes, txn[0]).await
+}
+
+/// Reassembles the first whole message from the notifications, whatever
+/// its transaction (a notice goes on the transaction of the reply it
+/// follows, which the watcher did not choose).
+async fn await_notice(
+    notes: &mut (impl futures_util::Stream<Item = btleplug::api::ValueNotification> + Unpin),
+) -> Result<Vec<u8>, DiscoveryError> {
+    let mut txn = None;
+    let mut r = Reassembly::new(MAX_REPLY_LEN);
+    while let Some(n) = notes.next().await {
+        if n.uuid != REPLY_CHAR_UUID || n.value.is_empty() {
+            continue;
+        }
+        if *txn.get_or_insert(n.value[0]) != n.value[0] {
+            continue;
+        }
+        match r.push(0, &n.value) {
+            Ok(Some((_, body))) => return Ok(body),
+            Ok(None) => {}
+            Err(e) => return Err(DiscoveryError::Malformed(e.to_string())),
+        }
+    }
+    Err(DiscoveryError::Gone)
 }
 
 /// Reassembles the reply of transaction `txn` from the notifications.

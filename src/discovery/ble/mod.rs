@@ -214,6 +214,10 @@ impl Discovery for Ble {
         Box::pin(self.central.invite(device, invitation))
     }
 
+    fn watch(&self, device: DeviceId) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        Box::pin(self.central.watch(device))
+    }
+
     fn local_addrs(&self) -> Vec<IpAddr> {
         self.addrs.clone()
     }

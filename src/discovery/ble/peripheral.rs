@@ -389,7 +389,7 @@ fn on_write(
                     req.op_type
                 )
             });
-            let (responder, rx) = Responder::channel();
+            let (responder, rx, mut notices) = Responder::with_notices();
             let sent = state.events.send(DiscoveryEvent::Invitation {
                 invitation,
                 responder,
@@ -405,6 +405,12 @@ fn on_write(
             tokio::spawn(async move {
                 if let Ok(reply) = rx.await {
                     send_reply(&state, to, txn, &reply, mtu).await;
+                    // Notices after the reply (we could not join the
+                    // inviter's hotspot) go the same way, on its
+                    // transaction, until the node drops its notifier.
+                    while let Some(notice) = notices.recv().await {
+                        send_reply(&state, to, txn, &notice, mtu).await;
+                    }
                 }
             });
             Ok(())

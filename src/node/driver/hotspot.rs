@@ -217,6 +217,7 @@ impl Driver {
                 channel: Ok(channel),
             });
         }
+        self.notifiers.remove(&peer);
         self.next_serial += 1;
         let l = conn::start(self.next_serial, peer, new, self.inputs.clone());
         if let Some(old) = self.conns.insert(peer, l) {

@@ -37,13 +37,25 @@ impl Driver {
                     let _ = discovery::invite(&*d, device, notice, ABANDON_DEADLINE).await;
                 }));
             }
-            Transmit::Reply { invite, reply } => {
+            Transmit::Reply {
+                invite,
+                reply,
+                accepted,
+            } => {
                 if let Some(r) = self.responders.remove(&invite) {
-                    r.respond(reply);
+                    if let (Some(Some(n)), Some(peer)) = (r.respond(reply), accepted) {
+                        self.notifiers.insert(peer, n);
+                    }
+                }
+            }
+            Transmit::Notice { peer, notice } => {
+                if let Some(n) = self.notifiers.remove(&peer) {
+                    n.notify(notice);
                 }
             }
             Transmit::Dial {
                 peer,
+                device,
                 identity,
                 accept,
                 bluetooth,
@@ -67,6 +79,8 @@ impl Driver {
                     path,
                     idle: self.config.idle_timeout,
                     bluetooth: self.config.bluetooth.clone().zip(bluetooth),
+                    discovery: self.discovery.clone(),
+                    device,
                     hosting: hosting.map(|h| HotspotPlan {
                         creds: h.creds,
                         local: h.host,
@@ -169,6 +183,7 @@ impl Driver {
                 if let PeerState::NotConnected(reason) = state {
                     let writer = self.conns.remove(&peer).and_then(|l| l.close(reason));
                     self.probing.remove(&peer);
+                    self.notifiers.remove(&peer);
                     match self.hotspots.remove(&peer) {
                         // The link's last frames go out before its hotspot goes.
                         Some(h) => self.tear_down(peer, h, writer),
