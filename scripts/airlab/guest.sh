@@ -107,7 +107,14 @@ bt_up() {
   wait_for 60 '[ -e /sys/class/bluetooth/hci$((n - 1)) ] && [ "$(timeout 5 btmgmt info 2>/dev/null | grep -c "^hci[0-9]")" -ge $n ]' \
     && ok "btvirt: $n controllers ($(ls /sys/class/bluetooth | tr '\n' ' '))" \
     || { bad "btvirt: controllers did not come up ($(ls /sys/class/bluetooth | tr '\n' ' ') $(cat "$O/btvirt.log"))"; bt_down; return 1; }
-  /usr/libexec/bluetooth/bluetoothd -n -E > "$O/bluetoothd.log" 2>&1 &
+  # PRIVACY=device: BlueZ's privacy, so each controller advertises under
+  # resolvable private addresses (its main.conf; the default has none).
+  local conf=/etc/bluetooth/main.conf
+  if [ -n "${PRIVACY:-}" ]; then
+    conf=$W/main.conf
+    printf '[General]\nPrivacy = %s\n[Policy]\nAutoEnable=true\n' "$PRIVACY" > $conf
+  fi
+  /usr/libexec/bluetooth/bluetoothd -n -E -f $conf > "$O/bluetoothd.log" 2>&1 &
   wait_for 30 'dbus-send --system --print-reply --dest=org.bluez /org/bluez/hci2 org.freedesktop.DBus.Properties.Get string:org.bluez.Adapter1 string:Powered 2>/dev/null | grep -q true' \
     && ok "bluetoothd: hci0-2 on D-Bus and powered" \
     || { bad "bluetoothd did not come up: $(tail -3 "$O/bluetoothd.log")"; bt_down; return 1; }
@@ -953,6 +960,7 @@ for m in $(echo "$MODE" | tr ',' ' '); do
   case $m in
     le)   bt_variant le "-L -l4" legacy ;;
     ext)  bt_variant ext "-l4" extended ;;
+    extp) PRIVACY=device bt_variant extp "-l4" extended ;;
     wifi) wifi_variant ;;
     nm)   nm_variant ;;
   esac

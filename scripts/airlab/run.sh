@@ -80,6 +80,8 @@ for f in "$LAB"/out/*/hci.btsnoop; do
   # exchanges from connect to the sealed reply (firmware-notes, section 2).
   case $SCEN in
     le|ext) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 --rotation || GATT_OK=0 ;;
+    # With BlueZ's privacy on, no address may link two identifiers either.
+    extp) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 --rotation --unlinkable || GATT_OK=0 ;;
     *) python3 "$HERE/snoopsum.py" "$f" ;;
   esac
 done

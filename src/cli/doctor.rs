@@ -250,12 +250,24 @@ fn wifi(r: &mut Report, (backend, interface): &(BackendChoice, Option<String>)) 
         None,
     );
     match airhop::wifi::detect(*backend, interface.as_deref()) {
-        Ok(b) => r.check(
-            Status::Ok,
-            "hotspots",
-            &format!("{} on {}", b.name(), b.interface()),
-            None,
-        ),
+        Ok(b) => {
+            let join_only = b.radio().no_ap;
+            r.check(
+                Status::Ok,
+                "hotspots",
+                &format!(
+                    "{} on {}{}",
+                    b.name(),
+                    b.interface(),
+                    if join_only {
+                        " (join only: the radio lists no access-point mode)"
+                    } else {
+                        ""
+                    }
+                ),
+                join_only.then_some("a sender that can host a hotspot hosts it for this device"),
+            )
+        }
         Err(why) => r.check(
             Status::Warn,
             "hotspots",
