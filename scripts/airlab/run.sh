@@ -14,6 +14,10 @@
 #          transfer goes over a hotspot (hostapd + wpa_supplicant backend)
 #     nm   the same over the NetworkManager backend: a NetworkManager (with
 #          its own D-Bus, udevd and wpa_supplicant) per device
+#     extp (not in the default) ext with BlueZ's Privacy = device, and the
+#          capture must show no address linking two identifiers. It fails
+#          today: the back-to-back sender sees the receiver's new private
+#          address and never connects (#16 item 3; firmware-notes §1).
 #   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 1500: all four modes take about 1000 s under TCG)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
