@@ -109,15 +109,8 @@ impl Dial {
         let Some(host) = accept.addrs.first().copied() else {
             return Err(Reason::ProtocolViolation);
         };
-        let lan = accept.addrs[1..].to_vec();
-        if self.path.lan() && !lan.is_empty() {
-            let probe = Accept {
-                addrs: lan,
-                ..accept.clone()
-            };
-            if let Ok(l) = self.quic(probe, crate::wifi::PROBE).await {
-                return Ok(l);
-            }
+        if let Some(l) = self.probe_lan(&accept).await {
+            return Ok(l);
         }
         let std::net::IpAddr::V4(host_ip) = host.ip() else {
             return Err(Reason::ProtocolViolation);
@@ -134,19 +127,8 @@ impl Dial {
         };
         let label = crate::wifi::Label::of(&creds);
         let plan = HotspotPlan { creds, local };
-        self.event(HotspotRole::Join, &label, HotspotStage::Starting);
-        let joined = backend.join(&plan, self.hotspot_timeout).await;
-        let failed = joined.as_ref().err().map(|e| e.stage.reason());
-        let _ = self.inputs.send(Input::Hotspot(
-            self.peer,
-            HotspotRole::Join,
-            label.clone(),
-            plan.local,
-            joined,
-        ));
-        if let Some(reason) = failed {
-            return Err(reason);
-        }
+        self.bring_up(&*backend, HotspotRole::Join, &plan, &label)
+            .await?;
         let only = Accept {
             addrs: vec![host],
             ..accept
@@ -163,6 +145,46 @@ impl Dial {
             self.event(HotspotRole::Join, &label, HotspotStage::Failed(e));
             Reason::HotspotConnectFailed
         })
+    }
+
+    /// Dials the LAN addresses of an acceptance that also names a hotspot
+    /// (all but its first) for [`crate::wifi::PROBE`], when the path says
+    /// to try the LAN first.
+    async fn probe_lan(&self, accept: &Accept) -> Option<NewConn> {
+        let lan = accept.addrs.get(1..).unwrap_or_default().to_vec();
+        if !self.path.lan() || lan.is_empty() {
+            return None;
+        }
+        let probe = Accept {
+            addrs: lan,
+            ..accept.clone()
+        };
+        self.quic(probe, crate::wifi::PROBE).await.ok()
+    }
+
+    /// Hosts or joins `plan`, telling the driver how it went (it keeps the
+    /// hotspot, or says it failed); the failed stage's reason.
+    async fn bring_up(
+        &self,
+        backend: &dyn HotspotBackend,
+        role: HotspotRole,
+        plan: &HotspotPlan,
+        label: &crate::wifi::Label,
+    ) -> Result<(), Reason> {
+        self.event(role, label, HotspotStage::Starting);
+        let r = match role {
+            HotspotRole::Host => backend.host(plan, self.hotspot_timeout).await,
+            HotspotRole::Join => backend.join(plan, self.hotspot_timeout).await,
+        };
+        let failed = r.as_ref().err().map(|e| e.stage.reason());
+        let _ = self.inputs.send(Input::Hotspot(
+            self.peer,
+            role,
+            label.clone(),
+            plan.local,
+            r,
+        ));
+        failed.map_or(Ok(()), Err)
     }
 
     /// Dials a responder that joins the hotspot we host: the LAN first for
@@ -205,30 +227,12 @@ impl Dial {
             }
         });
         let _watching = AbortOnDrop(notice.abort_handle());
-        let lan = accept.addrs[1..].to_vec();
-        if self.path.lan() && !lan.is_empty() {
-            let probe = Accept {
-                addrs: lan,
-                ..accept.clone()
-            };
-            if let Ok(l) = self.quic(probe, crate::wifi::PROBE).await {
-                return Ok(l);
-            }
+        if let Some(l) = self.probe_lan(&accept).await {
+            return Ok(l);
         }
         let label = crate::wifi::Label::of(&plan.creds);
-        self.event(HotspotRole::Host, &label, HotspotStage::Starting);
-        let up = backend.host(&plan, self.hotspot_timeout).await;
-        let failed = up.as_ref().err().map(|e| e.stage.reason());
-        let _ = self.inputs.send(Input::Hotspot(
-            self.peer,
-            HotspotRole::Host,
-            label.clone(),
-            plan.local,
-            up,
-        ));
-        if let Some(reason) = failed {
-            return Err(reason);
-        }
+        self.bring_up(&*backend, HotspotRole::Host, &plan, &label)
+            .await?;
         let only = Accept {
             addrs: vec![joiner],
             ..accept

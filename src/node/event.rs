@@ -230,9 +230,10 @@ pub enum NodeEvent {
 /// Which side of a hotspot we are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HotspotRole {
-    /// We host it (the responder).
+    /// We host it (the responder; or the inviter, for a responder that
+    /// cannot host).
     Host,
-    /// We join it (the inviter).
+    /// We join it (the inviter; or a responder that cannot host).
     Join,
 }
 

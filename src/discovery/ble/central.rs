@@ -431,7 +431,7 @@ impl Central {
             p: p.clone(),
         };
         debug(|| "watching for a notice".into());
-        await_notice(&mut notes).await
+        await_reply(&mut notes, None).await
     }
 }
 
@@ -688,7 +688,7 @@ async fn exchange(
         match tokio::time::timeout(OP_TIMEOUT, cmd).await {
             Ok(Ok(())) => {
                 debug(|| format!("invitation of {} B written (command)", invitation.len()));
-                return await_reply(&mut notes, txn[0]).await;
+                return await_reply(&mut notes, Some(txn[0])).await;
             }
             Ok(Err(e)) => debug(|| format!("no write command ({e}): write requests")),
             Err(_) => return Err(DiscoveryError::TimedOut),
@@ -708,42 +708,24 @@ async fn exchange(
             Err(_) => {}
         }
     }
-    await_reply(&mut notes, txn[0]).await
+    await_reply(&mut notes, Some(txn[0])).await
 }
 
-/// Reassembles the first whole message from the notifications, whatever
-/// its transaction (a notice goes on the transaction of the reply it
-/// follows, which the watcher did not choose).
-async fn await_notice(
-    notes: &mut (impl futures_util::Stream<Item = btleplug::api::ValueNotification> + Unpin),
-) -> Result<Vec<u8>, DiscoveryError> {
-    let mut txn = None;
-    let mut r = Reassembly::new(MAX_REPLY_LEN);
-    while let Some(n) = notes.next().await {
-        if n.uuid != REPLY_CHAR_UUID || n.value.is_empty() {
-            continue;
-        }
-        if *txn.get_or_insert(n.value[0]) != n.value[0] {
-            continue;
-        }
-        match r.push(0, &n.value) {
-            Ok(Some((_, body))) => return Ok(body),
-            Ok(None) => {}
-            Err(e) => return Err(DiscoveryError::Malformed(e.to_string())),
-        }
-    }
-    Err(DiscoveryError::Gone)
-}
-
-/// Reassembles the reply of transaction `txn` from the notifications.
+/// Reassembles the reply of transaction `txn` from the notifications; with
+/// `None`, the first whole message of whichever transaction comes first (a
+/// notice goes on the transaction of the reply it follows, which the
+/// watcher did not choose).
 async fn await_reply(
     notes: &mut (impl futures_util::Stream<Item = btleplug::api::ValueNotification> + Unpin),
-    txn: u8,
+    mut txn: Option<u8>,
 ) -> Result<Vec<u8>, DiscoveryError> {
     let mut r = Reassembly::new(MAX_REPLY_LEN);
     // The caller's deadline bounds this wait (the peer may be asking a person).
     while let Some(n) = notes.next().await {
-        if n.uuid != REPLY_CHAR_UUID || n.value.first() != Some(&txn) {
+        let Some(&first) = n.value.first() else {
+            continue;
+        };
+        if n.uuid != REPLY_CHAR_UUID || *txn.get_or_insert(first) != first {
             continue;
         }
         match r.push(0, &n.value) {
