@@ -20,7 +20,7 @@
 //! one whose receiver is stopped with SIGTERM each leave both back on it
 //! with the same addresses.
 //!
-//! It needs root (apt-get, network namespaces) and takes about 17 minutes, so
+//! It needs root (apt-get, network namespaces) and takes about 21 minutes, so
 //! plain `cargo test` lists it as ignored (with that reason) and
 //! `cargo test -- --include-ignored` (CI, the README's full command) runs
 //! it. A lab that cannot start fails this test.
