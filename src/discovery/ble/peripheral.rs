@@ -35,7 +35,7 @@ const MAX_CENTRALS: usize = 32;
 /// An advert change waits at most this long for connected centrals to go.
 const SWAP_WAIT: Duration = Duration::from_secs(20);
 /// How often a waiting advert change looks again.
-const SWAP_POLL: Duration = Duration::from_millis(200);
+const SWAP_POLL: Duration = Duration::from_millis(100);
 /// The advertising interval: BlueZ's default is 1.28 s, which a scanner
 /// needs a second or more to catch; 100 to 150 ms is the fast interval the
 /// kernel itself uses, found within a scan window or two. (An experimental
@@ -112,14 +112,23 @@ impl Peripheral {
     /// subscription to the reply before the reply is sent.
     ///
     /// A new advert waits until no central is connected (at most
-    /// [`SWAP_WAIT`]). Swapping it under a connection trips the kernel: the
-    /// connection remembers the advertising instance it came through, and
-    /// when it ends the kernel re-enables that instance, now removed, as a
-    /// non-connectable advert from a random address carrying the new data.
-    /// Scanners then see a phantom device they cannot connect to, and the
-    /// real, connectable advert stays off until the kernel's next instance
-    /// rotation, about a minute later (measured in the air lab: a receiver
-    /// unreachable for 60 s after each invitation).
+    /// [`SWAP_WAIT`]). Registering it under a connection trips the kernel:
+    /// the connection remembers the advertising instance it came through,
+    /// and when it ends the kernel re-enables that instance, now removed, as
+    /// a non-connectable advert from a random address carrying the new
+    /// data. Scanners then see a phantom device they cannot connect to, and
+    /// the real, connectable advert stays off until the kernel's next
+    /// instance rotation, about a minute later (measured in the air lab: a
+    /// receiver unreachable for 60 s after each invitation).
+    ///
+    /// The old advert, though, is withdrawn at once. Left up, the kernel
+    /// puts it back on the air the moment the connection ends, and a
+    /// central already waiting to connect (the next sender) connects
+    /// through it before the new one is up: its identifier would outlive
+    /// the invitation that spent it (the air lab's rotation check caught
+    /// one in a dozen). Withdrawn, what the kernel re-enables is at most a
+    /// non-connectable leftover, and the waiting central connects through
+    /// the new advert, registered as soon as the link is gone.
     pub(super) async fn publish(&self, published: Option<Published>) -> Result<(), DiscoveryError> {
         let mut handles = self.handles.lock().await;
         let Some(p) = published else {
@@ -141,18 +150,24 @@ impl Peripheral {
             handles.pending = None;
             return Ok(());
         }
-        if handles.advert.is_some() && connected(&self.adapter, &self.state).await {
+        if handles.waiting {
             handles.pending = Some(advert);
-            if !handles.waiting {
-                handles.waiting = true;
-                let (adapter, state, h) = (
-                    self.adapter.clone(),
-                    self.state.clone(),
-                    self.handles.clone(),
-                );
-                tokio::spawn(swap_later(adapter, state, h));
-            }
-            debug(|| "new advert waits for the connected central to go".into());
+            return Ok(());
+        }
+        if handles.advert.is_some() && connected(&self.adapter, &self.state).await {
+            // Dropping the handle unregisters the old advert.
+            handles.advert = None;
+            handles.pending = Some(advert);
+            handles.waiting = true;
+            let (adapter, state, h) = (
+                self.adapter.clone(),
+                self.state.clone(),
+                self.handles.clone(),
+            );
+            tokio::spawn(swap_later(adapter, state, h));
+            debug(|| {
+                "old advert withdrawn; the new one waits for the connected central to go".into()
+            });
             return Ok(());
         }
         handles.pending = None;
