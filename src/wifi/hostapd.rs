@@ -753,7 +753,12 @@ pub fn wpa_conf(
 
 /// What a `STATUS` reply says was negotiated.
 pub fn negotiated(status: &str) -> Option<&'static str> {
-    let akm = status.lines().find_map(|l| l.strip_prefix("key_mgmt="))?;
+    security_of(status.lines().find_map(|l| l.strip_prefix("key_mgmt="))?)
+}
+
+/// The security a wpa_supplicant key management name (`STATUS`'s
+/// `key_mgmt`, D-Bus's `CurrentAuthMode`) stands for.
+pub fn security_of(akm: &str) -> Option<&'static str> {
     match akm {
         "SAE" | "FT-SAE" => Some(WPA3),
         "WPA2-PSK" | "WPA2-PSK-SHA256" | "FT-PSK" => Some(WPA2),

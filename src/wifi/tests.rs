@@ -260,6 +260,11 @@ fn networkmanager_profiles() {
         Some("infrastructure")
     );
     assert_eq!(get(&join, "ipv4", "method").as_deref(), Some("manual"));
+    // The joiner probes for the SSID on the host's band and channel only.
+    assert_eq!(get(&join, "802-11-wireless", "band").as_deref(), Some("bg"));
+    assert_eq!(join["802-11-wireless"]["channel"].0.as_u64(), Some(6));
+    assert_eq!(join["802-11-wireless"]["hidden"].0.as_u64(), Some(1));
+    assert!(!host["802-11-wireless"].contains_key("hidden"));
 }
 
 #[test]
