@@ -83,6 +83,9 @@ fn the_air_lab_passes_every_scenario() {
         "OK   nm nm-home-term: both devices back on airlab-home with the same addresses",
         "OK   nm nm-rx: NetworkManager",
         "OK   nm nm: 8 MiB over BLE rendezvous + NetworkManager hotspot",
+        "OK   nm nm: WPA3-SAE negotiated",
+        "OK   wifi home-sender-hosts: both devices back on airlab-home with the same addresses",
+        "OK   nm nm-home-sender-hosts: both devices back on airlab-home with the same addresses",
         "OK   nm nm: no profile left, both devices as before",
         "== airlab: all passed",
     ] {

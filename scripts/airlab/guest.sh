@@ -525,10 +525,12 @@ back_home() {
 # home_transfer NAME STATEFN H: with both devices on the home network, a
 # transfer over a hotspot (--hotspot: the home network isolates clients),
 # then one whose receiver is stopped with SIGTERM once the sender has
-# joined; after each, both devices are back on the home network.
+# joined, then one the sender hosts; after each, both devices are back on
+# the home network.
 home_transfer() {
   local name=$1 f=$2 H=$3 brx btx
   brx=$($f rx); btx=$($f tx)
+  reg_note "$name"
   start_receiver "$name" --yes --once --hotspot $H && {
     send "$name" --wait 90 $H $W/payload.bin
     wait_for 40 "airhop_gone rx"
@@ -544,6 +546,7 @@ home_transfer() {
     fi
     back_home "$name" "$brx" "$btx" "$f"
   }
+  reg_note "$name-term"
   start_receiver "$name-term" --yes --once --hotspot $H && {
     ( wait_for 120 "[ -n \"\$(hs_at $O/tx-$name-term.jsonl up join)\" ]" && term_receiver ) &
     local killer=$!
@@ -553,10 +556,14 @@ home_transfer() {
     if [ -n "$(hs_at "$O/tx-$name-term.jsonl" up join)" ] && grep -q '"stage":"closed"' "$O/rx-$name-term.jsonl"; then
       ok "$name-term: the receiver, stopped with SIGTERM once the sender had joined, closed its hotspot (sender exit $SEND_RC)"
     else
-      bad "$name-term: $(grep -h '"hotspot"' "$O/rx-$name-term.jsonl" | tail -2 | tr '\n' ' ') sender exit $SEND_RC"
+      bad "$name-term: $(grep -h '"hotspot"' "$O/rx-$name-term.jsonl" | tail -2 | tr '\n' ' ') sender exit $SEND_RC: $(tail -2 "$O/tx-$name-term.err" | tr '\n' ' ')"
     fi
     back_home "$name-term" "$brx" "$btx" "$f"
   }
+  # The other way round: the receiver only joins, so the sender hosts;
+  # both go back home all the same.
+  KEEP_RX=1 sender_hosts "$name-sender-hosts" "$H"
+  back_home "$name-sender-hosts" "$brx" "$btx" "$f"
 }
 
 # home_kill H: the receiver, hosting on its borrowed wpa_supplicant, is
@@ -599,6 +606,7 @@ home_kill() {
 # the invitation, and the receiver joins and says its address in its reply.
 sender_hosts() {
   local name=$1 H=$2
+  reg_note "$name"
   start_receiver "$name" --yes --once --join-only $H && {
     send "$name" --wait 90 $H $W/payload.bin
     wait_for 40 "airhop_gone rx"
@@ -618,8 +626,9 @@ sender_hosts() {
     local acc up joined
     acc=$(hs_at "$txf" starting host); up=$(hs_at "$txf" up host); joined=$(hs_at "$rxf" up join)
     result "TIME $V $name sender's hotspot starting -> up: $(secs "$acc" "$up") s; -> receiver joined: $(secs "$acc" "$joined") s; -> first byte: $(secs "$acc" "$(at "$rxf" started)") s"
-    # (rx runs its NetworkManager in the nm mode: only airhop goes.)
-    [ "$V" = nm ] || kill_ns rx
+    # (rx runs its NetworkManager in the nm mode, and its home network's
+    # wpa_supplicant in a home step: only airhop goes.)
+    [ "$V" = nm ] || [ -n "$KEEP_RX" ] || kill_ns rx
   }
 }
 
@@ -696,8 +705,7 @@ wifi_variant() {
   else
     bad "5ghz: the US regulatory domain did not open channel 36: $(iw reg get 2>&1 | head -3 | tr '\n' ' ')"
   fi
-  iw reg set 00
-  wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR'"
+  world_again
 
   # 1c. Either side hosts: a receiver that cannot.
   sender_hosts sender-hosts "$H"
@@ -838,6 +846,21 @@ wifi_variant() {
 # activation and deactivation, and a bus that has to start it (there is no
 # systemd here) answers only at its 25 s activation timeout, which made
 # leaving the home network take 25 s.
+# world_again: back to the world regulatory domain after a US step, and
+# say so in reg.log (each phy's channel 36 and the kernel's view), since a
+# domain that did not take changes every hotspot after it.
+world_again() {
+  iw reg set 00
+  if ! wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR' && ip netns exec tx iw phy | grep -qE 'MHz \[36\].*no IR'"; then
+    say "the world domain did not take within 10 s"
+  fi
+  reg_note "after iw reg set 00"
+}
+# reg_note WHAT: the regulatory domain and channel 36 of each phy, in reg.log.
+reg_note() {
+  { echo "== $(up) s: $1"; iw reg get | grep -E '^(global|phy|country)'
+    for ns in rx tx; do echo "$ns: $(ip netns exec $ns iw phy | grep -E 'MHz \[36\]')"; done; } >> "$O/reg.log" 2>&1
+}
 nm_up() {
   local ns=$1 d=/run/nm-$1
   mkdir -p $d/conf $d/connections /run/NetworkManager /var/lib/NetworkManager
@@ -901,6 +924,13 @@ nm_variant() {
     result "TIME nm accept -> hotspot up: $(secs "$acc" "$up") s"
     result "TIME nm hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
     result "TIME nm joined -> first byte: $(secs "$joined" "$first") s"
+    # NetworkManager's access point offers SAE beside WPA2 on these radios;
+    # the joiner's wpa_supplicant says what it negotiated.
+    if grep '"stage":"up"' "$txf" | grep -q '"security":"WPA3-SAE"'; then
+      ok "nm: WPA3-SAE negotiated (read back from the joiner's wpa_supplicant)"
+    else
+      bad "nm: not WPA3-SAE: $(grep -h '"stage":"up"' "$txf" | tr '\n' ' ')"
+    fi
   }
   # 5 GHz: under US, NetworkManager hosts on channel 36 too.
   if iw reg set US && wait_for 10 "ip netns exec rx iw phy | grep -qE '5180(\.0)? MHz \[36\] \([0-9.]+ dBm\)\$'"; then
@@ -920,8 +950,7 @@ nm_variant() {
   else
     bad "nm5: the US regulatory domain did not open channel 36"
   fi
-  iw reg set 00
-  wait_for 10 "ip netns exec rx iw phy | grep -qE 'MHz \[36\].*no IR'"
+  world_again
   sender_hosts nm-sender-hosts "$H"
   # airhop deletes its profile before it exits; a short wait covers
   # NetworkManager's own bookkeeping after that.
