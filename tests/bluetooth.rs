@@ -14,7 +14,7 @@ mod common;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use airhop::discovery::BoxFuture;
@@ -34,6 +34,8 @@ struct UnixLink {
     id: u8,
     /// Channels this device opened.
     opened: AtomicUsize,
+    /// The largest offer it sends.
+    limit: AtomicU64,
 }
 
 impl UnixLink {
@@ -42,6 +44,7 @@ impl UnixLink {
             dir: dir.to_path_buf(),
             id,
             opened: AtomicUsize::new(0),
+            limit: AtomicU64::new(BLUETOOTH_LIMIT),
         })
     }
 }
@@ -76,6 +79,10 @@ impl PacketLink for UnixLink {
             self.opened.fetch_add(1, Ordering::SeqCst);
             Ok(OwnedFd::from(s).into())
         })
+    }
+
+    fn limit(&self) -> u64 {
+        self.limit.load(Ordering::SeqCst)
     }
 }
 
@@ -275,6 +282,65 @@ async fn an_offer_too_large_for_bluetooth_is_declined_with_the_reason() {
     .await;
     assert_eq!(got, Reason::TooLargeForBluetooth);
     assert_eq!(la.opened.load(Ordering::SeqCst), 0, "no channel was opened");
+    a.node.stop().await;
+    b.node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_refuses_an_offer_past_the_limit_even_when_it_takes_every_offer() {
+    // Ada's node ignores the limit (her link claims four times as much);
+    // Bob takes every offer without asking, yet not one too large for
+    // the link it arrives on.
+    let Pair {
+        mut a,
+        mut b,
+        la,
+        src,
+        _dirs,
+        ..
+    } = pair("it-bt-liar", 7, true, |c| c.auto_accept_offers = true).await;
+    la.limit.store(BLUETOOTH_LIMIT * 4, Ordering::SeqCst);
+    let b_id = meet(&mut a, &b).await;
+    a.node.invite(b_id, b"hi".to_vec()).await.unwrap();
+    let invite = wait(&mut b.events, 10, "the invitation", |e| match e {
+        NodeEvent::Invited { invite, .. } => Some(*invite),
+        _ => None,
+    })
+    .await;
+    b.node.accept(invite).await.unwrap();
+    for n in [&mut a, &mut b] {
+        wait(&mut n.events, 10, "connected over the link", |e| match e {
+            NodeEvent::PeerState {
+                state: PeerState::Connected,
+                ..
+            } => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    let big = src.path().join("big.bin");
+    random_file(&big, BLUETOOTH_LIMIT + 1, 11);
+    a.node.send_files(b_id, vec![big]).await.unwrap();
+    let got = wait(&mut a.events, 10, "the refusal", |e| match e {
+        NodeEvent::TransferStarted { .. } => panic!("Bob took it"),
+        NodeEvent::TransferFailed { reason, .. } => Some(*reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, Reason::TooLargeForBluetooth);
+    // Within the limit, the same link still carries a file.
+    let small = src.path().join("small.bin");
+    random_file(&small, 64 << 10, 12);
+    a.node.send_files(b_id, vec![small.clone()]).await.unwrap();
+    let (_, files, _) = wait(&mut b.events, 30, "the small file", |e| match e {
+        NodeEvent::TransferStarted { bytes, .. } if *bytes > BLUETOOTH_LIMIT => {
+            panic!("started the big one")
+        }
+        e => done(e, Direction::Receive),
+    })
+    .await;
+    assert!(same_bytes(&small, &files[0]));
+    assert!(files.iter().all(|f| !f.ends_with("big.bin")));
     a.node.stop().await;
     b.node.stop().await;
 }

@@ -464,6 +464,8 @@ pub struct Core {
     transfers: HashMap<TransferId, Transfer>,
     /// The offer each accepted inviter may make without a second question.
     consented: HashMap<PeerId, OfferSummary>,
+    /// Peers whose offers may not pass this many bytes (a Bluetooth link).
+    limits: HashMap<PeerId, u64>,
     auto_accept: bool,
     transmits: VecDeque<(PeerId, Vec<u8>)>,
     actions: VecDeque<Action>,
@@ -485,6 +487,18 @@ impl Core {
     /// first offer matching it arrives consented.
     pub fn consent(&mut self, peer: PeerId, summary: OfferSummary) {
         self.consented.insert(peer, summary);
+    }
+
+    /// Offers from `peer` of more than `max` bytes in all are refused
+    /// with [`Reason::TooLargeForBluetooth`], whether offers are
+    /// auto-accepted or not: its link is Bluetooth, which carries no more
+    /// (a peer's own node never offers more; one that ignores the limit
+    /// is refused here). `None` lifts it (a link over IP).
+    pub fn limit_offers(&mut self, peer: PeerId, max: Option<u64>) {
+        match max {
+            Some(max) => self.limits.insert(peer, max),
+            None => self.limits.remove(&peer),
+        };
     }
 
     /// Offers `sources` to `peer` (a session peer with a live link).
@@ -840,6 +854,7 @@ impl Core {
     /// the consent it had is forgotten.
     pub fn peer_lost(&mut self, peer: PeerId, reason: Reason) {
         self.consented.remove(&peer);
+        self.limits.remove(&peer);
         let ids: Vec<TransferId> = self
             .transfers
             .iter()
@@ -858,6 +873,7 @@ impl Core {
             self.end(id, Err(Reason::Disconnected), None);
         }
         self.consented.clear();
+        self.limits.clear();
     }
 
     // ---- what to do ---------------------------------------------------------
@@ -941,6 +957,12 @@ impl Core {
             .count();
         let refuse = if items.is_empty() {
             Some(Reason::NoFilesToSend)
+        } else if self
+            .limits
+            .get(&peer)
+            .is_some_and(|&max| items.iter().fold(0u64, |a, i| a.saturating_add(i.size)) > max)
+        {
+            Some(Reason::TooLargeForBluetooth)
         } else if pending >= MAX_PENDING_OFFERS {
             // Unanswered offers are held (items and all) until the user
             // answers: a peer may not pile them up.

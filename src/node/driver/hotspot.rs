@@ -218,6 +218,14 @@ impl Driver {
             });
         }
         self.notifiers.remove(&peer);
+        // Over Bluetooth, offers from the peer are held to what the link
+        // carries, auto-accepted or not.
+        let limit = new
+            .bluetooth
+            .as_ref()
+            .and(self.config.bluetooth.as_ref())
+            .map(|l| l.limit());
+        self.transfers.limit_offers(peer, limit);
         self.next_serial += 1;
         let l = conn::start(self.next_serial, peer, new, self.inputs.clone());
         if let Some(old) = self.conns.insert(peer, l) {
