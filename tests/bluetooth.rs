@@ -300,24 +300,8 @@ async fn a_receiver_refuses_an_offer_past_the_limit_even_when_it_takes_every_off
         ..
     } = pair("it-bt-liar", 7, true, |c| c.auto_accept_offers = true).await;
     la.limit.store(BLUETOOTH_LIMIT * 4, Ordering::SeqCst);
-    let b_id = meet(&mut a, &b).await;
-    a.node.invite(b_id, b"hi".to_vec()).await.unwrap();
-    let invite = wait(&mut b.events, 10, "the invitation", |e| match e {
-        NodeEvent::Invited { invite, .. } => Some(*invite),
-        _ => None,
-    })
-    .await;
-    b.node.accept(invite).await.unwrap();
-    for n in [&mut a, &mut b] {
-        wait(&mut n.events, 10, "connected over the link", |e| match e {
-            NodeEvent::PeerState {
-                state: PeerState::Connected,
-                ..
-            } => Some(()),
-            _ => None,
-        })
-        .await;
-    }
+    let (_, b_id) = connect(&mut a, &mut b, b"hi").await;
+    assert_eq!(la.opened.load(Ordering::SeqCst), 1, "over the link");
     let big = src.path().join("big.bin");
     random_file(&big, BLUETOOTH_LIMIT + 1, 11);
     a.node.send_files(b_id, vec![big]).await.unwrap();
