@@ -82,11 +82,12 @@ for f in "$LAB"/out/*/hci.btsnoop; do
   echo "== HCI counts, $SCEN ($f)"
   # le and ext rendezvous over GATT: each must take two ATT request/response
   # exchanges from connect to the sealed reply (firmware-notes, section 2).
+  # Every scenario: discovery over LE alone, never a BR/EDR inquiry.
   case $SCEN in
-    le|ext) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 --rotation || GATT_OK=0 ;;
+    le|ext) python3 "$HERE/snoopsum.py" "$f" --le-only --exchanges 2 --rotation || GATT_OK=0 ;;
     # With BlueZ's privacy on, no address may link two identifiers either.
-    extp) python3 "$HERE/snoopsum.py" "$f" --exchanges 2 --rotation --unlinkable || GATT_OK=0 ;;
-    *) python3 "$HERE/snoopsum.py" "$f" ;;
+    extp) python3 "$HERE/snoopsum.py" "$f" --le-only --exchanges 2 --rotation --unlinkable || GATT_OK=0 ;;
+    *) python3 "$HERE/snoopsum.py" "$f" --le-only || GATT_OK=0 ;;
   esac
 done
 if [ $GATT_OK = 0 ] || grep -q FAIL "$S" || ! grep -q '^DONE' "$S"; then

@@ -17,7 +17,9 @@ the air (its LE Set (Extended) Advertising Data commands) and what the
 other controllers heard (advertising reports: address and identifier).
 With --rotation, exits 1 unless the advertised identifier changed after
 every invitation; with --unlinkable, also unless no address was heard
-carrying two identifiers (which would let a stranger link them)."""
+carrying two identifiers (which would let a stranger link them); with
+--le-only, also unless no controller was asked for a BR/EDR inquiry
+(airhop discovers over LE alone)."""
 import struct, sys, collections, uuid
 
 CMDS = {0x2006: 'LE Set Adv Params (legacy)', 0x200a: 'LE Set Adv Enable (legacy)',
@@ -25,7 +27,8 @@ CMDS = {0x2006: 'LE Set Adv Params (legacy)', 0x200a: 'LE Set Adv Enable (legacy
         0x200d: 'LE Create Conn (legacy)', 0x2036: 'LE Set Ext Adv Params',
         0x2039: 'LE Set Ext Adv Enable', 0x2041: 'LE Set Ext Scan Params',
         0x2042: 'LE Set Ext Scan Enable', 0x2043: 'LE Ext Create Conn',
-        0x2037: 'LE Set Ext Adv Data', 0x2008: 'LE Set Adv Data (legacy)'}
+        0x2037: 'LE Set Ext Adv Data', 0x2008: 'LE Set Adv Data (legacy)',
+        0x0401: 'Inquiry (BR/EDR)', 0x0402: 'Inquiry Cancel (BR/EDR)'}
 ATT = {0x02: 'Exchange MTU Req', 0x03: 'Exchange MTU Rsp', 0x01: 'Error Rsp',
        0x08: 'Read By Type Req', 0x10: 'Read By Group Type Req', 0x04: 'Find Info Req',
        0x0a: 'Read Req', 0x0b: 'Read Rsp', 0x0c: 'Read Blob Req', 0x12: 'Write Req',
@@ -178,7 +181,7 @@ def adverts(advertised, periph, heard, found, want_rotation, want_unlinkable):
     return ok
 
 
-def main(path, want=None, want_rotation=False, want_unlinkable=False):
+def main(path, want=None, want_rotation=False, want_unlinkable=False, want_le_only=False):
     f = open(path, 'rb')
     hdr = f.read(16)
     assert hdr[:8] == b'btsnoop\0', 'not btsnoop'
@@ -255,6 +258,12 @@ def main(path, want=None, want_rotation=False, want_unlinkable=False):
         took = '%.0f ms to the reply' % ((t_reply - conn.t0) / 1000) if t_reply else 'no reply'
         print('hci%d rendezvous %d: %d exchanges (%s), %s' % (
             conn.idx, i, n, ', '.join(steps), took))
+    inquiries = sum(n for k, n in c.items() if k[2] == 'Inquiry (BR/EDR)')
+    if want_le_only:
+        if inquiries:
+            print('FAIL: %d BR/EDR inquiries; discovery should be LE alone' % inquiries)
+            return 1
+        print('ok: no BR/EDR inquiry (LE-only discovery)')
     if want is not None:
         bad = [n for _, n, _, _ in found if n != want]
         if not found or bad:
@@ -312,6 +321,7 @@ if '--exchanges' in args:
     i = args.index('--exchanges')
     want = int(args[i + 1])
     del args[i:i + 2]
-flags = {a for a in args if a in ('--rotation', '--unlinkable')}
+flags = {a for a in args if a in ('--rotation', '--unlinkable', '--le-only')}
 args = [a for a in args if a not in flags]
-sys.exit(main(args[0], want, '--rotation' in flags, '--unlinkable' in flags))
+sys.exit(main(args[0], want, '--rotation' in flags, '--unlinkable' in flags,
+              '--le-only' in flags))

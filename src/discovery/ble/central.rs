@@ -1,14 +1,13 @@
-//! The browsing side, with btleplug: scan, connect, read the card, write an
-//! invitation and wait for the reply notification.
+//! The browsing side: scan (BlueZ's discovery for LE alone), then, with
+//! btleplug, connect, read the card, write an invitation and wait for the
+//! reply notification.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use btleplug::api::{
-    Central as _, CentralEvent, Characteristic, Peripheral as _, ScanFilter, WriteType,
-};
+use btleplug::api::{Central as _, CentralEvent, Characteristic, Peripheral as _, WriteType};
 use btleplug::platform::{Adapter, Peripheral, PeripheralId};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -83,6 +82,8 @@ pub(super) struct Central {
     devices: Arc<StdMutex<Devices>>,
     events: mpsc::UnboundedSender<DiscoveryEvent>,
     scan: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    /// BlueZ's discovery, LE alone.
+    le: LeScan,
     /// Held while connecting (the scan paused) and while restarting the
     /// scan, so a restart never lands in the middle of a connection.
     radio: Arc<tokio::sync::Mutex<()>>,
@@ -90,6 +91,78 @@ pub(super) struct Central {
     inflight: AtomicUsize,
     /// Peers our L2CAP channels go to: their links are left up.
     links: super::l2cap::Links,
+}
+
+/// BlueZ's device discovery for LE alone, asked for over D-Bus.
+///
+/// btleplug's scan asks BlueZ for transport "auto", which on a dual-mode
+/// controller (most laptops', and the air lab's Bluetooth 5 ones)
+/// interleaves the LE scan with BR/EDR inquiry: after 5.12 s of LE the
+/// kernel inquires for 5.12 s, hearing no advert, and a restart that lands
+/// then cancels the inquiry (BlueZ 5.66's emulated controller crashed on
+/// that in CI). airhop only ever speaks LE, so it asks for LE alone, with
+/// the same three calls btleplug makes (`SetDiscoveryFilter`,
+/// `StartDiscovery`, `StopDiscovery`) on a connection of its own: BlueZ
+/// keeps a discovery per client, and ends it if this process dies.
+/// btleplug still reports what BlueZ hears, whoever started the discovery.
+#[derive(Clone)]
+struct LeScan {
+    adapter: dbus::Path<'static>,
+    /// Made at the first start (connecting blocks).
+    bus: Arc<StdMutex<Option<dbus::blocking::Connection>>>,
+}
+
+impl LeScan {
+    fn new(bluez: &bluer::Adapter) -> Self {
+        LeScan {
+            adapter: dbus::Path::from(format!("/org/bluez/{}", bluez.name())),
+            bus: Arc::default(),
+        }
+    }
+
+    /// Starts (or restarts) the discovery.
+    async fn start(&self) -> Result<(), String> {
+        self.call(true).await
+    }
+
+    /// Stops the discovery, returning once BlueZ has answered.
+    async fn stop(&self) {
+        let _ = self.call(false).await;
+    }
+
+    /// Stops any discovery of ours, then starts one with the LE filter if
+    /// `start`.
+    async fn call(&self, start: bool) -> Result<(), String> {
+        use dbus::arg::{PropMap, RefArg, Variant};
+        const ADAPTER: &str = "org.bluez.Adapter1";
+        let (bus, adapter) = (self.bus.clone(), self.adapter.clone());
+        let job = move || -> Result<(), dbus::Error> {
+            let mut bus = lock(&bus);
+            if bus.is_none() {
+                *bus = Some(dbus::blocking::Connection::new_system()?);
+            }
+            let Some(c) = bus.as_ref() else {
+                return Ok(());
+            };
+            let p = c.with_proxy("org.bluez", &adapter, OP_TIMEOUT);
+            // "No discovery started" when none was: nothing to stop.
+            let _: Result<(), _> = p.method_call(ADAPTER, "StopDiscovery", ());
+            if !start {
+                return Ok(());
+            }
+            let mut filter = PropMap::new();
+            let v = |x: Box<dyn RefArg>| Variant(x);
+            filter.insert("Transport".into(), v(Box::new("le".to_string())));
+            // Every report, repeated ones too: presence is judged by them.
+            filter.insert("DuplicateData".into(), v(Box::new(true)));
+            let () = p.method_call(ADAPTER, "SetDiscoveryFilter", (filter,))?;
+            p.method_call(ADAPTER, "StartDiscovery", ())
+        };
+        match tokio::task::spawn_blocking(job).await {
+            Ok(r) => r.map_err(|e| e.message().unwrap_or("D-Bus error").to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 /// Counts an operation under way for as long as it lives.
@@ -117,6 +190,7 @@ impl Central {
     ) -> Self {
         Central {
             adapter,
+            le: LeScan::new(&bluez),
             bluez,
             links,
             devices: Arc::default(),
@@ -137,7 +211,7 @@ impl Central {
         let running = lock(&self.scan).take();
         if let Some(task) = running {
             task.abort();
-            let _ = self.adapter.stop_scan().await;
+            self.le.stop().await;
         }
         if !on {
             self.hang_up().await;
@@ -150,15 +224,16 @@ impl Central {
             .await
             .map_err(|e| DiscoveryError::Browse(e.to_string()))?;
         let mut watch = monitor(&self.bluez).await;
-        self.adapter
-            .start_scan(ScanFilter::default())
+        self.le
+            .start()
             .await
             .map_err(|e| DiscoveryError::Browse(format!("LE scan: {e}")))?;
-        let (adapter, devices, events, radio) = (
+        let (adapter, devices, events, radio, le) = (
             self.adapter.clone(),
             self.devices.clone(),
             self.events.clone(),
             self.radio.clone(),
+            self.le.clone(),
         );
         let task = tokio::spawn(async move {
             // BlueZ signals a device's properties only when they change: an
@@ -196,8 +271,7 @@ impl Central {
                         // Not while a connection is being made (the scan is
                         // paused for it then).
                         if let Ok(_radio) = radio.try_lock() {
-                            let _ = adapter.stop_scan().await;
-                            let _ = adapter.start_scan(ScanFilter::default()).await;
+                            let _ = le.start().await;
                         }
                         continue;
                     }
@@ -283,11 +357,11 @@ impl Central {
         let _radio = self.radio.lock().await;
         let scanning = lock(&self.scan).is_some();
         if scanning {
-            let _ = self.adapter.stop_scan().await;
+            self.le.stop().await;
         }
         let r = self.connect_inner(device).await;
         if scanning && lock(&self.scan).is_some() {
-            let _ = self.adapter.start_scan(ScanFilter::default()).await;
+            let _ = self.le.start().await;
         }
         lock(&self.devices).resumed = Some(Instant::now());
         r
