@@ -362,6 +362,14 @@ back_to_back() {
 
 bt_down() {
   kill_ns rx tx
+  # A crash of the emulator (BlueZ's btvirt) would otherwise show only as
+  # "no Bluetooth adapter found" in the steps after it.
+  pgrep -x btvirt > /dev/null \
+    || bad "btvirt (the emulated controllers) died during this mode: $(dmesg | grep -E 'btvirt.*(fault|segfault)' | tail -1)"
+  # No airhop process of this mode panicked.
+  local panics; panics=$(grep -l 'panicked' "$O"/*.err 2>/dev/null)
+  [ -z "$panics" ] \
+    || bad "a process panicked: $(for f in $panics; do echo "$(basename "$f"): $(grep -m1 -A1 panicked "$f" | tr '\n' ' ')"; done)"
   pkill bluetoothd; sleep 1; pkill btvirt
   wait_for 10 '[ ! -e /sys/class/bluetooth/hci0 ]'
   # The capture is complete only once btmon has drained the monitor socket.
@@ -925,11 +933,12 @@ nm_variant() {
     result "TIME nm hotspot up -> joined: $(secs "$up" "$joined") s (the joiner started at accept: $(secs "$acc" "$joined") s after it)"
     result "TIME nm joined -> first byte: $(secs "$joined" "$first") s"
     # NetworkManager's access point offers SAE beside WPA2 on these radios;
-    # the joiner's wpa_supplicant says what it negotiated.
-    if grep '"stage":"up"' "$txf" | grep -q '"security":"WPA3-SAE"'; then
-      ok "nm: WPA3-SAE negotiated (read back from the joiner's wpa_supplicant)"
+    # each side's wpa_supplicant says what it offers or negotiated.
+    if grep '"stage":"up"' "$rxf" | grep -q '"security":"WPA2/WPA3"' \
+       && grep '"stage":"up"' "$txf" | grep -q '"security":"WPA3-SAE"'; then
+      ok "nm: WPA3-SAE negotiated; the host offered WPA2/WPA3 (both read back from their wpa_supplicant)"
     else
-      bad "nm: not WPA3-SAE: $(grep -h '"stage":"up"' "$txf" | tr '\n' ' ')"
+      bad "nm: not WPA3-SAE from WPA2/WPA3: $(grep -h '"stage":"up"' "$rxf" "$txf" | tr '\n' ' ')"
     fi
   }
   # 5 GHz: under US, NetworkManager hosts on channel 36 too.

@@ -106,8 +106,8 @@ impl HotspotBackend for NetworkManager {
     fn radio(&self) -> super::Radio {
         // NetworkManager decides security itself: for a wpa-psk profile,
         // NetworkManager 1.42 already offers and prefers SAE beside WPA2
-        // (its logs show key_mgmt "WPA-PSK WPA-PSK-SHA256 SAE"), which we
-        // do not read back, so the `hotspot` event leaves `security` out.
+        // (key_mgmt "WPA-PSK WPA-PSK-SHA256 SAE"). Both sides read back
+        // what their wpa_supplicant has instead (`offered`, `negotiated`).
         self.radio.clone()
     }
 
@@ -323,9 +323,13 @@ fn wait_up(
         }
         match c.with_proxy(NM, active, CALL).get::<u32>(ACTIVE, "State") {
             Ok(ACTIVATED) => {
-                let security = (stage == Stage::Join).then(|| negotiated(&c, iface));
+                let security = if stage == Stage::Join {
+                    negotiated(&c, iface)
+                } else {
+                    offered(&c, iface)
+                };
                 drop(c);
-                up.security = security.flatten();
+                up.security = security;
                 return None;
             }
             Ok(s) if s < DEACTIVATED && Instant::now() < deadline => {}
@@ -384,6 +388,38 @@ fn negotiated(c: &Connection, iface: &str) -> Option<&'static str> {
     super::hostapd::security_of(&mode)
 }
 
+/// What the host's access point offers: NetworkManager does not say
+/// (for a `wpa-psk` profile 1.42 offers SAE too where the radio allows),
+/// but the network it gave its wpa_supplicant does (`key_mgmt`, e.g.
+/// "WPA-PSK WPA-PSK-SHA256 SAE"). `None` when it cannot be asked.
+fn offered(c: &Connection, iface: &str) -> Option<&'static str> {
+    let net: Path<'static> = c
+        .with_proxy(WPAS, wpa_interface(c, iface)?, CALL)
+        .get(WPAS_IFACE, "CurrentNetwork")
+        .ok()?;
+    let props: PropMap = c
+        .with_proxy(WPAS, net, CALL)
+        .get("fi.w1.wpa_supplicant1.Network", "Properties")
+        .ok()?;
+    key_mgmt_offer(props.get("key_mgmt")?.0.as_str()?)
+}
+
+/// The security a wpa_supplicant `key_mgmt` list offers, named as the
+/// `hotspot` event names it.
+fn key_mgmt_offer(key_mgmt: &str) -> Option<&'static str> {
+    let words: Vec<&str> = key_mgmt.trim_matches('"').split_whitespace().collect();
+    let sae = words.iter().any(|w| w.ends_with("SAE"));
+    let psk = words
+        .iter()
+        .any(|w| w.starts_with("WPA-PSK") || *w == "FT-PSK");
+    match (psk, sae) {
+        (true, true) => Some(super::hostapd::WPA2_WPA3),
+        (false, true) => super::hostapd::security_of("SAE"),
+        (true, false) => super::hostapd::security_of("WPA2-PSK"),
+        (false, false) => None,
+    }
+}
+
 /// Our active profile, and what to go back to.
 struct Activated {
     conn: Arc<Mutex<Connection>>,
@@ -393,7 +429,8 @@ struct Activated {
     /// in its own time; we delete it ourselves so none outlives us.
     profile: Option<Path<'static>>,
     before: Option<Path<'static>>,
-    /// What the joiner negotiated, as its wpa_supplicant reports it.
+    /// What the joiner negotiated, or what the host offers, as their
+    /// wpa_supplicant reports it.
     security: Option<&'static str>,
 }
 
@@ -504,5 +541,25 @@ impl Drop for Activated {
         if self.active.is_some() || self.profile.is_some() {
             let _ = self.undo();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_mgmt_offer;
+
+    #[test]
+    fn a_key_mgmt_list_names_what_the_access_point_offers() {
+        // What NetworkManager 1.42 gives wpa_supplicant for a wpa-psk AP
+        // on a radio with protected management frames, and without.
+        assert_eq!(
+            key_mgmt_offer("WPA-PSK WPA-PSK-SHA256 SAE"),
+            Some("WPA2/WPA3")
+        );
+        assert_eq!(key_mgmt_offer("WPA-PSK"), Some("WPA2-PSK"));
+        assert_eq!(key_mgmt_offer("SAE"), Some("WPA3-SAE"));
+        assert_eq!(key_mgmt_offer("\"SAE FT-SAE\""), Some("WPA3-SAE"));
+        assert_eq!(key_mgmt_offer("NONE"), None);
+        assert_eq!(key_mgmt_offer(""), None);
     }
 }
