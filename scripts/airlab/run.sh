@@ -18,7 +18,8 @@
 #          capture must show no address linking two identifiers. It fails
 #          today: the back-to-back sender sees the receiver's new private
 #          address and never connects (#16 item 3; firmware-notes §1).
-#   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 1800: all four modes take about 1150 s under TCG)
+#   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 2400: all four modes take
+#   1150-1450 s of guest time under TCG, and a slower CI machine must not be cut off)
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/scripts/airlab
@@ -56,7 +57,7 @@ if [ ! -s "$LAB/initramfs.cpio.gz" ] || [ "$HERE/initramfs.sh" -nt "$LAB/initram
 fi
 
 echo "== airlab: booting the VM (TCG), modes $MODES"
-timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1536 -smp 2 \
+timeout "${VM_TIMEOUT:-2400}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1536 -smp 2 \
   -machine q35 -nographic -no-reboot -nodefaults -serial mon:stdio \
   -kernel "/boot/vmlinuz-$KVER" -initrd "$LAB/initramfs.cpio.gz" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 airlab.init=$LAB/bin/guest.sh airlab.dir=$LAB airlab.mode=$MODES" \
