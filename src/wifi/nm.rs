@@ -412,10 +412,11 @@ fn key_mgmt_offer(key_mgmt: &str) -> Option<&'static str> {
     let psk = words
         .iter()
         .any(|w| w.starts_with("WPA-PSK") || *w == "FT-PSK");
+    use super::hostapd::{WPA2, WPA2_WPA3, WPA3};
     match (psk, sae) {
-        (true, true) => Some(super::hostapd::WPA2_WPA3),
-        (false, true) => super::hostapd::security_of("SAE"),
-        (true, false) => super::hostapd::security_of("WPA2-PSK"),
+        (true, true) => Some(WPA2_WPA3),
+        (false, true) => Some(WPA3),
+        (true, false) => Some(WPA2),
         (false, false) => None,
     }
 }

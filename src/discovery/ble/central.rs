@@ -138,11 +138,9 @@ impl LeScan {
         let (bus, adapter) = (self.bus.clone(), self.adapter.clone());
         let job = move || -> Result<(), dbus::Error> {
             let mut bus = lock(&bus);
-            if bus.is_none() {
-                *bus = Some(dbus::blocking::Connection::new_system()?);
-            }
-            let Some(c) = bus.as_ref() else {
-                return Ok(());
+            let c = match &mut *bus {
+                Some(c) => c,
+                none => none.insert(dbus::blocking::Connection::new_system()?),
             };
             let p = c.with_proxy("org.bluez", &adapter, OP_TIMEOUT);
             // "No discovery started" when none was: nothing to stop.
