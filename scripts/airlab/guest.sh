@@ -380,37 +380,32 @@ bt_down() {
 bluetoothctl_read() {
   local target=$1 self=$2 idx=$3 hex="" try
   # Asked of bluetoothd over D-Bus on our controller's own device object:
-  # `bluetoothctl info` asks the default controller (the receiver's own,
-  # here), never saw the answer, and the retries then ran the try into
-  # its timeout before the read (CI, this session).
+  # `bluetoothctl info` and `devices` ask the default controller (the
+  # receiver's own, here), which never lists the receiver.
   local dev="/org/bluez/hci$idx/dev_$(echo "$target" | tr : _)"
-  resolved() {
+  prop() {
     dbus-send --system --print-reply --dest=org.bluez "$dev" \
-      org.freedesktop.DBus.Properties.Get string:org.bluez.Device1 string:ServicesResolved \
-      2>/dev/null | grep -q "boolean true"
+      org.freedesktop.DBus.Properties.Get string:org.bluez.Device1 "string:$1" 2>/dev/null
   }
+  resolved() { prop ServicesResolved | grep -q "boolean true"; }
   # The emulated controllers report an advert only when a scan starts (and
-  # the kernel often drops that one), and bluetoothd forgets a device it
-  # has not heard for a while: scan until it knows the receiver, connect at
-  # once (still scanning), read; up to three tries. This step checks the
-  # card read, not the latency. Each try first removes the device object
-  # an earlier step left: otherwise its temporary timeout (30 s) can run
-  # out between finding it and connecting to it ("[DEL] Device ... Bob",
-  # then "not available"; seen in CI), and the emulated controller does
-  # not report the advert again during that scan. Each try's log is kept.
+  # the kernel often drops that one), and bluetoothd can drop the device
+  # object again at once ("[NEW] Device ... Bob", then "[DEL]"; a connect
+  # then says "not available"). So: scan, and from the first second our
+  # controller's device object exists, connect, asking again every 8 s
+  # until the services are resolved (a connection took more than 8 s once
+  # in CI). Each try first removes the device object an earlier step left:
+  # otherwise its temporary timeout (30 s) can run out between finding it
+  # and connecting. (Polling `bluetoothctl devices` instead made each try
+  # wait out 40 s: 88 s for this step in lab44.) Each try's log is kept.
   for try in 1 2 3; do
     { echo "select $self"; echo "remove $target"; sleep 1; echo "scan le"
-      for _ in $(seq 40); do
-        sleep 1; bluetoothctl devices 2>/dev/null | grep -qi "$target" && break
-      done
-      # Until the services are resolved, not a fixed time: a connection
-      # took more than 8 s once in CI, and the read then found no device.
-      # The device object can also vanish between finding it and the
-      # connect ("not available"): ask again every 8 s until resolved.
-      echo "connect $target"
-      for i in $(seq 30); do
+      local asked=-8
+      for i in $(seq 60); do
         sleep 1; resolved && break
-        [ $((i % 8)) = 0 ] && echo "connect $target"
+        if [ $((i - asked)) -ge 8 ] && prop Address | grep -q string; then
+          echo "connect $target"; asked=$i
+        fi
       done
       echo "menu gatt"; echo "select-attribute $CARD_UUID"; sleep 1; echo "read"; sleep 4
       echo "back"; echo "scan off"; echo "disconnect $target"; sleep 2; echo "quit"; } \
