@@ -75,6 +75,7 @@ fn the_air_lab_passes_every_scenario() {
         "OK   wifi hotspot: WPA3-SAE negotiated",
         "OK   wifi 5ghz: 8 MiB over a hotspot on 5 GHz channel 36",
         "OK   wifi home: both devices back on airlab-home with the same addresses",
+        "OK   wifi home: WPA3-SAE negotiated with the borrowed wpa_supplicant's access point",
         "OK   wifi home-term: both devices back on airlab-home with the same addresses",
         "OK   wifi home-kill: after SIGKILL the receiver stayed on its hotspot",
         "OK   wifi home-kill: both devices back on airlab-home with the same addresses",

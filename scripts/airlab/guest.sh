@@ -547,6 +547,16 @@ home_transfer() {
     else
       bad "$name: send exit $SEND_RC (host: $hb): $(tail -2 "$O/tx-$name.err" | tr '\n' ' ')"
     fi
+    # A borrowed wpa_supplicant's access point offers SAE beside WPA2, as
+    # hostapd does, and the joiner (borrowed too) negotiates SAE.
+    if [ "$name" = home ]; then
+      if grep '"stage":"up"' "$O/rx-$name.jsonl" | grep -q '"security":"WPA2/WPA3"' \
+         && grep '"stage":"up"' "$O/tx-$name.jsonl" | grep -q '"security":"WPA3-SAE"'; then
+        ok "$name: WPA3-SAE negotiated with the borrowed wpa_supplicant's access point ($(grep -o '"band":"[^"]*","channel":[0-9]*' "$O/rx-$name.jsonl" | head -1))"
+      else
+        bad "$name: the borrowed access point gave no WPA3-SAE: $(grep -h '"stage":"up"' "$O/rx-$name.jsonl" "$O/tx-$name.jsonl" | tr '\n' ' ')"
+      fi
+    fi
     back_home "$name" "$brx" "$btx" "$f"
   }
   reg_note "$name-term"

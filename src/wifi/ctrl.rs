@@ -195,11 +195,11 @@ pub fn enabled_networks(list: &str) -> Vec<u32> {
 /// the derived key, the SSID as hex (no byte of it can break the
 /// command); an access point (`mode 2`) on the channel's frequency when
 /// `host`, else a station that scans only that frequency. With `sae`
-/// (a station whose radio has protected management frames), SAE is
-/// preferred when the access point offers it, with the passphrase as hex.
+/// (a radio with protected management frames), an access point offers
+/// SAE beside WPA2 and a station prefers it when offered, with the
+/// passphrase as hex.
 pub fn network_commands(id: u32, c: &HotspotCredentials, host: bool, sae: bool) -> Vec<String> {
     let freq = super::frequency(c.band, c.channel);
-    let sae = sae && !host;
     let mut v = vec![
         format!("ssid {}", hex(c.ssid.as_bytes())),
         format!("psk {}", hex(&super::wpa_psk(c))),
@@ -212,6 +212,13 @@ pub fn network_commands(id: u32, c: &HotspotCredentials, host: bool, sae: bool) 
         "pairwise CCMP".to_string(),
         "group CCMP".to_string(),
     ];
+    if sae {
+        // Protected management frames optional, so a WPA2 device still
+        // joins the host; SAE needs the passphrase itself (the PSK above
+        // is derived from it for WPA2), as hex.
+        v.push("ieee80211w 1".to_string());
+        v.push(format!("sae_password {}", hex(c.passphrase.as_bytes())));
+    }
     if host {
         v.push("mode 2".to_string());
         if freq != 0 {
@@ -219,10 +226,6 @@ pub fn network_commands(id: u32, c: &HotspotCredentials, host: bool, sae: bool) 
         }
     } else {
         v.push("scan_ssid 1".to_string());
-        if sae {
-            v.push("ieee80211w 1".to_string());
-            v.push(format!("sae_password {}", hex(c.passphrase.as_bytes())));
-        }
         if freq != 0 {
             v.push(format!("scan_freq {freq}"));
             v.push(format!("freq_list {freq}"));
@@ -231,6 +234,24 @@ pub fn network_commands(id: u32, c: &HotspotCredentials, host: bool, sae: bool) 
     v.into_iter()
         .map(|s| format!("SET_NETWORK {id} {s}"))
         .collect()
+}
+
+/// The security a wpa_supplicant `key_mgmt` list offers, named as the
+/// `hotspot` event names it: what an access point that wpa_supplicant runs
+/// (ours, borrowed, or NetworkManager's) offers.
+pub fn key_mgmt_offer(key_mgmt: &str) -> Option<&'static str> {
+    let words: Vec<&str> = key_mgmt.trim_matches('"').split_whitespace().collect();
+    let sae = words.iter().any(|w| w.ends_with("SAE"));
+    let psk = words
+        .iter()
+        .any(|w| w.starts_with("WPA-PSK") || *w == "FT-PSK");
+    use super::hostapd::{WPA2, WPA2_WPA3, WPA3};
+    match (psk, sae) {
+        (true, true) => Some(WPA2_WPA3),
+        (false, true) => Some(WPA3),
+        (true, false) => Some(WPA2),
+        (false, false) => None,
+    }
 }
 
 /// Whether a control socket path belongs to a wpa_supplicant (not a
@@ -291,9 +312,34 @@ mod tests {
         assert!(v.contains(&"SET_NETWORK 7 mode 2".to_string()));
         assert!(v.contains(&"SET_NETWORK 7 frequency 2437".to_string()));
         assert!(!v.iter().any(|c| c.contains("scan_freq")));
-        // wpa_supplicant's access point offers WPA2 only, for now.
-        assert!(v.contains(&"SET_NETWORK 7 key_mgmt WPA-PSK".to_string()));
-        assert!(!v.iter().any(|c| c.contains("sae_password")));
+        // With protected management frames, the access point offers SAE
+        // beside WPA2 (transition mode), as NetworkManager's does.
+        assert!(v.contains(&"SET_NETWORK 7 key_mgmt SAE WPA-PSK".to_string()));
+        assert!(v.contains(&"SET_NETWORK 7 ieee80211w 1".to_string()));
+        let pw = hex(creds().passphrase.as_bytes());
+        assert!(v.contains(&format!("SET_NETWORK 7 sae_password {pw}")));
+        let wpa2 = network_commands(7, &creds(), true, false);
+        assert!(wpa2.contains(&"SET_NETWORK 7 key_mgmt WPA-PSK".to_string()));
+        assert!(!wpa2
+            .iter()
+            .any(|c| c.contains("sae_password") || c.contains("ieee80211w")));
+    }
+
+    #[test]
+    fn a_key_mgmt_list_names_what_the_access_point_offers() {
+        // What NetworkManager 1.42 gives wpa_supplicant for a wpa-psk AP
+        // on a radio with protected management frames, what we give a
+        // borrowed one, and without.
+        assert_eq!(
+            key_mgmt_offer("WPA-PSK WPA-PSK-SHA256 SAE"),
+            Some("WPA2/WPA3")
+        );
+        assert_eq!(key_mgmt_offer("WPA-PSK SAE"), Some("WPA2/WPA3"));
+        assert_eq!(key_mgmt_offer("WPA-PSK"), Some("WPA2-PSK"));
+        assert_eq!(key_mgmt_offer("SAE"), Some("WPA3-SAE"));
+        assert_eq!(key_mgmt_offer("\"SAE FT-SAE\""), Some("WPA3-SAE"));
+        assert_eq!(key_mgmt_offer("NONE"), None);
+        assert_eq!(key_mgmt_offer(""), None);
     }
 
     #[test]

@@ -168,7 +168,7 @@ impl Hostapd {
             before,
         });
         let host = stage == Stage::Create;
-        for command in ctrl::network_commands(id, &plan.creds, host, !host && self.radio.pmf) {
+        for command in ctrl::network_commands(id, &plan.creds, host, self.radio.pmf) {
             b.ctrl.ok(&command).map_err(ctl)?;
         }
         let status = Ctrl::open(daemon, dir.join("status")).map_err(ctl)?;
@@ -254,7 +254,13 @@ impl Hostapd {
         })?;
         r.security = match (host, &r.borrowed, &r.dir) {
             (true, None, _) => Some(offered(&plan.creds, &self.radio)),
-            (true, Some(_), _) => Some(WPA2),
+            // What we asked the borrowed wpa_supplicant to offer, as it
+            // reads it back.
+            (true, Some(b), _) => b
+                .ctrl
+                .cmd(&format!("GET_NETWORK {} key_mgmt", b.id))
+                .ok()
+                .and_then(|k| ctrl::key_mgmt_offer(&k)),
             (false, Some(b), _) => b.ctrl.cmd("STATUS").ok().and_then(|s| negotiated(&s)),
             (false, None, Some(dir)) => Ctrl::open(&dir.join(&self.iface), dir.join("query"))
                 .and_then(|c| c.cmd("STATUS"))
@@ -309,16 +315,9 @@ impl HotspotBackend for Hostapd {
     }
 
     fn radio(&self) -> super::Radio {
-        match sys::owner_of(&self.iface) {
-            // Borrowed, the access point is wpa_supplicant's AP mode, which
-            // (like NetworkManager's, built on it) hosts on 2.4 GHz only
-            // for now; see the NetworkManager backend.
-            Some(sock) if ctrl::is_supplicant(&sock) => super::Radio {
-                ap_5g: None,
-                ..self.radio.clone()
-            },
-            _ => self.radio.clone(),
-        }
+        // Borrowed, the access point is wpa_supplicant's AP mode (as
+        // NetworkManager's is): the same bands and security as hostapd's.
+        self.radio.clone()
     }
 
     fn start<'a>(

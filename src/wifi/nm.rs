@@ -401,24 +401,7 @@ fn offered(c: &Connection, iface: &str) -> Option<&'static str> {
         .with_proxy(WPAS, net, CALL)
         .get("fi.w1.wpa_supplicant1.Network", "Properties")
         .ok()?;
-    key_mgmt_offer(props.get("key_mgmt")?.0.as_str()?)
-}
-
-/// The security a wpa_supplicant `key_mgmt` list offers, named as the
-/// `hotspot` event names it.
-fn key_mgmt_offer(key_mgmt: &str) -> Option<&'static str> {
-    let words: Vec<&str> = key_mgmt.trim_matches('"').split_whitespace().collect();
-    let sae = words.iter().any(|w| w.ends_with("SAE"));
-    let psk = words
-        .iter()
-        .any(|w| w.starts_with("WPA-PSK") || *w == "FT-PSK");
-    use super::hostapd::{WPA2, WPA2_WPA3, WPA3};
-    match (psk, sae) {
-        (true, true) => Some(WPA2_WPA3),
-        (false, true) => Some(WPA3),
-        (true, false) => Some(WPA2),
-        (false, false) => None,
-    }
+    super::ctrl::key_mgmt_offer(props.get("key_mgmt")?.0.as_str()?)
 }
 
 /// Our active profile, and what to go back to.
@@ -542,25 +525,5 @@ impl Drop for Activated {
         if self.active.is_some() || self.profile.is_some() {
             let _ = self.undo();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::key_mgmt_offer;
-
-    #[test]
-    fn a_key_mgmt_list_names_what_the_access_point_offers() {
-        // What NetworkManager 1.42 gives wpa_supplicant for a wpa-psk AP
-        // on a radio with protected management frames, and without.
-        assert_eq!(
-            key_mgmt_offer("WPA-PSK WPA-PSK-SHA256 SAE"),
-            Some("WPA2/WPA3")
-        );
-        assert_eq!(key_mgmt_offer("WPA-PSK"), Some("WPA2-PSK"));
-        assert_eq!(key_mgmt_offer("SAE"), Some("WPA3-SAE"));
-        assert_eq!(key_mgmt_offer("\"SAE FT-SAE\""), Some("WPA3-SAE"));
-        assert_eq!(key_mgmt_offer("NONE"), None);
-        assert_eq!(key_mgmt_offer(""), None);
     }
 }
