@@ -7,10 +7,19 @@
 set -euo pipefail
 VENV=${LOCALSENDD_VENV:-/var/tmp/airhop-localsendd}
 VERSION=${LOCALSENDD_VERSION:-0.1.1}
-if [ ! -x "$VENV/bin/localsendd" ] || ! "$VENV/bin/pip" show localsendd 2>/dev/null | grep -qx "Version: $VERSION"; then
+# Tests in separate processes (scripts/test.sh) may all get here at once:
+# one installs, the others wait and then find it installed.
+exec 9>"$VENV.lock"
+flock 9
+# (The installed version is read whole before it is compared: `pip show |
+# grep -q` let grep exit first, and pip's broken pipe failed the pipeline,
+# so a busy machine reinstalled under a running daemon.)
+have=$("$VENV/bin/python3" -c 'import importlib.metadata as m; print(m.version("localsendd"))' 2>/dev/null || true)
+if [ ! -x "$VENV/bin/localsendd" ] || [ "$have" != "$VERSION" ]; then
   command -v openssl >/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >&2 \
-      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >&2; }
+    apt=(apt-get -o DPkg::Lock::Timeout=600)   # another test may hold the lock
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q openssl >&2 \
+      || { "${apt[@]}" update -q >&2 && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q openssl >&2; }
   }
   rm -rf "$VENV"
   python3 -m venv "$VENV" >&2

@@ -22,7 +22,7 @@
 //!
 //! It needs root (apt-get, network namespaces) and takes about 21 minutes, so
 //! plain `cargo test` lists it as ignored (with that reason) and
-//! `cargo test -- --include-ignored` (CI, the README's full command) runs
+//! `scripts/test.sh` or `cargo test -- --include-ignored` (CI runs the first) runs
 //! it. A lab that cannot start fails this test.
 
 use std::process::Command;

@@ -7,6 +7,8 @@
 # failed or the lab could not start.
 #
 #   usage: scripts/airlab/run.sh [MODES]     MODES: le,ext,wifi,nm (default: all)
+#          scripts/airlab/run.sh install     only the Debian packages (.ci/run,
+#          before tests that run beside each other)
 #     le   btvirt -L: two LE-only controllers (and a third for the
 #          garbage advertiser and bluetoothctl), legacy advertising
 #     ext  btvirt without -L: Bluetooth 5.2 controllers, extended advertising
@@ -39,10 +41,13 @@ for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== airlab: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
-    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } \
+  # Another test may be installing at the same time: wait for its lock.
+  apt=(apt-get -o DPkg::Lock::Timeout=600)
+  "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || { "${apt[@]}" update -q >/dev/null && "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } \
     || fail "could not install ${missing[*]}"
 fi
+[ "$MODES" = install ] && exit 0
 KVER=$(ls /lib/modules | sort -V | tail -1)
 [ -r "/boot/vmlinuz-$KVER" ] || fail "no kernel image /boot/vmlinuz-$KVER"
 

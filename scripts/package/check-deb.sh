@@ -17,8 +17,10 @@ fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 command -v debootstrap >/dev/null || {
   say "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null \
-    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
+  # Another test may be installing at the same time: wait for its lock.
+  apt=(apt-get -o DPkg::Lock::Timeout=600)
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q debootstrap >/dev/null \
+    || { "${apt[@]}" update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q debootstrap >/dev/null; }
 }
 ROOTFS=$WORK/root
 cleanup() {
