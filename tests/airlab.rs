@@ -68,6 +68,7 @@ fn the_air_lab_passes_every_scenario() {
         "OK   wifi sender-hosts: the receiver could not host (--join-only), so the sender hosted",
         "OK   wifi sender-hosts: both devices' Wi-Fi as before",
         "OK   wifi rxjoinfail: the sender heard the receiver could not join",
+        "OK   wifi lanjoinfail: the sender heard the receiver could not join",
         "OK   nm nm-sender-hosts: the receiver could not host (--join-only), so the sender hosted",
         "OK   le bluetooth link: 1 MiB over L2CAP, verified",
         "OK   le bluetooth link: 8 MiB refused on both sides",

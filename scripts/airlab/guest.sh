@@ -80,7 +80,7 @@ start_receiver() {
   sleep 900 > $W/rx.in &
   RX_START=$EPOCHREALTIME
   (${RX_NS-ip netns exec rx} env AIRHOP_BLE_ADVERTISING=$ADV $RX_ENV $AIRHOP --config-dir $W/rx-conf \
-     --transport ble --adapter hci0 --name Bob --json receive --dir $W/inbox-$name "$@" \
+     ${RX_TRANSPORT:---transport ble --adapter hci0} --name Bob --json receive --dir $W/inbox-$name "$@" \
      < $W/rx.in 2> "$O/rx-$name.err" | stamp > "$O/rx-$name.jsonl") &
   wait_for 60 "grep -q '\"event\":\"ready\"' $O/rx-$name.jsonl" \
     || { bad "$name: the receiver did not get ready: $(tail -2 "$O/rx-$name.err")"; return 1; }
@@ -89,7 +89,7 @@ start_receiver() {
 send() {
   local name=$1; shift
   TX_START=$EPOCHREALTIME
-  ${TX_NS-ip netns exec tx} env $TX_ENV $AIRHOP --config-dir $W/tx-conf --transport ble --adapter hci1 --name Ada --json \
+  ${TX_NS-ip netns exec tx} env $TX_ENV $AIRHOP --config-dir $W/tx-conf ${TX_TRANSPORT:---transport ble --adapter hci1} --name Ada --json \
     send --to Bob "$@" 2> "$O/tx-$name.err" | stamp > "$O/tx-$name.jsonl"
   SEND_RC=${PIPESTATUS[0]}
 }
@@ -456,6 +456,21 @@ same_state() {
 }
 # jfield FILE STAGE ROLE: the first hotspot event of that stage and role, as its time.
 hs_at() { awk -v s="\"stage\":\"$2\"" -v r="\"role\":\"$3\"" 'index($0, "\"event\":\"hotspot\"") && index($0, s) && index($0, r) {print $1; exit}' "$1"; }
+# heard_cannot_join NAME: the receiver (--join-only) could not join the
+# sender's hotspot; the sender heard so and closed it within 5 s.
+heard_cannot_join() {
+  local rxf=$O/rx-$1.jsonl txf=$O/tx-$1.jsonl rf tc took
+  rf=$(hs_at "$rxf" failed join); tc=$(hs_at "$txf" closed host)
+  took=$(secs "$rf" "$tc")
+  result "TIME $V $1: receiver's join failed -> sender's hotspot closed: $took s"
+  if [ "$SEND_RC" = 8 ] && [ -n "$(hs_at "$txf" up host)" ] \
+     && [ "$took" != "?" ] && awk -v t="$took" 'BEGIN{exit !(t <= 5)}'; then
+    ok "$1: the sender heard the receiver could not join and closed its hotspot $took s later; sender exit 8, \"$(tail -1 "$O/tx-$1.err")\""
+  else
+    bad "$1: sender exit $SEND_RC, hotspot closed $took s after the receiver's join failed (at most 5 s): $(tail -2 "$O/tx-$1.err" | tr '\n' ' '); $(grep -h '"hotspot"' "$txf" "$rxf" | tail -3 | tr '\n' ' ')"
+  fi
+  stop_receiver
+}
 # heard_abandon NAME: the sender's join failed; it tells the receiver over
 # BLE (an abandon notice), and the receiver, still running, takes its
 # hotspot down within 5 s of the failure rather than at its connect
@@ -550,6 +565,7 @@ home_transfer() {
     # A borrowed wpa_supplicant's access point offers SAE beside WPA2, as
     # hostapd does, and the joiner (borrowed too) negotiates SAE; on
     # 5 GHz when the domain opened it.
+    result "TIME $V $name accept -> hotspot up: $(secs "$(hs_at "$O/rx-$name.jsonl" starting host)" "$(hs_at "$O/rx-$name.jsonl" up host)") s"
     if [ "$name" = home ]; then
       local band='"band":"'; [ -n "$HOME_5G" ] && band='"band":"5 GHz"'
       if grep '"stage":"up"' "$O/rx-$name.jsonl" | grep '"security":"WPA2/WPA3"' | grep -q "$band" \
@@ -807,20 +823,23 @@ wifi_variant() {
   RX_ENV="PATH=$W/shim-slow:$PATH" TX_ENV=
   start_receiver rxjoinfail --yes --once --join-only $H --hotspot-timeout 4 && {
     send rxjoinfail --wait 90 $H --hotspot-timeout 30 $W/payload.bin
-    local rf tc took
-    rf=$(hs_at "$O/rx-rxjoinfail.jsonl" failed join); tc=$(hs_at "$O/tx-rxjoinfail.jsonl" closed host)
-    took=$(secs "$rf" "$tc")
-    result "TIME $V rxjoinfail: receiver's join failed -> sender's hotspot closed: $took s"
-    if [ "$SEND_RC" = 8 ] && [ -n "$(hs_at "$O/tx-rxjoinfail.jsonl" up host)" ] \
-       && [ "$took" != "?" ] && awk -v t="$took" 'BEGIN{exit !(t <= 5)}'; then
-      ok "rxjoinfail: the sender heard the receiver could not join and closed its hotspot $took s later; sender exit 8, \"$(tail -1 "$O/tx-rxjoinfail.err")\""
-    else
-      bad "rxjoinfail: sender exit $SEND_RC, hotspot closed $took s after the receiver's join failed (at most 5 s): $(tail -2 "$O/tx-rxjoinfail.err" | tr '\n' ' '); $(grep -h '"hotspot"' "$O/tx-rxjoinfail.jsonl" "$O/rx-rxjoinfail.jsonl" | tail -3 | tr '\n' ' ')"
-    fi
-    stop_receiver
+    heard_cannot_join rxjoinfail
   }
-  RX_ENV=
   same_state rxjoinfail
+  # 5c. The same with the devices found over a LAN (UDP multicast, TCP
+  # rendezvous) instead of BLE, the hotspot asked for: the notice goes
+  # back on the invitation's TCP connection, kept open for it.
+  ip link add vrx type veth peer name vtx; ip link set vrx netns rx; ip link set vtx netns tx
+  ip -n rx addr add 10.77.0.1/24 dev vrx; ip -n rx link set vrx up
+  ip -n tx addr add 10.77.0.2/24 dev vtx; ip -n tx link set vtx up
+  RX_TRANSPORT="--transport lan" TX_TRANSPORT="--transport lan"
+  start_receiver lanjoinfail --yes --once --hotspot --join-only $H --hotspot-timeout 4 && {
+    send lanjoinfail --wait 90 --hotspot $H --hotspot-timeout 30 $W/payload.bin
+    heard_cannot_join lanjoinfail
+  }
+  RX_ENV= RX_TRANSPORT= TX_TRANSPORT=
+  ip -n rx link del vrx 2>/dev/null
+  same_state lanjoinfail
 
   # 6. The network is put back. Each device is on the home network through
   # a wpa_supplicant of its own (as a board without NetworkManager is);

@@ -39,11 +39,20 @@
 //! ```text
 //! request:  op (1 = read card, 2 = invitation) | u32 BE length | bytes
 //! response: u32 BE length | bytes   (a closed connection means "no")
+//! then, to an invitation the responder accepted:
+//! notices:  (u32 BE length | bytes)*  (until it has nothing more to say)
 //! ```
 //!
+//! An accepted invitation's connection stays open after the reply for at
+//! most [`NOTICE_WINDOW`], as the BLE peripheral's indications do: a
+//! responder that cannot join the hotspot its inviter hosts says so on it
+//! (an abandon notice), and the inviter takes its hotspot down at once
+//! instead of waiting out its join timeout. The inviter keeps at most
+//! [`MAX_WATCHED`] such connections ([`Discovery::watch`] reads them).
+//!
 //! Sizes are capped before anything is buffered (the card at 512 bytes, the
-//! invitation and reply at their wire maxima), each connection has a
-//! deadline, and at most 32 are served at once.
+//! invitation and reply at their wire maxima, a notice at an abandon's
+//! size), each connection has a deadline, and at most 32 are served at once.
 //!
 //! # Multicast that does not work
 //!
@@ -68,7 +77,7 @@ use super::{
     Transport,
 };
 use crate::wire::card::MAX_CARD_LEN;
-use crate::wire::invite::{MAX_INVITATION_LEN, MAX_REPLY_LEN};
+use crate::wire::invite::{ABANDON_LEN, MAX_INVITATION_LEN, MAX_REPLY_LEN};
 
 /// The default multicast group and port (administratively scoped).
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 97, 104), 47653);
@@ -93,6 +102,12 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long an invitation may wait for its answer on the server side (the
 /// session core answers or expires it well before).
 const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
+/// How long an accepted invitation's connection stays open for notices
+/// after the reply (longer than any hotspot join).
+pub const NOTICE_WINDOW: Duration = Duration::from_secs(120);
+/// Inviters' connections kept open for notices; a new one evicts the
+/// oldest.
+pub const MAX_WATCHED: usize = 8;
 
 /// LAN backend settings.
 #[derive(Clone, Debug)]
@@ -250,6 +265,9 @@ struct Shared {
     addrs: Vec<Ipv4Addr>,
     /// A browser asked who is there.
     asked: Notify,
+    /// Our invitations' connections, open for the responders' notices,
+    /// and when each was answered.
+    watched: Mutex<HashMap<DeviceId, (TcpStream, tokio::time::Instant)>>,
 }
 
 #[derive(Default)]
@@ -295,6 +313,7 @@ impl Lan {
             card: Mutex::new(None),
             addrs,
             asked: Notify::new(),
+            watched: Mutex::new(HashMap::new()),
         });
         probe(&shared, &recv).await?;
         let (published, published_rx) = watch::channel(None);
@@ -415,6 +434,20 @@ impl Shared {
 
     fn rendezvous(&self, device: DeviceId) -> Option<SocketAddr> {
         lock(&self.devices).addr.get(&device).map(|(a, _)| *a)
+    }
+
+    /// Keeps an answered invitation's connection for `device`'s notices
+    /// (replacing an older one to it); stale and excess ones are closed.
+    fn keep_watched(&self, device: DeviceId, stream: TcpStream, since: tokio::time::Instant) {
+        let mut w = lock(&self.watched);
+        w.retain(|_, (_, t)| t.elapsed() < NOTICE_WINDOW);
+        w.insert(device, (stream, since));
+        while w.len() > MAX_WATCHED {
+            let Some(oldest) = w.iter().min_by_key(|(_, (_, t))| *t).map(|(d, _)| *d) else {
+                break;
+            };
+            w.remove(&oldest);
+        }
     }
 }
 
@@ -582,23 +615,35 @@ async fn serve_one(shared: &Shared, mut stream: TcpStream, from: IpAddr) -> std:
     })
     .await
     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let answer = match op {
-        OP_CARD => lock(&shared.card).clone(),
+    let (answer, notices) = match op {
+        OP_CARD => (lock(&shared.card).clone(), None),
         _ => {
-            let (responder, reply) = Responder::channel();
+            let (responder, reply, notices) = Responder::with_notices();
             let _ = shared.events.send(DiscoveryEvent::Invitation {
                 invitation: body,
                 responder,
                 source: Some(from.into()),
             });
-            tokio::time::timeout(ANSWER_DEADLINE, reply)
+            let answer = tokio::time::timeout(ANSWER_DEADLINE, reply)
                 .await
                 .ok()
-                .and_then(Result::ok)
+                .and_then(Result::ok);
+            (answer, Some(notices))
         }
     };
     if let Some(a) = answer {
         write_framed(&mut stream, &a).await?;
+        // Notices follow while the session keeps the notifier (it drops
+        // it at once unless it accepted), within the window.
+        if let Some(mut notices) = notices {
+            let _ = tokio::time::timeout(NOTICE_WINDOW, async {
+                while let Some(n) = notices.recv().await {
+                    write_framed(&mut stream, &n).await?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+        }
     }
     stream.shutdown().await
 }
@@ -651,6 +696,9 @@ async fn request(
     }
     let mut out = vec![0u8; len];
     stream.read_exact(&mut out).await.map_err(io)?;
+    if op == OP_INVITE {
+        shared.keep_watched(device, stream, tokio::time::Instant::now());
+    }
     Ok(out)
 }
 
@@ -709,6 +757,21 @@ impl Discovery for Lan {
     ) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
         Box::pin(async move {
             request(&self.shared, device, OP_INVITE, &invitation, MAX_REPLY_LEN).await
+        })
+    }
+
+    fn watch(&self, device: DeviceId) -> BoxFuture<'_, Result<Vec<u8>, DiscoveryError>> {
+        Box::pin(async move {
+            let (mut stream, since) = lock(&self.shared.watched)
+                .remove(&device)
+                .ok_or(DiscoveryError::Gone)?;
+            let left = NOTICE_WINDOW.saturating_sub(since.elapsed());
+            let notice = tokio::time::timeout(left, read_capped(&mut stream, ABANDON_LEN))
+                .await
+                .map_err(|_| DiscoveryError::TimedOut)?
+                .map_err(|_| DiscoveryError::Gone)?;
+            self.shared.keep_watched(device, stream, since);
+            Ok(notice)
         })
     }
 
@@ -868,6 +931,62 @@ mod tests {
         }
         assert_eq!(b.read_card(device).await, Err(DiscoveryError::Gone));
         assert_ne!(a.shared.instance(), before, "a spent secret is not reused");
+    }
+
+    /// An accepted invitation's connection carries the responder's notices
+    /// (an abandon: it could not join our hotspot) until it drops its
+    /// notifier; a declined one carries none.
+    #[tokio::test]
+    async fn notices_after_the_reply_reach_the_inviter() {
+        let cfg = LanConfig::loopback(test_port(3));
+        let (a, b) = (
+            Lan::bind(cfg.clone()).await.unwrap(),
+            Lan::bind(cfg).await.unwrap(),
+        );
+        let (mut ea, mut eb) = (a.take_events().unwrap(), b.take_events().unwrap());
+        a.publish(Some(published(b"card"))).await.unwrap();
+        b.browse(true).await.unwrap();
+        let device = loop {
+            if let DiscoveryEvent::Seen { device, .. } = next(&mut eb).await {
+                break device;
+            }
+        };
+        async fn answer(
+            ea: &mut mpsc::UnboundedReceiver<DiscoveryEvent>,
+            keep: bool,
+        ) -> Option<super::super::Notifier> {
+            loop {
+                if let DiscoveryEvent::Invitation { responder, .. } = next(ea).await {
+                    let n = responder.respond(b"reply".to_vec()).expect("inviter there");
+                    let n = n.expect("the LAN carries notices");
+                    return keep.then_some(n);
+                }
+            }
+        }
+        let (reply, notifier) =
+            tokio::join!(b.invite(device, b"inv".to_vec()), answer(&mut ea, true));
+        assert_eq!(reply.unwrap(), b"reply");
+        let notifier = notifier.unwrap();
+        // Watching before the notice is sent: it arrives when sent.
+        let watching = b.watch(device);
+        let notice = vec![0x41; ABANDON_LEN];
+        assert!(notifier.notify(notice.clone()));
+        let got = tokio::time::timeout(Duration::from_secs(5), watching).await;
+        assert_eq!(got.expect("in time").unwrap(), notice);
+        // Dropping the notifier ends the channel: the next watch says so.
+        drop(notifier);
+        let end = tokio::time::timeout(Duration::from_secs(5), b.watch(device)).await;
+        assert_eq!(end.expect("in time"), Err(DiscoveryError::Gone));
+        // A notice larger than an abandon is refused, not buffered.
+        let (_, notifier) = tokio::join!(b.invite(device, b"inv".to_vec()), answer(&mut ea, true));
+        notifier.unwrap().notify(vec![0; ABANDON_LEN + 1]);
+        let big = tokio::time::timeout(Duration::from_secs(5), b.watch(device)).await;
+        assert_eq!(big.expect("in time"), Err(DiscoveryError::Gone));
+        // Declined (the notifier dropped at once): nothing, and closed.
+        let (reply, _) = tokio::join!(b.invite(device, b"inv".to_vec()), answer(&mut ea, false));
+        assert_eq!(reply.unwrap(), b"reply");
+        let end = tokio::time::timeout(Duration::from_secs(5), b.watch(device)).await;
+        assert_eq!(end.expect("in time"), Err(DiscoveryError::Gone));
     }
 
     #[tokio::test]
