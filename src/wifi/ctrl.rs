@@ -12,8 +12,9 @@
 //! Borrowing adds one network (ours: station or, with `mode 2`, access
 //! point), selects it, which disables the others in memory only, and on
 //! close removes it, re-enables exactly the networks that were enabled
-//! before and asks wpa_supplicant to reassociate: the device goes back to
-//! the network it was on, with the addresses it had (we never touch those;
+//! before and selects the one the device was on, scanning only the channel
+//! it was on (a scan of every channel takes seconds): the device goes back
+//! to the network it was on, with the addresses it had (we never touch those;
 //! ours is added beside them and deleted). Nothing is saved to the daemon's
 //! configuration file.
 
@@ -143,14 +144,33 @@ impl Ctrl {
 /// The line [`Ctrl::events`] sends when `STATUS` shows our network up.
 pub const COMPLETED: &str = "airhop: STATUS wpa_state=COMPLETED";
 
+/// One `key=value` field of a `STATUS` reply.
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
 /// Whether a `STATUS` reply shows network `id` current and complete.
 pub fn completed(status: &str, id: u32) -> bool {
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-    };
-    field("wpa_state") == Some("COMPLETED") && field("id") == Some(&id.to_string())
+    status_field(status, "wpa_state") == Some("COMPLETED")
+        && status_field(status, "id") == Some(&id.to_string())
+}
+
+/// The network a station is associated to, from a `STATUS` reply: its id
+/// and the frequency (MHz) it is on; `None` unless associated.
+pub fn current(status: &str) -> Option<(u32, u32)> {
+    if status_field(status, "wpa_state") != Some("COMPLETED")
+        || status_field(status, "mode").is_some_and(|m| m != "station")
+    {
+        return None;
+    }
+    let id = status_field(status, "id")?.parse().ok()?;
+    let freq = status_field(status, "freq")?
+        .parse()
+        .ok()
+        .filter(|&f| f > 0)?;
+    Some((id, freq))
 }
 
 impl Drop for Ctrl {
@@ -281,6 +301,18 @@ mod tests {
             Vec::<u32>::new()
         );
         assert_eq!(enabled_networks("garbage\nx\ty\n"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn the_network_to_go_back_to_is_the_associated_one() {
+        let home = STATUS
+            .replace("freq=0", "freq=2437")
+            .replace("id=0", "id=3");
+        assert_eq!(current(&home), Some((3, 2437)));
+        assert_eq!(current(STATUS), None, "no frequency: nothing to aim at");
+        assert_eq!(current(&home.replace("COMPLETED", "SCANNING")), None);
+        assert_eq!(current(&home.replace("mode=station", "mode=AP")), None);
+        assert_eq!(current("wpa_state=COMPLETED\nid=x\nfreq=2412\n"), None);
     }
 
     #[test]

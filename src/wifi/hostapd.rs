@@ -143,6 +143,9 @@ impl Hostapd {
         r.dir = Some(dir.clone());
         let c = Ctrl::open(daemon, dir.join("cmd")).map_err(ctl)?;
         let before = ctrl::enabled_networks(&c.cmd("LIST_NETWORKS").map_err(ctl)?);
+        // The network the device is on now, and its frequency: going back
+        // scans only that channel, not every one (a full scan is seconds).
+        let home = c.cmd("STATUS").ok().and_then(|s| ctrl::current(&s));
         let id: u32 = c
             .cmd("ADD_NETWORK")
             .map_err(ctl)?
@@ -150,7 +153,7 @@ impl Hostapd {
             .map_err(|_| err("wpa_supplicant's ADD_NETWORK gave no network id".into()))?;
         // What a later run needs to undo this if we are killed first.
         let journal = format!(
-            "iface={}\ndaemon={}\nid={id}\nbefore={}\naddr={}\n",
+            "iface={}\ndaemon={}\nid={id}\nbefore={}\naddr={}\nhome={}\n",
             self.iface,
             daemon.display(),
             before
@@ -158,7 +161,8 @@ impl Hostapd {
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(","),
-            plan.local
+            plan.local,
+            home.map(|(h, f)| format!("{h}:{f}")).unwrap_or_default()
         );
         sys::write_private(&dir.join(JOURNAL), &journal)
             .map_err(|e| err(format!("writing {}: {e}", dir.join(JOURNAL).display())))?;
@@ -166,6 +170,7 @@ impl Hostapd {
             ctrl: c,
             id,
             before,
+            home,
         });
         let host = stage == Stage::Create;
         for command in ctrl::network_commands(id, &plan.creds, host, self.radio.pmf) {
@@ -175,6 +180,10 @@ impl Hostapd {
         let events = Ctrl::open(daemon, dir.join("events"))
             .and_then(|e| e.events(Some((status, id))))
             .map_err(ctl)?;
+        // A scan in progress (wpa_supplicant scans every channel now and
+        // then) would hold our network back until it ends: 14 s on 5 GHz
+        // in the lab. Abort it; FAIL only means there was none.
+        let _ = b.ctrl.cmd("ABORT_SCAN");
         // Selecting ours disables the others (in memory only) and leaves
         // the network the device was on.
         b.ctrl.ok(&format!("SELECT_NETWORK {id}")).map_err(ctl)?;
@@ -343,17 +352,21 @@ struct Running {
     security: Option<&'static str>,
 }
 
-/// Our network in a wpa_supplicant we borrowed the interface from, and the
-/// networks that were enabled before.
+/// Our network in a wpa_supplicant we borrowed the interface from, the
+/// networks that were enabled before, and the one the device was on (id,
+/// frequency in MHz).
 struct Borrowed {
     ctrl: Ctrl,
     id: u32,
     before: Vec<u32>,
+    home: Option<(u32, u32)>,
 }
 
 impl Borrowed {
     /// Removes our network and puts the others back: wpa_supplicant then
-    /// reassociates with the network the device was on.
+    /// reassociates with the network the device was on, scanning only its
+    /// channel first when we know it (`SELECT_NETWORK id freq=F`, before
+    /// the others are enabled again, since selecting disables them).
     fn restore(self) -> Vec<WifiError> {
         let mut problems = Vec::new();
         let mut run = |command: String| {
@@ -365,11 +378,21 @@ impl Borrowed {
             }
         };
         run(format!("REMOVE_NETWORK {}", self.id));
-        for n in &self.before {
-            run(format!("ENABLE_NETWORK {n}"));
-        }
-        if !self.before.is_empty() {
-            run("REASSOCIATE".to_string());
+        match self.home.filter(|(h, _)| self.before.contains(h)) {
+            Some((home, freq)) => {
+                run(format!("SELECT_NETWORK {home} freq={freq}"));
+                for n in self.before.iter().filter(|&&n| n != home) {
+                    run(format!("ENABLE_NETWORK {n}"));
+                }
+            }
+            None => {
+                for n in &self.before {
+                    run(format!("ENABLE_NETWORK {n}"));
+                }
+                if !self.before.is_empty() {
+                    run("REASSOCIATE".to_string());
+                }
+            }
         }
         problems
     }
@@ -518,7 +541,7 @@ fn tail(lines: &[String]) -> String {
 
 /// The file in a borrow's private folder that says what to undo: the
 /// interface, the daemon's socket, our network's id, the networks enabled
-/// before, our address. The folder's name carries the borrower's pid.
+/// before, our address, the network the device was on and its frequency. The folder's name carries the borrower's pid.
 const JOURNAL: &str = "borrowed";
 /// The prefix of a borrow's private folder (`wpa_ctrl-PID-RANDOM`).
 const BORROW_DIR: &str = "wpa_ctrl-";
@@ -586,7 +609,17 @@ fn recover_one(dir: &std::path::Path) -> Option<String> {
     if !ctrl::is_airhop_ssid(&ssid) {
         return None;
     }
-    let problems = Borrowed { ctrl, id, before }.restore();
+    let home = field("home").and_then(|h| {
+        let (id, freq) = h.split_once(':')?;
+        Some((id.parse().ok()?, freq.parse().ok()?))
+    });
+    let problems = Borrowed {
+        ctrl,
+        id,
+        before,
+        home,
+    }
+    .restore();
     Some(format!(
         "{iface}: removed the hotspot a stopped airhop left in its wpa_supplicant{}",
         if problems.is_empty() {
