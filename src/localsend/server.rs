@@ -879,16 +879,19 @@ fn write(
     let part = store::part_path(dest);
     // Created here or not at all: a `.part` that appeared since the plan
     // (another transfer chose the same name) is never touched.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(&part)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => WriteError::Taken,
-            _ => WriteError::Io(e),
-        })?;
+    // (The plan made no folders: the first file in one makes it.)
+    let file = store::create_in(&part, || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&part)
+    })
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => WriteError::Taken,
+        _ => WriteError::Io(e),
+    })?;
     let r = (|| {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::hashcache::HashCache;
-use super::names::{safe_create_parent, sanitize, unique_but, NameError};
+use super::names::{safe_parent, sanitize, unique_but, NameError};
 use super::store::{hash_file, part_path};
 use crate::wire::{ItemKind, OfferItem, OfferSummary, Reason, MAX_TEXT_LEN};
 
@@ -398,6 +398,7 @@ pub fn plan_around(
     taken: &dyn Fn(&Path, &OfferItem) -> bool,
 ) -> Result<Vec<Step>, OfferError> {
     let mut seen = HashSet::new();
+    let mut folders = HashSet::new();
     let mut steps = Vec::with_capacity(items.len());
     let mut need = 0u64;
     for (i, item) in items.iter().enumerate() {
@@ -416,7 +417,7 @@ pub fn plan_around(
         if !seen.insert(rel.clone()) {
             return Err(OfferError::Duplicate(rel));
         }
-        let dest = safe_create_parent(root, &rel).map_err(OfferError::Folder)?;
+        let dest = safe_parent(root, &rel, &mut folders).map_err(OfferError::Folder)?;
         let index = i as u32;
         let same = |h: &[u8; 32]| hash_file(&dest).is_ok_and(|(d, _)| d == *h);
         if dest.is_file() && item.hash.as_ref().is_some_and(same) {
@@ -631,8 +632,8 @@ mod tests {
         assert_eq!(e.reason(), Reason::SpaceNotAvailable);
         assert_eq!(
             fs::read_dir(&d.0).unwrap().count(),
-            1,
-            "only the folder 'a' of the first good item"
+            0,
+            "a refused offer leaves nothing, not even a folder"
         );
     }
 

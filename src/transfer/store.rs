@@ -143,12 +143,14 @@ impl Incoming {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            let tmp = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_TMPFILE | libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(dir);
+            let tmp = create_in(dest, || {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_TMPFILE | libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(dir)
+            });
             if let Ok(file) = tmp {
                 return Ok(Incoming {
                     dest: dest.to_path_buf(),
@@ -197,6 +199,17 @@ impl Incoming {
     /// `dest`; with `overwrite` an existing file there is replaced. Returns
     /// the final path.
     pub fn finish(mut self, root: &[u8; 32], overwrite: bool) -> Result<PathBuf, StoreError> {
+        self.check(root)?;
+        durable(&self.file).map_err(|source| StoreError::Io {
+            path: self.part.clone(),
+            source,
+        })?;
+        self.name(overwrite)
+    }
+
+    /// Checks the size and the BLAKE3 `root` and flushes (a wrong `.part`
+    /// is removed).
+    fn check(&mut self, root: &[u8; 32]) -> Result<(), StoreError> {
         if self.written < self.size {
             return Err(StoreError::TooShort {
                 got: self.written,
@@ -212,25 +225,165 @@ impl Incoming {
         self.file.flush().map_err(|source| StoreError::Io {
             path: self.part.clone(),
             source,
-        })?;
+        })
+    }
+
+    /// Gives a checked file, already durable, its final name.
+    fn name(self, overwrite: bool) -> Result<PathBuf, StoreError> {
+        let io_err = |path: &Path, source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         if self.anonymous {
-            let io_err = |source| StoreError::Io {
-                path: self.dest.clone(),
-                source,
-            };
-            durable(&self.file).map_err(io_err)?;
             match link_unnamed(&self.file, &self.dest) {
                 // Replacing: a name of its own first, then one rename over.
                 Err(e) if overwrite && e.kind() == io::ErrorKind::AlreadyExists => {
-                    link_unnamed(&self.file, &self.part).map_err(io_err)?;
-                    fs::rename(&self.part, &self.dest).map_err(io_err)?;
+                    link_unnamed(&self.file, &self.part).map_err(|e| io_err(&self.dest, e))?;
+                    fs::rename(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
                 }
-                r => r.map_err(io_err)?,
+                r => r.map_err(|e| io_err(&self.dest, e))?,
             }
+        } else if overwrite {
+            fs::rename(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
         } else {
-            publish(&self.file, &self.part, &self.dest, overwrite)?;
+            rename_noreplace(&self.part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
         }
         Ok(self.dest)
+    }
+}
+
+/// A whole small file (at most [`SMALL`] bytes) received, to be written,
+/// checked and published by [`write_small`].
+pub struct SmallFile {
+    /// Its final path.
+    pub dest: PathBuf,
+    /// The size the offer announced.
+    pub size: u64,
+    /// Where the bytes start (what a `.part` already holds).
+    pub offset: u64,
+    /// The bytes from `offset` on.
+    pub data: Vec<u8>,
+    /// The BLAKE3 root they must have.
+    pub root: [u8; 32],
+    /// Permission bits (0: none).
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Replace a file already at `dest`.
+    pub overwrite: bool,
+}
+
+/// Small files queued for the writer: 64 of at most 16 KiB, 1 MiB.
+const SMALL_QUEUE: usize = 64;
+
+/// Writes, checks and publishes a small file on the node's one
+/// small-file thread; the answer comes once the file is durable under its
+/// final name.
+///
+/// Why one thread: with 10 000 files of 4 KiB a writer thread per file
+/// spent the receiver's time waking threads and racing other writers for
+/// inodes. This one takes whatever is queued (up to 256 files), creates
+/// and writes them one after the other, makes them all durable with one
+/// `syncfs`, then names them: each file is still durable before it is
+/// reported, with far fewer syncs. The queue is bounded ([`SMALL_QUEUE`]
+/// files): a sender faster than the disk waits.
+pub async fn write_small(file: SmallFile) -> Result<PathBuf, StoreError> {
+    use std::sync::OnceLock;
+    use tokio::sync::{mpsc, oneshot};
+    type Job = (SmallFile, oneshot::Sender<Result<PathBuf, StoreError>>);
+    static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, mut rx) = mpsc::channel::<Job>(SMALL_QUEUE);
+        std::thread::Builder::new()
+            .name("airhop-small".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 256 {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    write_batch(batch);
+                }
+            })
+            .expect("spawn the small-file thread");
+        tx
+    });
+    let gone = || StoreError::Io {
+        path: PathBuf::new(),
+        source: io::Error::other("the small-file writer stopped"),
+    };
+    let (reply, answer) = oneshot::channel();
+    queue.send((file, reply)).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
+}
+
+fn write_batch(
+    batch: Vec<(
+        SmallFile,
+        tokio::sync::oneshot::Sender<Result<PathBuf, StoreError>>,
+    )>,
+) {
+    let mut ready = Vec::with_capacity(batch.len());
+    for (f, reply) in batch {
+        let written = (|| {
+            let mut inc = Incoming::open_for(&f.dest, f.size)?;
+            if inc.offset() != f.offset {
+                // The .part changed since the plan: refuse rather than guess.
+                return Err(StoreError::Io {
+                    path: inc.part.clone(),
+                    source: io::Error::other("the .part changed during the transfer"),
+                });
+            }
+            inc.write(&f.data)?;
+            inc.set_meta(f.mode, f.mtime);
+            inc.check(&f.root)?;
+            Ok(inc)
+        })();
+        match written {
+            Ok(inc) => ready.push((inc, f.overwrite, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    let files: Vec<&File> = ready.iter().map(|(inc, _, _)| &inc.file).collect();
+    let synced = durable_all(&files);
+    for ((inc, overwrite, reply), synced) in ready.into_iter().zip(synced) {
+        let r = match synced {
+            Ok(()) => inc.name(overwrite),
+            Err((os, kind, msg)) => Err(StoreError::Io {
+                path: inc.dest.clone(),
+                source: match os {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(kind, msg),
+                },
+            }),
+        };
+        let _ = reply.send(r);
+    }
+}
+
+/// Runs `open`, which creates `file` (or an unnamed file in its folder),
+/// making the folders first if they are missing (see
+/// [`super::names::create_parents`]); one creation at a time, node-wide.
+///
+/// Measured with 10 000 files of 4 KiB: 32 writer threads creating inodes
+/// at once in one ext4 block group spent some 0.4 s more of kernel time
+/// than one at a time (they scan the same inode bitmap and race for the
+/// same free bit), and an open takes microseconds, so the lock costs
+/// nothing else.
+pub fn create_in(file: &Path, open: impl Fn() -> io::Result<File>) -> io::Result<File> {
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = crate::util::lock(&CREATE);
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            super::names::create_parents(file)?;
+            open()
+        }
+        r => r,
     }
 }
 
@@ -243,22 +396,24 @@ pub fn open_part(part: &Path) -> Result<File, StoreError> {
         path: part.to_path_buf(),
         source,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .mode(0o600)
-        .open(part)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "the .part file is a symlink",
-            ),
-            _ => e,
-        })
-        .map_err(err)?;
+    let file = create_in(part, || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .mode(0o600)
+            .open(part)
+    })
+    .map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the .part file is a symlink",
+        ),
+        _ => e,
+    })
+    .map_err(err)?;
     if !file.metadata().map_err(err)?.is_file() {
         return Err(err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -344,8 +499,6 @@ type SyncFailure = (Option<i32>, io::ErrorKind, String);
 fn sync_batches(
     rx: std::sync::mpsc::Receiver<(File, std::sync::mpsc::SyncSender<Result<(), SyncFailure>>)>,
 ) {
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::io::AsRawFd;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         let until = std::time::Instant::now() + std::time::Duration::from_millis(1);
@@ -356,32 +509,44 @@ fn sync_batches(
                 Err(_) => break,
             }
         }
-        // One sync per file system.
-        let mut devs: Vec<(u64, Vec<usize>)> = Vec::new();
-        for (i, (f, _)) in batch.iter().enumerate() {
-            let dev = f.metadata().map(|m| m.dev()).unwrap_or(u64::MAX - i as u64);
-            match devs.iter_mut().find(|d| d.0 == dev) {
-                Some(d) => d.1.push(i),
-                None => devs.push((dev, vec![i])),
-            }
-        }
-        for (_, idx) in devs {
-            let f = &batch[idx[0]].0;
-            let r = if idx.len() == 1 {
-                f.sync_data()
-            } else {
-                // SAFETY: syncfs on a valid open descriptor.
-                match unsafe { libc::syncfs(f.as_raw_fd()) } {
-                    0 => Ok(()),
-                    _ => Err(io::Error::last_os_error()),
-                }
-            };
-            let r = r.map_err(|e| (e.raw_os_error(), e.kind(), e.to_string()));
-            for i in idx {
-                let _ = batch[i].1.send(r.clone());
-            }
+        let files: Vec<&File> = batch.iter().map(|(f, _)| f).collect();
+        for ((_, reply), r) in batch.iter().zip(durable_all(&files)) {
+            let _ = reply.send(r);
         }
     }
+}
+
+/// Makes every file in `files` durable with one sync per file system
+/// (`syncfs`, or a lone file's own `fdatasync`); each file's result.
+fn durable_all(files: &[&File]) -> Vec<Result<(), SyncFailure>> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let mut out = vec![Ok(()); files.len()];
+    let mut devs: Vec<(u64, Vec<usize>)> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let dev = f.metadata().map(|m| m.dev()).unwrap_or(u64::MAX - i as u64);
+        match devs.iter_mut().find(|d| d.0 == dev) {
+            Some(d) => d.1.push(i),
+            None => devs.push((dev, vec![i])),
+        }
+    }
+    for (_, idx) in devs {
+        let f = files[idx[0]];
+        let r = if idx.len() == 1 {
+            f.sync_data()
+        } else {
+            // SAFETY: syncfs on a valid open descriptor.
+            match unsafe { libc::syncfs(f.as_raw_fd()) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        };
+        let r = r.map_err(|e| (e.raw_os_error(), e.kind(), e.to_string()));
+        for i in idx {
+            out[i] = r.clone();
+        }
+    }
+    out
 }
 
 /// Gives an unnamed (`O_TMPFILE`) file its name `to`, failing if `to`

@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::core::TransferId;
 use super::quic::{code, read_reason, write_reason};
-use super::store::{Incoming, StoreError, BUF};
+use super::store::{write_small, Incoming, SmallFile, StoreError, BUF, SMALL};
 use super::swarm::{Exit, Part};
 use super::verified::{self, DecodeFail, Outboards, Span, GROUP_BYTES};
 use crate::wire::Reason;
@@ -446,6 +446,9 @@ pub async fn receive_file(
         };
     }
     let data_len = r.size.saturating_sub(r.offset);
+    if data_len <= SMALL {
+        return receive_small(recv, r, progress, cancel).await;
+    }
     let cap = (data_len.max(1) as usize).min(BUF);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
     let (back_tx, mut back_rx) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -543,6 +546,71 @@ pub async fn receive_file(
             drop(root_tx);
             let written = writer.await.unwrap_or(Err(Reason::Generic));
             Err(reason.or(written.err()).unwrap_or(Reason::Generic))
+        }
+    };
+    if let Err(reason) = result {
+        let _ = recv.stop(code(reason));
+    }
+    result
+}
+
+/// [`receive_file`] for a stream of at most [`SMALL`] bytes: read whole
+/// (the stream's slot goes back to the sender at once), then written,
+/// checked and published by the node's small-file writer
+/// ([`write_small`]), which batches their syncs. A cut small file keeps
+/// nothing: it costs at most 16 KiB to send again.
+async fn receive_small(
+    mut recv: quinn::RecvStream,
+    r: IncomingFile,
+    progress: impl Fn(u64),
+    mut cancel: watch::Receiver<bool>,
+) -> Result<PathBuf, Reason> {
+    let data_len = r.size.saturating_sub(r.offset) as usize;
+    let trailer_len = if r.root.is_none() { ROOT_LEN } else { 0 };
+    let want = data_len + trailer_len;
+    let mut buf = Vec::with_capacity(want);
+    let read = async {
+        loop {
+            // One byte more than we want: a longer stream is a lie.
+            match recv.read_chunk(want + 1 - buf.len(), true).await {
+                Ok(Some(c)) if buf.len() + c.bytes.len() > want => {
+                    return Err(Reason::ProtocolViolation)
+                }
+                Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(read_reason(e)),
+            }
+        }
+    };
+    let read = tokio::select! {
+        r = read => r,
+        _ = cancel.wait_for(|c| *c) => Err(Reason::ReceiveCancelled),
+    };
+    let result = match read {
+        Err(reason) => Err(reason),
+        Ok(()) if buf.len() < want => Err(StoreError::TooShort {
+            got: r.offset + buf.len().min(data_len) as u64,
+            size: r.size,
+        }
+        .reason()),
+        Ok(()) => {
+            let root = match r.root {
+                Some(root) => root,
+                None => <[u8; 32]>::try_from(&buf[data_len..]).expect("ROOT_LEN bytes"),
+            };
+            progress(data_len as u64);
+            buf.truncate(data_len);
+            let file = SmallFile {
+                dest: r.dest,
+                size: r.size,
+                offset: r.offset,
+                data: buf,
+                root,
+                mode: r.mode,
+                mtime: r.mtime,
+                overwrite: r.overwrite,
+            };
+            write_small(file).await.map_err(|e| e.reason())
         }
     };
     if let Err(reason) = result {
