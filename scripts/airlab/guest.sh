@@ -1028,8 +1028,7 @@ nm_variant() {
 for m in $(echo "$MODE" | tr ',' ' '); do
   case $m in
     le)   bt_variant le "-L -l4" legacy ;;
-    ext)  bt_variant ext "-l4" extended ;;
-    extp) PRIVACY=device bt_variant extp "-l4" extended ;;
+    ext)  PRIVACY=device bt_variant ext "-l4" extended ;;
     wifi) wifi_variant ;;
     nm)   nm_variant ;;
   esac

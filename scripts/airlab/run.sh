@@ -11,15 +11,13 @@
 #          before tests that run beside each other)
 #     le   btvirt -L: two LE-only controllers (and a third for the
 #          garbage advertiser and bluetoothctl), legacy advertising
-#     ext  btvirt without -L: Bluetooth 5.2 controllers, extended advertising
-#     wifi as ext, plus two mac80211_hwsim radios and no shared network: the
+#     ext  btvirt without -L: Bluetooth 5.2 controllers, extended advertising,
+#          BlueZ's Privacy = device (what `airhop doctor` advises): the
+#          capture must show no address linking two identifiers
+#     wifi ext's controllers (privacy off), plus two mac80211_hwsim radios and no shared network: the
 #          transfer goes over a hotspot (hostapd + wpa_supplicant backend)
 #     nm   the same over the NetworkManager backend: a NetworkManager (with
 #          its own D-Bus, udevd and wpa_supplicant) per device
-#     extp (not in the default) ext with BlueZ's Privacy = device, and the
-#          capture must show no address linking two identifiers. It fails
-#          today: the back-to-back sender sees the receiver's new private
-#          address and never connects (#16 item 3; firmware-notes §1).
 #   env: AIRLAB_DIR (default /tmp/airhop-airlab), VM_TIMEOUT (s, default 2400: all four modes take
 #   1150-1450 s of guest time under TCG, and a slower CI machine must not be cut off)
 set -uo pipefail
@@ -90,9 +88,9 @@ for f in "$LAB"/out/*/hci.btsnoop; do
   # exchanges from connect to the sealed reply (firmware-notes, section 2).
   # Every scenario: discovery over LE alone, never a BR/EDR inquiry.
   case $SCEN in
-    le|ext) python3 "$HERE/snoopsum.py" "$f" --le-only --exchanges 2 --rotation || GATT_OK=0 ;;
+    le) python3 "$HERE/snoopsum.py" "$f" --le-only --exchanges 2 --rotation || GATT_OK=0 ;;
     # With BlueZ's privacy on, no address may link two identifiers either.
-    extp) python3 "$HERE/snoopsum.py" "$f" --le-only --exchanges 2 --rotation --unlinkable || GATT_OK=0 ;;
+    ext) python3 "$HERE/snoopsum.py" "$f" --le-only --exchanges 2 --rotation --unlinkable || GATT_OK=0 ;;
     *) python3 "$HERE/snoopsum.py" "$f" --le-only || GATT_OK=0 ;;
   esac
 done

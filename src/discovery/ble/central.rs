@@ -216,6 +216,16 @@ impl Central {
             return Ok(());
         }
         lock(&self.devices).stopped = false;
+        // btleplug opens the stream with a made-up `DeviceDiscovered` for
+        // every device BlueZ has cached, heard or not: a cached private
+        // address of an advert that has since rotated would be reported
+        // as present, and a card read would wait out its deadline on it.
+        // Those count as heard only once a report of theirs arrives.
+        let cached: std::collections::HashSet<PeripheralId> = match self.adapter.peripherals().await
+        {
+            Ok(ps) => ps.iter().map(|p| p.id()).collect(),
+            Err(_) => Default::default(),
+        };
         let mut stream = self
             .adapter
             .events()
@@ -274,6 +284,7 @@ impl Central {
                         continue;
                     }
                     ev = stream.next() => match ev {
+                        Some(CentralEvent::DeviceDiscovered(id)) if cached.contains(&id) => continue,
                         Some(CentralEvent::DeviceDiscovered(id))
                         | Some(CentralEvent::DeviceUpdated(id))
                         | Some(CentralEvent::ServiceDataAdvertisement { id, .. }) => (vec![id], true),
@@ -303,6 +314,7 @@ impl Central {
     /// Reads a device's card over a connection that lingers for an invitation.
     pub(super) async fn read_card(&self, device: DeviceId) -> Result<Vec<u8>, DiscoveryError> {
         let _busy = Busy::new(&self.inflight);
+        debug(|| format!("reading the card of {device:?}"));
         let (p, chars) = self.connect(device).await?;
         let card = find(&chars, CARD_CHAR_UUID)?;
         let r = retry(|| p.read(card)).await;
@@ -378,11 +390,15 @@ impl Central {
             .await
             .map_err(|_| DiscoveryError::TimedOut)?
             .map_err(|_| DiscoveryError::Gone)?;
+        // Cancelled (the caller's deadline passed), BlueZ would go on
+        // trying and refuse every other connection meanwhile.
+        let mut cancel = CancelOnDrop(Some(p.clone()));
         let mut last = DiscoveryError::Gone;
         for _ in 0..2 {
             if p.is_connected().await.unwrap_or(false) {
                 break;
             }
+            debug(|| format!("connecting {}", p.address()));
             match tokio::time::timeout(CONNECT_TIMEOUT, p.connect()).await {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => last = gone(e),
@@ -391,6 +407,7 @@ impl Central {
         }
         if !p.is_connected().await.unwrap_or(false) {
             debug(|| format!("connect failed: {last}"));
+            cancel.0 = None;
             // BlueZ goes on trying after our deadline, and refuses every
             // other connection meanwhile ("Operation already in progress"):
             // a disconnect cancels the attempt.
@@ -409,6 +426,8 @@ impl Central {
             .into_iter()
             .filter(|c| c.service_uuid == SERVICE_UUID)
             .collect();
+        debug(|| format!("{} airhop characteristics", chars.len()));
+        cancel.0 = None;
         if chars.is_empty() {
             let _ = p.disconnect().await;
             return Err(DiscoveryError::NotAirhop);
@@ -553,6 +572,28 @@ impl Keeper {
                 let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
             }
         });
+    }
+}
+
+/// Hangs up a connection, or cancels BlueZ's attempt to make one, when the
+/// future that was making it is dropped (a card read past its deadline).
+/// BlueZ goes on trying after a `Connect` whose caller has gone, and
+/// refuses every other connection meanwhile ("Operation already in
+/// progress"), so a device that went away (the cached private address of
+/// an earlier advert, say) made the next one's card read wait out its
+/// deadline too.
+struct CancelOnDrop(Option<Peripheral>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(p) = self.0.take() else { return };
+        // Dropped outside a runtime only when the process ends.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            debug(|| format!("cancelling the connection to {}", p.address()));
+            rt.spawn(async move {
+                let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
+            });
+        }
     }
 }
 
