@@ -329,16 +329,20 @@ back_to_back() {
     rm -f $W/inbox-b2b/small.bin
   done
   result "TIME $V back-to-back sends (a third device's send before the 3rd), sender start -> receiver seen:$all s"
-  # Issue 16 asks for 3 s on real radios; under TCG on a busy host the
-  # process start, the connection and the card read alone can take that
-  # long, so the lab fails only what the old bugs did (11 to 90 s).
-  local slow=0
+  # Issue 16 asks for 3 s. Under TCG beside the rest of the test suite,
+  # the process start (about 0.6 s) and the advertisement monitor's
+  # registration (0.5 s) alone are a third of that: CI measured 1.0-2.8 s.
+  # The lab fails a send over 5 s (the old bugs took 11 to 90 s, or
+  # never), and says which sends missed 3 s.
+  local slow=0 over=""
   for f in $all; do
-    awk -v f="$f" 'BEGIN { exit !(f == "?" || f > 10) }' \
-      && { slow=1; bad "back-to-back: a send saw the receiver only after $f s (over 10 s)"; }
+    awk -v f="$f" 'BEGIN { exit !(f == "?" || f > 5) }' \
+      && { slow=1; bad "back-to-back: a send saw the receiver only after $f s (over 5 s)"; }
+    awk -v f="$f" 'BEGIN { exit !(f != "?" && f > 3) }' && over="$over $f"
   done
+  [ -n "$over" ] && result "TIME $V back-to-back: over the 3 s target under TCG:$over s"
   [ $slow = 0 ] && [ "$(echo $all | wc -w)" = 4 ] \
-    && ok "back-to-back: 4 sends and a fourth device's, each saw the receiver within 10 s:$all s"
+    && ok "back-to-back: 4 sends and a fourth device's, each saw the receiver within 5 s:$all s"
 
   # Lost: `peers --watch` sees the receiver, the receiver goes away, and
   # peers says so within 10 s.
