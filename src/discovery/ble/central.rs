@@ -217,15 +217,24 @@ impl Central {
         }
         lock(&self.devices).stopped = false;
         // btleplug opens the stream with a made-up `DeviceDiscovered` for
-        // every device BlueZ has cached, heard or not: a cached private
-        // address of an advert that has since rotated would be reported
-        // as present, and a card read would wait out its deadline on it.
-        // Those count as heard only once a report of theirs arrives.
-        let cached: std::collections::HashSet<PeripheralId> = match self.adapter.peripherals().await
-        {
-            Ok(ps) => ps.iter().map(|p| p.id()).collect(),
-            Err(_) => Default::default(),
-        };
+        // every device BlueZ has cached, heard or not: a cached resolvable
+        // private address of an advert that has since rotated would be
+        // reported as present, and a card read would wait out its
+        // deadline on it. Those count as heard only once a report of
+        // theirs arrives (a rotated advert's new address is a new device,
+        // and its first report a real `DeviceDiscovered`). A cached fixed
+        // address stays as before: BlueZ may raise no signal for its
+        // unchanged reports, and the made-up event is its only sighting.
+        let mut cached = std::collections::HashSet::<PeripheralId>::new();
+        if let Ok(ps) = self.adapter.peripherals().await {
+            for p in ps {
+                if let Ok(Some(props)) = p.properties().await {
+                    if resolvable(props.address_type, props.address.into_inner()) {
+                        cached.insert(p.id());
+                    }
+                }
+            }
+        }
         let mut stream = self
             .adapter
             .events()
@@ -678,6 +687,12 @@ fn non_resolvable(kind: Option<btleplug::api::AddressType>, addr: [u8; 6]) -> bo
     kind == Some(btleplug::api::AddressType::Random) && addr[0] >> 6 == 0b00
 }
 
+/// Whether an address is an LE resolvable private address: random, with
+/// the two most significant bits 01 (Core 6.0, Vol 6, Part B, 1.3.2.2).
+fn resolvable(kind: Option<btleplug::api::AddressType>, addr: [u8; 6]) -> bool {
+    kind == Some(btleplug::api::AddressType::Random) && addr[0] >> 6 == 0b01
+}
+
 /// Reports an advert if it carries airhop service data: one just `heard`,
 /// or (a poll) one heard within [`LOST_AFTER`].
 async fn look(
@@ -898,7 +913,7 @@ fn gone(e: btleplug::Error) -> DiscoveryError {
 
 #[cfg(test)]
 mod tests {
-    use super::non_resolvable;
+    use super::{non_resolvable, resolvable};
     use btleplug::api::AddressType::{Public, Random};
 
     #[test]
@@ -915,6 +930,11 @@ mod tests {
         // Resolvable (01) and static (11) random addresses, and any public one.
         assert!(!non_resolvable(Some(Random), [0x4e, 0, 0, 0, 0, 1]));
         assert!(!non_resolvable(Some(Random), [0xc0, 0, 0, 0, 0, 1]));
+        // Only 01 is resolvable: a rotated advert's cached address.
+        assert!(resolvable(Some(Random), [0x4e, 0, 0, 0, 0, 1]));
+        assert!(!resolvable(Some(Random), [0xc0, 0, 0, 0, 0, 1]));
+        assert!(!resolvable(Some(Random), [0x0e, 0, 0, 0, 0, 1]));
+        assert!(!resolvable(Some(Public), [0x4e, 0, 0, 0, 0, 1]));
         assert!(!non_resolvable(Some(Public), [0x00, 0xaa, 0x01, 0, 0, 0]));
         assert!(!non_resolvable(None, [0x00, 0xaa, 0x01, 0, 0, 0]));
     }
