@@ -41,7 +41,10 @@
 //! of datagrams that the node has not consumed, however many streams or
 //! datagrams the peer sends; the node's link tasks add at most
 //! `LINK_INPUT_BUDGET` (8 MiB, `node::link`) of decoded frames and datagrams
-//! waiting for the driver.
+//! waiting for the driver. Small files (16 KiB or less) are read off
+//! their stream whole and queued for the node's one small-file writer,
+//! which holds at most 320 of them, 5 MiB, for all peers together; a
+//! stream whose file waits for the queue is not read meanwhile.
 //! - Keep-alive every 5 s and a 30 s idle timeout: a Wi-Fi link that goes away
 //!   is noticed within the invite timeout, not minutes later.
 

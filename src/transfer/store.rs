@@ -276,17 +276,22 @@ pub struct SmallFile {
 /// Small files queued for the writer: 64 of at most 16 KiB, 1 MiB.
 const SMALL_QUEUE: usize = 64;
 
+/// Small files the writer takes at once, one `syncfs` for them all. With
+/// the queue behind it, the writer holds at most 320 files of 16 KiB,
+/// 5 MiB for the whole node, however many peers send.
+const SMALL_BATCH: usize = 256;
+
 /// Writes, checks and publishes a small file on the node's one
 /// small-file thread; the answer comes once the file is durable under its
 /// final name.
 ///
 /// Why one thread: with 10 000 files of 4 KiB a writer thread per file
 /// spent the receiver's time waking threads and racing other writers for
-/// inodes. This one takes whatever is queued (up to 256 files), creates
-/// and writes them one after the other, makes them all durable with one
-/// `syncfs`, then names them: each file is still durable before it is
-/// reported, with far fewer syncs. The queue is bounded ([`SMALL_QUEUE`]
-/// files): a sender faster than the disk waits.
+/// inodes. This one takes whatever is queued (up to [`SMALL_BATCH`]
+/// files), creates and writes them one after the other, makes them all
+/// durable with one `syncfs`, then names them: each file is still durable
+/// before it is reported, with far fewer syncs. The queue is bounded
+/// ([`SMALL_QUEUE`] files): a sender faster than the disk waits.
 pub async fn write_small(file: SmallFile) -> Result<PathBuf, StoreError> {
     use std::sync::OnceLock;
     use tokio::sync::{mpsc, oneshot};
@@ -299,7 +304,7 @@ pub async fn write_small(file: SmallFile) -> Result<PathBuf, StoreError> {
             .spawn(move || {
                 while let Some(first) = rx.blocking_recv() {
                     let mut batch = vec![first];
-                    while batch.len() < 256 {
+                    while batch.len() < SMALL_BATCH {
                         match rx.try_recv() {
                             Ok(job) => batch.push(job),
                             Err(_) => break,

@@ -225,6 +225,8 @@ impl Central {
         // and its first report a real `DeviceDiscovered`). A cached fixed
         // address stays as before: BlueZ may raise no signal for its
         // unchanged reports, and the made-up event is its only sighting.
+        // (A cached private address still in use is heard through the
+        // advertisement monitor, which names each device it matches.)
         let mut cached = std::collections::HashSet::<PeripheralId>::new();
         if let Ok(ps) = self.adapter.peripherals().await {
             for p in ps {
@@ -264,7 +266,21 @@ impl Central {
             restart.tick().await;
             loop {
                 let ids = tokio::select! {
-                    Some(_) = next_match(&mut watch) => continue,
+                    Some(ev) = next_match(&mut watch) => match ev {
+                        // A match is a report heard now: the one sighting
+                        // of a cached private address whose unchanged
+                        // adverts BlueZ signals no other way.
+                        bluer::monitor::MonitorEvent::DeviceFound(found) => {
+                            match by_address(&adapter, found.device.0).await {
+                                Some(id) => {
+                                    cached.remove(&id);
+                                    (vec![id], true)
+                                }
+                                None => continue,
+                            }
+                        }
+                        _ => continue,
+                    },
                     _ = check.tick() => {
                         // Not while a connection is being made: the scan is
                         // paused.
@@ -642,7 +658,9 @@ impl Drop for Watched {
 /// one (bluetoothd 5.66 does with `-E`): while a monitor is registered the
 /// kernel passes on every matching report, including one that comes as a
 /// scan starts, before the kernel has marked discovery as started, which it
-/// otherwise drops. Without one, the scan restarts make up for it.
+/// otherwise drops; and BlueZ names each device it first matches, which
+/// counts as a sighting even when the device's properties did not change.
+/// Without one, the scan restarts make up for the dropped reports.
 async fn monitor(
     adapter: &bluer::Adapter,
 ) -> Option<(
@@ -679,6 +697,14 @@ async fn next_match(
         Some((_, handle)) => handle.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// The device BlueZ knows under `addr`, if any.
+async fn by_address(adapter: &Adapter, addr: [u8; 6]) -> Option<PeripheralId> {
+    let ps = adapter.peripherals().await.ok()?;
+    ps.into_iter()
+        .find(|p| p.address().into_inner() == addr)
+        .map(|p| p.id())
 }
 
 /// Whether an address is an LE non-resolvable private address: random,
