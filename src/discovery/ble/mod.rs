@@ -165,15 +165,40 @@ pub fn kernel_status(adapter: Option<&str>) -> Option<String> {
 }
 
 /// With `AIRHOP_BLE_DEBUG` set, each GATT step goes to stderr with the
-/// time since the backend started: what the air lab's timings come from.
+/// time since the process started (to the kernel's 10 ms): what the air
+/// lab's timings come from, the start-up before the backend included.
 pub(crate) fn debug(what: impl FnOnce() -> String) {
     use std::sync::OnceLock;
-    static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
-    let start = START
-        .get_or_init(|| std::env::var_os("AIRHOP_BLE_DEBUG").map(|_| std::time::Instant::now()));
+    use std::time::{Duration, Instant};
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::env::var_os("AIRHOP_BLE_DEBUG")?;
+        let now = Instant::now();
+        Some(
+            now.checked_sub(Duration::from_secs_f64(since_exec().unwrap_or(0.0)))
+                .unwrap_or(now),
+        )
+    });
     if let Some(t) = start {
         eprintln!("[ble {:8.3}] {}", t.elapsed().as_secs_f64(), what());
     }
+}
+
+/// Seconds since this process started: the system's uptime less the
+/// process's start time (`/proc/self/stat` field 22, in clock ticks of
+/// 1/100 s on Linux).
+fn since_exec() -> Option<f64> {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    Some((uptime - ticks / 100.0).max(0.0))
 }
 
 fn bluez_error(e: bluer::Error) -> DiscoveryError {
