@@ -237,6 +237,7 @@ impl Central {
                 }
             }
         }
+        debug(|| format!("{} cached private addresses", cached.len()));
         let mut stream = self
             .adapter
             .events()

@@ -91,6 +91,7 @@ impl Ble {
             None => session.default_adapter().await.map_err(bluez_error)?,
         };
         adapter.set_powered(true).await.map_err(bluez_error)?;
+        debug(|| "adapter powered".into());
         let name = adapter.name().to_string();
         let links = l2cap::Links::default();
         let l2cap = L2cap::new(
@@ -117,6 +118,7 @@ impl Ble {
         let central_adapter = chosen.ok_or_else(|| {
             DiscoveryError::Unavailable(format!("BlueZ lists no adapter {name} for scanning"))
         })?;
+        debug(|| "central ready".into());
 
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Ble {
