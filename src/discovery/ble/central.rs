@@ -1,15 +1,13 @@
-//! The browsing side: scan (BlueZ's discovery for LE alone) and connect
-//! with btleplug, then, with bluer, read the card, write an invitation and
-//! wait for the reply notification.
+//! The browsing side: scan (BlueZ's discovery for LE alone), then, with
+//! btleplug, connect, read the card (found and read through bluer), write
+//! an invitation and wait for the reply notification.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use bluer::gatt::remote::{Characteristic, CharacteristicWriteRequest};
-use bluer::gatt::WriteOp;
-use btleplug::api::{Central as _, CentralEvent, Peripheral as _};
+use btleplug::api::{Central as _, CentralEvent, Characteristic, Peripheral as _, WriteType};
 use btleplug::platform::{Adapter, Peripheral, PeripheralId};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -74,79 +72,6 @@ struct Devices {
     lingering: HashMap<DeviceId, Peripheral>,
     /// The scan was stopped: a card read from now on does not linger.
     stopped: bool,
-    /// The reply subscription an invitation made, kept for a watch on the
-    /// same link: a notice sent between the reply and the watch waits in
-    /// it (and no CCCD write turns notifications off and on again).
-    notes: HashMap<DeviceId, Notes>,
-}
-
-/// Values notified on a reply characteristic.
-type Notes = std::pin::Pin<Box<dyn futures_util::Stream<Item = Vec<u8>> + Send>>;
-
-/// The airhop characteristics of a connected device, through bluer.
-///
-/// btleplug's own lookup walks BlueZ's object tree one D-Bus call per
-/// service, characteristic and descriptor, one after the other: 0.30 to
-/// 0.46 s per connection in the air lab, the largest part of the time
-/// from an advert's sighting to its card. bluer lists the objects in one
-/// call, and only ours are asked about.
-struct Gatt {
-    card: Option<Characteristic>,
-    invite: Option<Characteristic>,
-    /// The invitation characteristic takes Write Commands.
-    command: bool,
-    reply: Option<Characteristic>,
-}
-
-impl Gatt {
-    /// Finds them on the device at `addr`, connected, its services resolved.
-    async fn find(bluez: &bluer::Adapter, addr: [u8; 6]) -> Result<Gatt, DiscoveryError> {
-        use futures_util::future::join_all;
-        let device = bluez.device(bluer::Address(addr)).map_err(gatt_error)?;
-        let services = device.services().await.map_err(gatt_error)?;
-        let uuids = join_all(services.iter().map(|s| s.uuid())).await;
-        let Some(service) = services
-            .into_iter()
-            .zip(uuids)
-            .find(|(_, u)| matches!(u, Ok(u) if *u == SERVICE_UUID))
-            .map(|(s, _)| s)
-        else {
-            return Err(DiscoveryError::NotAirhop);
-        };
-        let chars = service.characteristics().await.map_err(gatt_error)?;
-        let uuids = join_all(chars.iter().map(|c| c.uuid())).await;
-        let mut gatt = Gatt {
-            card: None,
-            invite: None,
-            command: false,
-            reply: None,
-        };
-        for (c, uuid) in chars.into_iter().zip(uuids) {
-            match uuid {
-                Ok(u) if u == CARD_CHAR_UUID => gatt.card = Some(c),
-                Ok(u) if u == INVITE_CHAR_UUID => {
-                    gatt.command = c.flags().await.is_ok_and(|f| f.write_without_response);
-                    gatt.invite = Some(c);
-                }
-                Ok(u) if u == REPLY_CHAR_UUID => gatt.reply = Some(c),
-                _ => {}
-            }
-        }
-        Ok(gatt)
-    }
-
-    fn count(&self) -> usize {
-        [&self.card, &self.invite, &self.reply]
-            .iter()
-            .filter(|c| c.is_some())
-            .count()
-    }
-}
-
-/// The characteristic, or the error that names the missing one.
-fn need(c: &Option<Characteristic>, uuid: uuid::Uuid) -> Result<&Characteristic, DiscoveryError> {
-    c.as_ref()
-        .ok_or(DiscoveryError::MissingCharacteristic(uuid))
 }
 
 /// The browsing side on one adapter.
@@ -416,9 +341,11 @@ impl Central {
     pub(super) async fn read_card(&self, device: DeviceId) -> Result<Vec<u8>, DiscoveryError> {
         let _busy = Busy::new(&self.inflight);
         debug(|| format!("reading the card of {device:?}"));
-        let (p, gatt) = self.connect(device).await?;
-        let card = need(&gatt.card, CARD_CHAR_UUID)?;
-        let r = retry(|| card.read()).await;
+        let bluez = self.bluez.clone();
+        let (p, card) = self
+            .connect(device, |p| card_of(bluez, p.address().into_inner()))
+            .await?;
+        let r = retry(|| card.read(), gatt_error).await;
         debug(|| format!("card read: {:?}", r.as_ref().map(Vec::len)));
         if lock(&self.devices).stopped {
             let _ = tokio::time::timeout(OP_TIMEOUT, p.disconnect()).await;
@@ -435,15 +362,8 @@ impl Central {
         invitation: Vec<u8>,
     ) -> Result<Vec<u8>, DiscoveryError> {
         let _busy = Busy::new(&self.inflight);
-        let (p, gatt) = self.connect(device).await?;
-        let r = exchange(&gatt, &invitation).await;
-        let r = match r {
-            Ok((reply, notes)) => {
-                lock(&self.devices).notes.insert(device, notes);
-                Ok(reply)
-            }
-            Err(e) => Err(e),
-        };
+        let (p, chars) = self.connect(device, walk).await?;
+        let r = exchange(&p, &chars, &invitation).await;
         debug(|| format!("invitation answered: {:?}", r.as_ref().map(Vec::len)));
         // A short linger: when the reply names an L2CAP channel (no IP
         // path), the channel opens over this LE link. Dropped at once, the
@@ -456,11 +376,7 @@ impl Central {
         // reuses the link.
         if lock(&self.devices).stopped || r.is_err() {
             self.bump(device);
-            {
-                let mut d = lock(&self.devices);
-                d.lingering.remove(&device);
-                d.notes.remove(&device);
-            }
+            lock(&self.devices).lingering.remove(&device);
             let _ = p.disconnect().await;
         } else {
             self.linger_for(device, p, REPLY_LINGER);
@@ -470,15 +386,24 @@ impl Central {
 
     /// Connects (pausing the scan: many controllers, emulated ones among
     /// them, cannot initiate a connection while scanning, and the kernel
-    /// then waits for the scan to stop) and finds the airhop service.
-    async fn connect(&self, device: DeviceId) -> Result<(Peripheral, Gatt), DiscoveryError> {
+    /// then waits for the scan to stop) and finds the airhop service with
+    /// `lookup`.
+    async fn connect<T, F, Fut>(
+        &self,
+        device: DeviceId,
+        lookup: F,
+    ) -> Result<(Peripheral, T), DiscoveryError>
+    where
+        F: FnOnce(Peripheral) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DiscoveryError>>,
+    {
         self.bump(device);
         let _radio = self.radio.lock().await;
         let scanning = lock(&self.scan).is_some();
         if scanning {
             self.le.stop().await;
         }
-        let r = self.connect_inner(device).await;
+        let r = self.connect_inner(device, lookup).await;
         if scanning && lock(&self.scan).is_some() {
             let _ = self.le.start().await;
         }
@@ -486,7 +411,15 @@ impl Central {
         r
     }
 
-    async fn connect_inner(&self, device: DeviceId) -> Result<(Peripheral, Gatt), DiscoveryError> {
+    async fn connect_inner<T, F, Fut>(
+        &self,
+        device: DeviceId,
+        lookup: F,
+    ) -> Result<(Peripheral, T), DiscoveryError>
+    where
+        F: FnOnce(Peripheral) -> Fut,
+        Fut: std::future::Future<Output = Result<T, DiscoveryError>>,
+    {
         let pid = lock(&self.devices)
             .ids
             .get(&device)
@@ -523,21 +456,14 @@ impl Central {
         debug(|| "connected".into());
         // BlueZ resolves services itself on connect (and keeps a cache);
         // this only reads its object tree.
-        let gatt = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Gatt::find(&self.bluez, p.address().into_inner()),
-        )
-        .await
-        .map_err(|_| DiscoveryError::TimedOut)
-        .and_then(|r| r);
-        debug(|| match &gatt {
-            Ok(g) => format!("{} airhop characteristics", g.count()),
-            Err(e) => format!("no airhop service: {e}"),
-        });
+        let found = match tokio::time::timeout(CONNECT_TIMEOUT, lookup(p.clone())).await {
+            Ok(r) => r,
+            Err(_) => Err(DiscoveryError::TimedOut),
+        };
         cancel.0 = None;
-        match gatt {
-            Ok(g) if g.count() > 0 => Ok((p, g)),
-            Ok(_) | Err(DiscoveryError::NotAirhop) => {
+        match found {
+            Ok(t) => Ok((p, t)),
+            Err(DiscoveryError::NotAirhop) => {
                 let _ = p.disconnect().await;
                 Err(DiscoveryError::NotAirhop)
             }
@@ -565,7 +491,6 @@ impl Central {
             let mut d = lock(&self.devices);
             d.stopped = true;
             let kept: Vec<Peripheral> = d.lingering.drain().map(|(_, p)| p).collect();
-            d.notes.clear();
             (kept, d.ids.values().cloned().collect::<Vec<_>>())
         };
         // A link that carries one of our L2CAP channels (a transfer over
@@ -611,22 +536,16 @@ impl Central {
     /// the reply characteristic, over the link the reply came on, which is
     /// kept up while watching and lingers briefly afterwards.
     pub(super) async fn watch(&self, device: DeviceId) -> Result<Vec<u8>, DiscoveryError> {
-        let (p, gatt) = {
+        let (p, chars) = {
             let _busy = Busy::new(&self.inflight);
-            self.connect(device).await?
+            self.connect(device, walk).await?
         };
-        // Subscribed since the invitation, as a rule; a link that was made
-        // again subscribes anew.
-        let kept = lock(&self.devices).notes.remove(&device);
-        let mut notes = match kept {
-            Some(n) => n,
-            None => {
-                let reply = need(&gatt.reply, REPLY_CHAR_UUID)?;
-                retry(|| reply.notify())
-                    .await
-                    .map(|n| Box::pin(n) as Notes)?
-            }
-        };
+        let reply = find(&chars, REPLY_CHAR_UUID)?;
+        let mut notes = p.notifications().await.map_err(gone)?;
+        // Subscribed since the invitation, as a rule (BlueZ then refuses a
+        // second subscription from the same client, harmlessly); this
+        // covers a link that was made again.
+        let _ = tokio::time::timeout(OP_TIMEOUT, p.subscribe(reply)).await;
         let addr = p.address().into_inner();
         *lock(&self.links).entry(addr).or_default() += 1;
         let _kept = Watched {
@@ -682,7 +601,6 @@ impl Keeper {
                 let still = d.generation.get(&device) == Some(&generation);
                 if still {
                     d.lingering.remove(&device);
-                    d.notes.remove(&device);
                 }
                 still
             };
@@ -906,10 +824,15 @@ async fn lost(adapter: &Adapter, devices: &StdMutex<Devices>) -> Vec<DeviceId> {
 }
 
 /// Subscribe, write the segments, reassemble the reply of our transaction.
-async fn exchange(gatt: &Gatt, invitation: &[u8]) -> Result<(Vec<u8>, Notes), DiscoveryError> {
-    let write = need(&gatt.invite, INVITE_CHAR_UUID)?;
-    let reply = need(&gatt.reply, REPLY_CHAR_UUID)?;
-    let mut notes: Notes = Box::pin(retry(|| reply.notify()).await?);
+async fn exchange(
+    p: &Peripheral,
+    chars: &[Characteristic],
+    invitation: &[u8],
+) -> Result<Vec<u8>, DiscoveryError> {
+    let write = find(chars, INVITE_CHAR_UUID)?;
+    let reply = find(chars, REPLY_CHAR_UUID)?;
+    let mut notes = p.notifications().await.map_err(gone)?;
+    retry(|| p.subscribe(reply), gone).await?;
     debug(|| "subscribed to the reply".into());
     let txn: [u8; 1] = crate::util::random()?;
     let segs = segments(txn[0], invitation, MAX_SEGMENT);
@@ -921,14 +844,16 @@ async fn exchange(gatt: &Gatt, invitation: &[u8]) -> Result<(Vec<u8>, Notes), Di
     // segments go as Write Requests, as before. Several segments always go
     // as requests: commands are not answered, and BlueZ hands each to the
     // GATT server as its own D-Bus call, so they could arrive out of order.
-    if segs.len() == 1 && gatt.command {
-        let command = op(WriteOp::Command);
-        let cmd = write.write_ext(&segs[0], &command);
+    if segs.len() == 1
+        && write
+            .properties
+            .contains(btleplug::api::CharPropFlags::WRITE_WITHOUT_RESPONSE)
+    {
+        let cmd = p.write(write, &segs[0], WriteType::WithoutResponse);
         match tokio::time::timeout(OP_TIMEOUT, cmd).await {
             Ok(Ok(())) => {
                 debug(|| format!("invitation of {} B written (command)", invitation.len()));
-                let body = await_reply(&mut notes, Some(txn[0])).await?;
-                return Ok((body, notes));
+                return await_reply(&mut notes, Some(txn[0])).await;
             }
             Ok(Err(e)) => debug(|| format!("no write command ({e}): write requests")),
             Err(_) => return Err(DiscoveryError::TimedOut),
@@ -939,7 +864,7 @@ async fn exchange(gatt: &Gatt, invitation: &[u8]) -> Result<(Vec<u8>, Notes), Di
     let mut tries = 0;
     loop {
         tries += 1;
-        match write_all(write, &segs).await {
+        match write_all(p, write, &segs).await {
             Ok(()) => {
                 debug(|| format!("invitation of {} B written", invitation.len()));
                 break;
@@ -948,33 +873,27 @@ async fn exchange(gatt: &Gatt, invitation: &[u8]) -> Result<(Vec<u8>, Notes), Di
             Err(_) => {}
         }
     }
-    let body = await_reply(&mut notes, Some(txn[0])).await?;
-    Ok((body, notes))
-}
-
-/// A write of the given kind.
-fn op(op_type: WriteOp) -> CharacteristicWriteRequest {
-    CharacteristicWriteRequest {
-        op_type,
-        ..Default::default()
-    }
+    await_reply(&mut notes, Some(txn[0])).await
 }
 
 /// Reassembles the reply of transaction `txn` from the notifications; with
 /// `None`, the first whole message of whichever transaction comes first (a
 /// notice goes on the transaction of the reply it follows, which the
 /// watcher did not choose).
-async fn await_reply(notes: &mut Notes, mut txn: Option<u8>) -> Result<Vec<u8>, DiscoveryError> {
+async fn await_reply(
+    notes: &mut (impl futures_util::Stream<Item = btleplug::api::ValueNotification> + Unpin),
+    mut txn: Option<u8>,
+) -> Result<Vec<u8>, DiscoveryError> {
     let mut r = Reassembly::new(MAX_REPLY_LEN);
     // The caller's deadline bounds this wait (the peer may be asking a person).
-    while let Some(value) = notes.next().await {
-        let Some(&first) = value.first() else {
+    while let Some(n) = notes.next().await {
+        let Some(&first) = n.value.first() else {
             continue;
         };
-        if *txn.get_or_insert(first) != first {
+        if n.uuid != REPLY_CHAR_UUID || *txn.get_or_insert(first) != first {
             continue;
         }
-        match r.push(0, &value) {
+        match r.push(0, &n.value) {
             Ok(Some((_, body))) => return Ok(body),
             Ok(None) => {}
             Err(e) => return Err(DiscoveryError::Malformed(e.to_string())),
@@ -983,32 +902,72 @@ async fn await_reply(notes: &mut Notes, mut txn: Option<u8>) -> Result<Vec<u8>, 
     Err(DiscoveryError::Gone)
 }
 
-async fn write_all(to: &Characteristic, segs: &[Vec<u8>]) -> Result<(), DiscoveryError> {
+async fn write_all(
+    p: &Peripheral,
+    to: &Characteristic,
+    segs: &[Vec<u8>],
+) -> Result<(), DiscoveryError> {
     for seg in segs {
-        let request = op(WriteOp::Request);
-        tokio::time::timeout(OP_TIMEOUT, to.write_ext(seg, &request))
+        tokio::time::timeout(OP_TIMEOUT, p.write(to, seg, WriteType::WithResponse))
             .await
             .map_err(|_| DiscoveryError::TimedOut)?
-            .map_err(gatt_error)?;
+            .map_err(gone)?;
     }
     Ok(())
 }
 
-/// One retry of a GATT operation, each try with its own deadline.
-async fn retry<T, F, Fut>(mut op: F) -> Result<T, DiscoveryError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bluer::Result<T>>,
-{
-    let mut last = DiscoveryError::TimedOut;
-    for _ in 0..2 {
-        match tokio::time::timeout(OP_TIMEOUT, op()).await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => last = gatt_error(e),
-            Err(_) => last = DiscoveryError::TimedOut,
-        }
+/// The airhop characteristics of a connected peripheral, through
+/// btleplug, which then can subscribe to and write them.
+async fn walk(p: Peripheral) -> Result<Vec<Characteristic>, DiscoveryError> {
+    p.discover_services().await.map_err(gone)?;
+    let chars: Vec<Characteristic> = p
+        .characteristics()
+        .into_iter()
+        .filter(|c| c.service_uuid == SERVICE_UUID)
+        .collect();
+    debug(|| format!("{} airhop characteristics", chars.len()));
+    if chars.is_empty() {
+        return Err(DiscoveryError::NotAirhop);
     }
-    Err(last)
+    Ok(chars)
+}
+
+/// The card characteristic of the connected device at `addr`, through
+/// bluer.
+///
+/// btleplug's lookup ([`walk`]) lists what BlueZ resolved with one D-Bus
+/// call per service, characteristic and descriptor, and a property read
+/// for each, one after the other: 0.30 to 0.46 s in the air lab (0.87 s in
+/// one CI run), most of the time from an advert's sighting to its card.
+/// bluer lists the device's objects, then the service's, in two calls.
+/// Only the card is read this way: subscribing through bluer ends its
+/// notification session with a `StopNotify` when the stream is dropped,
+/// and BlueZ 5.66 aborted ("double free or corruption") on one that met
+/// the peripheral's disconnect in the air lab; btleplug never stops one.
+async fn card_of(
+    bluez: bluer::Adapter,
+    addr: [u8; 6],
+) -> Result<bluer::gatt::remote::Characteristic, DiscoveryError> {
+    use futures_util::future::join_all;
+    let device = bluez.device(bluer::Address(addr)).map_err(gatt_error)?;
+    let services = device.services().await.map_err(gatt_error)?;
+    let uuids = join_all(services.iter().map(|s| s.uuid())).await;
+    let service = services
+        .into_iter()
+        .zip(uuids)
+        .find(|(_, u)| matches!(u, Ok(u) if *u == SERVICE_UUID))
+        .map(|(s, _)| s)
+        .ok_or(DiscoveryError::NotAirhop)?;
+    let chars = service.characteristics().await.map_err(gatt_error)?;
+    let uuids = join_all(chars.iter().map(|c| c.uuid())).await;
+    let card = chars
+        .into_iter()
+        .zip(uuids)
+        .find(|(_, u)| matches!(u, Ok(u) if *u == CARD_CHAR_UUID))
+        .map(|(c, _)| c)
+        .ok_or(DiscoveryError::MissingCharacteristic(CARD_CHAR_UUID));
+    debug(|| format!("airhop card characteristic: {}", card.is_ok()));
+    card
 }
 
 /// A bluer error of a GATT operation, as the discovery error it means.
@@ -1020,6 +979,31 @@ fn gatt_error(e: bluer::Error) -> DiscoveryError {
         K::Failed if e.message.contains("Not connected") => DiscoveryError::Gone,
         _ => DiscoveryError::Bluetooth(e.to_string()),
     }
+}
+
+fn find(chars: &[Characteristic], uuid: uuid::Uuid) -> Result<&Characteristic, DiscoveryError> {
+    chars
+        .iter()
+        .find(|c| c.uuid == uuid)
+        .ok_or(DiscoveryError::MissingCharacteristic(uuid))
+}
+
+/// One retry of a GATT operation, each try with its own deadline; `err`
+/// says what its error means.
+async fn retry<T, E, F, Fut>(mut op: F, err: fn(E) -> DiscoveryError) -> Result<T, DiscoveryError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut last = DiscoveryError::TimedOut;
+    for _ in 0..2 {
+        match tokio::time::timeout(OP_TIMEOUT, op()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => last = err(e),
+            Err(_) => last = DiscoveryError::TimedOut,
+        }
+    }
+    Err(last)
 }
 
 fn gone(e: btleplug::Error) -> DiscoveryError {
