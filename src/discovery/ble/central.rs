@@ -952,22 +952,22 @@ async fn card_of(
     let device = bluez.device(bluer::Address(addr)).map_err(gatt_error)?;
     let services = device.services().await.map_err(gatt_error)?;
     let uuids = join_all(services.iter().map(|s| s.uuid())).await;
-    let service = services
-        .into_iter()
-        .zip(uuids)
-        .find(|(_, u)| matches!(u, Ok(u) if *u == SERVICE_UUID))
-        .map(|(s, _)| s)
-        .ok_or(DiscoveryError::NotAirhop)?;
+    let service = pick(services, uuids, SERVICE_UUID).ok_or(DiscoveryError::NotAirhop)?;
     let chars = service.characteristics().await.map_err(gatt_error)?;
     let uuids = join_all(chars.iter().map(|c| c.uuid())).await;
-    let card = chars
-        .into_iter()
-        .zip(uuids)
-        .find(|(_, u)| matches!(u, Ok(u) if *u == CARD_CHAR_UUID))
-        .map(|(c, _)| c)
+    let card = pick(chars, uuids, CARD_CHAR_UUID)
         .ok_or(DiscoveryError::MissingCharacteristic(CARD_CHAR_UUID));
     debug(|| format!("airhop card characteristic: {}", card.is_ok()));
     card
+}
+
+/// The first of `items` whose UUID (`uuids`, in the same order) is `want`.
+fn pick<T>(items: Vec<T>, uuids: Vec<bluer::Result<uuid::Uuid>>, want: uuid::Uuid) -> Option<T> {
+    items
+        .into_iter()
+        .zip(uuids)
+        .find(|(_, u)| matches!(u, Ok(u) if *u == want))
+        .map(|(t, _)| t)
 }
 
 /// A bluer error of a GATT operation, as the discovery error it means.
