@@ -460,13 +460,18 @@ impl Central {
             Ok(r) => r,
             Err(_) => Err(DiscoveryError::TimedOut),
         };
-        cancel.0 = None;
         match found {
-            Ok(t) => Ok((p, t)),
+            Ok(t) => {
+                cancel.0 = None;
+                Ok((p, t))
+            }
             Err(DiscoveryError::NotAirhop) => {
+                cancel.0 = None;
                 let _ = p.disconnect().await;
                 Err(DiscoveryError::NotAirhop)
             }
+            // Hung up as the guard drops, as for a lookup whose caller gave
+            // up.
             Err(e) => Err(e),
         }
     }
