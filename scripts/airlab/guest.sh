@@ -89,6 +89,7 @@ start_receiver() {
 send() {
   local name=$1; shift
   TX_START=$EPOCHREALTIME
+  echo "$TX_START" > "$O/tx-$name.start"
   ${TX_NS-ip netns exec tx} env $TX_ENV $AIRHOP --config-dir $W/tx-conf ${TX_TRANSPORT:---transport ble --adapter hci1} --name Ada --json \
     send --to Bob "$@" 2> "$O/tx-$name.err" | stamp > "$O/tx-$name.jsonl"
   SEND_RC=${PIPESTATUS[0]}
@@ -329,22 +330,17 @@ back_to_back() {
     rm -f $W/inbox-b2b/small.bin
   done
   result "TIME $V back-to-back sends (a third device's send before the 3rd), sender start -> receiver seen:$all s"
-  # Issue 16 asks for 3 s. Under TCG, the process's start and BlueZ's
-  # set-up before the scan alone take 0.6-1.0 s (the sender's debug
-  # lines count from exec), and CI runs the lab beside the rest of the
-  # test suite: CI measured 1.0-3.49 s before the card was read through
-  # bluer (which saves 0.2-0.3 s), the lab alone 0.92-1.71 s after.
-  # The lab fails a send over 5 s (the old bugs took 11 to 90 s, or
-  # never), and says which sends missed 3 s.
-  local slow=0 over=""
+  # Issue 16: each within 3 s, under TCG too (real radios are faster).
+  # With the card read through bluer, labs and CI measured 0.92-2.51 s;
+  # the sender's debug lines (tx-*.err, AIRHOP_BLE_DEBUG) carry the wall
+  # clock and tx-*.start the send's start, to see where a slow one went.
+  local slow=0
   for f in $all; do
-    awk -v f="$f" 'BEGIN { exit !(f == "?" || f > 5) }' \
-      && { slow=1; bad "back-to-back: a send saw the receiver only after $f s (over 5 s)"; }
-    awk -v f="$f" 'BEGIN { exit !(f != "?" && f > 3) }' && over="$over $f"
+    awk -v f="$f" 'BEGIN { exit !(f == "?" || f > 3) }' \
+      && { slow=1; bad "back-to-back: a send saw the receiver only after $f s (over 3 s)"; }
   done
-  [ -n "$over" ] && result "TIME $V back-to-back: over the 3 s target under TCG:$over s"
   [ $slow = 0 ] && [ "$(echo $all | wc -w)" = 4 ] \
-    && ok "back-to-back: 4 sends and a fourth device's, each saw the receiver within 5 s:$all s"
+    && ok "back-to-back: 4 sends and a fourth device's, each saw the receiver within 3 s:$all s"
 
   # Lost: `peers --watch` sees the receiver, the receiver goes away, and
   # peers says so within 10 s.

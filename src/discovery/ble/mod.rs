@@ -182,7 +182,16 @@ pub(crate) fn debug(what: impl FnOnce() -> String) {
         )
     });
     if let Some(t) = start {
-        eprintln!("[ble {:8.3}] {}", t.elapsed().as_secs_f64(), what());
+        // The wall clock beside it (seconds within the current 1000 s), to
+        // line the lines up with the lab's timestamps.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| (d.as_millis() % 1_000_000) as f64 / 1000.0);
+        eprintln!(
+            "[ble {:8.3} @{wall:07.3}] {}",
+            t.elapsed().as_secs_f64(),
+            what()
+        );
     }
 }
 
