@@ -15,7 +15,9 @@
 //! connection up) to the receiver's confirmation; airhop's receiver also
 //! prints `first_byte_ms=F`, from its accept of the invitation to the first
 //! byte received. With `BENCH_HASH_CACHE=FILE` airhop's sender keeps the
-//! roots it computes in FILE, as `airhop send` does.
+//! roots it computes in FILE, as `airhop send` does. With `BENCH_PHASES=1`
+//! the airhop sender also prints, on standard error, when each phase began
+//! (ms since its start): where the wall time outside the bytes goes.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -49,7 +51,18 @@ fn report(secs: f64, bytes: u64) {
     );
 }
 
+/// With `BENCH_PHASES` set: a phase's start, in ms since the process began.
+fn phase(what: &str) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    if let Some(t) = START.get_or_init(|| std::env::var_os("BENCH_PHASES").map(|_| Instant::now()))
+    {
+        eprintln!("phase {:8.1} ms  {what}", t.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
 fn main() -> Res<()> {
+    phase("start");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,16 +140,26 @@ async fn airhop_recv(ip: &str, port: &str, dir: &str) -> Res<()> {
 
 async fn airhop_send(ip: &str, port: &str, paths: &[String]) -> Res<()> {
     let (n, mut ev) = node("send", ip, port, std::env::temp_dir()).await?;
+    phase("node started");
     n.browse(true).await?;
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let mut moving = false;
     while let Some(e) = ev.next().await {
         match e {
-            NodeEvent::PeerFound(p) => n.invite(p.id, b"bench".to_vec()).await?,
+            NodeEvent::PeerFound(p) => {
+                phase("peer found");
+                n.invite(p.id, b"bench".to_vec()).await?
+            }
             NodeEvent::PeerState {
                 peer,
                 state: PeerState::Connected,
             } => {
+                phase("connected");
                 n.send_files(peer, paths.clone()).await?;
+            }
+            NodeEvent::Progress(p) if p.done > 0 && !moving => {
+                moving = true;
+                phase("first progress");
             }
             NodeEvent::TransferDone {
                 direction: Direction::Send,
@@ -144,8 +167,10 @@ async fn airhop_send(ip: &str, port: &str, paths: &[String]) -> Res<()> {
                 elapsed,
                 ..
             } => {
+                phase("done");
                 report(elapsed.as_secs_f64(), bytes);
                 n.stop().await;
+                phase("stopped");
                 return Ok(());
             }
             NodeEvent::TransferFailed { reason, .. } | NodeEvent::InviteFailed { reason, .. } => {

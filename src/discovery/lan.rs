@@ -559,22 +559,64 @@ async fn receive_loop(shared: Arc<Shared>, recv: UdpSocket) {
     }
 }
 
+/// Answers to queries: a few at once, then at most five a second, whatever
+/// a flood of queries asks (a token bucket).
+///
+/// The burst matters: a browser's start-up probe and its first query come
+/// milliseconds apart, and an answer to the probe is ignored (it is not
+/// browsing yet). With a strict one answer per 200 ms, the query that counts
+/// waited out the pause: every LAN sighting took 200 ms.
+struct AnswerBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl AnswerBudget {
+    /// Answers that may go at once.
+    const BURST: f64 = 3.0;
+    /// Answers a second after that.
+    const RATE: f64 = 5.0;
+
+    fn new(now: tokio::time::Instant) -> Self {
+        AnswerBudget {
+            tokens: Self::BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one answer's token at `now`: how long to wait before sending it.
+    fn take(&mut self, now: tokio::time::Instant) -> Duration {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * Self::RATE;
+        self.tokens = (self.tokens + refill).min(Self::BURST) - 1.0;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / Self::RATE)
+        }
+    }
+}
+
 async fn announce_loop(shared: Arc<Shared>, published: watch::Receiver<Option<Published>>) {
+    let mut budget = AnswerBudget::new(tokio::time::Instant::now());
     loop {
         let asked = tokio::select! {
             _ = tokio::time::sleep(shared.config.announce_every) => false,
             _ = shared.asked.notified() => true,
         };
+        if asked {
+            // Queries that arrive meanwhile are answered by this one answer.
+            let wait = budget.take(tokio::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let advert = published
             .borrow()
             .as_ref()
             .map(|p| p.advert.encode().to_vec());
         if let Some(a) = advert {
             let _ = shared.send(ANNOUNCE, a).await;
-        }
-        if asked {
-            // At most five answers a second, whatever a flood of queries asks.
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -857,6 +899,35 @@ mod tests {
             .await
             .expect("an event in time")
             .expect("open")
+    }
+
+    #[test]
+    fn query_answers_come_in_a_burst_then_five_a_second() {
+        let t0 = tokio::time::Instant::now();
+        let mut b = AnswerBudget::new(t0);
+        // A probe and a query together (and one more) are answered at once.
+        for _ in 0..3 {
+            assert_eq!(b.take(t0), Duration::ZERO);
+        }
+        // A flood: every 10 ms for 2 s. Each answer is sent after its wait
+        // (queries asked meanwhile fold into it), so count what is sent.
+        let mut sent = 3;
+        let mut free_at = t0;
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(2) {
+            t += Duration::from_millis(10);
+            if t >= free_at {
+                free_at = t + b.take(t);
+                if free_at <= t0 + Duration::from_secs(2) {
+                    sent += 1;
+                }
+            }
+        }
+        assert!((12..=14).contains(&sent), "{sent} answers in 2 s");
+        // After a quiet second the burst is back.
+        let later = t0 + Duration::from_secs(4);
+        assert_eq!(b.take(later), Duration::ZERO);
+        assert_eq!(b.take(later), Duration::ZERO);
     }
 
     #[tokio::test]

@@ -143,12 +143,15 @@ pub async fn send_file(
                     r.to_vec()
                 }
             };
+            let len = data.len() as u64;
+            // Handed over, not copied: quinn keeps the buffer until the
+            // peer acknowledges it (its send window bounds how many).
             tokio::select! {
-                r = send.write_all(&data) => r.map_err(write_reason)?,
+                r = send.write_chunk(bytes::Bytes::from(data)) => r.map_err(write_reason)?,
                 _ = cancel.wait_for(|c| *c) => return Err(Reason::SendCancelled),
             }
             if root.is_none() {
-                let n = (data.len() as u64).min(left);
+                let n = len.min(left);
                 left -= n;
                 progress(n);
             }
