@@ -241,6 +241,93 @@ pub fn outboard_len(size: u64) -> u64 {
     groups(size).saturating_sub(1) * 64
 }
 
+/// Builds a file's post-order outboard and root from its bytes pushed in
+/// order: what `bao_tree::io::sync::outboard_post_order` computes, from
+/// the sender's own read buffers instead of a copy into bao-tree's (one
+/// memcpy of the whole file less on a first send).
+pub struct OutboardBuilder<W> {
+    chunks: bao_tree::iter::PostOrderChunkIter,
+    stack: Vec<blake3::Hash>,
+    out: W,
+}
+
+impl<W: Write> OutboardBuilder<W> {
+    /// For a file of `size` bytes, writing the hash pairs to `out`.
+    pub fn new(size: u64, out: W) -> Self {
+        OutboardBuilder {
+            chunks: tree(size).post_order_chunks_iter(),
+            stack: Vec::new(),
+            out,
+        }
+    }
+
+    fn parent(&mut self, is_root: bool) -> io::Result<()> {
+        use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, Mode};
+        let (Some(right), Some(left)) = (self.stack.pop(), self.stack.pop()) else {
+            return Err(io::Error::other("outboard: a parent without two children"));
+        };
+        self.out.write_all(left.as_bytes())?;
+        self.out.write_all(right.as_bytes())?;
+        let (l, r) = (left.as_bytes(), right.as_bytes());
+        self.stack.push(if is_root {
+            merge_subtrees_root(l, r, Mode::Hash)
+        } else {
+            blake3::Hash::from(merge_subtrees_non_root(l, r, Mode::Hash))
+        });
+        Ok(())
+    }
+
+    /// Hashes the file's next bytes: whole chunk groups (the file's last
+    /// group may be short), as many as `data` holds.
+    pub fn push(&mut self, mut data: &[u8]) -> io::Result<()> {
+        use bao_tree::iter::BaoChunk;
+        use blake3::hazmat::HasherExt;
+        while !data.is_empty() {
+            match self.chunks.next() {
+                Some(BaoChunk::Parent { is_root, .. }) => self.parent(is_root)?,
+                Some(BaoChunk::Leaf {
+                    start_chunk,
+                    size,
+                    is_root,
+                    ..
+                }) => {
+                    if data.len() < size {
+                        return Err(io::Error::other("outboard: bytes not in whole groups"));
+                    }
+                    let (leaf, rest) = data.split_at(size);
+                    data = rest;
+                    self.stack.push(if is_root {
+                        blake3::hash(leaf)
+                    } else {
+                        let mut h = blake3::Hasher::new();
+                        h.set_input_offset(start_chunk.0 * 1024);
+                        h.update(leaf);
+                        blake3::Hash::from(h.finalize_non_root())
+                    });
+                }
+                None => return Err(io::Error::other("outboard: more bytes than the size")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The root, once every byte was pushed (the outboard is written).
+    pub fn finish(mut self) -> io::Result<[u8; 32]> {
+        use bao_tree::iter::BaoChunk;
+        while let Some(c) = self.chunks.next() {
+            match c {
+                BaoChunk::Parent { is_root, .. } => self.parent(is_root)?,
+                BaoChunk::Leaf { .. } => return Err(io::ErrorKind::UnexpectedEof.into()),
+            }
+        }
+        self.out.flush()?;
+        match self.stack.as_slice() {
+            [root] => Ok(*root.as_bytes()),
+            _ => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
 /// Reads a file through a 1 MiB window: bao-tree reads one group (16 KiB)
 /// at a time, which as separate system calls cost more than the hashing.
 struct Windowed {
@@ -856,6 +943,37 @@ mod tests {
         let mut v = vec![0u8; n];
         blake3::Hasher::new().finalize_xof().fill(&mut v);
         v
+    }
+
+    #[test]
+    fn the_outboard_builder_matches_bao_tree() {
+        let g = GROUP_BYTES as usize;
+        for size in [1, 1000, g, g + 1, 3 * g, 5 * g - 7, 64 * g, 97 * g + 123] {
+            let data = body(size);
+            let mut want = Vec::new();
+            let root =
+                bao_tree::io::sync::outboard_post_order(&data[..], tree(size as u64), &mut want)
+                    .unwrap();
+            assert_eq!(root, blake3::hash(&data));
+            // Pushed in blocks of 4 groups, as a sender would in 1 MiB ones.
+            let mut got = Vec::new();
+            let mut b = OutboardBuilder::new(size as u64, &mut got);
+            for block in data.chunks(4 * g) {
+                b.push(block).unwrap();
+            }
+            assert_eq!(b.finish().unwrap(), *root.as_bytes(), "root, {size} bytes");
+            assert_eq!(got, want, "outboard, {size} bytes");
+            assert_eq!(got.len() as u64, outboard_len(size as u64));
+        }
+        // Too few bytes, too many, or a block cut inside a group.
+        let data = body(3 * g);
+        let mut short = OutboardBuilder::new(3 * g as u64, Vec::new());
+        short.push(&data[..2 * g]).unwrap();
+        assert!(short.finish().is_err());
+        let mut long = OutboardBuilder::new(2 * g as u64, Vec::new());
+        assert!(long.push(&data).is_err());
+        let mut cut = OutboardBuilder::new(3 * g as u64, Vec::new());
+        assert!(cut.push(&data[..g + 5]).is_err());
     }
 
     /// Sender and receiver on disk: encode `spans`, optionally flip a byte
