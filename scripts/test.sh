@@ -6,9 +6,9 @@
 #   scripts/test.sh air_lab         # only the tests whose names match
 #
 # With cargo-nextest (on these machines), every test runs in its own
-# process, two at a time across test binaries (.config/nextest.toml), so
-# the air lab's 20-odd minutes of a VM overlap the rest of the suite
-# instead of adding to it; then the doc tests, which nextest does not run.
+# process, two at a time across test binaries (.config/nextest.toml),
+# except the air lab, which runs alone (it asserts BLE timings); then the
+# doc tests, which nextest does not run.
 # Without it, `cargo test`, one test binary after another.
 set -euo pipefail
 cd "$(dirname "$0")/.."

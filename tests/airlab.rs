@@ -22,7 +22,7 @@
 //! one whose receiver is stopped with SIGTERM each leave both back on it
 //! with the same addresses.
 //!
-//! It needs root (apt-get, network namespaces) and takes about 21 minutes, so
+//! It needs root (apt-get, network namespaces) and takes about 18 minutes (alone: see .config/nextest.toml), so
 //! plain `cargo test` lists it as ignored (with that reason) and
 //! `scripts/test.sh` or `cargo test -- --include-ignored` (CI runs the first) runs
 //! it. A lab that cannot start fails this test.
